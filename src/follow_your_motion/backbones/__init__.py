@@ -1,0 +1,45 @@
+"""Model families behind the one backbone interface, and how a model source picks its family."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .base import Backbone
+
+# diffusers pipeline class (model_index.json "_class_name") -> family
+PIPELINE_FAMILIES = {"WanPipeline": "wan"}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def detect_family(source: str) -> str:
+    """Family of a local pipeline directory from its model_index.json; hub ids are assumed to be Wan."""
+    index = Path(source).expanduser() / "model_index.json"
+    if not index.is_file():
+        return "wan"
+    try:
+        name = json.loads(index.read_text()).get("_class_name", "")
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{index}: unreadable model_index.json ({err})") from err
+    if name not in PIPELINE_FAMILIES:
+        known = ", ".join(sorted(PIPELINE_FAMILIES))
+        raise ValueError(f"model {source!r}: unsupported pipeline {name!r} (supported: {known})")
+    return PIPELINE_FAMILIES[name]
+
+
+def load_backbone(
+    source: str | None, family: str = "auto", dtype: str = "float32", device: str = "cpu", offload: bool = False
+) -> Backbone:
+    """Load a backbone; `source` None means the embedded toy model."""
+    if source is None or family == "toy":
+        from .toy import ToyBackbone
+
+        return ToyBackbone.load(source, device=device)
+    family = detect_family(source) if family == "auto" else family
+    if family == "wan":
+        from .wan import WanBackbone
+
+        return WanBackbone.load(source, dtype=DTYPES[dtype], device=device, offload=offload)
+    raise ValueError(f"unknown model family {family!r} (supported: wan, toy)")

@@ -1,0 +1,140 @@
+"""The embedded ShapesWorld toy model: a small Wan-architecture transformer in pixel space.
+
+It is a genuine `WanTransformer3DModel` (same attention, RoPE, LoRA targets and export keys as Wan2.1)
+inside a `WanPipeline` with no VAE and no T5: pixels in [-1, 1] are the "latents" (temporal and spatial
+stride 1, patch 1x4x4) and prompts go through a tiny word-level text encoder trained with it. The method
+code cannot tell it from Wan; only encoding and sampling differ.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+from safetensors.torch import load_file
+from torch import nn
+
+from .base import VideoGeometry
+from .wan import ModelLoadError, WanBackbone
+
+PAD, UNK = "<pad>", "<unk>"
+
+
+def default_model_dir() -> Path:
+    """The toy model shipped inside the package."""
+    return Path(str(resources.files("follow_your_motion") / "toyworld" / "assets" / "toy-model"))
+
+
+class ToyTextEncoder(nn.Module):
+    """Word embeddings + a small transformer encoder over ShapesWorld's closed vocabulary."""
+
+    def __init__(self, vocabulary: list[str], dim: int = 64, layers: int = 1, max_words: int = 16) -> None:
+        super().__init__()
+        self.vocabulary = list(vocabulary)
+        self.index = {w: i + 2 for i, w in enumerate(self.vocabulary)}  # 0 pad, 1 unknown (never trained)
+        self.max_words = max_words
+        self.embed = nn.Embedding(len(self.vocabulary) + 2, dim)
+        self.position = nn.Parameter(torch.zeros(max_words, dim))
+        layer = nn.TransformerEncoderLayer(dim, nhead=4, dim_feedforward=dim * 2, batch_first=True, dropout=0.0)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def tokenize(self, prompts: list[str]) -> torch.Tensor:
+        """Word ids (B, max_words); unknown words raise a ValueError listing the vocabulary."""
+        ids = torch.zeros(len(prompts), self.max_words, dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            words = prompt.lower().replace(",", " ").replace(".", " ").split()
+            unknown = [w for w in words if w not in self.index]
+            if unknown:
+                raise ValueError(
+                    f"the toy model does not know {', '.join(map(repr, unknown))}; "
+                    f"its vocabulary is: {' '.join(self.vocabulary)}"
+                )
+            if len(words) > self.max_words:
+                raise ValueError(f"prompt {prompt!r} has {len(words)} words; the toy model takes {self.max_words}")
+            ids[row, : len(words)] = torch.tensor([self.index[w] for w in words], dtype=torch.long)
+        return ids
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        pad = ids == 0
+        hidden = self.embed(ids) + self.position
+        hidden = self.encoder(hidden, src_key_padding_mask=pad)
+        return hidden.masked_fill(pad[..., None], 0.0)
+
+
+def toy_transformer(config: dict) -> WanTransformer3DModel:
+    return WanTransformer3DModel(**config)
+
+
+class ToyBackbone(WanBackbone):
+    """The toy model behind the backbone interface; generation runs its own flow-matching Euler loop."""
+
+    name = "toy"
+
+    def __init__(self, transformer: WanTransformer3DModel, text_encoder: ToyTextEncoder, sampler: dict,
+                 device: str | torch.device = "cpu") -> None:
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=sampler.get("shift", 1.0))
+        pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=transformer, scheduler=scheduler)
+        super().__init__(pipe, device=device, text_length=text_encoder.max_words)
+        self.text_encoder = text_encoder.to(self.device).eval().requires_grad_(False)
+        self.sampler = sampler
+        self.geometry = VideoGeometry(temporal_stride=1, spatial_stride=1, patch=tuple(transformer.config.patch_size))
+
+    @classmethod
+    def load(cls, source: str | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu",
+             offload: bool = False) -> ToyBackbone:
+        """Load a toy model folder (config.json + model.safetensors); None = the shipped one."""
+        folder = Path(source) if source else default_model_dir()
+        try:
+            meta = json.loads((folder / "config.json").read_text())
+            weights = load_file(str(folder / "model.safetensors"))
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"toy model {folder}: cannot be loaded ({err})") from err
+        model = cls.build(meta)
+        model_state = {k.removeprefix("transformer."): v for k, v in weights.items() if k.startswith("transformer.")}
+        text_state = {k.removeprefix("text."): v for k, v in weights.items() if k.startswith("text.")}
+        model.transformer.load_state_dict(model_state)
+        model.text_encoder.load_state_dict(text_state)
+        return model.to_device(device)
+
+    @classmethod
+    def build(cls, meta: dict) -> ToyBackbone:
+        """A randomly initialised toy model from its config (what pretraining starts from)."""
+        text = ToyTextEncoder(meta["vocabulary"], **meta.get("text", {}))
+        return cls(toy_transformer(meta["transformer"]), text, meta.get("sampler", {}))
+
+    def to_device(self, device: str) -> ToyBackbone:
+        self.device = torch.device(device)
+        self.transformer.to(self.device)
+        self.text_encoder.to(self.device)
+        return self
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        return video[None].float().to(self.device)
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        with torch.no_grad():
+            return self.text_encoder(self.text_encoder.tokenize([prompt]).to(self.device))
+
+    @torch.no_grad()
+    def generate(self, prompt: str, *, negative_prompt: str, num_frames: int, height: int, width: int,
+                 steps: int, guidance: float, seed: int, adapter_scales: dict[str, float]) -> np.ndarray:
+        self.geometry.check(num_frames, height, width)
+        cond = self.encode_prompt(prompt)
+        uncond = self.encode_prompt(negative_prompt)
+        generator = torch.Generator("cpu").manual_seed(seed)
+        x = torch.randn((1, 3, num_frames, height, width), generator=generator).to(self.device)
+        scheduler = self.pipe.scheduler
+        scheduler.set_timesteps(steps, device=self.device)
+        with self.adapters(adapter_scales):
+            for t in scheduler.timesteps:
+                timestep = t.expand(1)
+                v = self.predict(x, timestep, cond)
+                if guidance != 1.0:
+                    v = self.predict(x, timestep, uncond) + guidance * (v - self.predict(x, timestep, uncond))
+                x = scheduler.step(v, t, x, return_dict=False)[0]
+        frames = ((x[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return frames.permute(1, 2, 3, 0).cpu().numpy()

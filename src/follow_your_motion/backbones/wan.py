@@ -1,0 +1,277 @@
+"""Wan2.1 text-to-video (diffusers `WanPipeline` / `WanTransformer3DModel`) behind the backbone interface.
+
+Self-attention is `blocks.N.attn1` with separate to_q/to_k/to_v/to_out.0 projections; q and k are
+RMS-normalised across all heads before RoPE (so a LoRA delta on one head's q/k rows slightly rescales
+the other heads' q/k; v and out are exactly head-local). RoPE splits each head's channels into a
+temporal, a row and a column part; adaptive RoPE replaces only the temporal part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import WanPipeline
+from diffusers.models.embeddings import get_1d_rotary_pos_embed
+from torch import nn
+
+from .base import Backbone, QKCallback, VideoGeometry
+
+ROPE_THETA = 10000.0  # WanRotaryPosEmbed's default; every released Wan2.1 checkpoint uses it
+_COMFY_ROLE = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o"}
+
+
+class ModelLoadError(RuntimeError):
+    """The model source could not be loaded; the message says which and why."""
+
+
+class PositionedRope(nn.Module):
+    """Wan's rotary embedding whose temporal positions can be replaced for one forward pass.
+
+    With `frame_positions` unset it returns the stock tables unchanged (bit-identical outputs)."""
+
+    def __init__(self, rope: nn.Module) -> None:
+        super().__init__()
+        self.inner = rope
+        self.frame_positions: torch.Tensor | None = None
+
+    def temporal_table(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin rows (len(positions), t_dim) for arbitrary, possibly fractional, frame positions."""
+        return get_1d_rotary_pos_embed(
+            self.inner.t_dim,
+            positions.detach().to("cpu", torch.float64),
+            ROPE_THETA,
+            use_real=True,
+            repeat_interleave_real=True,
+            freqs_dtype=torch.float64,
+        )
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = self.inner(hidden_states)
+        if self.frame_positions is None:
+            return cos, sin
+        _, _, frames, height, width = hidden_states.shape
+        pt, ph, pw = self.inner.patch_size
+        grid = (frames // pt, height // ph, width // pw)
+        if len(self.frame_positions) != grid[0]:
+            raise ValueError(f"{len(self.frame_positions)} frame positions for {grid[0]} latent frames")
+        t_cos, t_sin = self.temporal_table(self.frame_positions)
+        t_dim = self.inner.t_dim
+        out = []
+        for table, temporal in ((cos, t_cos), (sin, t_sin)):
+            table = table.view(*grid, -1).clone()
+            table[..., :t_dim] = temporal.to(table).view(grid[0], 1, 1, t_dim)
+            out.append(table.view(1, -1, 1, table.shape[-1]))
+        return out[0], out[1]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Wan's interleaved rotary embedding on (B, S, H, D) with tables (1, S, 1, D)."""
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    cos, sin = cos[..., 0::2], sin[..., 1::2]
+    out = torch.empty_like(x)
+    out[..., 0::2] = x1 * cos - x2 * sin
+    out[..., 1::2] = x1 * sin + x2 * cos
+    return out
+
+
+def load_wan_pipeline(source: str, dtype: torch.dtype) -> WanPipeline:
+    """Load a diffusers Wan pipeline from a hub id or a `save_pretrained` directory, with clear errors."""
+    path = Path(source).expanduser()
+    looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1
+    if looks_local and not (path / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"model {source!r}: not a diffusers pipeline directory (no model_index.json) and not a hub id"
+        )
+    try:
+        pipe = WanPipeline.from_pretrained(
+            str(path) if looks_local else source, dtype={"default": dtype, "vae": torch.float32}
+        )
+    except (OSError, ValueError, RuntimeError) as err:  # missing files, bad weights, offline hub
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"model {source!r} could not be loaded: {first}") from err
+    return pipe  # the VAE stays in float32: Wan's VAE is numerically fragile in half precision
+
+
+class WanBackbone(Backbone):
+    """Wan2.1-T2V through diffusers. `text_length` is the padded prompt length (Wan: 512)."""
+
+    name = "wan"
+    train_shift = 1.0
+
+    def __init__(
+        self,
+        pipe: WanPipeline,
+        device: str | torch.device = "cpu",
+        offload: bool = False,
+        text_length: int = 512,
+    ) -> None:
+        super().__init__()
+        self.pipe = pipe
+        self.transformer = pipe.transformer
+        self.transformer.rope = PositionedRope(self.transformer.rope)
+        self.transformer.requires_grad_(False)
+        self.device = torch.device(device)
+        self.dtype = self.transformer.dtype
+        self.text_length = text_length
+        if offload:
+            pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            pipe.to(self.device)
+        config = self.transformer.config
+        self.num_layers = config.num_layers
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.attention_head_dim
+        self.geometry = VideoGeometry(
+            temporal_stride=pipe.vae_scale_factor_temporal,
+            spatial_stride=pipe.vae_scale_factor_spatial,
+            patch=tuple(config.patch_size),
+        )
+
+    @classmethod
+    def load(
+        cls, source: str, dtype: torch.dtype = torch.float32, device: str = "cpu", offload: bool = False
+    ) -> WanBackbone:
+        return cls(load_wan_pipeline(source, dtype), device=device, offload=offload)
+
+    # -- encoding ---------------------------------------------------------------------------------
+    def _latent_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.pipe.vae.config
+        shape = (1, cfg.z_dim, 1, 1, 1)
+        return torch.tensor(cfg.latents_mean).view(shape), torch.tensor(cfg.latents_std).view(shape)
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        vae = self.pipe.vae
+        dist = vae.encode(video[None].to(vae.device, vae.dtype)).latent_dist
+        mean, std = self._latent_stats()
+        latents = (dist.mode().float().cpu() - mean) / std
+        return latents.to(self.device)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        embeds, _ = self.pipe.encode_prompt(
+            prompt, do_classifier_free_guidance=False, max_sequence_length=self.text_length, device=self.device
+        )
+        return embeds.to(self.dtype)
+
+    # -- the transformer ------------------------------------------------------------------------
+    def predict(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        text: torch.Tensor,
+        frame_positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        rope = self.transformer.rope
+        rope.frame_positions = frame_positions
+        try:
+            model = self.denoiser or self.transformer
+            out = model(
+                hidden_states=latents.to(self.dtype),
+                timestep=timesteps.to(latents.device),
+                encoder_hidden_states=text.to(self.dtype),
+                return_dict=False,
+            )[0]
+        finally:
+            rope.frame_positions = None
+        return out.float()
+
+    @contextlib.contextmanager
+    def capture_qk(self, callback: QKCallback) -> Iterator[None]:
+        def hook_for(layer: int):
+            def hook(attn: nn.Module, args: tuple) -> None:
+                hidden, cos_sin = args[0], args[3]
+                with torch.no_grad():
+                    q = attn.norm_q(attn.to_q(hidden)).unflatten(2, (attn.heads, -1))
+                    k = attn.norm_k(attn.to_k(hidden)).unflatten(2, (attn.heads, -1))
+                    callback(layer, apply_rotary(q.float(), *cos_sin), apply_rotary(k.float(), *cos_sin))
+
+            return hook
+
+        handles = [
+            block.attn1.register_forward_pre_hook(hook_for(i)) for i, block in enumerate(self.transformer.blocks)
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def lora_targets(self, layer: int) -> dict[str, str]:
+        prefix = f"blocks.{layer}.attn1"
+        return {"q": f"{prefix}.to_q", "k": f"{prefix}.to_k", "v": f"{prefix}.to_v", "o": f"{prefix}.to_out.0"}
+
+    def comfyui_key(self, module_name: str) -> str:
+        _, layer, _, projection = module_name.split(".", 3)
+        return f"diffusion_model.blocks.{layer}.self_attn.{_COMFY_ROLE[projection]}"
+
+    def save_diffusers_lora(self, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
+        target = Path(path)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            WanPipeline.save_lora_weights(
+                tmp,
+                transformer_lora_layers=state_dict,
+                weight_name=target.name,
+                transformer_lora_adapter_metadata=metadata,
+            )
+            os.replace(Path(tmp) / target.name, target)
+
+    def load_lora(self, path: str, adapter: str) -> None:
+        try:
+            self.pipe.load_lora_weights(str(path), adapter_name=adapter)
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise ValueError(f"{path}: cannot load as a Wan LoRA ({str(err).splitlines()[0]})") from err
+
+    @contextlib.contextmanager
+    def adapters(self, scales: dict[str, float]) -> Iterator[None]:
+        """Activate the loaded adapters named in `scales` at those scales (0 = off) for a while."""
+        loaded = set(getattr(self.transformer, "peft_config", None) or {})
+        active = {name: scale for name, scale in scales.items() if scale != 0 and name in loaded}
+        missing = [name for name, scale in scales.items() if scale != 0 and name not in loaded]
+        if missing:
+            raise ValueError(f"LoRA adapter(s) {', '.join(missing)} requested but not loaded")
+        if active:
+            self.transformer.set_adapters(list(active), list(active.values()))
+        elif loaded:
+            self.transformer.disable_adapters()
+        try:
+            yield
+        finally:
+            if loaded and not active:
+                self.transformer.enable_adapters()
+
+    # -- generation -----------------------------------------------------------------------------
+    def generate(
+        self,
+        prompt: str,
+        *,
+        negative_prompt: str,
+        num_frames: int,
+        height: int,
+        width: int,
+        steps: int,
+        guidance: float,
+        seed: int,
+        adapter_scales: dict[str, float],
+    ) -> np.ndarray:
+        self.geometry.check(num_frames, height, width)
+        with self.adapters(adapter_scales):
+            frames = self.pipe(
+                prompt=prompt,
+                negative_prompt=negative_prompt or None,
+                num_frames=num_frames,
+                height=height,
+                width=width,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=torch.Generator("cpu").manual_seed(seed),
+                max_sequence_length=self.text_length,
+                output_type="np",
+            ).frames[0]
+        return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)

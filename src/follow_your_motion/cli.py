@@ -1,0 +1,212 @@
+"""`fym`: parse arguments, build a config, call the API. No logic of its own."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .config import RECIPES, TransferConfig, merge
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Follow-Your-Motion: video motion transfer.")
+
+Reference = Annotated[Path, typer.Argument(help="reference video (the motion)")]
+Prompt = Annotated[str, typer.Option("--prompt", "-p", help="caption of the reference, used while tuning")]
+Out = Annotated[Path, typer.Option("--out", "-o", help="run directory")]
+Model = Annotated[
+    str | None, typer.Option("--model", "-m", help="hub id or local diffusers directory; default: the toy model")
+]
+ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="YAML with any settings to override")]
+Steps = Annotated[int | None, typer.Option(help="override the training steps of the stage(s)")]
+Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")]
+RunOpt = Annotated[Path, typer.Option("--run", "-r", help="an existing run directory")]
+
+
+def _fail(err: Exception) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(2)
+
+
+def _build_config(
+    reference: Path, prompt: str, model: str | None, config_file: Path | None, device: str,
+    target_prompt: str | None = None, spatial_steps: int | None = None, motion_steps: int | None = None,
+) -> TransferConfig:
+    from .backbones import detect_family
+
+    overrides: dict = {}
+    if config_file is not None:
+        overrides = TransferConfig.load(config_file).model_dump(exclude_unset=True)
+    family = "toy" if model is None else detect_family(model)
+    cli = {"reference": str(reference), "prompt": prompt, "model": {"source": model, "device": device}}
+    if target_prompt:
+        cli["target_prompt"] = target_prompt
+    for section, steps in (("spatial", spatial_steps), ("motion", motion_steps)):
+        if steps is not None:
+            cli[section] = {"steps": steps}
+    return TransferConfig.model_validate(merge(merge(RECIPES.get(family, {}), overrides), cli))
+
+
+def _open(reference, prompt, model, out, config_file, device, **extra):
+    from .transfer import Transfer
+
+    cfg = _build_config(reference, prompt, model, config_file, device, **extra)
+    if model is None:
+        typer.echo("no --model given: using the embedded ShapesWorld toy model (offline, CPU)", err=True)
+    return Transfer(cfg, out)
+
+
+def _run(action) -> None:
+    """Run `action`, turning bad input into one clear line on stderr and exit code 2."""
+    from .video import VideoError
+
+    try:
+        action()
+    except (ValueError, VideoError, OSError, RuntimeError) as err:
+        _fail(err)
+
+
+@app.command()
+def transfer(
+    reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
+    target_prompt: Annotated[str | None, typer.Option(help="the new content; default: --prompt")] = None,
+    spatial_steps: Steps = None, motion_steps: Steps = None, device: Device = "cpu",
+) -> None:
+    """All stages (classify, spatial LoRA, motion LoRA, generate); reuses what is already done."""
+
+    def act() -> None:
+        job = _open(reference, prompt, model, out, config, device, target_prompt=target_prompt,
+                    spatial_steps=spatial_steps, motion_steps=motion_steps)
+        for name, path in job.all().paths.items():
+            typer.echo(f"{name}: {path}")
+
+    _run(act)
+
+
+@app.command()
+def classify(
+    reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
+    device: Device = "cpu",
+) -> None:
+    """Stage 1 only: write heads.json and heads.png."""
+
+    def act() -> None:
+        job = _open(reference, prompt, model, out, config, device)
+        total = job.classify().to_json()["total"]
+        typer.echo(f"{job.run.heads}: {total['spatial']} spatial, {total['temporal']} temporal heads")
+
+    _run(act)
+
+
+@app.command("tune-spatial")
+def tune_spatial(
+    reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
+    steps: Steps = None, device: Device = "cpu",
+) -> None:
+    """Stage 2: spatial-head LoRA (resumes from the newest checkpoint)."""
+    _run(lambda: typer.echo(_open(reference, prompt, model, out, config, device, spatial_steps=steps).tune_spatial()))
+
+
+@app.command("tune-motion")
+def tune_motion(
+    reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
+    steps: Steps = None, device: Device = "cpu",
+) -> None:
+    """Stage 3: temporal-head motion LoRA (runs stage 2 first if needed; resumable)."""
+    _run(lambda: typer.echo(_open(reference, prompt, model, out, config, device, motion_steps=steps).tune_motion()))
+
+
+def _from_run(run: Path, device: str):
+    from .transfer import Transfer
+
+    if not (run / "config.yaml").is_file():
+        raise ValueError(f"{run}: not a run directory (no config.yaml)")
+    cfg = TransferConfig.load(run / "config.yaml")
+    cfg.model.device = device
+    return Transfer(cfg, run)
+
+
+@app.command()
+def generate(
+    run: RunOpt,
+    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="new content; default: the run's")] = None,
+    motion_scale: float | None = None, spatial_scale: float | None = None, seed: int | None = None,
+    steps: int | None = None, guidance: float | None = None, negative_prompt: str | None = None,
+    name: Annotated[str, typer.Option(help="output name under samples/")] = "result",
+    device: Device = "cpu",
+) -> None:
+    """Generate a video with the run's motion LoRA and a new prompt."""
+
+    def act() -> None:
+        job = _from_run(run, device)
+        given = {"motion_scale": motion_scale, "spatial_scale": spatial_scale, "seed": seed, "steps": steps,
+                 "guidance": guidance, "negative_prompt": negative_prompt}
+        settings = job.cfg.generate.model_copy(update={k: v for k, v in given.items() if v is not None})
+        for key, path in job.generate(prompt, settings, name).paths.items():
+            typer.echo(f"{key}: {path}")
+
+    _run(act)
+
+
+@app.command()
+def export(
+    run: RunOpt,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="diffusers or comfyui")] = "comfyui",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="folder; default: <run>/export/<format>")] = None,
+) -> None:
+    """Write the run's LoRAs for other tools (diffusers `load_lora_weights`, ComfyUI)."""
+
+    def act() -> None:
+        for path in _from_run(run, "cpu").export(fmt, out):
+            typer.echo(str(path))
+
+    _run(act)
+
+
+@app.command()
+def demo(
+    out: Out = Path("runs/demo"),
+    example: Annotated[str, typer.Option(help="bundled reference (toyworld/examples.py)")] = "single-orbit-cw",
+    target_prompt: Annotated[str, typer.Option(help="the new object")] = "a blue square",
+    device: Device = "cpu",
+) -> None:
+    """Motion transfer on a rendered held-out motion with the embedded toy model, scored against ground truth."""
+    from .toyworld.demo import run_demo
+
+    def act() -> None:
+        metrics = run_demo(out, example, target_prompt, device)
+        typer.echo(json.dumps({k: metrics[k] for k in ("fym", "base_model", "outputs")}, indent=1))
+
+    _run(act)
+
+
+toyworld = typer.Typer(no_args_is_help=True, help="The ShapesWorld toy model: pretraining.")
+app.add_typer(toyworld, name="toyworld")
+
+
+@toyworld.command("pretrain")
+def toyworld_pretrain(
+    out: Out,
+    steps: Annotated[int, typer.Option(help="total optimizer steps (resumes if out has checkpoints)")] = 20000,
+    batch_size: int = 16,
+    lr: float = 4e-4,
+    checkpoint_every: int = 250,
+    seed: int = 0,
+    threads: Annotated[int, typer.Option(help="torch threads; 0 = default")] = 0,
+) -> None:
+    """Pretrain (or resume) the toy text-to-video model; the EMA weights are written to <out>/model."""
+    from .toyworld.pretrain import PretrainSettings, pretrain
+
+    settings = PretrainSettings(steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
+                                seed=seed, threads=threads)
+    _run(lambda: typer.echo(pretrain(out, settings)))
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m follow_your_motion.cli`
+    app(prog_name="fym")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Settings of every stage, validated with pydantic, saved as YAML, with per-backbone recipes.
+
+A run directory's `config.yaml` is the complete record of what produced its artifacts; loading it and
+running again reproduces them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .method.losses import MOTION_FORMS
+from .method.sparse import ROPE_MODES, STRATEGIES
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSettings(Settings):
+    source: str | None = None  # hub id or local diffusers directory; None = the embedded toy model
+    family: Literal["auto", "wan", "toy"] = "auto"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"
+    offload: bool = False
+
+
+class VideoSettings(Settings):
+    frames: int = Field(81, ge=1)
+    height: int = Field(480, ge=1)
+    width: int = Field(832, ge=1)
+    fps: float | None = Field(None, gt=0)  # None: spread the frames over the whole clip
+    start: float = Field(0.0, ge=0)
+
+
+class HeadSettings(Settings):
+    rule: Literal["paper", "release"] = "paper"
+    alpha: float = Field(1.25, gt=0)  # paper: temporal iff sim_s < alpha * sim_t
+    release_ratio: float = Field(1.3, gt=0)  # release: temporal iff mass_t >= ratio * mass_s
+    sigma: float = Field(0.9, gt=0, le=1)  # noise level of the reference for the capture pass
+    num_queries: int = Field(1024, ge=1)
+    radius: int = Field(0, ge=0)
+    min_heads: int = Field(1, ge=0)  # at least this many heads of each type (closest heads are flipped)
+    seed: int = 0
+
+
+class TrainSettings(Settings):
+    steps: int = Field(ge=0)
+    lr: float = Field(1e-4, gt=0)
+    rank: int = Field(16, ge=1)
+    alpha: float | None = None  # LoRA alpha; None = rank (scale 1)
+    weight_decay: float = Field(0.1, ge=0)
+    batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_steps: int = Field(0, ge=0)
+    grad_checkpointing: bool = False
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    max_grad_norm: float | None = 1.0
+    timestep_weighting: Literal["uniform", "logit_normal"] = "uniform"
+    include_out: bool = True  # also LoRA the output projection's columns of the selected heads
+    checkpoint_every: int = Field(100, ge=1)
+    seed: int = 0
+
+    @property
+    def lora_alpha(self) -> float:
+        return float(self.alpha if self.alpha is not None else self.rank)
+
+
+class SpatialSettings(TrainSettings):
+    steps: int = Field(3000, ge=0)
+
+
+class MotionSettings(TrainSettings):
+    steps: int = Field(2000, ge=0)
+    weight_decay: float = Field(0.5, ge=0)
+    keep_frames: int = Field(5, ge=1)  # K latent frames per step (sparse motion sampling)
+    sampling: str = "uniform-random-phase"
+    rope: str = "index"
+    motion_loss: str = "paper"
+    motion_weight: float = Field(1.0, ge=0)
+
+    def model_post_init(self, __context: object) -> None:
+        for value, allowed, what in (
+            (self.sampling, STRATEGIES, "sampling"),
+            (self.rope, ROPE_MODES, "rope"),
+            (self.motion_loss, MOTION_FORMS, "motion_loss"),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{what} must be one of {', '.join(allowed)} (got {value!r})")
+
+
+class GenerateSettings(Settings):
+    negative_prompt: str = ""
+    motion_scale: float = 1.0
+    spatial_scale: float = 0.0  # the spatial LoRA holds the reference's appearance: off by default
+    seed: int = 0
+    steps: int = Field(50, ge=1)
+    guidance: float = Field(5.0, ge=0)
+    frames: int | None = None  # None: the reference's frame count and size
+    height: int | None = None
+    width: int | None = None
+
+
+class TransferConfig(Settings):
+    reference: str = ""
+    prompt: str = ""  # caption of the reference, used while tuning
+    target_prompt: str | None = None  # the new content; None = `prompt`
+    model: ModelSettings = ModelSettings()
+    video: VideoSettings = VideoSettings()
+    heads: HeadSettings = HeadSettings()
+    spatial: SpatialSettings = SpatialSettings()
+    motion: MotionSettings = MotionSettings()
+    generate: GenerateSettings = GenerateSettings()
+
+    def save(self, path: Path) -> None:
+        from .runs import atomic_write_text
+
+        atomic_write_text(Path(path), yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: Path) -> TransferConfig:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+            return cls.model_validate(data)
+        except (OSError, yaml.YAMLError, ValidationError) as err:
+            raise ValueError(f"{path}: invalid config ({str(err).splitlines()[0]})") from err
+
+
+# Per-backbone defaults; a user's explicit settings override them.
+RECIPES: dict[str, dict] = {
+    # The paper's settings where known (rank 128, ~3000 / ~2000 steps, 81 frames at 480x832, K=5 latent
+    # frames), the release's optimiser (AdamW 1e-4, weight decay 0.1 / 0.5), Wan's sampler defaults.
+    "wan": {
+        "video": {"frames": 81, "height": 480, "width": 832},
+        "spatial": {"rank": 128, "steps": 3000, "grad_checkpointing": True, "mixed_precision": "bf16"},
+        "motion": {"rank": 128, "steps": 2000, "keep_frames": 5, "grad_checkpointing": True,
+                   "mixed_precision": "bf16"},
+        "generate": {"steps": 50, "guidance": 5.0},
+    },
+    # The embedded ShapesWorld model: 9 frames of 32x32 pixels, seconds per stage on a CPU.
+    "toy": {
+        "video": {"frames": 9, "height": 32, "width": 32},
+        "heads": {"num_queries": 256},
+        "spatial": {"rank": 8, "steps": 100, "lr": 1e-3, "checkpoint_every": 50},
+        "motion": {"rank": 8, "steps": 300, "lr": 1e-3, "keep_frames": 5, "checkpoint_every": 100},
+        "generate": {"steps": 20, "guidance": 3.0},
+    },
+}
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Recursive dict update: `override` wins, nested sections merge."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def recipe_config(family: str, overrides: dict) -> TransferConfig:
+    """The family's recipe with the user's overrides applied."""
+    return TransferConfig.model_validate(merge(RECIPES.get(family, {}), overrides))

@@ -1,0 +1,216 @@
+"""Stage 1: classify every self-attention head as spatial or temporal, with no training.
+
+For sampled query tokens we compute each head's softmax attention row against all keys (never the full
+S x S map: memory is O(n_query * S) per head) and compare the rows with two binary templates over the
+(frame, row, col) token grid:
+  spatial  - keys in the query's own frame;
+  temporal - keys at the query's (row, col), within `radius` cells, in the other frames.
+Sim = cosine similarity of the sampled attention rows with the template rows. The paper's rule calls a
+head temporal when Sim_s < alpha * Sim_t; the authors' release instead compares attention mass
+(temporal iff mass_t >= ratio * mass_s).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..backbones.base import Backbone
+from ..config import HeadSettings
+
+
+@dataclass
+class HeadScores:
+    """Per-head statistics of one layer, accumulated over query chunks."""
+
+    mass_s: torch.Tensor  # (heads,) summed attention mass on the spatial template
+    mass_t: torch.Tensor
+    sq_norm: torch.Tensor  # (heads,) sum of squared attention probabilities
+    count_s: int = 0  # number of ones in the sampled spatial template rows
+    count_t: int = 0
+
+
+@dataclass
+class HeadMap:
+    """The result of stage 1: per layer, per head, its similarities and type."""
+
+    sim_s: list[list[float]]
+    sim_t: list[list[float]]
+    mass_s: list[list[float]]
+    mass_t: list[list[float]]
+    temporal: list[list[bool]]
+    settings: dict = field(default_factory=dict)
+    forced: list[list[int]] = field(default_factory=list)  # [layer, head] flipped by `min_heads`
+
+    def heads(self, kind: str) -> dict[int, list[int]]:
+        """Layer -> selected head indices of `kind` ("spatial" or "temporal")."""
+        if kind not in ("spatial", "temporal"):
+            raise ValueError(f"unknown head kind {kind!r}")
+        want = kind == "temporal"
+        return {layer: [h for h, t in enumerate(row) if t == want] for layer, row in enumerate(self.temporal)}
+
+    def counts(self) -> list[dict[str, int]]:
+        return [{"spatial": row.count(False), "temporal": row.count(True)} for row in self.temporal]
+
+    def to_json(self) -> dict:
+        layers = [
+            {
+                "layer": i,
+                "counts": self.counts()[i],
+                "heads": [
+                    {
+                        "head": h,
+                        "type": "temporal" if self.temporal[i][h] else "spatial",
+                        "sim_s": self.sim_s[i][h],
+                        "sim_t": self.sim_t[i][h],
+                        "mass_s": self.mass_s[i][h],
+                        "mass_t": self.mass_t[i][h],
+                    }
+                    for h in range(len(self.temporal[i]))
+                ],
+            }
+            for i in range(len(self.temporal))
+        ]
+        total = {k: sum(c[k] for c in self.counts()) for k in ("spatial", "temporal")}
+        return {"settings": self.settings, "total": total, "forced": self.forced, "layers": layers}
+
+    @classmethod
+    def from_json(cls, data: dict) -> HeadMap:
+        def column(key: str) -> list[list]:
+            return [[head[key] for head in layer["heads"]] for layer in data["layers"]]
+
+        temporal = [[head["type"] == "temporal" for head in layer["heads"]] for layer in data["layers"]]
+        return cls(
+            column("sim_s"), column("sim_t"), column("mass_s"), column("mass_t"), temporal, data["settings"],
+            data.get("forced", []),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> HeadMap:
+        try:
+            return cls.from_json(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not a valid heads.json ({err})") from err
+
+
+def template_masks(
+    queries: torch.Tensor, grid: tuple[int, int, int], radius: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean template rows (n_query, S) for flat query indices on a (frames, rows, cols) grid."""
+    frames, rows, cols = grid
+    keys = torch.arange(frames * rows * cols)
+    kf, kr, kc = keys // (rows * cols), (keys // cols) % rows, keys % cols
+    qf, qr, qc = queries // (rows * cols), (queries // cols) % rows, queries % cols
+    same_frame = qf[:, None] == kf[None, :]
+    near = ((qr[:, None] - kr[None, :]).abs() <= radius) & ((qc[:, None] - kc[None, :]).abs() <= radius)
+    return same_frame, near & ~same_frame
+
+
+def score_layer(
+    q: torch.Tensor, k: torch.Tensor, queries: torch.Tensor, grid: tuple[int, int, int], radius: int
+) -> HeadScores:
+    """Template statistics of one layer from q, k (B, S, H, D), one head at a time to bound memory."""
+    spatial, temporal = template_masks(queries.cpu(), grid, radius)
+    spatial, temporal = spatial.to(q.device, q.dtype), temporal.to(q.device, q.dtype)
+    heads = q.shape[2]
+    mass_s, mass_t, sq = (torch.zeros(heads, dtype=torch.float64) for _ in range(3))
+    scale = 1 / math.sqrt(q.shape[-1])
+    for h in range(heads):
+        rows = torch.softmax(q[:, queries, h] @ k[:, :, h].transpose(1, 2) * scale, dim=-1)  # (B, n, S)
+        mass_s[h] = (rows * spatial).sum().double().cpu()
+        mass_t[h] = (rows * temporal).sum().double().cpu()
+        sq[h] = rows.square().sum().double().cpu()
+    batch = q.shape[0]
+    return HeadScores(mass_s, mass_t, sq, int(spatial.sum()) * batch, int(temporal.sum()) * batch)
+
+
+def classify(scores: list[HeadScores], settings: HeadSettings) -> HeadMap:
+    """Apply the chosen rule to per-layer template statistics."""
+    sim_s, sim_t, mass_s, mass_t, temporal = [], [], [], [], []
+    for layer in scores:
+        norm = layer.sq_norm.sqrt()
+        s = layer.mass_s / (norm * math.sqrt(max(layer.count_s, 1)))
+        t = layer.mass_t / (norm * math.sqrt(max(layer.count_t, 1)))
+        if settings.rule == "paper":
+            is_temporal = s < settings.alpha * t
+        else:
+            is_temporal = layer.mass_t >= settings.release_ratio * layer.mass_s
+        sim_s.append(s.tolist())
+        sim_t.append(t.tolist())
+        mass_s.append(layer.mass_s.tolist())
+        mass_t.append(layer.mass_t.tolist())
+        temporal.append(is_temporal.tolist())
+    score = [[b / max(a, 1e-12) for a, b in zip(*pair, strict=True)] for pair in zip(sim_s, sim_t, strict=True)]
+    if settings.rule == "release":
+        score = [[b / max(a, 1e-12) for a, b in zip(*pair, strict=True)] for pair in zip(mass_s, mass_t, strict=True)]
+    forced = ensure_minimum(temporal, score, settings.min_heads)
+    return HeadMap(sim_s, sim_t, mass_s, mass_t, temporal, settings.model_dump(), forced)
+
+
+def ensure_minimum(temporal: list[list[bool]], score: list[list[float]], minimum: int) -> list[list[int]]:
+    """Give each type at least `minimum` heads in the whole model, flipping the heads closest to the other
+    type (by `score`, higher = more temporal). A rule can leave a model with no head of one type; its LoRA
+    would then be empty and the stage a no-op. Returns the flipped [layer, head] pairs (in place)."""
+    heads = sorted((score[i][h], i, h) for i, row in enumerate(temporal) for h in range(len(row)))
+    forced: list[list[int]] = []
+    for want, candidates in ((True, reversed(heads)), (False, iter(heads))):
+        missing = minimum - sum(row.count(want) for row in temporal)
+        for _, layer, head in candidates:
+            if missing <= 0:
+                break
+            if temporal[layer][head] != want:
+                temporal[layer][head] = want
+                forced.append([layer, head])
+                missing -= 1
+    return forced
+
+
+@torch.no_grad()
+def classify_heads(
+    backbone: Backbone, latents: torch.Tensor, text: torch.Tensor, settings: HeadSettings
+) -> HeadMap:
+    """One no-grad pass of the frozen transformer over the noised reference latents."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    grid = backbone.token_grid(latents)
+    tokens = math.prod(grid)
+    n = min(settings.num_queries, tokens)
+    queries = torch.randperm(tokens, generator=generator)[:n].sort().values
+    noise = torch.randn(latents.shape, generator=generator).to(latents)
+    sigma = torch.full((latents.shape[0],), settings.sigma)
+    noisy, timesteps, _ = backbone.noisy_sample(latents, noise, sigma)
+    scores: dict[int, HeadScores] = {}
+
+    def collect(layer: int, q: torch.Tensor, k: torch.Tensor) -> None:
+        scores[layer] = score_layer(q, k, queries.to(q.device), grid, settings.radius)
+
+    with backbone.capture_qk(collect):
+        backbone.predict(noisy, timesteps, text)
+    return classify([scores[i] for i in range(backbone.num_layers)], settings)
+
+
+def plot_head_map(head_map: HeadMap, path: Path) -> None:
+    """Heat map of head types (rows: layers, columns: heads), coloured by sim_t / (sim_s + sim_t)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    ratio = np.array(head_map.sim_t) / (np.array(head_map.sim_s) + np.array(head_map.sim_t) + 1e-12)
+    layers, heads = ratio.shape
+    fig, ax = plt.subplots(figsize=(max(4, heads * 0.35 + 2), max(3, layers * 0.22 + 1.5)))
+    image = ax.imshow(ratio, cmap="coolwarm", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    for layer, row in enumerate(head_map.temporal):
+        for head, is_temporal in enumerate(row):
+            ax.text(head, layer, "T" if is_temporal else "S", ha="center", va="center", fontsize=7)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title("head types (T temporal, S spatial); colour: sim_t / (sim_s + sim_t)")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,153 @@
+"""Stage 2 (spatial LoRA on single frames) and stage 3 (motion LoRA on sparse frames) training.
+
+One loop serves both stages; they differ only in what a step's inputs are (`StepInputs`) and in the loss
+weights. All randomness of a step (frames, noise, timesteps) is drawn from generators seeded by
+(seed, step, micro-batch, process), and a checkpoint holds the LoRA, the optimizer and the LR scheduler,
+so a run resumed from a checkpoint computes exactly what the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from ..backbones.base import Backbone
+from ..config import MotionSettings, TrainSettings
+from ..runs import RunDir, atomic_save_tensors, load_tensors
+from .lora import adapter_state, load_adapter_state, set_trainable
+from .losses import flow_matching_loss, motion_loss
+from .sparse import rope_positions, sample_frames, step_generator
+
+
+@dataclass
+class StepInputs:
+    latents: torch.Tensor  # clean latents (B, C, F, h, w)
+    text: torch.Tensor  # (B, L, D)
+    frame_positions: torch.Tensor | None = None
+
+
+InputFn = Callable[[int, torch.Generator], StepInputs]
+
+
+def spatial_inputs(frame_latents: torch.Tensor, text: torch.Tensor, batch_size: int) -> InputFn:
+    """Stage 2: `batch_size` random single frames of the reference (an image objective).
+
+    `frame_latents` is (T, C, 1, h, w): every pixel frame encoded on its own as an image."""
+
+    def inputs(step: int, generator: torch.Generator) -> StepInputs:
+        picks = torch.randint(len(frame_latents), (batch_size,), generator=generator)
+        return StepInputs(frame_latents[picks], text.expand(batch_size, -1, -1))
+
+    return inputs
+
+
+def motion_inputs(latents: torch.Tensor, text: torch.Tensor, settings: MotionSettings) -> InputFn:
+    """Stage 3: K of the F latent frames of the clip, with their adaptive RoPE positions."""
+    total = latents.shape[2]
+
+    def inputs(step: int, generator: torch.Generator) -> StepInputs:
+        kept = sample_frames(total, settings.keep_frames, settings.sampling, settings.seed, step)
+        positions = rope_positions(kept, total, settings.rope)
+        batch = settings.batch_size
+        return StepInputs(latents[:, :, kept].expand(batch, -1, -1, -1, -1), text.expand(batch, -1, -1), positions)
+
+    return inputs
+
+
+def _save(folder: Path, transformer: torch.nn.Module, adapter: str, optimizer, scheduler, step: int) -> None:
+    atomic_save_tensors(folder / "lora.safetensors", adapter_state(transformer, adapter))
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step}
+    torch.save(state, folder / "train_state.pt")
+
+
+def _restore(folder: Path, transformer: torch.nn.Module, adapter: str, optimizer, scheduler) -> int:
+    load_adapter_state(transformer, adapter, load_tensors(folder / "lora.safetensors"))
+    try:
+        state = torch.load(folder / "train_state.pt", map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        return int(state["step"])
+    except (OSError, RuntimeError, KeyError, ValueError) as err:
+        raise ValueError(f"{folder}: corrupt checkpoint ({err})") from err
+
+
+def train_adapter(
+    backbone: Backbone,
+    run: RunDir,
+    stage: str,
+    adapter: str,
+    settings: TrainSettings,
+    inputs: InputFn,
+    motion_weight: float = 0.0,
+    motion_form: str = "paper",
+    stop_after: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Train `adapter` (already added to the transformer) for `settings.steps` optimizer steps.
+
+    Resumes from the stage's newest complete checkpoint. `stop_after` ends the call after that many
+    steps in total (checkpointing first), which is how tests and schedulers interrupt a run."""
+    transformer = backbone.transformer
+    params = set_trainable(transformer, adapter)
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    warmup = settings.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+    if settings.grad_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    accelerator = Accelerator(cpu=backbone.device.type == "cpu")
+    model = accelerator.prepare_model(transformer) if accelerator.num_processes > 1 else transformer
+
+    start = 0
+    if found := run.checkpoints(stage):
+        start = _restore(found[-1][1], transformer, adapter, optimizer, scheduler)
+        run.log("resume", stage=stage, step=start)
+    end = settings.steps if stop_after is None else min(settings.steps, stop_after)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.mixed_precision)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    bar = tqdm(range(start, end), desc=f"{stage} LoRA", initial=start, total=settings.steps,
+               disable=not accelerator.is_main_process)
+    transformer.train()
+    with backbone.denoiser_as(model):
+        for step in bar:
+            began = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            parts = {"fm": 0.0, "motion": 0.0}
+            for micro in range(settings.grad_accum):
+                stream = (step * world + rank) * settings.grad_accum + micro
+                generator = step_generator(settings.seed, stream, 3)
+                batch = inputs(step, generator)
+                latents = batch.latents.to(backbone.device)
+                noise = torch.randn(latents.shape, generator=generator).to(latents)
+                sigmas = backbone.sample_sigmas(len(latents), generator, settings.timestep_weighting)
+                noisy, timesteps, target = backbone.noisy_sample(latents, noise, sigmas)
+                with torch.autocast(backbone.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    pred = backbone.predict(noisy, timesteps, batch.text, batch.frame_positions)
+                fm = flow_matching_loss(pred, target)
+                mo = motion_loss(pred, target, motion_form) if motion_weight else fm.new_zeros(())
+                ((fm + motion_weight * mo) / settings.grad_accum).backward()
+                parts["fm"] += fm.item() / settings.grad_accum
+                parts["motion"] += mo.item() / settings.grad_accum
+            if settings.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            done = step + 1
+            seconds = time.perf_counter() - began
+            bar.set_postfix(loss=f"{parts['fm'] + motion_weight * parts['motion']:.4f}")
+            if accelerator.is_main_process:
+                run.log("step", stage=stage, step=done, lr=scheduler.get_last_lr()[0], seconds=round(seconds, 4),
+                        **parts)
+                if done % settings.checkpoint_every == 0 or done == end:
+                    save = lambda folder, at=done: _save(folder, transformer, adapter, optimizer, scheduler, at)  # noqa: E731
+                    run.save_checkpoint(stage, done, save)
+            accelerator.wait_for_everyone()
+    transformer.eval()
+    if settings.grad_checkpointing:
+        transformer.disable_gradient_checkpointing()
+    set_trainable(transformer, None)
+    return adapter_state(transformer, adapter)

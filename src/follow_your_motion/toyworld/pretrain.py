@@ -1,0 +1,141 @@
+"""Pretraining of the ShapesWorld toy text-to-video model from scratch, on rendered clips streamed forever.
+
+Captions describe appearance and, for the straight-line and static programs only, coarse motion; half
+of them omit the motion words, because transfer prompts name only the appearance. Every step's batch is
+a pure function of (seed, step), and a checkpoint holds the model, its EMA, the optimizer and the step,
+so a resumed run continues exactly where it stopped (across sessions, too).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from ..backbones.toy import ToyBackbone
+from ..runs import RunDir, atomic_write_text
+from . import render
+
+DEFAULT_META = {
+    "transformer": {
+        "patch_size": [1, 4, 4], "num_attention_heads": 4, "attention_head_dim": 32, "in_channels": 3,
+        "out_channels": 3, "text_dim": 64, "freq_dim": 64, "ffn_dim": 512, "num_layers": 4,
+        "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "rope_max_seq_len": 64,
+    },
+    "text": {"dim": 64, "layers": 1, "max_words": 16},
+    "sampler": {"shift": 1.0},
+    "video": {"frames": 9, "height": 32, "width": 32},
+    "vocabulary": list(render.VOCABULARY),
+}
+CATEGORY_WEIGHTS = {"single": 0.7, "multi": 0.15, "camera": 0.1, "human": 0.05}
+
+
+@dataclass
+class PretrainSettings:
+    steps: int = 20000
+    batch_size: int = 16
+    lr: float = 4e-4
+    warmup: int = 200
+    weight_decay: float = 0.01
+    ema: float = 0.999
+    motion_caption_rate: float = 0.5
+    checkpoint_every: int = 250
+    seed: int = 0
+    threads: int = 0  # torch threads; 0 = torch's default
+
+
+def batch(step: int, size: int, meta: dict, settings: PretrainSettings) -> tuple[torch.Tensor, list[str]]:
+    """Clips (B, 3, T, H, W) in [-1, 1] and captions for one step, a pure function of (seed, step)."""
+    rng = np.random.default_rng([settings.seed, step])
+    video = meta["video"]
+    categories, weights = zip(*CATEGORY_WEIGHTS.items(), strict=True)
+    clips, captions = [], []
+    for _ in range(size):
+        category = rng.choice(categories, p=weights)
+        scene = render.random_scene(rng, category, render.PRETRAIN_PROGRAMS, video["frames"], video["height"],
+                                    video["width"])
+        clips.append(render.render(scene).frames)
+        captions.append(render.caption(scene, with_motion=bool(rng.random() < settings.motion_caption_rate)))
+    frames = torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+    return frames, captions
+
+
+def export_model(model: ToyBackbone, meta: dict, folder: Path, info: dict) -> None:
+    """Write config.json + model.safetensors: the folder `ToyBackbone.load` reads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"transformer.{k}": v for k, v in model.transformer.state_dict().items()}
+    tensors |= {f"text.{k}": v for k, v in model.text_encoder.state_dict().items()}
+    tmp = folder / ".model.safetensors.tmp"
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(folder / "model.safetensors")
+    atomic_write_text(folder / "config.json", json.dumps(meta | {"training": info}, indent=1))
+
+
+def pretrain(out: Path, settings: PretrainSettings, meta: dict | None = None, stop_after: int | None = None) -> Path:
+    """Train (or resume) in `out`; writes checkpoints/ and the EMA model to `out/model`."""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    run = RunDir(out)
+    meta = meta or DEFAULT_META
+    torch.manual_seed(settings.seed)
+    model = ToyBackbone.build(meta)
+    params = list(model.transformer.parameters()) + list(model.text_encoder.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    ema = copy.deepcopy(model)
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    start, seconds = 0, 0.0
+    if found := run.checkpoints("pretrain"):
+        state = torch.load(found[-1][1] / "state.pt", map_location="cpu", weights_only=True)
+        model.transformer.load_state_dict(state["transformer"])
+        model.text_encoder.load_state_dict(state["text"])
+        ema.transformer.load_state_dict(state["ema_transformer"])
+        ema.text_encoder.load_state_dict(state["ema_text"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, seconds = state["step"], state["seconds"]
+        run.log("resume", step=start)
+    end = settings.steps if stop_after is None else min(settings.steps, stop_after)
+    model.transformer.train()
+    model.text_encoder.train()
+    bar = tqdm(range(start, end), initial=start, total=settings.steps, desc="toy pretrain")
+    for step in bar:
+        began = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = settings.lr * min(1.0, (step + 1) / settings.warmup)
+        clips, captions = batch(step, settings.batch_size, meta, settings)
+        generator = torch.Generator().manual_seed(settings.seed * 7919 + step)
+        text = model.text_encoder(model.text_encoder.tokenize(captions))
+        noise = torch.randn(clips.shape, generator=generator)
+        sigmas = model.sample_sigmas(len(clips), generator, "logit_normal")
+        noisy, timesteps, target = model.noisy_sample(clips, noise, sigmas)
+        loss = torch.nn.functional.mse_loss(model.predict(noisy, timesteps, text), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            for target_module, source in ((ema.transformer, model.transformer), (ema.text_encoder, model.text_encoder)):
+                for e, p in zip(target_module.parameters(), source.parameters(), strict=True):
+                    e.lerp_(p, 1 - settings.ema)
+        seconds += time.perf_counter() - began
+        done = step + 1
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        run.log("step", step=done, loss=round(loss.item(), 5), seconds=round(seconds, 1))
+        if done % settings.checkpoint_every == 0 or done == end:
+            state = {
+                "transformer": model.transformer.state_dict(), "text": model.text_encoder.state_dict(),
+                "ema_transformer": ema.transformer.state_dict(), "ema_text": ema.text_encoder.state_dict(),
+                "optimizer": optimizer.state_dict(), "step": done, "seconds": seconds,
+            }
+            run.save_checkpoint("pretrain", done, lambda folder, s=state: torch.save(s, folder / "state.pt"))
+            info = {"steps": done, "seconds": round(seconds), "seed": settings.seed,
+                    "settings": settings.__dict__}
+            export_model(ema, meta, out / "model", info)
+    return out / "model"

@@ -1,0 +1,257 @@
+"""Video input/output: read a user's reference clip, fit it to the model, write results.
+
+Everything is decoded and encoded with PyAV so the same code reads mp4, webm, mov and gif. Frames travel as
+uint8 RGB arrays of shape (T, H, W, 3); `to_tensor` / `from_tensor` convert to the (3, T, H, W) [-1, 1]
+layout that video VAEs take. Bad input raises `VideoError` with a one-line message naming the file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from .runs import atomic_write
+
+MAX_SIDE = 8192  # wider/taller frames are almost surely corrupt metadata, and would not fit the model anyway
+MAX_BYTES = 4 * 2**30  # refuse clips whose decoded uint8 frames would exceed this, before running out of RAM
+DEFAULT_FPS = 24.0  # used when neither the container nor the frame timestamps tell the rate (some gifs)
+
+# suffix -> (container format, codec, pixel format, encoder options)
+_ENCODERS = {
+    ".mp4": ("mp4", "libx264", "yuv420p", {"crf": "18", "preset": "medium"}),
+    ".webm": (
+        "webm",
+        "libvpx-vp9",
+        "yuv420p",
+        {"crf": "30", "b": "0", "deadline": "realtime", "cpu-used": "8"},
+    ),
+    ".gif": ("gif", "gif", "pal8", {}),
+}
+
+
+class VideoError(ValueError):
+    """Bad video input; message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class VideoClip:
+    """Decoded frames plus the rate they play at, so time-based frame selection stays possible."""
+
+    frames: np.ndarray  # uint8, shape (T, H, W, 3), RGB
+    fps: float
+
+
+def _check_frames(frames: np.ndarray, what: str = "frames") -> None:
+    """Reject anything that is not a non-empty uint8 (T, H, W, 3) video, before it reaches an encoder."""
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+        raise ValueError(f"{what} must be a uint8 numpy array, got {getattr(frames, 'dtype', type(frames))}")
+    if frames.ndim != 4 or frames.shape[3] != 3 or min(frames.shape) < 1:
+        raise ValueError(f"{what} must have shape (T>=1, H>=1, W>=1, 3), got {frames.shape}")
+
+
+def _check_size(path: Path, num_frames: int, height: int, width: int) -> None:
+    """Fail fast on empty or absurdly large frames instead of exhausting memory while decoding."""
+    if height < 1 or width < 1:
+        raise VideoError(f"{path}: frames have zero size ({width}x{height})")
+    if height > MAX_SIDE or width > MAX_SIDE:
+        raise VideoError(f"{path}: frame size {width}x{height} exceeds the {MAX_SIDE} pixel limit")
+    size = num_frames * height * width * 3
+    if size > MAX_BYTES:
+        raise VideoError(
+            f"{path}: {num_frames} frames of {width}x{height} need {size / 2**30:.1f} GiB decoded, "
+            f"over the {MAX_BYTES / 2**30:.1f} GiB limit; pass max_frames or use a shorter clip"
+        )
+
+
+def read_video(path: str | Path, max_frames: int | None = None) -> VideoClip:
+    """Decode (at most `max_frames` of) a video file to RGB frames; any PyAV-readable format works."""
+    path = Path(path)
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    if path.is_dir():
+        raise VideoError(f"{path}: is a directory, not a video file")
+    if not path.exists():
+        raise VideoError(f"{path}: file not found")
+    frames: list[np.ndarray] = []
+    times: list[float] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: contains no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            height, width = stream.codec_context.height, stream.codec_context.width
+            rate = float(stream.average_rate) if stream.average_rate else 0.0
+            expected = stream.frames
+            if not expected and stream.duration and rate:
+                expected = math.ceil(float(stream.duration * stream.time_base) * rate)
+            if height and width:  # some containers only know the size once a frame is decoded
+                _check_size(path, max(1, min(expected, max_frames or expected)), height, width)
+            for frame in container.decode(stream):
+                if not frames:  # trust the first decoded frame over the header
+                    height, width = frame.height, frame.width
+                _check_size(path, len(frames) + 1, height, width)
+                frames.append(frame.reformat(width=width, height=height, format="rgb24").to_ndarray())
+                if frame.time is not None:
+                    times.append(frame.time)
+                if len(frames) == max_frames:
+                    break
+    except av.FFmpegError as e:
+        reason = getattr(e, "strerror", None) or type(e).__name__
+        raise VideoError(f"{path}: not a readable video ({reason})") from e
+    if not frames:
+        raise VideoError(f"{path}: no frames could be decoded")
+    if not rate and len(times) > 1 and times[-1] > times[0]:
+        rate = (len(times) - 1) / (times[-1] - times[0])
+    return VideoClip(np.stack(frames), rate or DEFAULT_FPS)
+
+
+def _round(x: np.ndarray) -> np.ndarray:
+    """Round half up (not to even), with slack for float noise such as 0.1 * 30 = 3.0000000000000004."""
+    return np.floor(np.asarray(x) + 0.5 + 1e-9).astype(np.int64)
+
+
+def select_frames(clip: VideoClip, num_frames: int, fps: float | None = None, start: float = 0.0) -> VideoClip:
+    """Pick exactly `num_frames` frames from `start` s on: spread over the rest of the clip, or at `fps`.
+
+    Without `fps` the returned rate keeps the selection's real-time duration (sparser picks play slower).
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if start < 0 or not math.isfinite(start):
+        raise ValueError(f"start must be a finite number of seconds >= 0, got {start}")
+    total, src = len(clip.frames), clip.fps
+    if fps is None:
+        first = int(_round(start * src))
+        if total - first < num_frames:
+            after = f" ({max(total - first, 0)} after {start:g}s)" if first else ""
+            raise VideoError(f"clip has {total} frames{after}, but {num_frames} are needed")
+        idx = _round(np.linspace(first, total - 1, num_frames))
+        span = idx[-1] - idx[0]
+        out_fps = src * (num_frames - 1) / span if span else src
+    else:
+        if fps <= 0 or not math.isfinite(fps):
+            raise ValueError(f"fps must be a finite number > 0, got {fps}")
+        last_t = start + (num_frames - 1) / fps
+        idx = _round((start + np.arange(num_frames) / fps) * src)
+        if idx[-1] > total - 1:
+            raise VideoError(
+                f"clip is {total / src:.3f}s long ({total} frames at {src:g} fps), but {num_frames} frames "
+                f"at {fps:g} fps from {start:g}s need a frame at {last_t:.3f}s"
+            )
+        out_fps = float(fps)
+    return VideoClip(clip.frames[idx], out_fps)
+
+
+def _resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize every frame; area averaging when shrinking avoids aliasing, cubic keeps edges when enlarging."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    shrink = height * width < frames.shape[1] * frames.shape[2]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(f, (width, height), interpolation=interp) for f in frames])
+
+
+def resize_center_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scale to cover (height, width) keeping the aspect ratio, then crop the center: no bars, no stretch."""
+    _check_frames(frames)
+    if height < 1 or width < 1:
+        raise ValueError(f"height and width must be > 0, got {height}x{width}")
+    h, w = frames.shape[1:3]
+    scale = max(height / h, width / w)
+    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
+    frames = _resize(frames, new_h, new_w)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return np.ascontiguousarray(frames[:, top : top + height, left : left + width])
+
+
+def load_reference(
+    path: str | Path, num_frames: int, height: int, width: int, fps: float | None = None, start: float = 0.0
+) -> VideoClip:
+    """Read a reference video and fit it to the model's frame count and size; errors name the file."""
+    clip = read_video(path)
+    try:
+        clip = select_frames(clip, num_frames, fps=fps, start=start)
+        return VideoClip(resize_center_crop(clip.frames, height, width), clip.fps)
+    except ValueError as e:
+        raise VideoError(f"{path}: {e}") from e
+
+
+def _palette_frame(frame: np.ndarray) -> av.VideoFrame:
+    """Quantize a frame to its own 256-colour palette (GIF's limit): a pal8 frame for PyAV's gif encoder."""
+    image = Image.fromarray(frame).quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    rgb = np.asarray(image.getpalette()[: 3 * 256], dtype=np.uint8).reshape(-1, 3)
+    palette = np.zeros((256, 4), dtype=np.uint8)  # ARGB, opaque
+    palette[:, 0] = 255
+    palette[: len(rgb), 1:] = rgb
+    return av.VideoFrame.from_ndarray((np.asarray(image), palette), format="pal8")
+
+
+def _encode(path: Path, fmt: str, frames: np.ndarray, fps: float, suffix: str) -> None:
+    """Encode `frames` into `path` with the codec chosen for `suffix`."""
+    _, codec, pix_fmt, options = _ENCODERS[suffix]
+    if pix_fmt == "yuv420p":  # 4:2:0 chroma needs even sides; replicate the edge so 33x33 toys still encode
+        frames = np.pad(frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)), "edge")
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=Fraction(float(fps)).limit_denominator(1001), options=options)
+        stream.height, stream.width, stream.pix_fmt = frames.shape[1], frames.shape[2], pix_fmt
+        for frame in frames:
+            palette = pix_fmt == "pal8"
+            av_frame = _palette_frame(frame) if palette else av.VideoFrame.from_ndarray(frame, format="rgb24")
+            container.mux(stream.encode(av_frame))
+        container.mux(stream.encode())
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
+    """Write uint8 (T, H, W, 3) RGB frames as .mp4 (H.264), .webm (VP9) or .gif, chosen by suffix.
+
+    The file is encoded next to its destination and moved into place, so a failed write never leaves a
+    half-overwritten result. GIF stores delays in 1/100 s, so its fps is only exact for divisors of 100.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _ENCODERS:
+        formats = ", ".join(_ENCODERS)
+        raise VideoError(f"{path}: unsupported output format {suffix or '(no suffix)'}; use one of {formats}")
+    _check_frames(frames)
+    if not fps > 0 or not math.isfinite(fps):
+        raise ValueError(f"fps must be a finite number > 0, got {fps}")
+    return atomic_write(path, lambda tmp: _encode(tmp, _ENCODERS[suffix][0], frames, fps, suffix))
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 4) -> np.ndarray:
+    """Place two videos next to each other for comparison, matching heights and lengths, black gap between."""
+    _check_frames(left, "left")
+    _check_frames(right, "right")
+    if gap < 0:
+        raise ValueError(f"gap must be >= 0, got {gap}")
+    height = left.shape[1]
+    if right.shape[1] != height:
+        right = _resize(right, height, max(1, round(right.shape[2] * height / right.shape[1])))
+    length = max(len(left), len(right))
+    left, right = (np.concatenate([v, np.repeat(v[-1:], length - len(v), axis=0)]) for v in (left, right))
+    black = np.zeros((length, height, gap, 3), dtype=np.uint8)
+    return np.concatenate([left, black, right], axis=2)
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float32 (3, T, H, W) in [-1, 1], the layout video VAEs take (no batch dim)."""
+    _check_frames(frames)
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
+    return (video / 127.5 - 1.0).contiguous()
+
+
+def from_tensor(video: torch.Tensor) -> np.ndarray:
+    """float (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3); out-of-range values are clamped, then rounded."""
+    if video.ndim != 4 or video.shape[0] != 3:
+        raise ValueError(f"video must have shape (3, T, H, W), got {tuple(video.shape)}")
+    pixels = ((video.detach().float().cpu().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return pixels.permute(1, 2, 3, 0).contiguous().numpy()
