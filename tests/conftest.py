@@ -23,3 +23,14 @@ def wan(tiny_wan_dir: Path):
     from follow_your_motion.backbones.wan import WanBackbone
 
     return WanBackbone.load(str(tiny_wan_dir))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models run fastest on one thread, and a busy 2-core machine is not oversubscribed."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

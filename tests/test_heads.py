@@ -15,6 +15,15 @@ from follow_your_motion.config import HeadSettings
 from follow_your_motion.method.heads import HeadMap, classify, classify_heads, score_layer, template_masks
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models: extra intra-op threads only add contention (and can be 100x slower on a busy machine)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _coords(index: int, grid: tuple[int, int, int]) -> tuple[int, int, int]:
     _, rows, cols = grid
     return index // (rows * cols), (index // cols) % rows, index % cols
@@ -188,12 +197,49 @@ def test_rules_apply_their_thresholds():
     q = torch.randn(1, total, 6, 8, generator=gen) * 3
     k = torch.randn(1, total, 6, 8, generator=gen) * 3
     scores = score_layer(q, k, torch.arange(total), grid, 0)
-    paper = classify([scores], HeadSettings(rule="paper", alpha=1.7))
+    paper = classify([scores], HeadSettings(rule="paper", alpha=1.7, min_heads=0))
     want = [s < 1.7 * t for s, t in zip(paper.sim_s[0], paper.sim_t[0], strict=True)]
     assert paper.temporal[0] == want
-    release = classify([scores], HeadSettings(rule="release", release_ratio=0.4))
+    release = classify([scores], HeadSettings(rule="release", release_ratio=0.4, min_heads=0))
     want = [t >= 0.4 * s for s, t in zip(release.mass_s[0], release.mass_t[0], strict=True)]
     assert release.temporal[0] == want
+    assert paper.forced == release.forced == []
+
+
+@pytest.mark.parametrize("rule", ["paper", "release"])
+@pytest.mark.parametrize("minimum", [1, 2, 3])
+def test_min_heads_flips_the_closest_heads(rule, minimum):
+    """A rule that leaves no head of one type is corrected by flipping the `minimum` heads closest to it."""
+    grid = (3, 3, 4)
+    total = math.prod(grid)
+    gen = torch.Generator().manual_seed(5)
+    layers = [
+        score_layer(
+            torch.randn(1, total, 4, 8, generator=gen) * 3,
+            torch.randn(1, total, 4, 8, generator=gen) * 3,
+            torch.arange(total),
+            grid,
+            0,
+        )
+        for _ in range(2)
+    ]
+    key = "alpha" if rule == "paper" else "release_ratio"
+    # all spatial under the rule (alpha ~ 0 / ratio huge): the most temporal heads are flipped
+    low, high = (1e-9, 1e9) if rule == "paper" else (1e9, 1e-9)
+    all_spatial = classify(layers, HeadSettings(rule=rule, min_heads=minimum, **{key: low}))
+    all_temporal = classify(layers, HeadSettings(rule=rule, min_heads=minimum, **{key: high}))
+    num, den = ("sim_t", "sim_s") if rule == "paper" else ("mass_t", "mass_s")
+    numerator, denominator = getattr(all_spatial, num), getattr(all_spatial, den)
+    ratio = {(i, h): numerator[i][h] / denominator[i][h] for i in range(2) for h in range(4)}
+    ranked = sorted(ratio, key=ratio.get)  # most spatial first
+    chosen_t = {(i, h) for i, heads in all_spatial.heads("temporal").items() for h in heads}
+    assert chosen_t == set(ranked[-minimum:])
+    assert sorted(map(tuple, all_spatial.forced)) == sorted(ranked[-minimum:])
+    chosen_s = {(i, h) for i, heads in all_temporal.heads("spatial").items() for h in heads}
+    assert chosen_s == set(ranked[:minimum])
+    assert sorted(map(tuple, all_temporal.forced)) == sorted(ranked[:minimum])
+    # forced flips survive the JSON round trip
+    assert HeadMap.from_json(json.loads(json.dumps(all_spatial.to_json()))) == all_spatial
 
 
 # -- memory: never an S x S tensor ------------------------------------------------------------------------
@@ -293,34 +339,38 @@ def test_classify_heads_on_tiny_wan(wan, reference, tmp_path):
     assert HeadMap.load(path) == head_map
 
 
-def test_alpha_moves_split_monotonically(wan, reference):
+@pytest.mark.parametrize("minimum", [0, 1])
+def test_alpha_moves_split_monotonically(wan, reference, minimum):
     lat, text = reference
     previous: set | None = None
     counts = []
     for alpha in (1e-6, 0.25, 0.5, 1.0, 1.25, 2.0, 4.0, 1e6):
-        head_map = classify_heads(wan, lat, text, HeadSettings(num_queries=64, alpha=alpha))
+        settings = HeadSettings(num_queries=64, alpha=alpha, min_heads=minimum)
+        head_map = classify_heads(wan, lat, text, settings)
         chosen = {(layer, h) for layer, heads in head_map.heads("temporal").items() for h in heads}
         if previous is not None:
             assert previous <= chosen, alpha
         previous = chosen
         counts.append(len(chosen))
-    assert counts[0] == 0  # sim_s > 0 for every head, so nothing is below ~0
-    assert counts[-1] == 8  # sim_t > 0 for every head
+    assert counts[0] == minimum  # sim_s > 0 for every head, so the rule alone picks none
+    assert counts[-1] == 8 - minimum  # sim_t > 0 for every head, so the rule alone picks all
     assert counts == sorted(counts)
 
 
-def test_release_ratio_moves_split_monotonically(wan, reference):
+@pytest.mark.parametrize("minimum", [0, 1])
+def test_release_ratio_moves_split_monotonically(wan, reference, minimum):
     lat, text = reference
     previous: set | None = None
     for ratio in (1e-6, 0.1, 0.5, 1.0, 1.3, 3.0, 1e6):
-        head_map = classify_heads(wan, lat, text, HeadSettings(num_queries=64, rule="release", release_ratio=ratio))
+        settings = HeadSettings(num_queries=64, rule="release", release_ratio=ratio, min_heads=minimum)
+        head_map = classify_heads(wan, lat, text, settings)
         chosen = {(layer, h) for layer, heads in head_map.heads("temporal").items() for h in heads}
         if previous is not None:
             assert chosen <= previous, ratio  # a higher ratio asks more of a temporal head
         else:
-            assert len(chosen) == 8
+            assert len(chosen) == 8 - minimum
         previous = chosen
-    assert previous == set()
+    assert len(previous) == minimum
 
 
 def test_heads_kind_validation():
@@ -331,11 +381,24 @@ def test_heads_kind_validation():
 
 @pytest.mark.parametrize(
     "content",
-    ["{not json", '{"layers": [{"heads": [{"head": 0}]}], "settings": {}}', "[1, 2, 3]", ""],
+    [
+        "{not json",
+        '{"layers": [{"heads": [{"head": 0}]}], "settings": {}}',
+        '{"layers": 5, "settings": {}}',
+        '{"layers": [{"heads": ["x"]}], "settings": {}}',
+        '{"layers": []}',
+        "[1, 2, 3]",
+        "null",
+        "",
+        b"\xff\xfe\x00garbage",
+    ],
 )
 def test_headmap_load_corrupt_file_names_it(tmp_path, content):
     path = tmp_path / "heads.json"
-    path.write_text(content)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
     with pytest.raises(ValueError, match=re.escape(str(path))):
         HeadMap.load(path)
 

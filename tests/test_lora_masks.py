@@ -6,12 +6,21 @@ import pytest
 import torch
 
 from follow_your_motion.config import MotionSettings
-from follow_your_motion.method.lora import add_masked_lora, adapter_state, head_mask, lora_parameters
+from follow_your_motion.method.lora import adapter_state, add_masked_lora, head_mask, lora_parameters
 from follow_your_motion.method.train import motion_inputs, train_adapter
 from follow_your_motion.runs import RunDir
 
 SELECTION = {0: [0, 1], 1: [2]}
 ROW_PROJECTIONS = ("to_q", "to_k", "to_v")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models: extra intra-op threads only add contention (and can be 100x slower on a busy machine)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _inputs(wan):
@@ -33,7 +42,8 @@ def _train(wan, tmp_path, weight_decay: float, steps: int = 4, selection=SELECTI
     lat, text = _inputs(wan)
     add_masked_lora(wan, "motion", selection, rank=4, alpha=4)
     settings = MotionSettings(
-        steps=steps, keep_frames=3, lr=5e-2, weight_decay=weight_decay, checkpoint_every=100, max_grad_norm=None
+        steps=steps, keep_frames=3, lr=5e-2, weight_decay=weight_decay, checkpoint_every=100,
+        max_grad_norm=None,
     )
     initial = {n: p.detach().clone() for n, p in lora_parameters(wan.transformer, "motion")}
     state = train_adapter(
@@ -145,7 +155,8 @@ def test_include_out_false_skips_output_projection(wan):
 def test_masks_applied_at_creation(wan):
     masks = add_masked_lora(wan, "motion", SELECTION, rank=4, alpha=4)
     hd = wan.head_dim
-    assert set(masks) == {f"blocks.{layer}.attn1.{p}" for layer in SELECTION for p in (*ROW_PROJECTIONS, "to_out.0")}
+    projections = (*ROW_PROJECTIONS, "to_out.0")
+    assert set(masks) == {f"blocks.{layer}.attn1.{p}" for layer in SELECTION for p in projections}
     lora_a, _ = _lora(wan, "blocks.1.attn1.to_out.0", "motion")
     for h in (0, 1, 3):
         assert torch.equal(lora_a[:, _head_slice(h, hd)], torch.zeros(4, hd))

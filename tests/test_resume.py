@@ -17,6 +17,15 @@ from follow_your_motion.runs import RunDir
 SELECTION = {0: [0, 1], 1: [2]}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models: extra intra-op threads only add contention (and can be 100x slower on a busy machine)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _settings(**overrides) -> MotionSettings:
     values = dict(
         steps=6, keep_frames=3, lr=1e-2, checkpoint_every=3, warmup_steps=4, weight_decay=0.5,
@@ -25,17 +34,19 @@ def _settings(**overrides) -> MotionSettings:
     return MotionSettings(**(values | overrides))
 
 
-def _fresh(tiny_wan_dir):
+def _fresh(tiny_wan_dir, selection=SELECTION):
     """A new backbone with the motion adapter, as a new process would build it."""
     wan = WanBackbone.load(str(tiny_wan_dir))
-    add_masked_lora(wan, "motion", SELECTION, rank=4, alpha=4, seed=3)
+    add_masked_lora(wan, "motion", selection, rank=4, alpha=4, seed=3)
     gen = torch.Generator().manual_seed(0)
     video = torch.rand(3, 17, 32, 32, generator=gen) * 2 - 1
     return wan, wan.encode_video(video), wan.encode_prompt("a tiger walks through snow")
 
 
-def _train(tiny_wan_dir, run: RunDir, settings: MotionSettings, stop_after: int | None = None):
-    wan, lat, text = _fresh(tiny_wan_dir)
+def _train(
+    tiny_wan_dir, run: RunDir, settings: MotionSettings, stop_after: int | None = None, selection=SELECTION
+):
+    wan, lat, text = _fresh(tiny_wan_dir, selection)
     return train_adapter(
         wan, run, "motion", "motion", settings, motion_inputs(lat, text, settings), motion_weight=1.0,
         stop_after=stop_after,
@@ -46,8 +57,9 @@ def _events(run: RunDir) -> list[dict]:
     return [json.loads(line) for line in (run.root / "log.jsonl").read_text().splitlines()]
 
 
-def test_resume_is_bit_identical(tiny_wan_dir, tmp_path):
-    settings = _settings()
+@pytest.mark.parametrize(("batch_size", "grad_accum"), [(1, 1), (2, 2)])
+def test_resume_is_bit_identical(tiny_wan_dir, tmp_path, batch_size, grad_accum):
+    settings = _settings(batch_size=batch_size, grad_accum=grad_accum)
     run_a = RunDir(tmp_path / "a")
     state_a = _train(tiny_wan_dir, run_a, settings)
 
@@ -134,3 +146,11 @@ def test_corrupt_train_state_names_checkpoint(tiny_wan_dir, tmp_path):
     state.write_bytes(state.read_bytes()[:40])
     with pytest.raises(ValueError, match=re.escape(str(folder))):
         _train(tiny_wan_dir, run, settings)
+
+
+def test_resume_with_a_different_adapter_layout_fails_clearly(tiny_wan_dir, tmp_path):
+    settings = _settings()
+    run = RunDir(tmp_path / "run")
+    _train(tiny_wan_dir, run, settings, stop_after=3)
+    with pytest.raises(ValueError, match="do not match"):
+        _train(tiny_wan_dir, run, settings, selection={0: [3]})

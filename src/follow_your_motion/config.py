@@ -57,9 +57,10 @@ class TrainSettings(Settings):
     grad_accum: int = Field(1, ge=1)
     warmup_steps: int = Field(0, ge=0)
     grad_checkpointing: bool = False
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["no", "bf16"] = "no"  # autocast; bf16 needs no loss scaling
     max_grad_norm: float | None = 1.0
     timestep_weighting: Literal["uniform", "logit_normal"] = "uniform"
+    timestep_shift: float | None = Field(None, gt=0)  # None: the model's sampler shift (Wan: flow_shift)
     include_out: bool = True  # also LoRA the output projection's columns of the selected heads
     checkpoint_every: int = Field(100, ge=1)
     seed: int = 0
@@ -134,6 +135,7 @@ RECIPES: dict[str, dict] = {
     # The paper's settings where known (rank 128, ~3000 / ~2000 steps, 81 frames at 480x832, K=5 latent
     # frames), the release's optimiser (AdamW 1e-4, weight decay 0.1 / 0.5), Wan's sampler defaults.
     "wan": {
+        "model": {"dtype": "bfloat16"},
         "video": {"frames": 81, "height": 480, "width": 832},
         "spatial": {"rank": 128, "steps": 3000, "grad_checkpointing": True, "mixed_precision": "bf16"},
         "motion": {"rank": 128, "steps": 2000, "keep_frames": 5, "grad_checkpointing": True,

@@ -21,13 +21,14 @@ from .config import GenerateSettings, TransferConfig
 from .method.export import export_lora
 from .method.generate import generate_video, write_outputs
 from .method.heads import HeadMap, classify_heads, plot_head_map
-from .method.lora import activate, add_masked_lora
+from .method.lora import add_masked_lora
 from .method.train import motion_inputs, spatial_inputs, train_adapter
 from .runs import RunDir, atomic_save_tensors, atomic_write_text, digest, load_tensors
 from .video import load_reference, to_tensor
 
-# Settings that do not change what tuning produces; a run may be reused with different values.
-UNTUNED = {"generate", "target_prompt"}
+# Settings that do not change what tuning produces; a run may be reused with different values
+# (e.g. tuned on a GPU, generated from on a laptop).
+UNTUNED = {"generate": True, "target_prompt": True, "model": {"device", "offload"}}
 
 
 @dataclass
@@ -81,12 +82,11 @@ class Transfer:
         self.cfg = cfg
         self.run = RunDir(out)
         self.state = PartialState()
-        v = cfg.video
-        # Validate the reference before anything is written, so bad input never touches the run directory.
-        self.clip = load_reference(Path(cfg.reference), v.frames, v.height, v.width, fps=v.fps, start=v.start)
-        m = cfg.model
+        v, m = cfg.video, cfg.model
         self.backbone = backbone or load_backbone(m.source, m.family, m.dtype, m.device, m.offload)
         self.backbone.geometry.check(v.frames, v.height, v.width)
+        # Validate the reference before anything is written, so bad input never touches the run directory.
+        self.clip = load_reference(Path(cfg.reference), v.frames, v.height, v.width, fps=v.fps, start=v.start)
         check_run_config(self.run, cfg)
         self._reference: Reference | None = None
         self._key = ""  # cache key of the reference encodings, set by reference()
@@ -138,7 +138,7 @@ class Transfer:
         return head_map
 
     def _has_adapter(self, name: str) -> bool:
-        return name in (getattr(self.backbone.transformer, "peft_config", None) or {})
+        return name in self.backbone.loaded_adapters()
 
     def _tune(self, adapter: str, kind: str, settings, inputs, stop_after: int | None, **loss) -> Path | None:
         """Train one adapter on the heads of `kind` unless its LoRA file exists; load it either way."""
@@ -153,7 +153,7 @@ class Transfer:
             seed=settings.seed,
         )
         stage_adapters = {"spatial": 1.0, adapter: 1.0} if self._has_adapter("spatial") else {adapter: 1.0}
-        activate(self.backbone, stage_adapters)
+        self.backbone.set_active_adapters(stage_adapters)
         train_adapter(self.backbone, self.run, adapter, adapter, settings, inputs, stop_after=stop_after, **loss)
         done = self.run.checkpoints(adapter)
         if not done or done[-1][0] < settings.steps:

@@ -26,7 +26,8 @@ DEFAULT_FPS = 24.0  # used when neither the container nor the frame timestamps t
 
 # suffix -> (container format, codec, pixel format, encoder options)
 _ENCODERS = {
-    ".mp4": ("mp4", "libx264", "yuv420p", {"crf": "18", "preset": "medium"}),
+    # mbtree off: x264's macroblock-tree rate control made tiny videos differ from run to run
+    ".mp4": ("mp4", "libx264", "yuv420p", {"crf": "18", "preset": "medium", "x264-params": "mbtree=0"}),
     ".webm": (
         "webm",
         "libvpx-vp9",

@@ -9,6 +9,7 @@ chosen temporal RoPE positions, expose queries/keys of self-attention, name LoRA
 from __future__ import annotations
 
 import contextlib
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,14 @@ QKCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 # heads along their OUTPUT rows; "o" along its INPUT columns.
 ROW_ROLES = ("q", "k", "v")
 COLUMN_ROLES = ("o",)
+
+
+@contextlib.contextmanager
+def second_adapter_allowed() -> Iterator[None]:
+    """PEFT warns whenever a second adapter joins a model; two adapters (spatial, motion) is the method."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        yield
 
 
 @dataclass(frozen=True)
@@ -129,17 +138,20 @@ class Backbone(ABC):
 
     # -- flow matching --------------------------------------------------------------------------
     num_train_timesteps: int = 1000
-    train_shift: float = 1.0
+    flow_shift: float = 1.0  # the family's sampler shift, the default shift of training noise levels
 
-    def sample_sigmas(self, n: int, generator: torch.Generator, weighting: str) -> torch.Tensor:
-        """Noise levels in (0, 1) for training: "uniform" or "logit_normal", then the family's shift."""
+    def sample_sigmas(
+        self, n: int, generator: torch.Generator, weighting: str, shift: float | None = None
+    ) -> torch.Tensor:
+        """Noise levels in (0, 1) for training: "uniform" or "logit_normal", then shifted towards noise by
+        `shift` (default: the family's `flow_shift`), s' = shift s / (1 + (shift - 1) s)."""
         if weighting == "uniform":
             u = torch.rand(n, generator=generator)
         elif weighting == "logit_normal":
             u = torch.sigmoid(torch.randn(n, generator=generator))
         else:
             raise ValueError(f"unknown timestep weighting {weighting!r} (uniform, logit_normal)")
-        s = self.train_shift
+        s = self.flow_shift if shift is None else shift
         return (s * u / (1 + (s - 1) * u)).clamp(1e-4, 1.0)
 
     def noisy_sample(
@@ -166,6 +178,34 @@ class Backbone(ABC):
         adapter_scales: dict[str, float],
     ) -> np.ndarray:
         """Sample a video (T, H, W, 3) uint8 with the named LoRA adapters at the given scales."""
+
+    def loaded_adapters(self) -> set[str]:
+        return set(getattr(self.transformer, "peft_config", None) or {})
+
+    def set_active_adapters(self, scales: dict[str, float]) -> None:
+        """Make exactly the adapters in `scales` with a non-zero scale active, at those scales; no adapter
+        at all when none is. Raises ValueError for a requested adapter that is not loaded."""
+        loaded = self.loaded_adapters()
+        missing = [name for name, scale in scales.items() if scale != 0 and name not in loaded]
+        if missing:
+            raise ValueError(f"LoRA adapter(s) {', '.join(missing)} requested but not loaded")
+        active = {name: scale for name, scale in scales.items() if scale != 0}
+        if active:
+            self.transformer.enable_adapters()
+            self.transformer.set_adapters(list(active), list(active.values()))
+        elif loaded:
+            self.transformer.disable_adapters()
+
+    @contextlib.contextmanager
+    def adapters(self, scales: dict[str, float]) -> Iterator[None]:
+        """`set_active_adapters(scales)` for the duration of a block, then every loaded adapter at scale 1."""
+        self.set_active_adapters(scales)
+        try:
+            yield
+        finally:
+            loaded = sorted(self.loaded_adapters())
+            if loaded:
+                self.set_active_adapters(dict.fromkeys(loaded, 1.0))
 
     @contextlib.contextmanager
     def denoiser_as(self, module: nn.Module) -> Iterator[None]:

@@ -75,12 +75,14 @@ class ToyBackbone(WanBackbone):
     name = "toy"
 
     def __init__(self, transformer: WanTransformer3DModel, text_encoder: ToyTextEncoder, sampler: dict,
-                 device: str | torch.device = "cpu") -> None:
+                 time_span: int = 0, device: str | torch.device = "cpu") -> None:
         scheduler = FlowMatchEulerDiscreteScheduler(shift=sampler.get("shift", 1.0))
         pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=transformer, scheduler=scheduler)
         super().__init__(pipe, device=device, text_length=text_encoder.max_words)
         self.text_encoder = text_encoder.to(self.device).eval().requires_grad_(False)
         self.sampler = sampler
+        self.flow_shift = float(sampler.get("shift", 1.0))
+        self.time_span = time_span  # frames over which the time channel spans [-1, 1]; 0 = no time channel
         self.geometry = VideoGeometry(temporal_stride=1, spatial_stride=1, patch=tuple(transformer.config.patch_size))
 
     @classmethod
@@ -104,13 +106,31 @@ class ToyBackbone(WanBackbone):
     def build(cls, meta: dict) -> ToyBackbone:
         """A randomly initialised toy model from its config (what pretraining starts from)."""
         text = ToyTextEncoder(meta["vocabulary"], **meta.get("text", {}))
-        return cls(toy_transformer(meta["transformer"]), text, meta.get("sampler", {}))
+        return cls(toy_transformer(meta["transformer"]), text, meta.get("sampler", {}), meta.get("time_span", 0))
 
     def to_device(self, device: str) -> ToyBackbone:
         self.device = torch.device(device)
         self.transformer.to(self.device)
         self.text_encoder.to(self.device)
         return self
+
+    def time_channel(self, latents: torch.Tensor, frame_positions: torch.Tensor | None) -> torch.Tensor:
+        """One input channel holding each frame's position on the timeline, scaled to [-1, 1] over
+        `time_span` frames, the way Wan2.1-I2V concatenates conditioning channels to its latents.
+
+        Wan's RoPE is relative only, so a small model cannot tell frame 3 from frame 5 except through the
+        clip's ends, and motion whose velocity changes over time (an orbit, a zigzag) needs absolute time.
+        The channel follows `frame_positions`, so sparse frames keep their time here as in RoPE."""
+        b, _, f, h, w = latents.shape
+        positions = torch.arange(f, dtype=torch.float64) if frame_positions is None else frame_positions
+        value = (2 * positions / (self.time_span - 1) - 1).to(latents)
+        return value.view(1, 1, f, 1, 1).expand(b, 1, f, h, w)
+
+    def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
+                frame_positions: torch.Tensor | None = None) -> torch.Tensor:
+        if self.time_span:
+            latents = torch.cat([latents, self.time_channel(latents, frame_positions)], dim=1)
+        return super().predict(latents, timesteps, text, frame_positions)
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         return video[None].float().to(self.device)
@@ -134,7 +154,8 @@ class ToyBackbone(WanBackbone):
                 timestep = t.expand(1)
                 v = self.predict(x, timestep, cond)
                 if guidance != 1.0:
-                    v = self.predict(x, timestep, uncond) + guidance * (v - self.predict(x, timestep, uncond))
+                    v_uncond = self.predict(x, timestep, uncond)
+                    v = v_uncond + guidance * (v - v_uncond)
                 x = scheduler.step(v, t, x, return_dict=False)[0]
         frames = ((x[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return frames.permute(1, 2, 3, 0).cpu().numpy()

@@ -20,7 +20,7 @@ from diffusers import WanPipeline
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from torch import nn
 
-from .base import Backbone, QKCallback, VideoGeometry
+from .base import Backbone, QKCallback, VideoGeometry, second_adapter_allowed
 
 ROPE_THETA = 10000.0  # WanRotaryPosEmbed's default; every released Wan2.1 checkpoint uses it
 _COMFY_ROLE = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o"}
@@ -102,7 +102,6 @@ class WanBackbone(Backbone):
     """Wan2.1-T2V through diffusers. `text_length` is the padded prompt length (Wan: 512)."""
 
     name = "wan"
-    train_shift = 1.0
 
     def __init__(
         self,
@@ -123,6 +122,7 @@ class WanBackbone(Backbone):
             pipe.enable_model_cpu_offload(device=self.device)
         else:
             pipe.to(self.device)
+        self.flow_shift = float(pipe.scheduler.config.get("flow_shift", 1.0) or 1.0)
         config = self.transformer.config
         self.num_layers = config.num_layers
         self.num_heads = config.num_attention_heads
@@ -185,8 +185,9 @@ class WanBackbone(Backbone):
     @contextlib.contextmanager
     def capture_qk(self, callback: QKCallback) -> Iterator[None]:
         def hook_for(layer: int):
-            def hook(attn: nn.Module, args: tuple) -> None:
-                hidden, cos_sin = args[0], args[3]
+            def hook(attn: nn.Module, args: tuple, kwargs: dict) -> None:
+                hidden = args[0] if args else kwargs["hidden_states"]
+                cos_sin = args[3] if len(args) > 3 else kwargs["rotary_emb"]
                 with torch.no_grad():
                     q = attn.norm_q(attn.to_q(hidden)).unflatten(2, (attn.heads, -1))
                     k = attn.norm_k(attn.to_k(hidden)).unflatten(2, (attn.heads, -1))
@@ -194,9 +195,8 @@ class WanBackbone(Backbone):
 
             return hook
 
-        handles = [
-            block.attn1.register_forward_pre_hook(hook_for(i)) for i, block in enumerate(self.transformer.blocks)
-        ]
+        blocks = self.transformer.blocks
+        handles = [b.attn1.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, b in enumerate(blocks)]
         try:
             yield
         finally:
@@ -224,27 +224,17 @@ class WanBackbone(Backbone):
 
     def load_lora(self, path: str, adapter: str) -> None:
         try:
-            self.pipe.load_lora_weights(str(path), adapter_name=adapter)
+            state = WanPipeline.lora_state_dict(str(path))
+            with second_adapter_allowed():
+                self.pipe.load_lora_weights(dict(state), adapter_name=adapter)
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise ValueError(f"{path}: cannot load as a Wan LoRA ({str(err).splitlines()[0]})") from err
-
-    @contextlib.contextmanager
-    def adapters(self, scales: dict[str, float]) -> Iterator[None]:
-        """Activate the loaded adapters named in `scales` at those scales (0 = off) for a while."""
-        loaded = set(getattr(self.transformer, "peft_config", None) or {})
-        active = {name: scale for name, scale in scales.items() if scale != 0 and name in loaded}
-        missing = [name for name, scale in scales.items() if scale != 0 and name not in loaded]
-        if missing:
-            raise ValueError(f"LoRA adapter(s) {', '.join(missing)} requested but not loaded")
-        if active:
-            self.transformer.set_adapters(list(active), list(active.values()))
-        elif loaded:
-            self.transformer.disable_adapters()
-        try:
-            yield
-        finally:
-            if loaded and not active:
-                self.transformer.enable_adapters()
+        # diffusers creates the adapter in the model's dtype; keep the file's exact float32 values instead,
+        # so a reloaded LoRA computes what the trained one did (and can keep training).
+        for name, param in self.transformer.named_parameters():
+            if ".lora_" in name and name.endswith(f".{adapter}.weight"):
+                key = "transformer." + name.removesuffix(f".{adapter}.weight") + ".weight"
+                param.data = state[key].to(param.device, torch.float32).clone()
 
     # -- generation -----------------------------------------------------------------------------
     def generate(

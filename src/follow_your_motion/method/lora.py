@@ -9,14 +9,13 @@ model is left untouched.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 
 import torch
 from peft import LoraConfig
 from torch import nn
 
-from ..backbones.base import COLUMN_ROLES, ROW_ROLES, Backbone
+from ..backbones.base import COLUMN_ROLES, ROW_ROLES, Backbone, second_adapter_allowed
 
 ADAPTERS = ("spatial", "motion")
 
@@ -63,9 +62,7 @@ def add_masked_lora(
         raise ValueError(f"no heads selected for the {adapter!r} LoRA: nothing to train")
     transformer = backbone.transformer
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=sorted(targets), init_lora_weights=True)
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        # PEFT warns whenever a second adapter joins a model; two adapters is exactly the method.
-        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+    with torch.random.fork_rng(devices=[]), second_adapter_allowed():
         torch.manual_seed(seed)
         transformer.add_adapter(config, adapter_name=adapter)
     masks = {}
@@ -73,6 +70,8 @@ def add_masked_lora(
         module = transformer.get_submodule(name)
         mask = head_mask(heads, backbone.num_heads, backbone.head_dim)
         lora_a, lora_b = _lora_pair(module, adapter)
+        for param in (lora_a, lora_b):  # train in float32 even over a bf16 base model
+            param.data = param.data.float()
         if role in COLUMN_ROLES:
             param, shaped = lora_a, mask.view(1, -1)
         else:
@@ -104,7 +103,7 @@ def set_trainable(transformer: nn.Module, adapter: str | None) -> list[nn.Parame
 def adapter_state(transformer: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
     """PEFT-style state dict of one adapter: `<module>.lora_A.weight` / `<module>.lora_B.weight`."""
     return {
-        name.replace(f".{adapter}.weight", ".weight"): p.detach().cpu().contiguous()
+        name.replace(f".{adapter}.weight", ".weight"): p.detach().cpu().clone()
         for name, p in lora_parameters(transformer, adapter)
     }
 
@@ -119,11 +118,3 @@ def load_adapter_state(transformer: nn.Module, adapter: str, state: dict[str, to
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(state[name.replace(f".{adapter}.weight", ".weight")])
-
-
-def activate(backbone: Backbone, scales: dict[str, float]) -> None:
-    """Make exactly the adapters in `scales` active, each at its scale (0 disables it)."""
-    transformer = backbone.transformer
-    present = set(getattr(transformer, "peft_config", {}) or {})
-    names = [n for n in scales if n in present]
-    transformer.set_adapters(names, [scales[n] for n in names])

@@ -24,7 +24,7 @@ def sample_frames(total: int, keep: int, strategy: str, seed: int, step: int) ->
 
     uniform-random-phase: evenly spaced (stride total/keep) with an offset; within every run of
       ceil(stride) steps (an epoch) each offset is used once, in a random order, so every frame is seen
-      once per epoch.
+      at least once per epoch (exactly once when K divides F).
     uniform: the same evenly spaced frames every step (offset 0).
     random: a fresh random subset every step.
     """

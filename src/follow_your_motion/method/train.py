@@ -67,8 +67,8 @@ def _save(folder: Path, transformer: torch.nn.Module, adapter: str, optimizer, s
 
 
 def _restore(folder: Path, transformer: torch.nn.Module, adapter: str, optimizer, scheduler) -> int:
-    load_adapter_state(transformer, adapter, load_tensors(folder / "lora.safetensors"))
     try:
+        load_adapter_state(transformer, adapter, load_tensors(folder / "lora.safetensors"))
         state = torch.load(folder / "train_state.pt", map_location="cpu", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -107,7 +107,7 @@ def train_adapter(
         start = _restore(found[-1][1], transformer, adapter, optimizer, scheduler)
         run.log("resume", stage=stage, step=start)
     end = settings.steps if stop_after is None else min(settings.steps, stop_after)
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.mixed_precision)
+    autocast_dtype = torch.bfloat16 if settings.mixed_precision == "bf16" else None
     rank, world = accelerator.process_index, accelerator.num_processes
     bar = tqdm(range(start, end), desc=f"{stage} LoRA", initial=start, total=settings.steps,
                disable=not accelerator.is_main_process)
@@ -123,7 +123,8 @@ def train_adapter(
                 batch = inputs(step, generator)
                 latents = batch.latents.to(backbone.device)
                 noise = torch.randn(latents.shape, generator=generator).to(latents)
-                sigmas = backbone.sample_sigmas(len(latents), generator, settings.timestep_weighting)
+                sigmas = backbone.sample_sigmas(len(latents), generator, settings.timestep_weighting,
+                                                settings.timestep_shift)
                 noisy, timesteps, target = backbone.noisy_sample(latents, noise, sigmas)
                 with torch.autocast(backbone.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     pred = backbone.predict(noisy, timesteps, batch.text, batch.frame_positions)

@@ -1,0 +1,89 @@
+"""Two-process (torchrun, CPU/gloo) LoRA training keeps every rank's parameters in sync."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+SCRIPT = Path(__file__).with_name("ddp_step.py")
+SELECTION = {0: [0, 1], 1: [2]}  # ddp_step.SELECTION
+HEAD_DIM = 12  # tiny_wan
+TIMEOUT_S = 180
+
+
+def _run(args: list[str], cwd: Path) -> None:
+    """Run a command in its own process group; on timeout kill the whole group (torchrun and its workers)."""
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        output, _ = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"{args[:4]} timed out after {TIMEOUT_S}s:\n{output[-4000:]}")
+    finally:
+        if proc.poll() is None:  # e.g. KeyboardInterrupt while waiting
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, f"{args[:4]} exited with {proc.returncode}:\n{output[-4000:]}"
+
+
+def _steps(run: Path) -> list[int]:
+    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [e["step"] for e in events if e["event"] == "step"]
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    assert set(a) == set(b)
+    return all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_two_process_training_keeps_ranks_in_sync(tiny_wan_dir, tmp_path):
+    two, one = tmp_path / "two", tmp_path / "one"
+    two.mkdir()
+    one.mkdir()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    _run([*torchrun, str(SCRIPT), str(tiny_wan_dir), str(two)], cwd=tmp_path)
+    _run([sys.executable, str(SCRIPT), str(tiny_wan_dir), str(one)], cwd=tmp_path)
+
+    rank0, rank1 = load_file(two / "final-w2-r0.safetensors"), load_file(two / "final-w2-r1.safetensors")
+    initial = load_file(two / "initial-w2-r0.safetensors")
+    single = load_file(one / "final-w1-r0.safetensors")
+    assert len(rank0) == 2 * 4 * 2  # 2 layers x (q, k, v, out) x (A, B)
+    assert {t.dtype for t in rank0.values()} == {torch.float32}  # float32 LoRA over the bf16 base
+    assert _same(initial, load_file(two / "initial-w2-r1.safetensors"))
+    assert _same(initial, load_file(one / "initial-w1-r0.safetensors"))
+
+    # DDP averaged the gradients, so both ranks took exactly the same optimizer steps ...
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    # ... which moved the weights ...
+    assert not _same(rank0, initial)
+    # ... and differ from one process's steps: each rank drew its own noise, so the mean gradient is new.
+    assert not _same(rank0, single)
+
+    # DDP reduced the masked gradients: channels of unselected heads are still exactly zero
+    for key, tensor in rank0.items():
+        layer = int(key.split(".")[1])
+        keep = torch.zeros(4 * HEAD_DIM, dtype=torch.bool)
+        for head in SELECTION[layer]:
+            keep[head * HEAD_DIM : (head + 1) * HEAD_DIM] = True
+        if "to_out" in key and "lora_A" in key:
+            assert not tensor[:, ~keep].any() and tensor[:, keep].any(), key
+        elif "lora_B" in key and "to_out" not in key:
+            assert not tensor[~keep].any() and tensor[keep].any(), key
+
+    # only the main process logs and checkpoints: every step once
+    assert _steps(two / "run") == [1, 2, 3]
+    assert _steps(one / "run") == [1, 2, 3]
+    assert sorted(p.name for p in (two / "run" / "checkpoints" / "motion").iterdir()) == ["step-0000003"]
