@@ -14,7 +14,11 @@ from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, Wa
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
-WORDS = ["a", "tiger", "walks", "through", "snow", "robot", "dog", "runs", "cat", "jumps", "red", "blue", "green", "car", "drives", "road", "the", "in", "on", "of", "and", "with", "bird", "flies", "sky", "person", "dances", "beach"]
+WORDS = (
+    "a", "tiger", "walks", "through", "snow", "robot", "dog", "runs", "cat", "jumps", "red", "blue", "green",
+    "car", "drives", "road", "the", "in", "on", "of", "and", "with", "bird", "flies", "sky", "person",
+    "dances", "beach",
+)
 
 
 def _tokenizer() -> PreTrainedTokenizerFast:

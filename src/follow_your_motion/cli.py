@@ -204,6 +204,47 @@ def toyworld_pretrain(
     _run(lambda: typer.echo(pretrain(out, settings)))
 
 
+ToyModel = Annotated[Path | None, typer.Option("--model", "-m", help="toy model folder; default: the shipped one")]
+
+
+@toyworld.command("eval")
+def toyworld_eval(
+    model: ToyModel = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for eval.json")] = Path("runs/toy-eval"),
+    prompts: int = 64,
+    steps: int = 20,
+    seed: int = 0,
+) -> None:
+    """Colour, shape, direction and smoothness of the base toy model's generations."""
+    from .backbones.toy import ToyBackbone
+    from .toyworld.evaluate import evaluate
+
+    def act() -> None:
+        summary = evaluate(ToyBackbone.load(str(model) if model else None), prompts, steps, seed=seed, out=out)
+        typer.echo(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
+
+    _run(act)
+
+
+@toyworld.command("sanity")
+def toyworld_sanity(
+    program: Annotated[str, typer.Argument(help="motion program of the one clip, e.g. zigzag")],
+    model: ToyModel = None,
+    steps: int = 500,
+    fresh: Annotated[bool, typer.Option(help="start from random weights instead of the pretrained model")] = False,
+) -> None:
+    """One-clip sanity gate: tune every weight on one clip and check its trajectory comes back."""
+    from .backbones.toy import ToyBackbone
+    from .toyworld.pretrain import DEFAULT_META
+    from .toyworld.sanity import sanity_gate
+
+    def act() -> None:
+        toy = ToyBackbone.build(DEFAULT_META) if fresh else ToyBackbone.load(str(model) if model else None)
+        typer.echo(json.dumps(sanity_gate(toy, program, steps=steps), indent=1))
+
+    _run(act)
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m follow_your_motion.cli`
     app(prog_name="fym")
 

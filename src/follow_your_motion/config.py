@@ -37,6 +37,7 @@ class VideoSettings(Settings):
 
 
 class HeadSettings(Settings):
+    select: Literal["classified", "all"] = "classified"  # "all": LoRA on every head (the no-decoupling ablation)
     rule: Literal["paper", "release"] = "paper"
     alpha: float = Field(1.25, gt=0)  # paper: temporal iff sim_s < alpha * sim_t
     release_ratio: float = Field(1.3, gt=0)  # release: temporal iff mass_t >= ratio * mass_s
@@ -77,7 +78,7 @@ class SpatialSettings(TrainSettings):
 class MotionSettings(TrainSettings):
     steps: int = Field(2000, ge=0)
     weight_decay: float = Field(0.5, ge=0)
-    keep_frames: int = Field(5, ge=1)  # K latent frames per step (sparse motion sampling)
+    keep_frames: int | None = Field(5, ge=1)  # K latent frames per step (sparse motion sampling); None = all
     sampling: str = "uniform-random-phase"
     rope: str = "index"
     motion_loss: str = "paper"

@@ -147,7 +147,10 @@ class Transfer:
             if not self._has_adapter(adapter):
                 self.backbone.load_lora(str(path), adapter)
             return path
-        selection = self.classify().heads(kind)
+        if self.cfg.heads.select == "all":  # ablation: no decoupling, every head of every layer
+            selection = {layer: list(range(self.backbone.num_heads)) for layer in range(self.backbone.num_layers)}
+        else:
+            selection = self.classify().heads(kind)
         add_masked_lora(
             self.backbone, adapter, selection, settings.rank, settings.lora_alpha, settings.include_out,
             seed=settings.seed,

@@ -52,7 +52,7 @@ def motion_inputs(latents: torch.Tensor, text: torch.Tensor, settings: MotionSet
     total = latents.shape[2]
 
     def inputs(step: int, generator: torch.Generator) -> StepInputs:
-        kept = sample_frames(total, settings.keep_frames, settings.sampling, settings.seed, step)
+        kept = sample_frames(total, settings.keep_frames or total, settings.sampling, settings.seed, step)
         positions = rope_positions(kept, total, settings.rope)
         batch = settings.batch_size
         return StepInputs(latents[:, :, kept].expand(batch, -1, -1, -1, -1), text.expand(batch, -1, -1), positions)

@@ -47,7 +47,8 @@ def transfer_metrics(
     gen_track = track_colour(result, target_colour)
     size = float(max(reference.shape[1:3]))
     static = np.repeat(np.nanmean(ref_track, axis=0, keepdims=True), len(ref_track), axis=0)
-    leaked = reference_colour != target_colour and bool(~np.isnan(track_colour(result, reference_colour)).any(1).any())
+    leak_track = track_colour(result, reference_colour)
+    leaked = reference_colour != target_colour and bool((~np.isnan(leak_track).any(1)).any())
     return {
         "centred_error": centred_error(ref_track, gen_track, size),
         "static_baseline_error": centred_error(ref_track, static, size),
