@@ -347,3 +347,11 @@ def test_generate_mp4_is_deterministic(finished):
     videos = [read_video(finished / "samples" / f"{name}.mp4").frames for name in names]
     for name, video in zip(names[1:], videos[1:], strict=True):
         assert np.array_equal(videos[0], video), f"{name}.mp4 decodes to other frames than {names[0]}.mp4"
+
+
+def test_generate_with_another_length_and_size(finished):
+    ok("generate", "--run", finished, "--frames", 13, "--height", 48, "--width", 32, "--steps", 2, "--name", "long")
+    frames = read_video(finished / "samples" / "long.mp4").frames
+    assert frames.shape == (13, 48, 32, 3)
+    pair = read_video(finished / "samples" / "long_side_by_side.mp4").frames
+    assert len(pair) == 13  # the 9-frame reference is held on its last frame

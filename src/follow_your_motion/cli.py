@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .config import RECIPES, TransferConfig, merge
+from .config import RECIPES, GenerateSettings, TransferConfig, merge
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Follow-Your-Motion: video motion transfer.")
 
@@ -134,6 +134,8 @@ def generate(
     prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="new content; default: the run's")] = None,
     motion_scale: float | None = None, spatial_scale: float | None = None, seed: int | None = None,
     steps: int | None = None, guidance: float | None = None, negative_prompt: str | None = None,
+    frames: Annotated[int | None, typer.Option(help="default: the reference's")] = None,
+    height: int | None = None, width: int | None = None,
     name: Annotated[str, typer.Option(help="output name under samples/")] = "result",
     device: Device = "cpu",
 ) -> None:
@@ -142,8 +144,10 @@ def generate(
     def act() -> None:
         job = _from_run(run, device)
         given = {"motion_scale": motion_scale, "spatial_scale": spatial_scale, "seed": seed, "steps": steps,
-                 "guidance": guidance, "negative_prompt": negative_prompt}
-        settings = job.cfg.generate.model_copy(update={k: v for k, v in given.items() if v is not None})
+                 "guidance": guidance, "negative_prompt": negative_prompt, "frames": frames, "height": height,
+                 "width": width}
+        update = {k: v for k, v in given.items() if v is not None}
+        settings = GenerateSettings.model_validate(job.cfg.generate.model_dump() | update)
         for key, path in job.generate(prompt, settings, name).paths.items():
             typer.echo(f"{key}: {path}")
 
@@ -241,6 +245,77 @@ def toyworld_sanity(
     def act() -> None:
         toy = ToyBackbone.build(DEFAULT_META) if fresh else ToyBackbone.load(str(model) if model else None)
         typer.echo(json.dumps(sanity_gate(toy, program, steps=steps), indent=1))
+
+    _run(act)
+
+
+@app.command("metrics")
+def metrics_command(
+    reference: Reference,
+    output: Annotated[Path, typer.Argument(help="the video to score (from any tool)")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="the output's prompt (recorded with the scores)")],
+    tracker: Annotated[str, typer.Option(help="point tracker: klt (always available) or cotracker")] = "klt",
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the JSON to this file")] = None,
+) -> None:
+    """Motion fidelity (DeT and DMT definitions) of OUTPUT against REFERENCE, printed as JSON."""
+
+    def act() -> None:
+        from .bench.score import score_pair
+        from .runs import atomic_write_text
+        from .video import read_video
+
+        ref, out = read_video(reference).frames, read_video(output).frames
+        result = {"reference": str(reference), "output": str(output), "prompt": prompt,
+                  **score_pair(ref, out, tracker)}
+        text = json.dumps(result, indent=1)
+        if json_out is not None:
+            atomic_write_text(json_out, text + "\n")
+        typer.echo(text)
+
+    _run(act)
+
+
+bench = typer.Typer(no_args_is_help=True, help="FYM MotionBench: run suites and report.")
+app.add_typer(bench, name="bench")
+
+
+@bench.command("run")
+def bench_run(
+    manifest: Annotated[str, typer.Argument(help="suite YAML, a folder of videos (prompts.txt / MTBench), or "
+                                                 "'shapesworld' (the shipped suite)")],
+    out: Out,
+    methods: Annotated[str, typer.Option(help="comma-separated: fym, fym-no-heads, fym-no-rope, fym-dense, "
+                                              "fym-spatial-on, two-stage-lora, full-lora, base")] = "fym",
+    model: Model = None,
+    device: Device = "cpu",
+    config: ConfigFile = None,
+    seeds: Annotated[str, typer.Option(help="comma-separated generation seeds")] = "0",
+) -> None:
+    """Run every case x target prompt x method x seed not done yet; results in OUT/results.jsonl."""
+
+    def act() -> None:
+        from .bench.runner import run_suite
+
+        overrides = TransferConfig.load(config).model_dump(exclude_unset=True) if config is not None else {}
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+        typer.echo(str(run_suite(manifest, methods, out, model, device, overrides, seed_list)))
+
+    _run(act)
+
+
+@bench.command("report")
+def bench_report(
+    bench_dir: Annotated[Path, typer.Argument(help="a benchmark directory (the --out of `fym bench run`)")],
+) -> None:
+    """Write results.csv, results.json, results.md, plots/ and index.html from BENCH_DIR's results."""
+    from .bench.report import write_report
+
+    def act() -> None:
+        for name, path in write_report(bench_dir).items():
+            typer.echo(f"{name}: {path}")
 
     _run(act)
 

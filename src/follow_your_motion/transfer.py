@@ -176,9 +176,12 @@ class Transfer:
         return self._tune("spatial", "spatial", s, inputs, stop_after)
 
     def tune_motion(self, stop_after: int | None = None) -> Path | None:
-        """Stage 3: temporal-head LoRA on sparse frames with adaptive RoPE, spatial LoRA frozen."""
+        """Stage 3: temporal-head LoRA on sparse frames with adaptive RoPE, spatial LoRA frozen.
+        Skipped when motion.steps == 0 (the untuned base model)."""
         self.tune_spatial()
         m = self.cfg.motion
+        if m.steps == 0:
+            return None
         inputs = motion_inputs(self.reference().latents, self.reference().text, m)
         return self._tune(
             "motion", "temporal", m, inputs, stop_after, motion_weight=m.motion_weight, motion_form=m.motion_loss

@@ -7,6 +7,15 @@ each video is then tracked once per definition with that definition's grid (DeT:
 counts may differ: DeT aligns them itself (its release does), and for DMT - which compares step t with
 step t - the longer track set keeps frames ``floor(linspace(0, T_long - 1, T_short))`` first, the same rule.
 
+Only tracks with a known position in every frame are scored (``TRACK_FILTER``). The metrics compare two
+tracks over the steps valid in both, so a KLT track lost after frame 0 or 1 is compared over one or two
+entries only; with DeT's start-position entry such a short reference track scores about 1 against any
+generated track starting nearby, whatever either of them does next, and a time-reversed video would score
+as well as the original. Masking partial tracks out entirely (all frames invisible) keeps the track
+indices, so DMT's identity quirk still pairs the tracks that started at the same grid point. The tracker's
+occlusion flag is otherwise not used, as in both releases (CoTracker estimates occluded positions). If no
+track of a video is complete, all its tracks are used and the result says so.
+
 Text alignment (CLIP similarity between the output and the prompt) is not computed: it needs CLIP weights
 this project does not ship. The result says so (``text_similarity: None`` with a note) rather than
 leaving the field out, so a table built from it cannot silently mix in numbers from elsewhere.
@@ -19,32 +28,52 @@ import numpy as np
 from .metrics import DET_GRID, DMT_GRID, MotionFidelity, motion_fidelity_det, motion_fidelity_dmt
 from .trackers import Tracks, get_tracker
 
+TRACK_FILTER = "tracks with a finite position in every frame (partial tracks masked out)"
 TEXT_SIMILARITY_NOTE = (
     "CLIP text similarity is not computed by this project (no CLIP weights are shipped); "
     "score text alignment with your own CLIP model"
 )
 
 
-def _fidelity_json(result: MotionFidelity, grid: int, tracker: Tracks) -> dict:
+def _complete(tracks: Tracks) -> tuple[np.ndarray, int | None]:
+    """(N, T) usable mask keeping only tracks known in every frame, and how many; (all finite, None) if none."""
+    known = np.isfinite(tracks.points).all(axis=2)
+    complete = known.all(axis=1)
+    if not complete.any():
+        return known, None
+    return known & complete[:, None], int(complete.sum())
+
+
+def _fidelity_json(result: MotionFidelity, grid: int, ref: Tracks, kept: dict) -> dict:
     """The JSON-ready part of a score: the number, its definition and every constant that shaped it."""
     return {
         "score": result.score,
         "definition": result.definition,
-        "tracks": int(result.per_track.size),
-        "constants": {**result.constants, "grid_used": grid, "tracker_used": tracker.tracker,
-                      "tracker_constants": tracker.constants},
+        "tracks_scored": int(result.per_track.size),
+        "constants": {
+            **result.constants,
+            "grid_used": grid,
+            "tracker_used": ref.tracker,
+            "tracker_constants": ref.constants,
+            "track_filter": TRACK_FILTER,
+            "complete_tracks": kept,
+        },
     }
 
 
-def _align_frames(a: Tracks, b: Tracks) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Points and visibility of both track sets on a common frame count (DeT's rule for the longer one)."""
-    n = min(a.points.shape[1], b.points.shape[1])
+def _kept(ref_n: int | None, out_n: int | None, total: int) -> dict:
+    note = "no complete track in {}: all its tracks used"
+    return {
+        "reference": ref_n if ref_n is not None else note.format("the reference"),
+        "output": out_n if out_n is not None else note.format("the output"),
+        "of": total,
+    }
 
-    def pick(tracks: Tracks) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.linspace(0, tracks.points.shape[1] - 1, n).astype(np.int64)
-        return tracks.points[:, idx], tracks.visible[:, idx]
 
-    return pick(a), pick(b)
+def _align_frames(points: np.ndarray, usable: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep frames floor(linspace(0, T - 1, n_frames)) (DeT's rule for the longer video)."""
+    idx = np.linspace(0, points.shape[1] - 1, n_frames).astype(np.int64)
+    return points[:, idx], usable[:, idx]
 
 
 def score_pair(ref_frames: np.ndarray, out_frames: np.ndarray, tracker: str = "klt") -> dict:
@@ -71,14 +100,21 @@ def score_pair(ref_frames: np.ndarray, out_frames: np.ndarray, tracker: str = "k
         out = resize_center_crop(out, height, width)
 
     ref_det, out_det = track(ref, grid=DET_GRID), track(out, grid=DET_GRID)
+    (ref_use, ref_n), (out_use, out_n) = _complete(ref_det), _complete(out_det)
     det = motion_fidelity_det(ref_det.points, out_det.points, size=(height, width),
-                              ref_visible=ref_det.visible, gen_visible=out_det.visible)
+                              ref_visible=ref_use, gen_visible=out_use)
+    det_kept = _kept(ref_n, out_n, ref_det.points.shape[0])
+
     ref_dmt, out_dmt = track(ref, grid=DMT_GRID), track(out, grid=DMT_GRID)
-    (ref_pts, ref_vis), (out_pts, out_vis) = _align_frames(ref_dmt, out_dmt)
-    dmt = motion_fidelity_dmt(ref_pts, out_pts, ref_visible=ref_vis, gen_visible=out_vis)
+    (ref_use, ref_n), (out_use, out_n) = _complete(ref_dmt), _complete(out_dmt)
+    n_frames = min(ref_dmt.points.shape[1], out_dmt.points.shape[1])
+    ref_pts, ref_use = _align_frames(ref_dmt.points, ref_use, n_frames)
+    out_pts, out_use = _align_frames(out_dmt.points, out_use, n_frames)
+    dmt = motion_fidelity_dmt(ref_pts, out_pts, ref_visible=ref_use, gen_visible=out_use)
+    dmt_kept = _kept(ref_n, out_n, ref_dmt.points.shape[0])
     return {
-        "motion_fidelity_det": _fidelity_json(det, DET_GRID, ref_det),
-        "motion_fidelity_dmt": _fidelity_json(dmt, DMT_GRID, ref_dmt),
+        "motion_fidelity_det": _fidelity_json(det, DET_GRID, ref_det, det_kept),
+        "motion_fidelity_dmt": _fidelity_json(dmt, DMT_GRID, ref_dmt, dmt_kept),
         "tracker": tracker,
         "size_hw": [int(height), int(width)],
         "output_size_hw": list(out_size),
