@@ -21,14 +21,6 @@ RANK, ALPHA = 4, 8.0  # alpha != rank: a lost alpha would change the output
 COMFY_ROLES = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: extra intra-op threads only add contention (and can be 100x slower on a busy machine)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture
 def trained(wan, tmp_path):

@@ -15,15 +15,6 @@ from follow_your_motion.config import HeadSettings
 from follow_your_motion.method.heads import HeadMap, classify, classify_heads, score_layer, template_masks
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: extra intra-op threads only add contention (and can be 100x slower on a busy machine)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _coords(index: int, grid: tuple[int, int, int]) -> tuple[int, int, int]:
     _, rows, cols = grid
     return index // (rows * cols), (index // cols) % rows, index % cols

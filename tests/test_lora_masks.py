@@ -14,14 +14,6 @@ SELECTION = {0: [0, 1], 1: [2]}
 ROW_PROJECTIONS = ("to_q", "to_k", "to_v")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: extra intra-op threads only add contention (and can be 100x slower on a busy machine)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def _inputs(wan):
     gen = torch.Generator().manual_seed(0)

@@ -17,14 +17,6 @@ from follow_your_motion.runs import RunDir
 SELECTION = {0: [0, 1], 1: [2]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: extra intra-op threads only add contention (and can be 100x slower on a busy machine)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def _settings(**overrides) -> MotionSettings:
     values = dict(

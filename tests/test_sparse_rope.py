@@ -14,14 +14,6 @@ COMBOS += [(81, 5)]
 COMBOS += [(total, keep) for total in range(1, 12) for keep in range(1, total + 2)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: extra intra-op threads only add contention (and can be 100x slower on a busy machine)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 # -- sample_frames ----------------------------------------------------------------------------------
 

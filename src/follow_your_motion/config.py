@@ -64,6 +64,9 @@ class TrainSettings(Settings):
     timestep_shift: float | None = Field(None, gt=0)  # None: the model's sampler shift (Wan: flow_shift)
     include_out: bool = True  # also LoRA the output projection's columns of the selected heads
     checkpoint_every: int = Field(100, ge=1)
+    # With several processes: "ddp" replicates the model; "fsdp" shards the frozen base model (FSDP2) and
+    # keeps the LoRA replicated, for models too large for one device.
+    distributed: Literal["ddp", "fsdp"] = "ddp"
     seed: int = 0
 
     @property

@@ -60,6 +60,28 @@ def motion_inputs(latents: torch.Tensor, text: torch.Tensor, settings: MotionSet
     return inputs
 
 
+def shard_frozen_base(transformer: torch.nn.Module, trainable: list[torch.nn.Parameter]) -> None:
+    """FSDP2: shard every transformer block's frozen weights across the processes (what lets a 14B model
+    fit), leaving the small LoRA weights replicated, so optimizer state and checkpoints stay plain tensors
+    exactly as in a single process. Blocks are the model's `_no_split_modules` classes."""
+    from torch.distributed.fsdp import fully_shard
+
+    ignored = set(trainable)
+    block_types = set(getattr(transformer, "_no_split_modules", None) or ())
+    for module in transformer.modules():
+        if type(module).__name__ in block_types:
+            fully_shard(module, ignored_params=ignored)
+    fully_shard(transformer, ignored_params=ignored)
+
+
+def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """Mean of the replicated LoRA gradients over processes (what DDP does for its parameters)."""
+    for p in params:
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+            p.grad.div_(world)
+
+
 def _save(folder: Path, transformer: torch.nn.Module, adapter: str, optimizer, scheduler, step: int) -> None:
     atomic_save_tensors(folder / "lora.safetensors", adapter_state(transformer, adapter))
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step}
@@ -100,7 +122,11 @@ def train_adapter(
     if settings.grad_checkpointing:
         transformer.enable_gradient_checkpointing()
     accelerator = Accelerator(cpu=backbone.device.type == "cpu")
-    model = accelerator.prepare_model(transformer) if accelerator.num_processes > 1 else transformer
+    rank, world = accelerator.process_index, accelerator.num_processes
+    fsdp = world > 1 and settings.distributed == "fsdp"
+    if fsdp:
+        shard_frozen_base(transformer, params)
+    model = accelerator.prepare_model(transformer) if world > 1 and not fsdp else transformer
 
     start = 0
     if found := run.checkpoints(stage):
@@ -108,7 +134,6 @@ def train_adapter(
         run.log("resume", stage=stage, step=start)
     end = settings.steps if stop_after is None else min(settings.steps, stop_after)
     autocast_dtype = torch.bfloat16 if settings.mixed_precision == "bf16" else None
-    rank, world = accelerator.process_index, accelerator.num_processes
     bar = tqdm(range(start, end), desc=f"{stage} LoRA", initial=start, total=settings.steps,
                disable=not accelerator.is_main_process)
     transformer.train()
@@ -133,6 +158,8 @@ def train_adapter(
                 ((fm + motion_weight * mo) / settings.grad_accum).backward()
                 parts["fm"] += fm.item() / settings.grad_accum
                 parts["motion"] += mo.item() / settings.grad_accum
+            if fsdp:
+                average_gradients(params, world)
             if settings.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()
