@@ -16,6 +16,8 @@ import numpy as np
 
 from follow_your_motion.bench import runner
 from follow_your_motion.bench.manifest import Manifest, validate_manifest
+from follow_your_motion.bench.result_metrics import colours_in
+from follow_your_motion.bench.transfer_call import Generated
 from follow_your_motion.toyworld.render import COLOURS, segment_colour
 from follow_your_motion.video import load_reference, write_video
 
@@ -41,7 +43,7 @@ def shard_manifest() -> Manifest:
 def recolour(frames: np.ndarray, source: str, target: str) -> np.ndarray:
     """The reference with one colour's pixels painted another colour: a result that moves exactly like it."""
     out = frames.copy()
-    src, dst = runner.colours_in(source), runner.colours_in(target)
+    src, dst = colours_in(source), colours_in(target)
     for a, b in zip(src, dst, strict=False):
         out[segment_colour(frames, a)] = COLOURS[b]
     return out
@@ -56,7 +58,7 @@ class FakeTransfer:
         self.log_dir = log_dir
         self.rank = rank  # the launcher's RANK (hidden from the environment while items run)
 
-    def __call__(self, cfg, run_dir: Path, tune: bool, prompt: str, seed: int, name: str) -> runner.Generated:
+    def __call__(self, cfg, run_dir: Path, tune: bool, prompt: str, seed: int, name: str) -> Generated:
         item = f"{Path(run_dir).parent.name}__{Path(run_dir).name}__{name}"
         self.calls.append(item)
         if self.log_dir is not None:
@@ -71,8 +73,8 @@ class FakeTransfer:
         frames = recolour(moving, cfg.prompt, prompt)
         video = write_video(Path(run_dir) / "samples" / f"{name}.mp4", frames, clip.fps)
         timings = {"classify": 1.0, "spatial": 2.0, "motion": 3.0} if tune else {}
-        return runner.Generated(frames=frames, reference=clip.frames, fps=clip.fps, paths={"video": video},
-                                timings=timings | {"generate": 0.5})
+        return Generated(frames=frames, reference=clip.frames, fps=clip.fps, paths={"video": video},
+                         timings=timings | {"generate": 0.5})
 
 
 def main(out: Path) -> None:

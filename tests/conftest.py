@@ -34,3 +34,32 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def run_script(script: Path, *args: object, cwd: Path, timeout: float, nproc: int | None = None) -> str:
+    """Run the Python `script` with `args` in its own process group and return its output: as one process, or
+    with `nproc` under torchrun (standalone, CPU). On timeout the whole group (torchrun and its workers) is
+    killed and the test fails; a non-zero exit fails it too, with the output's tail."""
+    import os
+    import signal
+    import subprocess
+
+    launcher = [sys.executable]
+    if nproc is not None:
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    cmd = [*launcher, str(script), *map(str, args)]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"{cmd[:4]} timed out after {timeout}s:\n{output[-4000:]}")
+    finally:
+        if proc.poll() is None:  # e.g. KeyboardInterrupt while waiting
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, f"{cmd[:4]} exited with {proc.returncode}:\n{output[-4000:]}"
+    return output

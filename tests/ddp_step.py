@@ -28,7 +28,7 @@ SELECTION = {0: [0, 1], 1: [2]}
 STEPS = 3
 
 
-def main(pipe_dir: Path, out: Path) -> None:
+def main(pipe_dir: Path, out: Path, distributed: str = "ddp") -> None:
     state = PartialState(cpu=True)
     world, rank = state.num_processes, state.process_index
     torch.manual_seed(1234)  # the same everywhere; train_adapter must not rely on it
@@ -40,7 +40,7 @@ def main(pipe_dir: Path, out: Path) -> None:
     latents, text = wan.encode_video(video), wan.encode_prompt("a tiger walks through snow")
     settings = MotionSettings(
         steps=STEPS, keep_frames=2, lr=1e-2, checkpoint_every=STEPS, seed=11, grad_checkpointing=True,
-        mixed_precision="bf16",
+        mixed_precision="bf16", distributed=distributed,
     )
     final = train_adapter(
         wan, RunDir(out / "run"), "motion", "motion", settings, motion_inputs(latents, text, settings),
@@ -52,4 +52,4 @@ def main(pipe_dir: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:])

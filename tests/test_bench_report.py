@@ -17,7 +17,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from follow_your_motion.bench.report import load_results, summarize, t_critical, tuning_time, write_report
+from follow_your_motion.bench.aggregates import load_results, tuning_time
+from follow_your_motion.bench.report import write_report
+from follow_your_motion.bench.stats import summarize, t_critical
 from follow_your_motion.cli import app
 from follow_your_motion.video import read_video, write_video
 
@@ -46,7 +48,7 @@ def square_video(frames: int = 4, size: int = 32, step: int = 3, colour=(255, 25
 
 def record(case: str, category: str, method: str) -> dict:
     ext = ".gif" if (case, method) == GIF_RESULT else ".mp4"
-    """A result as bench/runner.py writes it (schema fym-bench-result/1), trimmed to what the report reads."""
+    """A result as bench/results.py writes it (schema fym-bench-result/1), trimmed to what the report reads."""
     null_dmt = (case, method) == ("cam-1", "base")  # one null: dmt has n=3 for base overall
     metrics = {
         "motion_fidelity_det": DET[case, method],

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from bench_shard import SHARD_METHODS, FakeTransfer, shapes_case, shard_manifest
+from conftest import run_script
 from typer.testing import CliRunner
 
 from follow_your_motion.bench import runner
 from follow_your_motion.bench.manifest import validate_manifest
 from follow_your_motion.bench.methods import get_methods
+from follow_your_motion.bench.results import SCHEMA, result_path
+from follow_your_motion.bench.sharding import WorkItem, shard, work_items
 from follow_your_motion.cli import app
 from follow_your_motion.video import write_video
 
@@ -58,7 +57,7 @@ def test_each_item_once_and_a_killed_run_recomputes_nothing_finished(tmp_path, m
         runner.run_suite(three_items(), ["fym"], out)
     assert killed.calls == ["orbit__fym__p0_s0", "orbit__fym__p1_s0"]
     assert keys(out) == expected[:1]  # the interrupted item left no result
-    first = runner.result_path(out, runner.WorkItem("orbit", "fym", 0, "a blue square", 0))
+    first = result_path(out, WorkItem("orbit", "fym", 0, "a blue square", 0))
     before = (first.read_bytes(), first.stat().st_mtime_ns)
     assert not (out / "results.jsonl").exists()
 
@@ -88,7 +87,7 @@ def test_result_schema_and_ground_truth_metrics(tmp_path, monkeypatch):
 
     for (case, method), record in records.items():
         assert set(record) == RECORD_KEYS
-        assert record["schema"] == runner.SCHEMA
+        assert record["schema"] == SCHEMA
         assert (record["seed"], record["category"], record["tuned"]) == (3, "single-object", method == "fym")
         assert set(record["metrics"]) == METRIC_KEYS
         assert set(record["timings"]) == {"classify", "spatial", "motion", "generate", "metrics"}
@@ -128,15 +127,15 @@ def test_result_schema_and_ground_truth_metrics(tmp_path, monkeypatch):
 
 
 def test_shards_partition_the_run_directories():
-    items = runner.work_items(three_items(), get_methods("fym,base"), (0, 1))
+    items = work_items(three_items(), get_methods("fym,base"), (0, 1))
     assert len(items) == 12
-    parts = [runner.shard(items, rank, 3) for rank in range(3)]
+    parts = [shard(items, rank, 3) for rank in range(3)]
     assert sorted(i.key for part in parts for i in part) == sorted(i.key for i in items)
     units = [{(i.case, i.method) for i in part} for part in parts]
     assert all(not (a & b) for n, a in enumerate(units) for b in units[n + 1:])  # no run directory shared
     assert all(parts)
     # balanced per method: with 2 processes each gets one of the two cases' costly fym units
-    two = [{(i.case, i.method) for i in runner.shard(items, rank, 2)} for rank in range(2)]
+    two = [{(i.case, i.method) for i in shard(items, rank, 2)} for rank in range(2)]
     assert [sorted(m for _, m in unit) for unit in two] == [["base", "fym"], ["base", "fym"]]
 
 
@@ -150,29 +149,9 @@ def test_bad_settings_fail_before_any_work(tmp_path, monkeypatch):
     assert fake.calls == []
 
 
-def _run_group(args: list[str], cwd: Path) -> str:
-    """Run a command in its own process group; on timeout kill the whole group (torchrun and its workers)."""
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"{args[:4]} timed out after {TIMEOUT_S}s:\n{output[-4000:]}")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, f"{args[:4]} exited with {proc.returncode}:\n{output[-4000:]}"
-    return output
-
-
 def test_two_processes_run_each_item_exactly_once(tmp_path):
     out = tmp_path / "bench"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    _run_group([*torchrun, str(SHARD_SCRIPT), str(out)], cwd=tmp_path)
+    run_script(SHARD_SCRIPT, out, nproc=2, cwd=tmp_path, timeout=TIMEOUT_S)
 
     calls = [line.split() for f in sorted((out / "calls").glob("*.txt")) for line in f.read_text().splitlines()]
     expected = {f"{case}__{method}__p0_s0" for case in ("orbit", "zigzag") for method in SHARD_METHODS}

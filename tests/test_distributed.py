@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import torch
+from conftest import run_script
 from safetensors.torch import load_file
 
 SCRIPT = Path(__file__).with_name("ddp_step.py")
 SELECTION = {0: [0, 1], 1: [2]}  # ddp_step.SELECTION
 HEAD_DIM = 12  # tiny_wan
 TIMEOUT_S = 180
-
-
-def _run(args: list[str], cwd: Path) -> None:
-    """Run a command in its own process group; on timeout kill the whole group (torchrun and its workers)."""
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        output, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"{args[:4]} timed out after {TIMEOUT_S}s:\n{output[-4000:]}")
-    finally:
-        if proc.poll() is None:  # e.g. KeyboardInterrupt while waiting
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, f"{args[:4]} exited with {proc.returncode}:\n{output[-4000:]}"
 
 
 def _steps(run: Path) -> list[int]:
@@ -52,9 +29,8 @@ def test_two_process_training_keeps_ranks_in_sync(tiny_wan_dir, tmp_path):
     two, one = tmp_path / "two", tmp_path / "one"
     two.mkdir()
     one.mkdir()
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    _run([*torchrun, str(SCRIPT), str(tiny_wan_dir), str(two)], cwd=tmp_path)
-    _run([sys.executable, str(SCRIPT), str(tiny_wan_dir), str(one)], cwd=tmp_path)
+    run_script(SCRIPT, tiny_wan_dir, two, nproc=2, cwd=tmp_path, timeout=TIMEOUT_S)
+    run_script(SCRIPT, tiny_wan_dir, one, cwd=tmp_path, timeout=TIMEOUT_S)
 
     rank0, rank1 = load_file(two / "final-w2-r0.safetensors"), load_file(two / "final-w2-r1.safetensors")
     initial = load_file(two / "initial-w2-r0.safetensors")
@@ -87,3 +63,18 @@ def test_two_process_training_keeps_ranks_in_sync(tiny_wan_dir, tmp_path):
     assert _steps(two / "run") == [1, 2, 3]
     assert _steps(one / "run") == [1, 2, 3]
     assert sorted(p.name for p in (two / "run" / "checkpoints" / "motion").iterdir()) == ["step-0000003"]
+
+
+def test_fsdp_shards_the_base_and_matches_ddp(tiny_wan_dir, tmp_path):
+    """distributed: fsdp shards the frozen base (FSDP2) and averages the replicated LoRA's gradients by hand:
+    the ranks agree and take exactly DDP's steps."""
+    ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
+    ddp.mkdir()
+    fsdp.mkdir()
+    run_script(SCRIPT, tiny_wan_dir, ddp, "ddp", nproc=2, cwd=tmp_path, timeout=TIMEOUT_S)
+    run_script(SCRIPT, tiny_wan_dir, fsdp, "fsdp", nproc=2, cwd=tmp_path, timeout=TIMEOUT_S)
+    rank0, rank1 = load_file(fsdp / "final-w2-r0.safetensors"), load_file(fsdp / "final-w2-r1.safetensors")
+    assert _same(rank0, rank1)
+    assert _same(rank0, load_file(ddp / "final-w2-r0.safetensors"))
+    assert not _same(rank0, load_file(fsdp / "initial-w2-r0.safetensors"))
+    assert _steps(fsdp / "run") == [1, 2, 3]

@@ -243,6 +243,9 @@ def toyworld_sanity(
     from .toyworld.sanity import sanity_gate
 
     def act() -> None:
+        import torch
+
+        torch.manual_seed(0)  # a fresh model's initial weights
         toy = ToyBackbone.build(DEFAULT_META) if fresh else ToyBackbone.load(str(model) if model else None)
         typer.echo(json.dumps(sanity_gate(toy, program, steps=steps), indent=1))
 

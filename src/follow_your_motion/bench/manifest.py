@@ -1,4 +1,4 @@
-"""Benchmark suites: a YAML manifest of cases, validated with pydantic, and loaders for other layouts.
+"""Benchmark suites: a YAML manifest of cases, validated with pydantic.
 
 A manifest is a YAML mapping::
 
@@ -33,7 +33,8 @@ the run's ``video.frames`` / ``height`` / ``width``), e.g. CoTracker tracks made
 runner uses them as the reference side of the motion-fidelity scores instead of tracking the reference.
 
 Every problem raises ``ValueError`` naming the file and the field (``suite.yaml: cases[2].category: ...``).
-Paths in a loaded ``Manifest`` are absolute.
+Paths in a loaded ``Manifest`` are absolute. Manifests of other layouts (a folder with prompts.txt,
+MTBench) come from ``manifest_sources``; the shipped ShapesWorld suite from ``shapesworld_suite``.
 """
 
 from __future__ import annotations
@@ -59,11 +60,7 @@ from pydantic import (
 
 from ..toyworld import render as sw
 
-SUITES = Path(__file__).with_name("suites")
-SHAPESWORLD_SUITE = SUITES / "shapesworld.yaml"
 CATEGORIES: tuple[str, ...] = ("camera", "single-object", "multi-object", "human", "other")
-SHAPESWORLD_CATEGORIES = {"single": "single-object", "multi": "multi-object", "camera": "camera", "human": "human"}
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".m4v")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -292,226 +289,3 @@ def load_tracks(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     if visible is not None and visible.shape != points.shape[:2]:
         raise ValueError(f"{path}: visible must have shape {points.shape[:2]}, got {visible.shape}")
     return points, visible
-
-
-def resolve_manifest(spec: str | Path | Manifest) -> Manifest:
-    """A Manifest from: a Manifest, the word ``shapesworld`` (the shipped suite), a YAML file, or a folder
-    (``from_folder`` when it holds a top-level prompts.txt, ``from_mtbench`` otherwise)."""
-    if isinstance(spec, Manifest):
-        return spec
-    if str(spec) == "shapesworld":
-        return load_manifest(SHAPESWORLD_SUITE)
-    path = Path(spec)
-    if path.is_dir():
-        return from_folder(path) if (path / "prompts.txt").is_file() else from_mtbench(path)
-    return load_manifest(path)
-
-
-# ------------------------------------------------------------------------------------------ other layouts
-
-
-def _case_id(name: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")
-    cleaned = re.sub(r"_{2,}", "_", cleaned)
-    return cleaned or "case"
-
-
-def from_folder(folder: str | Path, category: str = "other") -> Manifest:
-    """A plain folder of videos with a ``prompts.txt`` beside them, one case per line::
-
-        <video file name>\\t<source caption>\\t<target prompt 1>|<target prompt 2>|...[\\t<category>]
-
-    Fields are separated by TABs; target prompts by '|'. The optional 4th field is the case's category
-    (default: `category`). Blank lines and lines starting with '#' are ignored. The case id is the video's
-    file name without its suffix (characters outside [A-Za-z0-9._-] become '-').
-    """
-    folder = Path(folder)
-    prompts = folder / "prompts.txt"
-    try:
-        lines = prompts.read_text().splitlines()
-    except OSError as err:
-        raise ValueError(f"{prompts}: cannot read ({err.strerror or err})") from err
-    cases, where = [], []
-    for number, line in enumerate(lines, 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        fields = line.split("\t")
-        if len(fields) not in (3, 4):
-            raise ValueError(
-                f"{prompts}:{number}: expected '<video>\\t<caption>\\t<target 1>|<target 2>...[\\t<category>]' "
-                f"(TAB-separated), got {len(fields)} field(s)"
-            )
-        video, caption, targets = (f.strip() for f in fields[:3])
-        case = {
-            "id": _case_id(Path(video).stem),
-            "category": fields[3].strip() if len(fields) == 4 else category,
-            "reference": video,
-            "caption": caption,
-            "targets": [t.strip() for t in targets.split("|")],
-        }
-        cases.append(case)
-        where.append(number)
-    if not cases:
-        raise ValueError(f"{prompts}: no cases (every line is blank or a comment)")
-    try:
-        return validate_manifest({"name": folder.name, "cases": cases}, str(prompts), folder)
-    except ValueError as err:
-        raise _line_error(err, prompts, where) from None
-
-
-def _line_error(err: ValueError, source: Path, where: list) -> ValueError:
-    """Rewrite 'file: cases[i].field: msg' to name the line (or folder) case i came from."""
-    text = str(err)
-    match = re.match(rf"^{re.escape(str(source))}: cases\[(\d+)\]\.?(.*)$", text, re.S)
-    if not match:
-        return err
-    origin = where[int(match.group(1))]
-    prefix = f"{source}:{origin}" if isinstance(origin, int) else str(origin)
-    return ValueError(f"{prefix}: {match.group(2)}")
-
-
-def from_mtbench(folder: str | Path, category: str = "other") -> Manifest:
-    """DeT's MTBench, in the layout DeT's ``evaluation.py`` and its ``data/`` examples read::
-
-        MTBench/
-          <name>/                          one folder per reference video (case id = <name>)
-            videos/<name>.mp4              the reference (any suffix in VIDEO_SUFFIXES; or the only video there)
-            prompts.txt                    its caption (first non-empty line), used while tuning
-            eval_prompts.txt               the target prompts, one per line (trailing spaces stripped)
-            masks/, trajectories/, ...     ignored
-          <group>/<name>/...               one level of grouping folders (e.g. easy/ medium/ hard/) is also
-                                           accepted; the group becomes a tag and, on a name clash, an id prefix
-
-    A case folder is any folder holding ``eval_prompts.txt``. MTBench has no motion categories, so every
-    case gets `category`. The layout is assumed from DeT's release (the data set itself is not bundled).
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: not a folder")
-    found: list[tuple[Path, str | None]] = []
-    for entry in sorted(p for p in folder.iterdir() if p.is_dir()):
-        if (entry / "eval_prompts.txt").is_file():
-            found.append((entry, None))
-        else:
-            found += [(sub, entry.name) for sub in sorted(entry.iterdir()) if (sub / "eval_prompts.txt").is_file()]
-    if not found:
-        raise ValueError(f"{folder}: no MTBench case folders (<name>/eval_prompts.txt) found")
-    names = [p.name for p, _ in found]
-    cases, where = [], []
-    for path, group in found:
-        name = path.name
-        case_id = _case_id(f"{group}-{name}" if group and names.count(name) > 1 else name)
-        caption = _first_line(path / "prompts.txt")
-        targets = [line.strip() for line in (path / "eval_prompts.txt").read_text().splitlines() if line.strip()]
-        cases.append({
-            "id": case_id, "category": category, "reference": str(_mtbench_video(path)), "caption": caption,
-            "targets": targets, "tags": [f"group:{group}"] if group else [],
-        })
-        where.append(path / "eval_prompts.txt")
-    try:
-        return validate_manifest({"name": folder.name, "cases": cases}, str(folder), folder)
-    except ValueError as err:
-        raise _line_error(err, folder, where) from None
-
-
-def _first_line(path: Path) -> str:
-    try:
-        for line in path.read_text().splitlines():
-            if line.strip():
-                return line.strip()
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read the reference caption ({err.strerror or err})") from err
-    raise ValueError(f"{path}: empty (the reference caption is expected on its first line)")
-
-
-def _mtbench_video(case: Path) -> Path:
-    videos = case / "videos"
-    for suffix in VIDEO_SUFFIXES:
-        if (videos / f"{case.name}{suffix}").is_file():
-            return videos / f"{case.name}{suffix}"
-    candidates = sorted(p for p in videos.glob("*") if p.suffix.lower() in VIDEO_SUFFIXES) if videos.is_dir() else []
-    if len(candidates) == 1:
-        return candidates[0]
-    raise ValueError(f"{videos}: expected {case.name}.mp4 (or a single video), found {len(candidates)} video(s)")
-
-
-# ------------------------------------------------------------------------------------ ShapesWorld suite
-
-
-def _shapesworld_scene(rng: np.random.Generator, category: str) -> sw.SceneSpec:
-    """One scene of a category moving with motions the toy model never saw captioned: held-out programs for
-    objects (camera scenes: a held-out object program under the camera), the figure's own programs for
-    `human` (the only ones a figure has)."""
-    for _ in range(100):
-        scene = sw.random_scene(rng, category, sw.HELDOUT_PROGRAMS)
-        objects = scene.objects
-        if category == "camera":  # random_scene's camera object is static; give it a held-out motion
-            objects = tuple(_replace(o, program=str(rng.choice(sw.HELDOUT_PROGRAMS)), size=0.2) for o in objects)
-        objects = tuple(
-            _replace(o, size=round(o.size, 3), anchor=(round(o.anchor[0], 3), round(o.anchor[1], 3)),
-                     phase=round(o.phase, 3) % 1.0)
-            for o in objects
-        )
-        scene = sw.SceneSpec(objects, background=scene.background, camera=scene.camera)
-        try:
-            sw.render(scene)
-        except ValueError:  # cannot stay in frame: draw again
-            continue
-        return scene
-    raise RuntimeError(f"could not draw a valid {category} scene")  # pragma: no cover - never seen
-
-
-def _replace(obj: sw.ObjectSpec, **changes: Any) -> sw.ObjectSpec:
-    fields = {"shape": obj.shape, "colour": obj.colour, "program": obj.program, "size": obj.size,
-              "anchor": obj.anchor, "phase": obj.phase}
-    return sw.ObjectSpec(**(fields | changes))
-
-
-def _target(rng: np.random.Generator, objects: tuple[sw.ObjectSpec, ...]) -> str:
-    """A prompt naming, for each reference object in order, a colour no reference object has and (except for
-    the figure, whose motions only a figure can make) another shape."""
-    free = [c for c in sw.COLOURS if c not in {o.colour for o in objects}]
-    colours = rng.choice(len(free), size=len(objects), replace=False)
-    phrases = []
-    for o, c in zip(objects, colours, strict=True):
-        shape = o.shape if o.shape == sw.FIGURE else str(rng.choice([s for s in sw.SHAPES if s != o.shape]))
-        phrases.append(f"a {free[int(c)]} {shape}")
-    return " and ".join(phrases)
-
-
-def shapesworld_suite(n_per_category: int = 2, seed: int = 0, n_targets: int = 1) -> Manifest:
-    """Cases drawn on the fly over the four ShapesWorld categories (ids ``<category>-<i>``).
-
-    Objects move with HELDOUT_PROGRAMS (single, multi, and camera scenes, where a held-out object motion is
-    combined with a camera program over the textured background); human cases use the figure's programs.
-    Each case has `n_targets` prompts naming other colours (and shapes) than the reference. Frame count and
-    size are left open, so a run renders them at its own video settings. Deterministic in `seed`."""
-    if n_per_category < 1 or n_targets < 1:
-        raise ValueError("n_per_category and n_targets must be >= 1")
-    rng = np.random.default_rng(seed)
-    cases = []
-    for category in sw.CATEGORIES:
-        for i in range(n_per_category):
-            scene = _shapesworld_scene(rng, category)
-            spec = {
-                "objects": [
-                    {"shape": o.shape, "colour": o.colour, "program": o.program, "size": o.size,
-                     "anchor": list(o.anchor), "phase": o.phase}
-                    for o in scene.objects
-                ],
-                "background": scene.background,
-                "camera": scene.camera,
-            }
-            targets: list[str] = []
-            while len(targets) < n_targets:
-                target = _target(rng, scene.objects)
-                if target not in targets:
-                    targets.append(target)
-            cases.append({
-                "id": f"{category}-{i}", "category": SHAPESWORLD_CATEGORIES[category],
-                "reference": {"shapesworld": spec}, "caption": sw.caption(scene), "targets": targets,
-            })
-    description = (f"ShapesWorld: {n_per_category} case(s) per category, seed {seed}; "
-                   "regenerate with bench.manifest.shapesworld_suite")
-    return validate_manifest({"name": "shapesworld", "description": description, "cases": cases},
-                             f"shapesworld_suite(seed={seed})")

@@ -16,12 +16,18 @@ indices, so DMT's identity quirk still pairs the tracks that started at the same
 occlusion flag is otherwise not used, as in both releases (CoTracker estimates occluded positions). If no
 track of a video is complete, all its tracks are used and the result says so.
 
+``score_tracks`` scores given reference tracks (a benchmark case's ``tracks`` file) against an output with
+the same track filter. The benchmark runner records both, calling ``score_pair`` with ``record_errors`` so
+that a definition that cannot be scored does not cost the other one.
+
 Text alignment (CLIP similarity between the output and the prompt) is not computed: it needs CLIP weights
 this project does not ship. The result says so (``text_similarity: None`` with a note) rather than
 leaving the field out, so a table built from it cannot silently mix in numbers from elsewhere.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -35,7 +41,7 @@ TEXT_SIMILARITY_NOTE = (
 )
 
 
-def _complete(tracks: Tracks) -> tuple[np.ndarray, int | None]:
+def complete_tracks(tracks: Tracks) -> tuple[np.ndarray, int | None]:
     """(N, T) usable mask keeping only tracks known in every frame, and how many; (all finite, None) if none."""
     known = np.isfinite(tracks.points).all(axis=2)
     complete = known.all(axis=1)
@@ -44,20 +50,30 @@ def _complete(tracks: Tracks) -> tuple[np.ndarray, int | None]:
     return known & complete[:, None], int(complete.sum())
 
 
-def _fidelity_json(result: MotionFidelity, grid: int, ref: Tracks, kept: dict) -> dict:
-    """The JSON-ready part of a score: the number, its definition and every constant that shaped it."""
+def _fidelity_json(
+    compute: Callable[[], MotionFidelity], grid: int, ref: Tracks, kept: dict, record_errors: bool
+) -> dict:
+    """The JSON-ready part of a score: the number, its definition and every constant that shaped it; with
+    `record_errors`, a definition that cannot be computed gives ``{"score": None, "error": ..., "constants"}``
+    (the tracking constants only) instead of raising its ValueError."""
+    constants = {
+        "grid_used": grid,
+        "tracker_used": ref.tracker,
+        "tracker_constants": ref.constants,
+        "track_filter": TRACK_FILTER,
+        "complete_tracks": kept,
+    }
+    try:
+        result = compute()
+    except ValueError as err:
+        if not record_errors:
+            raise
+        return {"score": None, "error": str(err), "constants": constants}
     return {
         "score": result.score,
         "definition": result.definition,
         "tracks_scored": int(result.per_track.size),
-        "constants": {
-            **result.constants,
-            "grid_used": grid,
-            "tracker_used": ref.tracker,
-            "tracker_constants": ref.constants,
-            "track_filter": TRACK_FILTER,
-            "complete_tracks": kept,
-        },
+        "constants": {**result.constants, **constants},
     }
 
 
@@ -76,13 +92,17 @@ def _align_frames(points: np.ndarray, usable: np.ndarray, n_frames: int) -> tupl
     return points[:, idx], usable[:, idx]
 
 
-def score_pair(ref_frames: np.ndarray, out_frames: np.ndarray, tracker: str = "klt") -> dict:
+def score_pair(
+    ref_frames: np.ndarray, out_frames: np.ndarray, tracker: str = "klt", record_errors: bool = False
+) -> dict:
     """Motion fidelity of ``out_frames`` against ``ref_frames`` (both uint8 (T, H, W, 3) RGB).
 
     Returns a JSON-ready dict with ``motion_fidelity_det`` and ``motion_fidelity_dmt`` (each: score,
     definition, number of scored tracks, constants), the sizes and frame counts used, and
     ``text_similarity: None`` with a note. Raises ValueError for unusable input (fewer than 2 frames,
     wrong shapes, an unknown tracker) and RuntimeError when the tracker cannot run (e.g. no CoTracker).
+    A definition that cannot be scored (e.g. no track of the output survives a step, so DMT has nothing to
+    compare) raises its ValueError too, or with `record_errors` gets ``score: None`` and an ``error``.
     """
     from ..video import resize_center_crop
 
@@ -100,21 +120,25 @@ def score_pair(ref_frames: np.ndarray, out_frames: np.ndarray, tracker: str = "k
         out = resize_center_crop(out, height, width)
 
     ref_det, out_det = track(ref, grid=DET_GRID), track(out, grid=DET_GRID)
-    (ref_use, ref_n), (out_use, out_n) = _complete(ref_det), _complete(out_det)
-    det = motion_fidelity_det(ref_det.points, out_det.points, size=(height, width),
-                              ref_visible=ref_use, gen_visible=out_use)
-    det_kept = _kept(ref_n, out_n, ref_det.points.shape[0])
+    (ref_use, ref_n), (out_use, out_n) = complete_tracks(ref_det), complete_tracks(out_det)
+    det = _fidelity_json(
+        lambda: motion_fidelity_det(ref_det.points, out_det.points, size=(height, width), ref_visible=ref_use,
+                                    gen_visible=out_use),
+        DET_GRID, ref_det, _kept(ref_n, out_n, ref_det.points.shape[0]), record_errors,
+    )
 
     ref_dmt, out_dmt = track(ref, grid=DMT_GRID), track(out, grid=DMT_GRID)
-    (ref_use, ref_n), (out_use, out_n) = _complete(ref_dmt), _complete(out_dmt)
+    (ref_use, ref_n), (out_use, out_n) = complete_tracks(ref_dmt), complete_tracks(out_dmt)
     n_frames = min(ref_dmt.points.shape[1], out_dmt.points.shape[1])
     ref_pts, ref_use = _align_frames(ref_dmt.points, ref_use, n_frames)
     out_pts, out_use = _align_frames(out_dmt.points, out_use, n_frames)
-    dmt = motion_fidelity_dmt(ref_pts, out_pts, ref_visible=ref_use, gen_visible=out_use)
-    dmt_kept = _kept(ref_n, out_n, ref_dmt.points.shape[0])
+    dmt = _fidelity_json(
+        lambda: motion_fidelity_dmt(ref_pts, out_pts, ref_visible=ref_use, gen_visible=out_use),
+        DMT_GRID, ref_dmt, _kept(ref_n, out_n, ref_dmt.points.shape[0]), record_errors,
+    )
     return {
-        "motion_fidelity_det": _fidelity_json(det, DET_GRID, ref_det, det_kept),
-        "motion_fidelity_dmt": _fidelity_json(dmt, DMT_GRID, ref_dmt, dmt_kept),
+        "motion_fidelity_det": det,
+        "motion_fidelity_dmt": dmt,
         "tracker": tracker,
         "size_hw": [int(height), int(width)],
         "output_size_hw": list(out_size),
@@ -127,3 +151,31 @@ def score_pair(ref_frames: np.ndarray, out_frames: np.ndarray, tracker: str = "k
         "text_similarity": None,
         "text_similarity_note": TEXT_SIMILARITY_NOTE,
     }
+
+
+def score_tracks(ref_points: np.ndarray, ref_visible: np.ndarray | None, out_frames: np.ndarray,
+                 tracker: str = "klt") -> dict:
+    """Both definitions for given reference tracks (a case's ``tracks`` file: (N, T, 2) pixel positions measured
+    on the reference at the output's size) against ``out_frames``, tracked here (complete tracks only). DMT
+    runs without its identity quirk (the two track sets are not index-aligned) and without frame alignment.
+
+    Returns {"motion_fidelity_det" | "motion_fidelity_dmt": {"score", "constants"}}, or {"score": None,
+    "error"} for a definition that cannot be scored."""
+    track = get_tracker(tracker)
+    height, width = np.asarray(out_frames).shape[1:3]
+    scores = {}
+    for name, grid in (("det", DET_GRID), ("dmt", DMT_GRID)):
+        out = track(out_frames, grid=grid)
+        out_use = complete_tracks(out)[0]
+        try:
+            if name == "det":
+                mf = motion_fidelity_det(ref_points, out.points, size=(height, width), ref_visible=ref_visible,
+                                         gen_visible=out_use)
+            else:
+                mf = motion_fidelity_dmt(ref_points, out.points, ref_visible=ref_visible, gen_visible=out_use,
+                                         identity_quirk=False)
+        except ValueError as err:
+            scores[f"motion_fidelity_{name}"] = {"score": None, "error": str(err)}
+            continue
+        scores[f"motion_fidelity_{name}"] = {"score": mf.score, "constants": mf.constants | {"grid_used": grid}}
+    return scores

@@ -69,7 +69,7 @@ def measure_clip(frames: np.ndarray, colour: str, shape: str, direction: str | N
         want = np.array(DIRECTIONS[direction], dtype=float)
         cos = move @ want / (np.linalg.norm(move) * np.linalg.norm(want) + 1e-9)
         direction_ok = bool(np.linalg.norm(move) >= MIN_TRAVEL and cos >= np.cos(np.pi / 8))
-    return {"colour_ok": max(areas, key=areas.get) == colour and areas[colour] > 0, "shape": guessed,
+    return {"colour_ok": bool(max(areas, key=areas.get) == colour and areas[colour] > 0), "shape": guessed,
             "shape_ok": guessed == shape, "fill": fill, "smooth": smooth, "direction_ok": direction_ok}
 
 

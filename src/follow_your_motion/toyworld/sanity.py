@@ -31,7 +31,7 @@ def denoise_from(model: ToyBackbone, clip: torch.Tensor, caption: str, sigma: fl
 
 
 def sanity_gate(model: ToyBackbone, program: str, colour: str = "red", shape: str = "circle", steps: int = 500,
-                lr: float = 5e-4, batch_size: int = 8, seeds: int = 4, sample_steps: int = 30,
+                lr: float = 1e-3, batch_size: int = 8, seeds: int = 4, sample_steps: int = 30,
                 levels: tuple[float, ...] = (0.5, 0.9, 1.0)) -> dict:
     """Tune all weights on one clip of `program`, then score generations from each noise level."""
     clip = render(SceneSpec((ObjectSpec(shape, colour, program),)))

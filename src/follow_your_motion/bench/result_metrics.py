@@ -1,0 +1,117 @@
+"""The scores of one benchmark result: motion fidelity (``bench.score``) and ShapesWorld ground truth.
+
+Each function returns flat values (a number, bool or None per metric) for the result's ``metrics``, with the
+constants that shaped them and, per metric that could not be computed, the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ..toyworld import render as sw
+from ..toyworld.metrics import MIN_STEP, transfer_metrics
+from .score import score_pair, score_tracks
+
+TRACKER = "klt"
+COLOUR_TOLERANCE, MIN_PIXELS = 40, 3  # toyworld.render.track_colour defaults, as transfer_metrics uses them
+GROUND_TRUTH_CONSTANTS = {
+    "colour_tolerance": COLOUR_TOLERANCE, "min_pixels": MIN_PIXELS, "min_step_px": MIN_STEP,
+    "pairing": "i-th reference object with the i-th colour word of the target prompt",
+    "translation_invariant": True,
+}
+GROUND_TRUTH_METRICS = (
+    "centred_error", "static_baseline_error", "displacement_cosine", "colour_leak", "target_found_frames",
+)
+_DEFINITIONS = ("motion_fidelity_det", "motion_fidelity_dmt")
+
+
+def colours_in(prompt: str) -> list[str]:
+    """The colour words of a prompt, in order."""
+    return [w for w in prompt.lower().replace(",", " ").split() if w in sw.COLOURS]
+
+
+def _complete_fraction(tracks: dict) -> float | None:
+    """Fraction of the result's tracks known in every frame, from score_pair's ``complete_tracks`` record."""
+    kept = tracks.get("complete_tracks") or {}
+    found, total = kept.get("output"), kept.get("of")
+    if not isinstance(total, int) or not total:
+        return None
+    return found / total if isinstance(found, int) else 0.0
+
+
+def motion_scores(
+    reference: np.ndarray, result: np.ndarray, given: tuple[np.ndarray, np.ndarray | None] | None = None
+) -> tuple[dict, dict, dict]:
+    """Motion fidelity (DeT and DMT definitions) of `result` against `reference` with ``score_pair`` (what
+    ``fym metrics`` reports), the fraction of the result's tracks that are complete, and, for `given`
+    reference tracks (points, visibility), both definitions against those (``score_tracks``).
+
+    Returns (scores, constants, errors): a definition that cannot be scored is None with its reason."""
+    scores: dict[str, float | None] = dict.fromkeys((*_DEFINITIONS, "result_tracks_complete"))
+    constants: dict[str, Any] = {"tracker": {"name": TRACKER, "via": "bench.score.score_pair"}}
+    errors: dict[str, str] = {}
+    try:
+        pair = score_pair(reference, result, TRACKER, record_errors=True)
+    except ValueError as err:  # unusable input: neither definition can be scored
+        errors |= dict.fromkeys(_DEFINITIONS, str(err))
+    else:
+        for key in _DEFINITIONS:
+            if "error" in pair[key]:
+                errors[key] = pair[key]["error"]
+                continue
+            scores[key] = pair[key]["score"]
+            constants[key] = pair[key]["constants"] | {"tracks_scored": pair[key]["tracks_scored"]}
+        scores["result_tracks_complete"] = _complete_fraction(pair["motion_fidelity_det"]["constants"])
+        constants["tracker"] |= {"size_hw": pair["size_hw"], "output_resize": pair["output_resize"],
+                                 "dmt_frame_alignment": pair["dmt_frame_alignment"]}
+    if given is None:
+        return scores, constants, errors
+    for key, entry in score_tracks(*given, result, TRACKER).items():
+        key = f"{key}_tracks"
+        scores[key] = entry["score"]
+        if "error" in entry:
+            errors[key] = entry["error"]
+        else:
+            constants[key] = entry["constants"] | {"reference_tracks": "the case's tracks file"}
+    return scores, constants, errors
+
+
+def ground_truth_scores(scene: sw.SceneSpec, reference: np.ndarray, result: np.ndarray, prompt: str) -> dict:
+    """ShapesWorld trajectory metrics per reference object, the i-th object paired with the i-th colour named
+    in `prompt`. Raises ValueError when they cannot be computed."""
+    targets = colours_in(prompt)
+    if not targets:
+        raise ValueError(f"target prompt {prompt!r} names no colour (known: {', '.join(sw.COLOURS)})")
+    if len(reference) != len(result):
+        raise ValueError(f"reference has {len(reference)} frames, result {len(result)}: paths not comparable")
+    objects = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of a track that is never found
+        for obj, colour in zip(scene.objects, targets, strict=False):
+            scores = transfer_metrics(reference, obj.colour, result, colour)
+            objects.append({"reference": obj.name, "reference_colour": obj.colour, "target_colour": colour, **scores})
+    return {"objects": objects}
+
+
+def _mean(values: list) -> float | None:
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(np.mean(finite)) if finite else None
+
+
+def flat_ground_truth(gt: dict | None) -> dict:
+    """The result's ground-truth metrics (``GROUND_TRUTH_METRICS``; None each without ground truth): means over
+    the reference objects, ``colour_leak`` if any object leaked, ``target_found_frames`` the least found."""
+    if gt is None:
+        return dict.fromkeys(GROUND_TRUTH_METRICS)
+    objs = gt["objects"]
+    return {
+        "centred_error": _mean([o["centred_error"] for o in objs]),
+        "static_baseline_error": _mean([o["static_baseline_error"] for o in objs]),
+        "displacement_cosine": _mean([o["displacement_cosine"] for o in objs]),
+        "colour_leak": any(o["reference_colour_leaked"] for o in objs),
+        "target_found_frames": min(o["target_found_frames"] for o in objs),
+    }
