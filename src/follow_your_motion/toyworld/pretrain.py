@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..backbones.toy import ToyBackbone
-from ..runs import RunDir, atomic_write_text
+from ..runs import RunDir, atomic_save_tensors, atomic_write_text
 from . import render
 
 DEFAULT_META = {
@@ -95,9 +94,7 @@ def export_model(model: ToyBackbone, meta: dict, folder: Path, info: dict) -> No
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"transformer.{k}": v for k, v in model.transformer.state_dict().items()}
     tensors |= {f"text.{k}": v for k, v in model.text_encoder.state_dict().items()}
-    tmp = folder / ".model.safetensors.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    tmp.replace(folder / "model.safetensors")
+    atomic_save_tensors(folder / "model.safetensors", tensors)
     atomic_write_text(folder / "config.json", json.dumps(meta | {"training": info}, indent=1))
 
 

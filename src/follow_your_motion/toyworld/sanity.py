@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..backbones.toy import ToyBackbone
 from .metrics import centred_error, displacement_cosine
@@ -42,7 +43,7 @@ def sanity_gate(model: ToyBackbone, program: str, colour: str = "red", shape: st
     settings = PretrainSettings()
     generator = torch.Generator().manual_seed(0)
     losses = []
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc=f"one-clip tuning ({program})"):
         loss = flow_loss(model, x0.expand(batch_size, -1, -1, -1, -1), [caption] * batch_size, generator, settings)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
