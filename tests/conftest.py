@@ -63,3 +63,14 @@ def run_script(script: Path, *args: object, cwd: Path, timeout: float, nproc: in
             proc.wait()
     assert proc.returncode == 0, f"{cmd[:4]} exited with {proc.returncode}:\n{output[-4000:]}"
     return output
+
+
+def tiny_config(steps: int) -> str:
+    """A run config (YAML) that makes every stage take seconds on the tiny Wan pipeline."""
+    return f"""\
+video: {{frames: 9, height: 32, width: 32}}
+heads: {{num_queries: 32}}
+spatial: {{steps: {steps}, rank: 4, lr: 0.01, checkpoint_every: 2}}
+motion: {{steps: {steps}, rank: 4, lr: 0.01, keep_frames: 2, checkpoint_every: 2}}
+generate: {{steps: 2}}
+"""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bench_shard import SHARD_METHODS, FakeTransfer, shapes_case, shard_manifest
-from conftest import run_script
+from conftest import run_script, tiny_config
 from typer.testing import CliRunner
 
 from follow_your_motion.bench import runner
@@ -164,13 +164,7 @@ def test_two_processes_run_each_item_exactly_once(tmp_path):
     assert len(list((out / "results").glob("*.json"))) == 4
 
 
-TINY_CONFIG = """\
-video: {frames: 9, height: 32, width: 32}
-heads: {num_queries: 32}
-spatial: {steps: 2, rank: 4, lr: 0.01, checkpoint_every: 2}
-motion: {steps: 2, rank: 4, lr: 0.01, keep_frames: 2, checkpoint_every: 2}
-generate: {steps: 2}
-"""
+TINY_CONFIG = tiny_config(2)
 
 
 def moving_square(frames: int = 9, size: int = 32) -> np.ndarray:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -20,13 +21,7 @@ from follow_your_motion.video import read_video, write_video
 
 PROMPT = "a robot walks"
 NUM_LAYERS, NUM_HEADS = 2, 4  # tiny_wan.build_tiny_wan_pipeline
-CONFIG = """\
-video: {frames: 9, height: 32, width: 32}
-heads: {num_queries: 32}
-spatial: {steps: 4, rank: 4, lr: 0.01, checkpoint_every: 2}
-motion: {steps: 4, rank: 4, lr: 0.01, keep_frames: 2, checkpoint_every: 2}
-generate: {steps: 2}
-"""
+CONFIG = tiny_config(4)
 RUN_FILES = (
     "config.yaml", "heads.json", "heads.png", "spatial_lora.safetensors", "motion_lora.safetensors",
     "log.jsonl", "samples/result.mp4", "samples/result_side_by_side.mp4", "samples/result_side_by_side.gif",

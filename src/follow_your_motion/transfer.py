@@ -140,12 +140,19 @@ class Transfer:
     def _has_adapter(self, name: str) -> bool:
         return name in self.backbone.loaded_adapters()
 
+    def _load_saved(self, adapter: str) -> bool:
+        """Make the run's saved LoRA file of `adapter` available in the backbone; False if there is none."""
+        path = self.run.lora(adapter)
+        if not path.exists():
+            return False
+        if not self._has_adapter(adapter):
+            self.backbone.load_lora(str(path), adapter)
+        return True
+
     def _tune(self, adapter: str, kind: str, settings, inputs, stop_after: int | None, **loss) -> Path | None:
         """Train one adapter on the heads of `kind` unless its LoRA file exists; load it either way."""
         path = self.run.lora(adapter)
-        if path.exists():
-            if not self._has_adapter(adapter):
-                self.backbone.load_lora(str(path), adapter)
+        if self._load_saved(adapter):
             return path
         if self.cfg.heads.select == "all":  # ablation: no decoupling, every head of every layer
             selection = {layer: list(range(self.backbone.num_heads)) for layer in range(self.backbone.num_layers)}
@@ -190,10 +197,8 @@ class Transfer:
     def generate(self, prompt: str | None = None, settings: GenerateSettings | None = None,
                  name: str = "result") -> Sample:
         """Sample the target prompt with the tuned LoRAs; writes samples/<name>.mp4 and side-by-sides."""
-        if self.run.lora("motion").exists() and not self._has_adapter("motion"):
-            self.backbone.load_lora(str(self.run.lora("motion")), "motion")
-        if self.run.lora("spatial").exists() and not self._has_adapter("spatial"):
-            self.backbone.load_lora(str(self.run.lora("spatial")), "spatial")
+        for adapter in ("motion", "spatial"):
+            self._load_saved(adapter)
         settings = settings or self.cfg.generate
         prompt = prompt or self.cfg.target_prompt or self.cfg.prompt
         ref = self.reference()
@@ -208,11 +213,8 @@ class Transfer:
         folder = Path(out_dir) if out_dir else self.run.root / "export" / fmt
         written = []
         for adapter in ("spatial", "motion"):
-            src = self.run.lora(adapter)
-            if not src.exists():
+            if not self._load_saved(adapter):
                 continue
-            if not self._has_adapter(adapter):
-                self.backbone.load_lora(str(src), adapter)
             written.append(export_lora(self.backbone, adapter, folder / f"{adapter}_lora_{fmt}.safetensors", fmt))
         if not written:
             raise ValueError(f"{self.run.root}: no tuned LoRA to export (run the tuning stages first)")
