@@ -196,6 +196,8 @@ def toyworld_pretrain(
     steps: Annotated[int, typer.Option(help="total optimizer steps (resumes if out has checkpoints)")] = 20000,
     batch_size: int = 16,
     lr: float = 4e-4,
+    decay_start: Annotated[int | None, typer.Option(help="step where lr starts its linear decay to 0")] = None,
+    caption_dropout: Annotated[float, typer.Option(help="share of empty captions (for guidance)")] = 0.1,
     checkpoint_every: int = 250,
     seed: int = 0,
     threads: Annotated[int, typer.Option(help="torch threads; 0 = default")] = 0,
@@ -203,8 +205,11 @@ def toyworld_pretrain(
     """Pretrain (or resume) the toy text-to-video model; the EMA weights are written to <out>/model."""
     from .toyworld.pretrain import PretrainSettings, pretrain
 
+    if decay_start is not None and not 0 <= decay_start < steps:
+        _fail(ValueError(f"--decay-start {decay_start} must lie in [0, --steps {steps})"))
     settings = PretrainSettings(steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
-                                seed=seed, threads=threads)
+                                seed=seed, threads=threads, decay_start=decay_start,
+                                caption_dropout=caption_dropout)
     _run(lambda: typer.echo(pretrain(out, settings)))
 
 
@@ -252,24 +257,34 @@ def toyworld_sanity(
     _run(act)
 
 
+Clip = Annotated[str | None, typer.Option(help="CLIP model (a directory, or a hub id already in the HF cache): "
+                                                "text similarity and CLIP temporal consistency")]
+Dino = Annotated[str | None, typer.Option(help="DINO / DINOv2 model (a directory or a cached hub id): DINO "
+                                                "temporal consistency (DeT's definition)")]
+
+
 @app.command("metrics")
 def metrics_command(
     reference: Reference,
     output: Annotated[Path, typer.Argument(help="the video to score (from any tool)")],
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="the output's prompt (recorded with the scores)")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="the output's prompt (text similarity with --clip)")],
     tracker: Annotated[str, typer.Option(help="point tracker: klt (always available) or cotracker")] = "klt",
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the JSON to this file")] = None,
+    clip: Clip = None,
+    dino: Dino = None,
 ) -> None:
-    """Motion fidelity (DeT and DMT definitions) of OUTPUT against REFERENCE, printed as JSON."""
+    """Motion fidelity (DeT and DMT definitions) of OUTPUT against REFERENCE, and its appearance metrics with
+    --clip / --dino, printed as JSON."""
 
     def act() -> None:
-        from .bench.score import score_pair
+        from .bench.score import score_appearance, score_pair
         from .runs import atomic_write_text
         from .video import read_video
 
         ref, out = read_video(reference).frames, read_video(output).frames
+        appearance = score_appearance(out, prompt, clip, dino)
         result = {"reference": str(reference), "output": str(output), "prompt": prompt,
-                  **score_pair(ref, out, tracker)}
+                  **score_pair(ref, out, tracker), **appearance}
         text = json.dumps(result, indent=1)
         if json_out is not None:
             atomic_write_text(json_out, text + "\n")
@@ -293,6 +308,8 @@ def bench_run(
     device: Device = "cpu",
     config: ConfigFile = None,
     seeds: Annotated[str, typer.Option(help="comma-separated generation seeds")] = "0",
+    clip: Clip = None,
+    dino: Dino = None,
 ) -> None:
     """Run every case x target prompt x method x seed not done yet; results in OUT/results.jsonl."""
 
@@ -304,7 +321,7 @@ def bench_run(
             seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError:
             raise ValueError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
-        typer.echo(str(run_suite(manifest, methods, out, model, device, overrides, seed_list)))
+        typer.echo(str(run_suite(manifest, methods, out, model, device, overrides, seed_list, clip, dino)))
 
     _run(act)
 
@@ -321,6 +338,19 @@ def bench_report(
             typer.echo(f"{name}: {path}")
 
     _run(act)
+
+
+@bench.command("fetch")
+def bench_fetch(
+    suite: Annotated[str, typer.Option(help="a shipped suite or a suite YAML with DAVIS cases")] = "fym-motionbench-v1",
+    data: Annotated[Path, typer.Option(help="folder for the archive, clips and manifest to run")] = Path("data"),
+    url: Annotated[str | None, typer.Option(help="download from here instead (same pinned SHA-256)")] = None,
+    archive: Annotated[Path | None, typer.Option(help="the archive, downloaded by hand: verified, not fetched")] = None,
+) -> None:
+    """Download and verify the DAVIS archive, cut each case's clip, print the manifest for `fym bench run`."""
+    from .bench.fetch import fetch_suite
+
+    _run(lambda: typer.echo(str(fetch_suite(suite, data, url, archive))))
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m follow_your_motion.cli`

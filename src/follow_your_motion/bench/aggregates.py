@@ -7,8 +7,8 @@ Boolean metrics (e.g. ``reference_colour_leaked``) are averaged as 0/1, i.e. rep
 Tuning time of a result is 0 for a method that does not tune (``"tuned": false``), else the sum of its
 ``classify``, ``spatial`` and ``motion`` timings (those not null; the runner repeats its run's stage times in
 every result of that run); a record with none of them but a ``total`` and a ``generate`` timing gets
-``total - generate``; otherwise it has none. Metrics in ``NOT_AGGREGATED`` (e.g. the frame count) are kept
-in the CSV but left out of the tables.
+``total - generate``; otherwise it has none. Metrics in ``NOT_AGGREGATED`` (the frame count, and
+``text_similarity_x100``, which is 100 x ``text_similarity``) are kept in the CSV but left out of the tables.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ CATEGORIES = ("camera", "single-object", "multi-object", "human", "other")
 OVERALL = "overall"
 PRIMARY_METRICS = ("motion_fidelity_det", "motion_fidelity_dmt")
 """Metrics shown first; the first one present is the fidelity axis of the plots."""
-NOT_AGGREGATED = ("frames",)
-"""Entries of a result's ``metrics`` that describe it rather than score it."""
+NOT_AGGREGATED = ("frames", "text_similarity_x100")
+"""Entries of a result's ``metrics`` that describe it, or repeat another metric on another scale."""
 TUNING_STAGES = ("classify", "spatial", "motion")
 TUNING = "tuning_time_s"
 FLAT_GROUPS = ("metrics", "timings", "memory", "paths")

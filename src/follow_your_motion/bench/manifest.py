@@ -21,6 +21,17 @@ A manifest is a YAML mapping::
             num_frames: 9               # optional: frames/height/width; default = the run's video settings
         caption: a red circle
         targets: [a blue square]
+      - id: bear
+        category: single-object
+        reference:                      # ... or frames [start, end) of a DAVIS sequence (needs `source`)
+          davis: {sequence: bear, start: 0, end: 49}
+        caption: a brown bear walks along the rocks
+        targets: [a polar bear walks along the rocks]
+    source:                             # where DAVIS frames come from (only with davis references)
+      url: https://.../DAVIS-2017-trainval-480p.zip
+      sha256: <64 hex digits>           # of the archive; `fym bench fetch` refuses any other file
+      frames_dir: DAVIS/JPEGImages/480p # folder in the archive with one folder of JPEG frames per sequence
+      fps: 24                           # rate the clips are written at (DAVIS frames carry none)
 
 ShapesWorld cases carry exact ground truth: the renderer knows every object's track, so the runner scores
 results against it (``toyworld.metrics``). Target prompts of such cases should name a colour for each
@@ -31,6 +42,9 @@ pairs reference objects with generated ones.
 and optionally ``visible`` (N, T) bool, measured on the reference as the model sees it (after fitting to
 the run's ``video.frames`` / ``height`` / ``width``), e.g. CoTracker tracks made elsewhere. When given, the
 runner uses them as the reference side of the motion-fidelity scores instead of tracking the reference.
+
+DAVIS cases name frames inside an archive, not a video: ``fym bench fetch`` (``bench.fetch``) downloads the
+archive, cuts each case's clip to an mp4 and writes a resolved manifest of plain video cases for the runner.
 
 Every problem raises ``ValueError`` naming the file and the field (``suite.yaml: cases[2].category: ...``).
 Paths in a loaded ``Manifest`` are absolute. Manifests of other layouts (a folder with prompts.txt,
@@ -133,12 +147,47 @@ class GeneratorReference(_Strict):
     shapesworld: ShapesWorldSpec
 
 
+class DavisClip(_Strict):
+    """Frames [start, end) of a DAVIS sequence, counted from its first JPEG (00000.jpg)."""
+
+    sequence: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    start: int = Field(0, ge=0)
+    end: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> DavisClip:
+        if self.end <= self.start:
+            raise ValueError(f"empty frame range: end ({self.end}) must be greater than start ({self.start})")
+        return self
+
+
+class DavisReference(_Strict):
+    davis: DavisClip
+
+
+class ArchiveSource(_Strict):
+    """The archive DAVIS references are cut from, pinned by its SHA-256 so every fetch yields the same clips."""
+
+    url: Text
+    sha256: Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[0-9a-f]{64}$")]
+    frames_dir: Text = "DAVIS/JPEGImages/480p"
+    fps: float = Field(24.0, gt=0)
+
+    @property
+    def filename(self) -> str:
+        """The archive's file name, taken from the URL."""
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+
 def _reference_kind(value: Any) -> str:
+    if isinstance(value, DavisReference) or (isinstance(value, dict) and "davis" in value):
+        return "davis"
     return "generator" if isinstance(value, dict | GeneratorReference) else "video"
 
 
 Reference = Annotated[
-    Annotated[str, Tag("video")] | Annotated[GeneratorReference, Tag("generator")],
+    Annotated[str, Tag("video")] | Annotated[GeneratorReference, Tag("generator")]
+    | Annotated[DavisReference, Tag("davis")],
     Discriminator(_reference_kind),
 ]
 
@@ -161,7 +210,7 @@ class Case(_Strict):
 
     @field_validator("reference")
     @classmethod
-    def _video(cls, value: str | GeneratorReference) -> str | GeneratorReference:
+    def _video(cls, value: str | GeneratorReference | DavisReference) -> str | GeneratorReference | DavisReference:
         if isinstance(value, str) and not value.strip():
             raise ValueError("empty reference path")
         return value
@@ -170,6 +219,8 @@ class Case(_Strict):
     def _tracks_need_video(self) -> Case:
         if self.tracks is not None and self.shapesworld is not None:
             raise ValueError("tracks: ShapesWorld cases take their ground truth from the renderer")
+        if self.tracks is not None and self.davis is not None:
+            raise ValueError("tracks: a DAVIS case has no video yet; add them to the manifest `fym bench fetch` writes")
         return self
 
     @property
@@ -177,13 +228,18 @@ class Case(_Strict):
         return self.reference.shapesworld if isinstance(self.reference, GeneratorReference) else None
 
     @property
+    def davis(self) -> DavisClip | None:
+        return self.reference.davis if isinstance(self.reference, DavisReference) else None
+
+    @property
     def video(self) -> Path | None:
-        return None if isinstance(self.reference, GeneratorReference) else Path(self.reference)
+        return Path(self.reference) if isinstance(self.reference, str) else None
 
 
 class Manifest(_Strict):
     name: str = "suite"
     description: str = ""
+    source: ArchiveSource | None = None
     cases: list[Case] = Field(min_length=1)
 
     def case(self, case_id: str) -> Case:
@@ -209,7 +265,7 @@ def _loc(loc: tuple) -> str:
     for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif i and loc[i - 1] == "reference" and part in ("video", "generator"):
+        elif i and loc[i - 1] == "reference" and part in ("video", "generator", "davis"):
             continue  # the union's tag, not a field
         else:
             out += f".{part}" if out else str(part)
@@ -236,6 +292,9 @@ def validate_manifest(data: Any, source: str, root: Path | None = None) -> Manif
         if case.id in seen:
             raise ValueError(f"{source}: cases[{i}].id: duplicate id {case.id!r} (first at cases[{seen[case.id]}])")
         seen[case.id] = i
+        if case.davis is not None and manifest.source is None:
+            raise ValueError(f"{source}: cases[{i}].reference: a DAVIS reference needs the manifest's `source` "
+                             "(the archive's url and sha256)")
     root = Path(root) if root is not None else Path.cwd()
     cases = []
     for i, case in enumerate(manifest.cases):

@@ -1,4 +1,4 @@
-"""Manifests from what ``fym bench run`` is given: a YAML file, a folder of videos, MTBench, or "shapesworld"."""
+"""Manifests from what ``fym bench run`` is given: a YAML file, a folder of videos, MTBench, or a shipped suite."""
 
 from __future__ import annotations
 
@@ -9,19 +9,36 @@ from .manifest import Manifest, load_manifest, validate_manifest
 from .shapesworld_suite import SHAPESWORLD_SUITE
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".m4v")
+MOTIONBENCH_V1 = Path(__file__).with_name("suites") / "fym_motionbench_v1.yaml"
+SHIPPED_SUITES = {"shapesworld": SHAPESWORLD_SUITE, "fym-motionbench-v1": MOTIONBENCH_V1}
+
+
+def suite_path(spec: str | Path) -> Path:
+    """The YAML file of a shipped suite's name (SHIPPED_SUITES), or `spec` itself as a path."""
+    return SHIPPED_SUITES.get(str(spec), Path(spec))
 
 
 def resolve_manifest(spec: str | Path | Manifest) -> Manifest:
-    """A Manifest from: a Manifest, the word ``shapesworld`` (the shipped suite), a YAML file, or a folder
-    (``from_folder`` when it holds a top-level prompts.txt, ``from_mtbench`` otherwise)."""
+    """A Manifest the runner can use, from: a Manifest, a shipped suite's name (SHIPPED_SUITES), a YAML file,
+    or a folder (``from_folder`` when it holds a top-level prompts.txt, ``from_mtbench`` otherwise).
+
+    DAVIS references name frames in an archive, not videos: such a manifest must go through
+    ``fym bench fetch`` first, and the manifest it writes is what runs."""
     if isinstance(spec, Manifest):
-        return spec
-    if str(spec) == "shapesworld":
-        return load_manifest(SHAPESWORLD_SUITE)
-    path = Path(spec)
-    if path.is_dir():
-        return from_folder(path) if (path / "prompts.txt").is_file() else from_mtbench(path)
-    return load_manifest(path)
+        manifest = spec
+    elif str(spec) not in SHIPPED_SUITES and Path(spec).is_dir():
+        path = Path(spec)
+        manifest = from_folder(path) if (path / "prompts.txt").is_file() else from_mtbench(path)
+    else:
+        manifest = load_manifest(suite_path(spec))
+    for case in manifest.cases:
+        if case.davis is not None:
+            suite = "SUITE" if isinstance(spec, Manifest) else spec
+            raise ValueError(
+                f"case {case.id!r} references DAVIS frames, not a video: run `fym bench fetch --suite {suite} "
+                "--data DATA` first, then run the manifest it writes under DATA"
+            )
+    return manifest
 
 
 def _case_id(name: str) -> str:

@@ -1,4 +1,4 @@
-"""The scores of one benchmark result: motion fidelity (``bench.score``) and ShapesWorld ground truth.
+"""The scores of one benchmark result: motion fidelity and appearance (``bench.score``), ShapesWorld ground truth.
 
 Each function returns flat values (a number, bool or None per metric) for the result's ``metrics``, with the
 constants that shaped them and, per metric that could not be computed, the reason.
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..toyworld import render as sw
 from ..toyworld.metrics import MIN_STEP, transfer_metrics
-from .score import score_pair, score_tracks
+from .score import appearance_metrics, score_appearance, score_pair, score_tracks
 
 TRACKER = "klt"
 COLOUR_TOLERANCE, MIN_PIXELS = 40, 3  # toyworld.render.track_colour defaults, as transfer_metrics uses them
@@ -78,6 +79,50 @@ def motion_scores(
         else:
             constants[key] = entry["constants"] | {"reference_tracks": "the case's tracks file"}
     return scores, constants, errors
+
+
+@dataclass(frozen=True)
+class AppearanceModels:
+    """The CLIP and DINO models (a directory or cached hub id; None: not given) a run scores appearance with."""
+
+    clip: str | None = None
+    dino: str | None = None
+    device: str = "cpu"
+
+    @property
+    def metrics(self) -> list[str]:
+        """The appearance metrics these models give (``score.APPEARANCE_MODELS``)."""
+        return appearance_metrics(self.clip, self.dino)
+
+    def load(self) -> None:
+        """Load the given models now (they stay cached), so that a missing one fails before any work."""
+        from .metrics.encoders import load_clip, load_dino
+
+        if self.clip is not None:
+            load_clip(self.clip, self.device)
+        if self.dino is not None:
+            load_dino(self.dino, self.device)
+
+    def scores(self, result: np.ndarray, prompt: str) -> tuple[dict, dict, dict]:
+        """The appearance metrics of `result` (``score_appearance``), flat: each metric of ``metrics`` (and
+        ``text_similarity_x100`` with CLIP), None with its reason where it cannot be computed. Nothing at all
+        without models, so results scored without them stay as they were.
+
+        Returns (scores, constants, errors) like ``motion_scores``."""
+        scores: dict[str, float | None] = {}
+        constants: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        entries = score_appearance(result, prompt, self.clip, self.dino, self.device, record_errors=True)
+        for key in self.metrics:
+            entry = entries[key]
+            scores[key] = None if entry is None else entry["score"]
+            if key == "text_similarity":
+                scores["text_similarity_x100"] = None if entry is None else entry["score_x100"]
+            if entry is None:
+                errors[key] = entries[f"{key}_note"]
+            else:
+                constants[key] = entry["constants"]
+        return scores, constants, errors
 
 
 def ground_truth_scores(scene: sw.SceneSpec, reference: np.ndarray, result: np.ndarray, prompt: str) -> dict:

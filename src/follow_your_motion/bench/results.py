@@ -15,6 +15,9 @@ Result JSON (``SCHEMA``; NaN is written as null)::
                                                   frame (near 0: no coherent motion found, scores say little)
       motion_fidelity_det_tracks, ..._dmt_tracks  only for cases with a ``tracks`` file: those reference
                                                   tracks vs KLT tracks of the result
+      text_similarity, text_similarity_x100,      only when the run was given --clip (text similarity and
+      temporal_consistency_clip                   CLIP temporal consistency) / --dino (DINO temporal
+      temporal_consistency_dino                   consistency): bench.score.score_appearance of the result
       centred_error, static_baseline_error, displacement_cosine, colour_leak, target_found_frames
                                                   ShapesWorld ground truth (toyworld.metrics), null otherwise;
                                                   means over the reference objects (colour_leak: any,
@@ -31,7 +34,8 @@ Result JSON (``SCHEMA``; NaN is written as null)::
                       case's original video (absolute) or null for ShapesWorld
     video             result and reference shapes [T, H, W], fps
     constants         tracker, motion_fidelity_det, motion_fidelity_dmt (their constants as score_pair
-                      records them), ground_truth (ShapesWorld only: tolerances, pairing), scored_frames
+                      records them), the appearance metrics computed (model, preprocessing, embedding),
+                      ground_truth (ShapesWorld only: tolerances, pairing), scored_frames
     config            the run's TransferConfig (generate.seed = seed)
     device, process {rank, world, pid}, created (unix time)
 """
@@ -54,7 +58,14 @@ from ..runs import atomic_write_text
 from .manifest import Case, load_tracks
 from .methods import Method
 from .references import CaseReference, write_seen_reference
-from .result_metrics import GROUND_TRUTH_CONSTANTS, flat_ground_truth, ground_truth_scores, motion_scores
+from .result_metrics import (
+    GROUND_TRUTH_CONSTANTS,
+    AppearanceModels,
+    flat_ground_truth,
+    ground_truth_scores,
+    motion_scores,
+)
+from .score import APPEARANCE_MODELS
 from .sharding import Processes, WorkItem
 from .transfer_call import Generated
 
@@ -90,14 +101,21 @@ def write_result(out: Path, item: WorkItem, record: dict) -> Path:
     return atomic_write_text(result_path(out, item), json.dumps(jsonable(record), indent=1))
 
 
-def check_finished(path: Path, cfg: TransferConfig, seed: int) -> None:
-    """Refuse to count a finished result made with other settings as part of this run."""
+def check_finished(path: Path, cfg: TransferConfig, seed: int, appearance: Sequence[str] = ()) -> None:
+    """Refuse to count a finished result made with other settings, or other `appearance` metrics (the ones this
+    run computes), as part of this run."""
     from ..transfer import flatten  # here: importing transfer loads the model libraries
 
     try:
-        old = flatten(json.loads(path.read_text()).get("config") or {})
+        record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: unreadable result ({err}); delete it to recompute") from err
+    scored = [k for k in APPEARANCE_MODELS if k in (record.get("metrics") or {})]
+    if scored != list(appearance):
+        raise ValueError(f"{path} was scored with appearance metrics: {', '.join(scored) or 'none'}; this run asks "
+                         f"for: {', '.join(appearance) or 'none'} (--clip / --dino); use another --out or delete the "
+                         "old results")
+    old = flatten(record.get("config") or {})
     new = flatten(jsonable(cfg.model_dump(mode="json")))
     new["generate.seed"] = seed
     diffs = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if k not in IGNORED_SETTINGS and old.get(k) != v]
@@ -146,7 +164,7 @@ def _shape(frames: np.ndarray) -> list[int]:
 
 
 def build_record(item: WorkItem, case: Case, method: Method, cfg: TransferConfig, gen: Generated,
-                 ref: CaseReference, out: Path, procs: Processes) -> dict:
+                 ref: CaseReference, out: Path, procs: Processes, appearance: AppearanceModels) -> dict:
     """Score one generated result and assemble its record (``SCHEMA``)."""
     began = time.perf_counter()
     result = np.asarray(gen.frames)
@@ -154,6 +172,8 @@ def build_record(item: WorkItem, case: Case, method: Method, cfg: TransferConfig
     reference = ref.frames if exact else np.asarray(gen.reference)
     given = load_tracks(case.tracks) if case.tracks else None
     scores, constants, errors = motion_scores(reference, result, given)
+    app_scores, app_constants, app_errors = appearance.scores(result, item.prompt)
+    scores, constants, errors = scores | app_scores, constants | app_constants, errors | app_errors
     gt = None
     if ref.scene is not None:
         try:

@@ -33,6 +33,7 @@ from .manifest import Case, Manifest
 from .manifest_sources import resolve_manifest
 from .methods import Method, get_methods
 from .references import case_reference
+from .result_metrics import AppearanceModels
 from .results import build_record, check_finished, jsonable, merge_results, result_path, write_result
 from .sharding import Processes, WorkItem, shard, work_items
 from .transfer_call import close_jobs, run_transfer
@@ -69,11 +70,15 @@ def run_suite(
     device: str = "cpu",
     overrides: dict | None = None,
     seeds: Sequence[int] = (0,),
+    clip: str | None = None,
+    dino: str | None = None,
 ) -> Path:
     """Run every (case, target prompt, method, seed) not already done; return the path of results.jsonl.
 
     `manifest`: a Manifest, a YAML path, a folder (see ``manifest_sources.resolve_manifest``) or "shapesworld".
-    `overrides`: TransferConfig settings applied on the model family's recipe, under each method's own."""
+    `overrides`: TransferConfig settings applied on the model family's recipe, under each method's own.
+    `clip`, `dino`: models (directory or cached hub id) for the appearance metrics of every result
+    (``score.score_appearance``); loaded before any work, so a missing one stops the run at once."""
     manifest = resolve_manifest(manifest)
     methods = get_methods(methods)
     seeds = tuple(dict.fromkeys(int(s) for s in seeds))
@@ -83,19 +88,22 @@ def run_suite(
     procs = Processes.from_env()
     device = procs.device(device)
     settings, family = base_settings(model, device, overrides)
+    appearance = AppearanceModels(clip, dino, device)
+    appearance.load()
     items = work_items(manifest, methods, seeds)
     if procs.rank == 0:
         suite = {
             "schema": SUITE_SCHEMA, "manifest": manifest.model_dump(mode="json"),
             "methods": [m.to_json() for m in methods], "seeds": list(seeds), "model": settings["model"]["source"],
             "family": family, "device": device, "overrides": overrides or {}, "processes": procs.world,
+            "appearance_models": {"clip": clip, "dino": dino},
             "configs": {m.name: m.config(settings).model_dump(mode="json") for m in methods},
             "items": [i.key for i in items],
         }
         atomic_write_text(out / "suite.json", json.dumps(jsonable(suite), indent=1))
     with procs.single_process_env():
         _run_items(shard(items, procs.rank, procs.world), manifest, {m.name: m for m in methods}, settings, out,
-                   procs)
+                   procs, appearance)
     procs.barrier()
     if procs.rank == 0:
         merge_results(out, items)
@@ -103,7 +111,7 @@ def run_suite(
 
 
 def _run_items(items: list[WorkItem], manifest: Manifest, methods: dict[str, Method], settings: dict, out: Path,
-               procs: Processes) -> None:
+               procs: Processes, appearance: AppearanceModels) -> None:
     bar = tqdm(total=len(items), desc=f"bench {procs.rank + 1}/{procs.world}" if procs.world > 1 else "bench",
                unit="result", position=procs.rank if procs.world > 1 else None)
     references: dict = {}
@@ -114,7 +122,7 @@ def _run_items(items: list[WorkItem], manifest: Manifest, methods: dict[str, Met
             case, method = manifest.case(unit[0]), methods[unit[1]]
             for item in unit_items:
                 if item not in pending:
-                    check_finished(result_path(out, item), method.config(settings), item.seed)
+                    check_finished(result_path(out, item), method.config(settings), item.seed, appearance.metrics)
             bar.update(len(unit_items) - len(pending))
             if not pending:
                 continue
@@ -124,7 +132,8 @@ def _run_items(items: list[WorkItem], manifest: Manifest, methods: dict[str, Met
             for item in pending:
                 bar.set_postfix_str(item.key)
                 generated = run_transfer(cfg, run_dir, method.tune, item.prompt, item.seed, item.sample)
-                write_result(out, item, build_record(item, case, method, cfg, generated, ref, out, procs))
+                record = build_record(item, case, method, cfg, generated, ref, out, procs, appearance)
+                write_result(out, item, record)
                 bar.update(1)
     finally:
         close_jobs()

@@ -20,14 +20,16 @@ track of a video is complete, all its tracks are used and the result says so.
 the same track filter. The benchmark runner records both, calling ``score_pair`` with ``record_errors`` so
 that a definition that cannot be scored does not cost the other one.
 
-Text alignment (CLIP similarity between the output and the prompt) is not computed: it needs CLIP weights
-this project does not ship. The result says so (``text_similarity: None`` with a note) rather than
-leaving the field out, so a table built from it cannot silently mix in numbers from elsewhere.
+``score_appearance`` adds the appearance metrics of the output (``metrics.appearance``: CLIP text similarity,
+temporal consistency by CLIP and by DINO) for the models the user gives (``--clip`` / ``--dino``; no weights
+are shipped or downloaded). A metric without its model is ``None`` with a note saying why, rather than
+left out, so a table built from the JSON cannot silently mix in numbers from elsewhere.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -35,10 +37,11 @@ from .metrics import DET_GRID, DMT_GRID, MotionFidelity, motion_fidelity_det, mo
 from .trackers import Tracks, get_tracker
 
 TRACK_FILTER = "tracks with a finite position in every frame (partial tracks masked out)"
-TEXT_SIMILARITY_NOTE = (
-    "CLIP text similarity is not computed by this project (no CLIP weights are shipped); "
-    "score text alignment with your own CLIP model"
-)
+APPEARANCE_MODELS = {
+    "text_similarity": "clip", "temporal_consistency_clip": "clip", "temporal_consistency_dino": "dino",
+}
+"""Each appearance metric and the model (option) it needs."""
+NOT_COMPUTED = "not computed: no {model} model given (--{option} PATH; no weights are shipped or downloaded)"
 
 
 def complete_tracks(tracks: Tracks) -> tuple[np.ndarray, int | None]:
@@ -98,11 +101,11 @@ def score_pair(
     """Motion fidelity of ``out_frames`` against ``ref_frames`` (both uint8 (T, H, W, 3) RGB).
 
     Returns a JSON-ready dict with ``motion_fidelity_det`` and ``motion_fidelity_dmt`` (each: score,
-    definition, number of scored tracks, constants), the sizes and frame counts used, and
-    ``text_similarity: None`` with a note. Raises ValueError for unusable input (fewer than 2 frames,
-    wrong shapes, an unknown tracker) and RuntimeError when the tracker cannot run (e.g. no CoTracker).
-    A definition that cannot be scored (e.g. no track of the output survives a step, so DMT has nothing to
-    compare) raises its ValueError too, or with `record_errors` gets ``score: None`` and an ``error``.
+    definition, number of scored tracks, constants) and the sizes and frame counts used. Raises ValueError
+    for unusable input (fewer than 2 frames, wrong shapes, an unknown tracker) and RuntimeError when the
+    tracker cannot run (e.g. no CoTracker). A definition that cannot be scored (e.g. no track of the output
+    survives a step, so DMT has nothing to compare) raises its ValueError too, or with `record_errors` gets
+    ``score: None`` and an ``error``.
     """
     from ..video import resize_center_crop
 
@@ -148,9 +151,56 @@ def score_pair(
         "dmt_frame_alignment": (
             "floor(linspace(0, T_long - 1, T_short))" if ref.shape[0] != out.shape[0] else None
         ),
-        "text_similarity": None,
-        "text_similarity_note": TEXT_SIMILARITY_NOTE,
     }
+
+
+def appearance_metrics(clip: object | None, dino: object | None) -> list[str]:
+    """The appearance metrics that these models (None: not given) make computable, in APPEARANCE_MODELS order."""
+    given = {"clip": clip is not None, "dino": dino is not None}
+    return [name for name, model in APPEARANCE_MODELS.items() if given[model]]
+
+
+def score_appearance(frames: np.ndarray, prompt: str, clip: str | Path | None = None,
+                     dino: str | Path | None = None, device: str = "cpu", record_errors: bool = False) -> dict:
+    """Appearance metrics of `frames` (the output, uint8 (T, H, W, 3) RGB) with the CLIP and DINO models given
+    (a directory or a cached hub id each; ``metrics.encoders``).
+
+    Returns, per metric of ``APPEARANCE_MODELS``, ``{"score", "definition", "constants"}`` (text similarity also
+    ``score_x100``) or None, and ``<metric>_note``: None, or why the metric is missing. A model that cannot be
+    loaded raises ValueError, naming it and its option; so does a metric that cannot be computed (e.g. temporal
+    consistency of one frame), or with `record_errors` it gets None and the reason as its note."""
+    from .metrics.appearance import (
+        TEXT_SIMILARITY_SCALE,
+        temporal_consistency_clip,
+        temporal_consistency_dino,
+        text_similarity,
+    )
+    from .metrics.encoders import load_clip, load_dino
+
+    encoders = {"clip": None if clip is None else load_clip(clip, device),
+                "dino": None if dino is None else load_dino(dino, device)}
+    compute = {
+        "text_similarity": lambda: text_similarity(frames, prompt, encoders["clip"]),
+        "temporal_consistency_clip": lambda: temporal_consistency_clip(frames, encoders["clip"]),
+        "temporal_consistency_dino": lambda: temporal_consistency_dino(frames, encoders["dino"]),
+    }
+    scores: dict = {}
+    for name, model in APPEARANCE_MODELS.items():
+        scores[name], scores[f"{name}_note"] = None, NOT_COMPUTED.format(model=model.upper(), option=model)
+        if name not in appearance_metrics(clip, dino):
+            continue
+        try:
+            result = compute[name]()
+        except ValueError as err:
+            if not record_errors:
+                raise
+            scores[f"{name}_note"] = f"not computed: {err}"
+            continue
+        scaled = {"score_x100": TEXT_SIMILARITY_SCALE * result.score} if name == "text_similarity" else {}
+        scores[name] = {"score": result.score, **scaled, "definition": result.definition,
+                        "constants": result.constants}
+        scores[f"{name}_note"] = None
+    return scores
 
 
 def score_tracks(ref_points: np.ndarray, ref_visible: np.ndarray | None, out_frames: np.ndarray,

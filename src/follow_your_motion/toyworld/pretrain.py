@@ -46,6 +46,12 @@ class PretrainSettings:
     weight_decay: float = 0.01
     ema: float = 0.999
     motion_caption_rate: float = 0.5
+    # Share of empty captions, so the unconditional prediction that classifier-free guidance subtracts is
+    # one the model was trained on (steps 0-5000 of the shipped run had none).
+    caption_dropout: float = 0.1
+    # Warmup-stable-decay: constant lr, then linear decay to zero from `decay_start` to `steps`. None = no
+    # decay. A run extended past a finished decay re-warms from the decayed weights.
+    decay_start: int | None = None
     # Where the trajectory is decided: logit-normal puts ~1% of samples above sigma 0.9, uniform + shift 3
     # about 25%; one-clip experiments (docs/toyworld.md) lose the path exactly there.
     timestep_weighting: str = "uniform"
@@ -66,9 +72,18 @@ def batch(step: int, size: int, meta: dict, settings: PretrainSettings) -> tuple
         scene = render.random_scene(rng, category, render.PRETRAIN_PROGRAMS, video["frames"], video["height"],
                                     video["width"])
         clips.append(render.render(scene).frames)
-        captions.append(render.caption(scene, with_motion=bool(rng.random() < settings.motion_caption_rate)))
+        text = render.caption(scene, with_motion=bool(rng.random() < settings.motion_caption_rate))
+        captions.append("" if rng.random() < settings.caption_dropout else text)
     frames = torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
     return frames, captions
+
+
+def learning_rate(step: int, settings: PretrainSettings) -> float:
+    """Linear warm-up, constant, then (with `decay_start`) linear decay to zero at `steps`."""
+    warm = min(1.0, (step + 1) / settings.warmup)
+    if settings.decay_start is None or step < settings.decay_start:
+        return settings.lr * warm
+    return settings.lr * warm * max(0.0, (settings.steps - step) / (settings.steps - settings.decay_start))
 
 
 def flow_loss(model: ToyBackbone, clips: torch.Tensor, captions: list[str], generator: torch.Generator,
@@ -126,7 +141,7 @@ def pretrain(out: Path, settings: PretrainSettings, meta: dict | None = None, st
     for step in bar:
         began = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = settings.lr * min(1.0, (step + 1) / settings.warmup)
+            group["lr"] = learning_rate(step, settings)
         clips, captions = batch(step, settings.batch_size, meta, settings)
         generator = torch.Generator().manual_seed(settings.seed * 7919 + step)
         loss = flow_loss(model, clips, captions, generator, settings)

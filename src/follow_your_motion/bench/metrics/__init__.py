@@ -1,7 +1,19 @@
-"""Benchmark metrics; ``motion`` holds the track-based motion-fidelity scores (DMT and DeT definitions)."""
+"""Benchmark metrics: ``motion`` holds the track-based motion-fidelity scores (DMT and DeT definitions),
+``appearance`` text similarity and temporal consistency from the embeddings ``encoders`` computes (CLIP, DINO;
+import ``encoders`` itself, it loads torch)."""
 
 from __future__ import annotations
 
+from .appearance import (
+    TEXT_SIMILARITY_SCALE,
+    AppearanceScore,
+    consecutive_cosines,
+    first_previous_cosines,
+    temporal_consistency_clip,
+    temporal_consistency_dino,
+    text_cosines,
+    text_similarity,
+)
 from .motion import (
     DET_GRID,
     DMT_GRID,
@@ -15,9 +27,17 @@ from .motion import (
 __all__ = [
     "DET_GRID",
     "DMT_GRID",
+    "TEXT_SIMILARITY_SCALE",
+    "AppearanceScore",
     "MotionFidelity",
+    "consecutive_cosines",
     "displacement_similarity",
+    "first_previous_cosines",
     "motion_fidelity_det",
     "motion_fidelity_dmt",
+    "temporal_consistency_clip",
+    "temporal_consistency_dino",
+    "text_cosines",
+    "text_similarity",
     "trajectory_distance_matrix",
 ]

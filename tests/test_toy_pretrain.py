@@ -1,0 +1,68 @@
+"""Toy-model pretraining: the learning-rate schedule, caption dropout, and bit-exact resume."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from follow_your_motion.backbones.toy import ToyBackbone
+from follow_your_motion.toyworld.pretrain import DEFAULT_META, PretrainSettings, batch, learning_rate, pretrain
+
+TINY_META = copy.deepcopy(DEFAULT_META)
+TINY_META["transformer"] |= {"num_attention_heads": 2, "attention_head_dim": 12, "ffn_dim": 32, "num_layers": 1,
+                             "text_dim": 16, "freq_dim": 16, "rope_max_seq_len": 16}
+TINY_META["text"] = {"dim": 16, "layers": 1, "max_words": 16}
+TINY_META["video"] = {"frames": 5, "height": 16, "width": 16}
+TINY_META["time_span"] = 5
+
+
+def test_learning_rate_warms_up_holds_then_decays_linearly_to_zero() -> None:
+    s = PretrainSettings(steps=100, lr=1.0, warmup=10, decay_start=60)
+    assert learning_rate(0, s) == pytest.approx(0.1)
+    assert learning_rate(9, s) == 1.0
+    assert learning_rate(59, s) == 1.0
+    assert learning_rate(60, s) == 1.0
+    assert learning_rate(80, s) == pytest.approx(0.5)
+    assert learning_rate(99, s) == pytest.approx(1 / 40)
+    assert learning_rate(100, s) == 0.0
+    assert learning_rate(5000, PretrainSettings(steps=100, lr=1.0, warmup=10)) == 1.0  # no decay_start: constant
+
+
+@pytest.mark.parametrize(("dropout", "empty"), [(0.0, 0), (1.0, 64)])
+def test_caption_dropout_empties_exactly_that_share(dropout: float, empty: int) -> None:
+    settings = PretrainSettings(caption_dropout=dropout)
+    _, captions = batch(3, 64, TINY_META, settings)
+    assert sum(c == "" for c in captions) == empty
+
+
+def test_batches_are_a_pure_function_of_seed_and_step() -> None:
+    settings = PretrainSettings()
+    clips_a, captions_a = batch(7, 8, TINY_META, settings)
+    clips_b, captions_b = batch(7, 8, TINY_META, settings)
+    clips_c, _ = batch(8, 8, TINY_META, settings)
+    assert torch.equal(clips_a, clips_b) and captions_a == captions_b
+    assert not torch.equal(clips_a, clips_c)
+    assert clips_a.shape == (8, 3, 5, 16, 16)
+    # the default 10% dropout leaves some captions empty over a few batches ...
+    captions = [c for step in range(10) for c in batch(step, 16, TINY_META, settings)[1]]
+    assert 0 < sum(c == "" for c in captions) < len(captions) / 4
+    # ... and the empty caption, the unconditional prompt of guidance, encodes to all zeros (no NaN)
+    assert torch.equal(ToyBackbone.build(TINY_META).encode_prompt(""), torch.zeros(1, 16, 16))
+
+
+def test_resume_across_the_decay_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
+    settings = PretrainSettings(steps=6, batch_size=2, warmup=2, decay_start=3, checkpoint_every=2)
+    straight = pretrain(tmp_path / "straight", settings, TINY_META)
+    pretrain(tmp_path / "resumed", settings, TINY_META, stop_after=4)
+    resumed = pretrain(tmp_path / "resumed", settings, TINY_META)
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state = torch.load(tmp_path / "resumed/checkpoints/pretrain/step-0000006/state.pt", weights_only=True)
+    reference = torch.load(tmp_path / "straight/checkpoints/pretrain/step-0000006/state.pt", weights_only=True)
+    assert state["step"] == 6
+    assert all(torch.equal(state["transformer"][k], reference["transformer"][k]) for k in reference["transformer"])
