@@ -92,3 +92,20 @@ def test_evaluator_rejects_wrong_direction_and_jumps() -> None:
     jumpy = frames.copy()
     jumpy[4] = np.roll(frames[4], 10, axis=1)
     assert measure_clip(jumpy, "green", "square", "left")["smooth"] is False
+
+
+def test_a_toy_model_folder_is_its_own_family(tmp_path) -> None:
+    """A folder `fym toyworld pretrain` wrote is run with the toy backbone and recipe, not taken for Wan."""
+    import shutil
+
+    from follow_your_motion.backbones import detect_family, load_backbone
+    from follow_your_motion.bench.runner import base_settings
+
+    folder = tmp_path / "my-toy"
+    shutil.copytree(default_model_dir(), folder)
+    assert detect_family(str(folder)) == "toy"
+    assert isinstance(load_backbone(str(folder)), ToyBackbone)
+    settings, family = base_settings(str(folder), "cpu", None)
+    assert family == "toy" and settings["video"] == {"frames": 9, "height": 32, "width": 32}
+    (folder / "config.json").write_text("{}")
+    assert detect_family(str(folder)) == "wan"  # not a toy config: left to the Wan loader and its error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,34 @@ def test_resume_across_the_decay_reproduces_the_uninterrupted_run(tmp_path: Path
     reference = torch.load(tmp_path / "straight/checkpoints/pretrain/step-0000006/state.pt", weights_only=True)
     assert state["step"] == 6
     assert all(torch.equal(state["transformer"][k], reference["transformer"][k]) for k in reference["transformer"])
+
+
+def test_iid_noise_is_torch_randn_and_correlated_noise_shares_one_draw_across_frames() -> None:
+    plain = ToyBackbone.build(TINY_META)
+    shape = (2, 3, 5, 16, 16)
+    assert torch.equal(plain.draw_noise(shape, torch.Generator().manual_seed(1)),
+                       torch.randn(shape, generator=torch.Generator().manual_seed(1)))
+    mixed = ToyBackbone.build(TINY_META | {"noise_correlation": 0.75})
+    noise = mixed.draw_noise(shape, torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(1)
+    shared = torch.randn((2, 3, 1, 16, 16), generator=generator)
+    own = torch.randn(shape, generator=generator)
+    assert torch.equal(noise, 0.75 ** 0.5 * shared + 0.25 ** 0.5 * own)
+    big = mixed.draw_noise((64, 3, 2, 16, 16), torch.Generator().manual_seed(2))
+    assert abs(big.var().item() - 1.0) < 0.03  # still unit variance per value
+    corr = torch.corrcoef(torch.stack([big[:, :, 0].flatten(), big[:, :, 1].flatten()]))[0, 1].item()
+    assert abs(corr - 0.75) < 0.02
+
+
+def test_noise_correlation_must_lie_in_zero_one() -> None:
+    with pytest.raises(ValueError, match="noise_correlation"):
+        ToyBackbone.build(TINY_META | {"noise_correlation": 1.0})
+
+
+def test_a_run_keeps_the_model_config_it_started_with(tmp_path: Path) -> None:
+    settings = PretrainSettings(steps=1, batch_size=1)
+    pretrain(tmp_path, settings, TINY_META)
+    assert json.loads((tmp_path / "meta.json").read_text()) == TINY_META
+    pretrain(tmp_path, PretrainSettings(steps=2, batch_size=1))  # resumes with the stored config
+    with pytest.raises(ValueError, match="differs in: noise_correlation"):
+        pretrain(tmp_path, PretrainSettings(steps=3, batch_size=1), TINY_META | {"noise_correlation": 0.5})

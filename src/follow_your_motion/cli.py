@@ -198,19 +198,22 @@ def toyworld_pretrain(
     lr: float = 4e-4,
     decay_start: Annotated[int | None, typer.Option(help="step where lr starts its linear decay to 0")] = None,
     caption_dropout: Annotated[float, typer.Option(help="share of empty captions (for guidance)")] = 0.1,
+    noise_correlation: Annotated[float | None, typer.Option(
+        help="new run: noise shared across frames, in [0, 1) (toy model's noise prior); default 0")] = None,
     checkpoint_every: int = 250,
     seed: int = 0,
     threads: Annotated[int, typer.Option(help="torch threads; 0 = default")] = 0,
 ) -> None:
     """Pretrain (or resume) the toy text-to-video model; the EMA weights are written to <out>/model."""
-    from .toyworld.pretrain import PretrainSettings, pretrain
+    from .toyworld.pretrain import DEFAULT_META, PretrainSettings, pretrain
 
     if decay_start is not None and not 0 <= decay_start < steps:
         _fail(ValueError(f"--decay-start {decay_start} must lie in [0, --steps {steps})"))
     settings = PretrainSettings(steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
                                 seed=seed, threads=threads, decay_start=decay_start,
                                 caption_dropout=caption_dropout)
-    _run(lambda: typer.echo(pretrain(out, settings)))
+    meta = None if noise_correlation is None else DEFAULT_META | {"noise_correlation": noise_correlation}
+    _run(lambda: typer.echo(pretrain(out, settings, meta)))
 
 
 ToyModel = Annotated[Path | None, typer.Option("--model", "-m", help="toy model folder; default: the shipped one")]
@@ -241,6 +244,8 @@ def toyworld_sanity(
     model: ToyModel = None,
     steps: int = 500,
     fresh: Annotated[bool, typer.Option(help="start from random weights instead of the pretrained model")] = False,
+    noise_correlation: Annotated[float | None, typer.Option(
+        help="tune and sample with this noise prior instead of the model's own, in [0, 1)")] = None,
 ) -> None:
     """One-clip sanity gate: tune every weight on one clip and check its trajectory comes back."""
     from .backbones.toy import ToyBackbone
@@ -252,6 +257,8 @@ def toyworld_sanity(
 
         torch.manual_seed(0)  # a fresh model's initial weights
         toy = ToyBackbone.build(DEFAULT_META) if fresh else ToyBackbone.load(str(model) if model else None)
+        if noise_correlation is not None:
+            toy.noise_correlation = noise_correlation
         typer.echo(json.dumps(sanity_gate(toy, program, steps=steps), indent=1))
 
     _run(act)

@@ -14,11 +14,21 @@ PIPELINE_FAMILIES = {"WanPipeline": "wan"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def is_toy_model_dir(folder: Path) -> bool:
+    """A toy model folder (what `fym toyworld pretrain` writes): config.json with a transformer and a vocabulary."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"transformer", "vocabulary"} <= config.keys()
+
+
 def detect_family(source: str) -> str:
-    """Family of a local pipeline directory from its model_index.json; hub ids are assumed to be Wan."""
-    index = Path(source).expanduser() / "model_index.json"
+    """Family of a local directory (a toy model folder, or a pipeline's model_index.json); hub ids are Wan."""
+    folder = Path(source).expanduser()
+    index = folder / "model_index.json"
     if not index.is_file():
-        return "wan"
+        return "toy" if is_toy_model_dir(folder) else "wan"
     try:
         name = json.loads(index.read_text()).get("_class_name", "")
     except (OSError, ValueError) as err:
@@ -33,11 +43,12 @@ def load_backbone(
     source: str | None, family: str = "auto", dtype: str = "float32", device: str = "cpu", offload: bool = False
 ) -> Backbone:
     """Load a backbone; `source` None means the embedded toy model."""
+    if source is not None and family == "auto":
+        family = detect_family(source)
     if source is None or family == "toy":
         from .toy import ToyBackbone
 
         return ToyBackbone.load(source, device=device)
-    family = detect_family(source) if family == "auto" else family
     if family == "wan":
         from .wan import WanBackbone
 

@@ -140,6 +140,12 @@ class Backbone(ABC):
     num_train_timesteps: int = 1000
     flow_shift: float = 1.0  # the family's sampler shift, the default shift of training noise levels
 
+    def draw_noise(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        """Gaussian noise for latents of `shape` (B, C, F, H, W), on the CPU: i.i.d., as diffusers' pipelines
+        draw it. A family may correlate it across frames (the toy model's `noise_correlation`); every stage
+        draws its noise here, so training and sampling always see the same prior."""
+        return torch.randn(shape, generator=generator)
+
     def sample_sigmas(
         self, n: int, generator: torch.Generator, weighting: str, shift: float | None = None
     ) -> torch.Tensor:

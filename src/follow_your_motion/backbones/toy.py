@@ -75,7 +75,7 @@ class ToyBackbone(WanBackbone):
     name = "toy"
 
     def __init__(self, transformer: WanTransformer3DModel, text_encoder: ToyTextEncoder, sampler: dict,
-                 time_span: int = 0, device: str | torch.device = "cpu") -> None:
+                 time_span: int = 0, noise_correlation: float = 0.0, device: str | torch.device = "cpu") -> None:
         scheduler = FlowMatchEulerDiscreteScheduler(shift=sampler.get("shift", 1.0))
         pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=transformer, scheduler=scheduler)
         super().__init__(pipe, device=device, text_length=text_encoder.max_words)
@@ -83,6 +83,7 @@ class ToyBackbone(WanBackbone):
         self.sampler = sampler
         self.flow_shift = float(sampler.get("shift", 1.0))
         self.time_span = time_span  # frames over which the time channel spans [-1, 1]; 0 = no time channel
+        self.noise_correlation = noise_correlation
         self.geometry = VideoGeometry(temporal_stride=1, spatial_stride=1, patch=tuple(transformer.config.patch_size))
 
     @classmethod
@@ -106,7 +107,8 @@ class ToyBackbone(WanBackbone):
     def build(cls, meta: dict) -> ToyBackbone:
         """A randomly initialised toy model from its config (what pretraining starts from)."""
         text = ToyTextEncoder(meta["vocabulary"], **meta.get("text", {}))
-        return cls(toy_transformer(meta["transformer"]), text, meta.get("sampler", {}), meta.get("time_span", 0))
+        return cls(toy_transformer(meta["transformer"]), text, meta.get("sampler", {}), meta.get("time_span", 0),
+                   meta.get("noise_correlation", 0.0))
 
     def to_device(self, device: str) -> ToyBackbone:
         self.device = torch.device(device)
@@ -125,6 +127,28 @@ class ToyBackbone(WanBackbone):
         positions = torch.arange(f, dtype=torch.float64) if frame_positions is None else frame_positions
         value = (2 * positions / (self.time_span - 1) - 1).to(latents)
         return value.view(1, 1, f, 1, 1).expand(b, 1, f, h, w)
+
+    @property
+    def noise_correlation(self) -> float:
+        return self._noise_correlation
+
+    @noise_correlation.setter
+    def noise_correlation(self, value: float) -> None:
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"noise_correlation must lie in [0, 1), got {value}")
+        self._noise_correlation = float(value)
+
+    def draw_noise(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        """With `noise_correlation` a > 0, each frame's noise is sqrt(a) * one draw shared by every frame of the
+        clip + sqrt(1 - a) * its own draw: still N(0, 1) per value, but correlated across frames (a "mixed" noise
+        prior, as in PYoCo), so at high noise every frame starts from nearly the same picture and the object
+        is placed once for the whole clip instead of once per frame. a = 0 is plain i.i.d. noise."""
+        if not self.noise_correlation:
+            return super().draw_noise(shape, generator)
+        b, c, _, h, w = shape
+        shared = torch.randn((b, c, 1, h, w), generator=generator)
+        own = torch.randn(shape, generator=generator)
+        return self.noise_correlation ** 0.5 * shared + (1 - self.noise_correlation) ** 0.5 * own
 
     def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
                 frame_positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -146,7 +170,7 @@ class ToyBackbone(WanBackbone):
         cond = self.encode_prompt(prompt)
         uncond = self.encode_prompt(negative_prompt)
         generator = torch.Generator("cpu").manual_seed(seed)
-        x = torch.randn((1, 3, num_frames, height, width), generator=generator).to(self.device)
+        x = self.draw_noise((1, 3, num_frames, height, width), generator).to(self.device)
         scheduler = self.pipe.scheduler
         scheduler.set_timesteps(steps, device=self.device)
         with self.adapters(adapter_scales):

@@ -179,7 +179,7 @@ def classify_heads(
     tokens = math.prod(grid)
     n = min(settings.num_queries, tokens)
     queries = torch.randperm(tokens, generator=generator)[:n].sort().values
-    noise = torch.randn(latents.shape, generator=generator).to(latents)
+    noise = backbone.draw_noise(latents.shape, generator).to(latents)
     sigma = torch.full((latents.shape[0],), settings.sigma)
     noisy, timesteps, _ = backbone.noisy_sample(latents, noise, sigma)
     scores: dict[int, HeadScores] = {}

@@ -147,7 +147,7 @@ def train_adapter(
                 generator = step_generator(settings.seed, stream, 3)
                 batch = inputs(step, generator)
                 latents = batch.latents.to(backbone.device)
-                noise = torch.randn(latents.shape, generator=generator).to(latents)
+                noise = backbone.draw_noise(latents.shape, generator).to(latents)
                 sigmas = backbone.sample_sigmas(len(latents), generator, settings.timestep_weighting,
                                                 settings.timestep_shift)
                 noisy, timesteps, target = backbone.noisy_sample(latents, noise, sigmas)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .render import COLOURS, track_colour
+from .render import COLOURS, segment_colour, track_colour
 
 MIN_STEP = 0.25  # pixels: a reference step shorter than this counts as "not moving" for the cosine
 
@@ -57,6 +57,24 @@ def transfer_metrics(
         "frames": len(result),
         "reference_colour_leaked": leaked,
     }
+
+
+def size_track(frames: np.ndarray, colour: str, min_pixels: int = 3) -> np.ndarray:
+    """(T,) linear size (square root of the pixel count) of `colour` per frame; NaN below `min_pixels`."""
+    area = segment_colour(frames, colour).sum(axis=(1, 2)).astype(float)
+    return np.where(area >= min_pixels, np.sqrt(area), np.nan)
+
+
+def relative_size_error(reference: np.ndarray, generated: np.ndarray) -> float:
+    """Mean |r_t - g_t| of (T,) size tracks each divided by its own mean, over frames where both are found.
+
+    Scale-invariant (a prompt does not fix an object's size), for programs whose centroid never moves
+    (grow-shrink); 0 = the same growth curve. NaN if no frame has both."""
+    both = ~(np.isnan(reference) | np.isnan(generated))
+    if not both.any():
+        return float("nan")
+    r, g = reference[both], generated[both]
+    return float(np.abs(g / g.mean() - r / r.mean()).mean())
 
 
 def colour_of(prompt: str) -> str:

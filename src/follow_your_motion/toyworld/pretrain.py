@@ -90,7 +90,7 @@ def flow_loss(model: ToyBackbone, clips: torch.Tensor, captions: list[str], gene
               settings: PretrainSettings) -> torch.Tensor:
     """Rectified-flow MSE of the whole model (text encoder included) on clips (B, 3, T, H, W)."""
     text = model.text_encoder(model.text_encoder.tokenize(captions))
-    noise = torch.randn(clips.shape, generator=generator)
+    noise = model.draw_noise(clips.shape, generator)
     sigmas = model.sample_sigmas(len(clips), generator, settings.timestep_weighting, settings.timestep_shift)
     noisy, timesteps, target = model.noisy_sample(clips, noise, sigmas)
     return torch.nn.functional.mse_loss(model.predict(noisy, timesteps, text), target)
@@ -113,12 +113,29 @@ def export_model(model: ToyBackbone, meta: dict, folder: Path, info: dict) -> No
     atomic_write_text(folder / "config.json", json.dumps(meta | {"training": info}, indent=1))
 
 
+def run_meta(out: Path, meta: dict | None) -> dict:
+    """The model config of the run in `out`: fixed by its first start (`meta`, default DEFAULT_META) and kept in
+    out/meta.json, so a resume rebuilds the same model; a different `meta` for an existing run is refused."""
+    path = out / "meta.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if meta is not None and meta != stored:
+            changed = sorted(k for k in set(meta) | set(stored) if meta.get(k) != stored.get(k))
+            raise ValueError(f"{out} was started with another model config (differs in: {', '.join(changed)}); "
+                             "use a new --out")
+        return stored
+    meta = meta or DEFAULT_META
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(meta, indent=1))
+    return meta
+
+
 def pretrain(out: Path, settings: PretrainSettings, meta: dict | None = None, stop_after: int | None = None) -> Path:
     """Train (or resume) in `out`; writes checkpoints/ and the EMA model to `out/model`."""
     if settings.threads:
         torch.set_num_threads(settings.threads)
     run = RunDir(out)
-    meta = meta or DEFAULT_META
+    meta = run_meta(Path(out), meta)
     torch.manual_seed(settings.seed)
     model = ToyBackbone.build(meta)
     params = trainable(model)
