@@ -109,3 +109,18 @@ def test_a_toy_model_folder_is_its_own_family(tmp_path) -> None:
     assert family == "toy" and settings["video"] == {"frames": 9, "height": 32, "width": 32}
     (folder / "config.json").write_text("{}")
     assert detect_family(str(folder)) == "wan"  # not a toy config: left to the Wan loader and its error
+
+
+def test_eval_command_records_its_sampling_settings_and_rejects_a_bad_noise_prior(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from follow_your_motion.cli import app
+
+    args = ["toyworld", "eval", "--out", str(tmp_path), "--prompts", "2", "--steps", "1", "--guidance", "1"]
+    done = CliRunner().invoke(app, [*args, "--noise-correlation", "0.5"])
+    assert done.exit_code == 0, done.output
+    summary = json.loads((tmp_path / "eval.json").read_text())
+    assert (summary["prompts"], summary["steps"], summary["guidance"], summary["noise_correlation"]) == (2, 1, 1.0, 0.5)
+    assert len(summary["rows"]) == 2
+    bad = CliRunner().invoke(app, [*args, "--noise-correlation", "1.5"])
+    assert bad.exit_code == 2 and "noise_correlation must lie in [0, 1)" in bad.output

@@ -225,14 +225,20 @@ def toyworld_eval(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for eval.json")] = Path("runs/toy-eval"),
     prompts: int = 64,
     steps: int = 20,
+    guidance: float = 3.0,
     seed: int = 0,
+    noise_correlation: Annotated[float | None, typer.Option(
+        help="sample with this noise prior instead of the model's own, in [0, 1)")] = None,
 ) -> None:
     """Colour, shape, direction and smoothness of the base toy model's generations."""
     from .backbones.toy import ToyBackbone
     from .toyworld.evaluate import evaluate
 
     def act() -> None:
-        summary = evaluate(ToyBackbone.load(str(model) if model else None), prompts, steps, seed=seed, out=out)
+        toy = ToyBackbone.load(str(model) if model else None)
+        if noise_correlation is not None:
+            toy.noise_correlation = noise_correlation
+        summary = evaluate(toy, prompts, steps, guidance=guidance, seed=seed, out=out)
         typer.echo(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
 
     _run(act)

@@ -86,6 +86,7 @@ def evaluate(model: ToyBackbone, count: int = 64, steps: int = 20, guidance: flo
     directional = [r["direction_ok"] for r in rows if r["direction_ok"] is not None]
     summary = {
         "prompts": count, "steps": steps, "guidance": guidance, "seed": seed,
+        "noise_correlation": model.noise_correlation,
         "colour_accuracy": float(np.mean([r["colour_ok"] for r in rows])),
         "shape_accuracy": float(np.mean([r["shape_ok"] for r in rows])),
         "direction_accuracy": float(np.mean(directional)) if directional else None,

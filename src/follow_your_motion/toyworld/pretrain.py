@@ -50,7 +50,7 @@ class PretrainSettings:
     # one the model was trained on (steps 0-5000 of the shipped run had none).
     caption_dropout: float = 0.1
     # Warmup-stable-decay: constant lr, then linear decay to zero from `decay_start` to `steps`. None = no
-    # decay. A run extended past a finished decay re-warms from the decayed weights.
+    # decay. A run extended past a finished decay (larger --steps and --decay-start) goes on at the constant lr.
     decay_start: int | None = None
     # Where the trajectory is decided: logit-normal puts ~1% of samples above sigma 0.9, uniform + shift 3
     # about 25%; one-clip experiments (docs/toyworld.md) lose the path exactly there.
