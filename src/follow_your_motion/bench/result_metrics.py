@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..toyworld import render as sw
-from ..toyworld.metrics import MIN_STEP, transfer_metrics
+from ..toyworld.metrics import FILL_RATIO, MIN_STEP, guess_shape, transfer_metrics
 from .score import appearance_metrics, score_appearance, score_pair, score_tracks
 
 TRACKER = "klt"
@@ -23,9 +23,11 @@ GROUND_TRUTH_CONSTANTS = {
     "colour_tolerance": COLOUR_TOLERANCE, "min_pixels": MIN_PIXELS, "min_step_px": MIN_STEP,
     "pairing": "i-th reference object with the i-th colour word of the target prompt",
     "translation_invariant": True,
+    "shape_fill_ratio": FILL_RATIO,  # drawn shape = nearest fill ratio, median over frames (toyworld.metrics)
 }
 GROUND_TRUTH_METRICS = (
     "centred_error", "static_baseline_error", "displacement_cosine", "colour_leak", "target_found_frames",
+    "target_shape_ok",
 )
 _DEFINITIONS = ("motion_fidelity_det", "motion_fidelity_dmt")
 
@@ -33,6 +35,14 @@ _DEFINITIONS = ("motion_fidelity_det", "motion_fidelity_dmt")
 def colours_in(prompt: str) -> list[str]:
     """The colour words of a prompt, in order."""
     return [w for w in prompt.lower().replace(",", " ").split() if w in sw.COLOURS]
+
+
+def shapes_after_colours(prompt: str) -> list[str | None]:
+    """Per colour word of a prompt, the word after it if it is a shape the fill ratio can tell
+    (``toyworld.metrics.FILL_RATIO``), else None (e.g. "figure")."""
+    words = prompt.lower().replace(",", " ").split()
+    return [(words[i + 1] if i + 1 < len(words) and words[i + 1] in FILL_RATIO else None)
+            for i, w in enumerate(words) if w in sw.COLOURS]
 
 
 def _complete_fraction(tracks: dict) -> float | None:
@@ -136,9 +146,12 @@ def ground_truth_scores(scene: sw.SceneSpec, reference: np.ndarray, result: np.n
     objects = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of a track that is never found
-        for obj, colour in zip(scene.objects, targets, strict=False):
+        for obj, colour, shape in zip(scene.objects, targets, shapes_after_colours(prompt), strict=False):
             scores = transfer_metrics(reference, obj.colour, result, colour)
-            objects.append({"reference": obj.name, "reference_colour": obj.colour, "target_colour": colour, **scores})
+            drawn = guess_shape(result, colour)[0]
+            shape_ok = None if shape is None or drawn is None else drawn == shape
+            objects.append({"reference": obj.name, "reference_colour": obj.colour, "target_colour": colour, **scores,
+                            "target_shape": shape, "drawn_shape": drawn, "target_shape_ok": shape_ok})
     return {"objects": objects}
 
 
@@ -149,7 +162,8 @@ def _mean(values: list) -> float | None:
 
 def flat_ground_truth(gt: dict | None) -> dict:
     """The result's ground-truth metrics (``GROUND_TRUTH_METRICS``; None each without ground truth): means over
-    the reference objects, ``colour_leak`` if any object leaked, ``target_found_frames`` the least found."""
+    the reference objects, ``colour_leak`` if any object leaked, ``target_found_frames`` the least found,
+    ``target_shape_ok`` whether every object whose shape can be judged was drawn as the prompt names it."""
     if gt is None:
         return dict.fromkeys(GROUND_TRUTH_METRICS)
     objs = gt["objects"]
@@ -159,4 +173,6 @@ def flat_ground_truth(gt: dict | None) -> dict:
         "displacement_cosine": _mean([o["displacement_cosine"] for o in objs]),
         "colour_leak": any(o["reference_colour_leaked"] for o in objs),
         "target_found_frames": min(o["target_found_frames"] for o in objs),
+        "target_shape_ok": None if all(o["target_shape_ok"] is None for o in objs)
+        else all(o["target_shape_ok"] is not False for o in objs),
     }

@@ -18,10 +18,11 @@ Result JSON (``SCHEMA``; NaN is written as null)::
       text_similarity, text_similarity_x100,      only when the run was given --clip (text similarity and
       temporal_consistency_clip                   CLIP temporal consistency) / --dino (DINO temporal
       temporal_consistency_dino                   consistency): bench.score.score_appearance of the result
-      centred_error, static_baseline_error, displacement_cosine, colour_leak, target_found_frames
-                                                  ShapesWorld ground truth (toyworld.metrics), null otherwise;
+      centred_error, static_baseline_error, displacement_cosine, colour_leak, target_found_frames,
+      target_shape_ok                             ShapesWorld ground truth (toyworld.metrics), null otherwise;
                                                   means over the reference objects (colour_leak: any,
-                                                  target_found_frames: min)
+                                                  target_found_frames: min, target_shape_ok: all judged
+                                                  objects drawn as the prompt's shape by fill ratio)
       frames                                      frame count of the result
     ground_truth      null, or {"objects": [per object: reference, reference_colour, target_colour and the
                       toyworld.metrics.transfer_metrics fields]}

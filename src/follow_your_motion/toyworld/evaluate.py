@@ -19,9 +19,9 @@ from tqdm.auto import tqdm
 
 from ..backbones.toy import ToyBackbone
 from ..runs import atomic_write_text
+from .metrics import guess_shape
 from .render import COLOURS, LINE_PROGRAMS, SHAPES, segment_colour, track_colour
 
-FILL_RATIO = {"square": 1.0, "circle": 0.81, "triangle": 0.62}  # rendered: circle 0.76-0.89, triangle 0.58-0.67
 DIRECTIONS = {  # image coordinates: y grows downwards
     "left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1),
     "up-left": (-1, -1), "up-right": (1, -1), "down-left": (-1, 1), "down-right": (1, 1),
@@ -50,14 +50,7 @@ def eval_prompts(count: int = 64) -> list[tuple[str, str, str, str | None]]:
 def measure_clip(frames: np.ndarray, colour: str, shape: str, direction: str | None) -> dict:
     """The four checks of one generated clip."""
     areas = {name: segment_colour(frames, name).sum() for name in COLOURS}
-    mask = segment_colour(frames, colour)
-    fills = []
-    for frame_mask in mask:
-        ys, xs = np.nonzero(frame_mask)
-        if len(xs) >= 3:
-            fills.append(len(xs) / ((xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)))
-    fill = float(np.median(fills)) if fills else float("nan")
-    guessed = min(FILL_RATIO, key=lambda s: abs(FILL_RATIO[s] - fill)) if fills else None
+    guessed, fill = guess_shape(frames, colour)
     track = track_colour(frames, colour)
     found = ~np.isnan(track).any(1)
     jumps = np.linalg.norm(np.diff(track, axis=0), axis=1)

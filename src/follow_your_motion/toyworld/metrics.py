@@ -59,6 +59,23 @@ def transfer_metrics(
     }
 
 
+FILL_RATIO = {"square": 1.0, "circle": 0.81, "triangle": 0.62}  # rendered: circle 0.76-0.89, triangle 0.58-0.67
+
+
+def guess_shape(frames: np.ndarray, colour: str) -> tuple[str | None, float]:
+    """(shape, fill): the shape whose fill ratio (object pixels / bounding-box area, median over the frames
+    where the colour has >= 3 pixels) is nearest to the measured one; (None, NaN) if never found."""
+    fills = []
+    for frame_mask in segment_colour(frames, colour):
+        ys, xs = np.nonzero(frame_mask)
+        if len(xs) >= 3:
+            fills.append(len(xs) / ((xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)))
+    if not fills:
+        return None, float("nan")
+    fill = float(np.median(fills))
+    return min(FILL_RATIO, key=lambda s: abs(FILL_RATIO[s] - fill)), fill
+
+
 def size_track(frames: np.ndarray, colour: str, min_pixels: int = 3) -> np.ndarray:
     """(T,) linear size (square root of the pixel count) of `colour` per frame; NaN below `min_pixels`."""
     area = segment_colour(frames, colour).sum(axis=(1, 2)).astype(float)
