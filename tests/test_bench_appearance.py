@@ -222,3 +222,17 @@ def test_bench_run_records_appearance_metrics(tiny, tmp_path, monkeypatch):
 
     with pytest.raises(ValueError, match="scored with appearance metrics: text_similarity"):
         runner.run_suite(manifest, ["fym", "base"], out)
+
+
+def test_both_clip_metrics_share_one_pass_over_the_frames(tiny, monkeypatch):
+    clip = load_clip(tiny.clip)
+    frames = noise(5)
+    alone = (text_similarity(frames, PROMPT, clip).score, temporal_consistency_clip(frames, clip).score)
+    calls = []
+    original = type(clip).embed_images
+    monkeypatch.setattr(type(clip), "embed_images", lambda self, f: calls.append(len(f)) or original(self, f))
+    scored = score_appearance(frames, PROMPT, clip=tiny.clip)
+    assert calls == [5]
+    assert (scored["text_similarity"]["score"], scored["temporal_consistency_clip"]["score"]) == alone
+    one = score_appearance(noise(1), PROMPT, clip=tiny.clip, record_errors=True)  # too short for consistency only
+    assert one["text_similarity"] is not None and "at least 2" in one["temporal_consistency_clip_note"]

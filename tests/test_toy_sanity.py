@@ -9,7 +9,7 @@ from test_toy_pretrain import TINY_META
 from follow_your_motion.backbones.toy import ToyBackbone
 from follow_your_motion.toyworld.metrics import centred_error, relative_size_error, size_track
 from follow_your_motion.toyworld.render import ObjectSpec, SceneSpec, render, track_colour
-from follow_your_motion.toyworld.sanity import path_error, sanity_gate
+from follow_your_motion.toyworld.sanity import path_error, path_track, sanity_gate
 
 
 def _clip(program: str, size: float = 0.25) -> np.ndarray:
@@ -27,11 +27,16 @@ def test_relative_size_error_is_zero_for_the_same_growth_at_any_scale_and_large_
 
 def test_path_error_uses_size_for_grow_shrink_and_the_centred_track_otherwise() -> None:
     grow, orbit, still = _clip("grow-shrink"), _clip("orbit-cw"), _clip("static")
-    assert path_error("grow-shrink", grow, grow, "red", 32.0) == 0.0
-    assert path_error("grow-shrink", grow, still, "red", 32.0) == relative_size_error(
-        size_track(grow, "red"), size_track(still, "red"))
-    assert path_error("orbit-cw", orbit, still, "red", 32.0) == centred_error(
-        track_colour(orbit, "red"), track_colour(still, "red"), 32.0)
+
+    def error(program: str, reference: np.ndarray, generated: np.ndarray) -> float:
+        return path_error(program, path_track(program, reference, "red"), path_track(program, generated, "red"), 32.0)
+
+    assert np.array_equal(path_track("grow-shrink", grow, "red"), size_track(grow, "red"))
+    assert np.array_equal(path_track("orbit-cw", orbit, "red"), track_colour(orbit, "red"))
+    assert error("grow-shrink", grow, grow) == 0.0
+    assert error("grow-shrink", grow, still) == relative_size_error(size_track(grow, "red"), size_track(still, "red"))
+    assert error("orbit-cw", orbit, still) == centred_error(track_colour(orbit, "red"), track_colour(still, "red"),
+                                                            32.0)
 
 
 def test_gate_reports_the_motionless_baseline_of_its_program() -> None:

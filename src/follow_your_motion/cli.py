@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .config import RECIPES, GenerateSettings, TransferConfig, merge
+
+if TYPE_CHECKING:
+    from .backbones.toy import ToyBackbone
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Follow-Your-Motion: video motion transfer.")
 
@@ -219,6 +222,17 @@ def toyworld_pretrain(
 ToyModel = Annotated[Path | None, typer.Option("--model", "-m", help="toy model folder; default: the shipped one")]
 
 
+NoiseCorrelation = Annotated[float | None, typer.Option(
+    help="use this noise prior (share of the noise common to all frames, in [0, 1)) instead of the model's own")]
+
+
+def _with_noise_prior(toy: ToyBackbone, noise_correlation: float | None) -> ToyBackbone:
+    """`toy` with its noise prior replaced when one is given (ToyBackbone validates the value)."""
+    if noise_correlation is not None:
+        toy.noise_correlation = noise_correlation
+    return toy
+
+
 @toyworld.command("eval")
 def toyworld_eval(
     model: ToyModel = None,
@@ -227,17 +241,14 @@ def toyworld_eval(
     steps: int = 20,
     guidance: float = 3.0,
     seed: int = 0,
-    noise_correlation: Annotated[float | None, typer.Option(
-        help="sample with this noise prior instead of the model's own, in [0, 1)")] = None,
+    noise_correlation: NoiseCorrelation = None,
 ) -> None:
     """Colour, shape, direction and smoothness of the base toy model's generations."""
     from .backbones.toy import ToyBackbone
     from .toyworld.evaluate import evaluate
 
     def act() -> None:
-        toy = ToyBackbone.load(str(model) if model else None)
-        if noise_correlation is not None:
-            toy.noise_correlation = noise_correlation
+        toy = _with_noise_prior(ToyBackbone.load(str(model) if model else None), noise_correlation)
         summary = evaluate(toy, prompts, steps, guidance=guidance, seed=seed, out=out)
         typer.echo(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
 
@@ -250,8 +261,7 @@ def toyworld_sanity(
     model: ToyModel = None,
     steps: int = 500,
     fresh: Annotated[bool, typer.Option(help="start from random weights instead of the pretrained model")] = False,
-    noise_correlation: Annotated[float | None, typer.Option(
-        help="tune and sample with this noise prior instead of the model's own, in [0, 1)")] = None,
+    noise_correlation: NoiseCorrelation = None,
 ) -> None:
     """One-clip sanity gate: tune every weight on one clip and check its trajectory comes back."""
     from .backbones.toy import ToyBackbone
@@ -263,9 +273,7 @@ def toyworld_sanity(
 
         torch.manual_seed(0)  # a fresh model's initial weights
         toy = ToyBackbone.build(DEFAULT_META) if fresh else ToyBackbone.load(str(model) if model else None)
-        if noise_correlation is not None:
-            toy.noise_correlation = noise_correlation
-        typer.echo(json.dumps(sanity_gate(toy, program, steps=steps), indent=1))
+        typer.echo(json.dumps(sanity_gate(_with_noise_prior(toy, noise_correlation), program, steps=steps), indent=1))
 
     _run(act)
 

@@ -32,15 +32,19 @@ GROUND_TRUTH_METRICS = (
 _DEFINITIONS = ("motion_fidelity_det", "motion_fidelity_dmt")
 
 
+def _words(prompt: str) -> list[str]:
+    return prompt.lower().replace(",", " ").split()
+
+
 def colours_in(prompt: str) -> list[str]:
     """The colour words of a prompt, in order."""
-    return [w for w in prompt.lower().replace(",", " ").split() if w in sw.COLOURS]
+    return [w for w in _words(prompt) if w in sw.COLOURS]
 
 
 def shapes_after_colours(prompt: str) -> list[str | None]:
     """Per colour word of a prompt, the word after it if it is a shape the fill ratio can tell
     (``toyworld.metrics.FILL_RATIO``), else None (e.g. "figure")."""
-    words = prompt.lower().replace(",", " ").split()
+    words = _words(prompt)
     return [(words[i + 1] if i + 1 < len(words) and words[i + 1] in FILL_RATIO else None)
             for i, w in enumerate(words) if w in sw.COLOURS]
 

@@ -28,6 +28,7 @@ left out, so a table built from the JSON cannot silently mix in numbers from els
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -171,6 +172,7 @@ def score_appearance(frames: np.ndarray, prompt: str, clip: str | Path | None = 
     consistency of one frame), or with `record_errors` it gets None and the reason as its note."""
     from .metrics.appearance import (
         TEXT_SIMILARITY_SCALE,
+        check_frames,
         temporal_consistency_clip,
         temporal_consistency_dino,
         text_similarity,
@@ -179,15 +181,18 @@ def score_appearance(frames: np.ndarray, prompt: str, clip: str | Path | None = 
 
     encoders = {"clip": None if clip is None else load_clip(clip, device),
                 "dino": None if dino is None else load_dino(dino, device)}
+    # one CLIP pass over the frames for both CLIP metrics (not cached on failure, so each records its error)
+    clip_images = functools.cache(lambda: encoders["clip"].embed_images(check_frames(frames, 1)))
     compute = {
-        "text_similarity": lambda: text_similarity(frames, prompt, encoders["clip"]),
-        "temporal_consistency_clip": lambda: temporal_consistency_clip(frames, encoders["clip"]),
+        "text_similarity": lambda: text_similarity(frames, prompt, encoders["clip"], clip_images()),
+        "temporal_consistency_clip": lambda: temporal_consistency_clip(frames, encoders["clip"], clip_images()),
         "temporal_consistency_dino": lambda: temporal_consistency_dino(frames, encoders["dino"]),
     }
+    computable = appearance_metrics(clip, dino)
     scores: dict = {}
     for name, model in APPEARANCE_MODELS.items():
         scores[name], scores[f"{name}_note"] = None, NOT_COMPUTED.format(model=model.upper(), option=model)
-        if name not in appearance_metrics(clip, dino):
+        if name not in computable:
             continue
         try:
             result = compute[name]()

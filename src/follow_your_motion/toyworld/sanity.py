@@ -20,12 +20,17 @@ PASS_RATIO = 0.5  # pass: error below half of a motionless track's
 SCALE_PROGRAMS = ("grow-shrink",)  # the centroid stays put: the gate compares the object's size over time
 
 
-def path_error(program: str, reference: np.ndarray, generated: np.ndarray, colour: str, size: float) -> float:
-    """The gate's error of `generated` frames against `reference` frames: the centred trajectory error, or for
-    a program that only changes the object's size, the relative size error."""
+def path_track(program: str, frames: np.ndarray, colour: str) -> np.ndarray:
+    """What the gate follows of the `colour` object: its size per frame for a program that only changes the
+    size, else its centroid track."""
+    return size_track(frames, colour) if program in SCALE_PROGRAMS else track_colour(frames, colour)
+
+
+def path_error(program: str, reference: np.ndarray, generated: np.ndarray, size: float) -> float:
+    """The gate's error between two `path_track`s: relative size error or centred trajectory error."""
     if program in SCALE_PROGRAMS:
-        return relative_size_error(size_track(reference, colour), size_track(generated, colour))
-    return centred_error(track_colour(reference, colour), track_colour(generated, colour), size)
+        return relative_size_error(reference, generated)
+    return centred_error(reference, generated, size)
 
 
 def denoise_from(model: ToyBackbone, clip: torch.Tensor, caption: str, sigma: float, steps: int,
@@ -61,12 +66,12 @@ def sanity_gate(model: ToyBackbone, program: str, colour: str = "red", shape: st
         losses.append(loss.item())
     for p in params:
         p.requires_grad_(False)
-    reference = track_colour(clip.frames, colour)
+    reference = path_track(program, clip.frames, colour)
     size = float(max(clip.frames.shape[1:3]))
-    # the motionless clip: the object's first frame held still (same size, at the path's mean position)
+    # the motionless clip: the same object, static (its position does not matter: both errors are invariant to it)
     still = render(SceneSpec((ObjectSpec(shape, colour, "static"),), num_frames=len(clip.frames),
                              height=clip.frames.shape[1], width=clip.frames.shape[2]))
-    baseline = path_error(program, clip.frames, still.frames, colour, size)
+    baseline = path_error(program, reference, path_track(program, still.frames, colour), size)
     metric = "relative_size_error" if program in SCALE_PROGRAMS else "centred_error"
     result: dict = {"program": program, "steps": steps, "final_loss": float(np.mean(losses[-50:])),
                     "metric": metric, "static_baseline_error": baseline, "levels": {}}
@@ -74,10 +79,12 @@ def sanity_gate(model: ToyBackbone, program: str, colour: str = "red", shape: st
         errors, cosines = [], []
         for seed in range(seeds):
             frames = denoise_from(model, x0, caption, sigma, sample_steps, torch.Generator().manual_seed(seed))
-            errors.append(path_error(program, clip.frames, frames, colour, size))
-            cosines.append(displacement_cosine(reference, track_colour(frames, colour)))
+            generated = path_track(program, frames, colour)
+            errors.append(path_error(program, reference, generated, size))
+            if program not in SCALE_PROGRAMS:  # a scale program's centroid never moves: no direction to compare
+                cosines.append(displacement_cosine(reference, generated))
         result["levels"][str(sigma)] = {metric: float(np.nanmean(errors))}
-        if program not in SCALE_PROGRAMS:  # the centroid of a scale program never moves: no direction to compare
+        if cosines:
             result["levels"][str(sigma)]["displacement_cosine"] = float(np.nanmean(cosines))
     result["passed"] = bool(result["levels"][str(levels[-1])][metric] < PASS_RATIO * baseline)
     return result

@@ -93,9 +93,18 @@ def first_previous_cosines(embeddings: np.ndarray, count_first_frame: bool = Tru
     return per_frame if count_first_frame else per_frame[1:]
 
 
-def text_similarity(frames: np.ndarray, prompt: str, clip: ClipEncoder) -> AppearanceScore:
-    """Mean over frames of cos(CLIP image embedding, CLIP text embedding of `prompt`); raw cosine in [-1, 1]."""
-    image = clip.embed_images(check_frames(frames, 1))
+def _clip_images(frames: np.ndarray, clip: ClipEncoder, images: np.ndarray | None, min_frames: int) -> np.ndarray:
+    """The CLIP image embeddings of `frames`: `images` when the caller computed them already (both CLIP metrics
+    use the same ones), else one pass of the encoder."""
+    checked = check_frames(frames, min_frames)
+    return clip.embed_images(checked) if images is None else images
+
+
+def text_similarity(frames: np.ndarray, prompt: str, clip: ClipEncoder, images: np.ndarray | None = None
+                    ) -> AppearanceScore:
+    """Mean over frames of cos(CLIP image embedding, CLIP text embedding of `prompt`); raw cosine in [-1, 1].
+    `images`: the frames' CLIP image embeddings, if already computed."""
+    image = _clip_images(frames, clip, images, 1)
     text, tokens = clip.embed_text(prompt)
     constants = clip.constants | tokens | {
         "per_frame": "cos(image embedding, text embedding)", "frame_mean": "all frames",
@@ -104,10 +113,11 @@ def text_similarity(frames: np.ndarray, prompt: str, clip: ClipEncoder) -> Appea
     return _score(text_cosines(image, text), "clip_text_similarity", constants)
 
 
-def temporal_consistency_clip(frames: np.ndarray, clip: ClipEncoder) -> AppearanceScore:
-    """Mean cosine of the CLIP image embeddings of consecutive frames."""
+def temporal_consistency_clip(frames: np.ndarray, clip: ClipEncoder, images: np.ndarray | None = None
+                              ) -> AppearanceScore:
+    """Mean cosine of the CLIP image embeddings of consecutive frames (`images`, if already computed)."""
     constants = clip.constants | {"per_pair": "cos(e_t, e_t+1), t = 0 .. T-2"}
-    per_pair = consecutive_cosines(clip.embed_images(check_frames(frames, 2)))
+    per_pair = consecutive_cosines(_clip_images(frames, clip, images, 2))
     return _score(per_pair, "clip_consecutive_frames", constants)
 
 
