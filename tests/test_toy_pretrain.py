@@ -11,7 +11,15 @@ import torch
 from safetensors.torch import load_file
 
 from follow_your_motion.backbones.toy import ToyBackbone
-from follow_your_motion.toyworld.pretrain import DEFAULT_META, PretrainSettings, batch, learning_rate, pretrain
+from follow_your_motion.toyworld.pretrain import (
+    DEFAULT_META,
+    PretrainSettings,
+    batch,
+    export_model,
+    initialise_from,
+    learning_rate,
+    pretrain,
+)
 
 TINY_META = copy.deepcopy(DEFAULT_META)
 TINY_META["transformer"] |= {"num_attention_heads": 2, "attention_head_dim": 12, "ffn_dim": 32, "num_layers": 1,
@@ -98,3 +106,84 @@ def test_a_run_keeps_the_model_config_it_started_with(tmp_path: Path) -> None:
     pretrain(tmp_path, PretrainSettings(steps=2, batch_size=1))  # resumes with the stored config
     with pytest.raises(ValueError, match="differs in: noise_correlation"):
         pretrain(tmp_path, PretrainSettings(steps=3, batch_size=1), TINY_META | {"noise_correlation": 0.5})
+
+
+def test_coordinate_channels_hold_each_pixels_column_and_row() -> None:
+    latents = torch.zeros(2, 3, 4, 5, 7)
+    grid = ToyBackbone.coordinates(latents)
+    assert grid.shape == (2, 2, 4, 5, 7)
+    assert torch.equal(grid[1, 0, 3, 2], torch.linspace(-1, 1, 7))  # x: the column, whatever the row or frame
+    assert torch.equal(grid[0, 1, 0, :, 6], torch.linspace(-1, 1, 5))  # y: the row
+    assert torch.equal(grid[:, :, 0], grid[:, :, 3])
+
+
+def test_the_transformer_sees_rgb_then_time_then_x_and_y() -> None:
+    model = ToyBackbone.build(TINY_META)
+    assert model.transformer.config.in_channels == 6 and model.coordinate_channels
+    seen = []
+    model.transformer.patch_embedding.register_forward_hook(lambda module, args, output: seen.append(args[0]))
+    x = torch.randn(1, 3, 5, 16, 16)
+    with torch.no_grad():
+        model.predict(x, torch.tensor([500.0]), model.encode_prompt("a red circle"))
+    (inputs,) = seen
+    assert torch.equal(inputs[:, :3], x)
+    assert torch.equal(inputs[:, 3:4], model.time_channel(x, None))
+    assert torch.equal(inputs[:, 4:], ToyBackbone.coordinates(x))
+
+
+def _donor(folder: Path) -> Path:
+    """A tiny trained-looking toy model without coordinate channels, exported as pretraining would."""
+    meta = copy.deepcopy(TINY_META) | {"coordinate_channels": False}
+    meta["transformer"]["in_channels"] = 4
+    torch.manual_seed(5)
+    donor = ToyBackbone.build(meta)
+    export_model(donor, meta, folder, {"steps": 7, "seconds": 3})
+    return folder
+
+
+def test_init_copies_a_donor_and_new_input_channels_start_at_zero(tmp_path: Path) -> None:
+    donor_dir = _donor(tmp_path / "donor")
+    donor = ToyBackbone.load(str(donor_dir))
+    torch.manual_seed(0)
+    model = ToyBackbone.build(TINY_META)
+    assert initialise_from(model, donor_dir) == {"model": str(donor_dir), "steps": 7, "seconds": 3}
+    grown = model.transformer.patch_embedding.weight
+    assert torch.equal(grown[:, :4], donor.transformer.patch_embedding.weight)
+    assert torch.equal(grown[:, 4:], torch.zeros_like(grown[:, 4:]))
+    x, t = torch.randn(1, 3, 5, 16, 16), torch.tensor([300.0])
+    with torch.no_grad():
+        same = model.predict(x, t, model.encode_prompt("a red circle moves left"))
+        reference = donor.predict(x, t, donor.encode_prompt("a red circle moves left"))
+    assert (same - reference).abs().max() < 1e-5  # zero weights: the coordinates change nothing yet
+
+
+def test_init_refuses_a_donor_that_does_not_fit(tmp_path: Path) -> None:
+    meta = copy.deepcopy(TINY_META)
+    meta["transformer"]["ffn_dim"] = 48
+    export_model(ToyBackbone.build(meta), meta, tmp_path / "wide", {"steps": 1})
+    with pytest.raises(ValueError, match=r"ffn.*does not fit"):
+        initialise_from(ToyBackbone.build(TINY_META), tmp_path / "wide")
+
+
+def test_a_run_started_from_a_donor_records_it_and_resumes_without_it(tmp_path: Path) -> None:
+    donor_dir = _donor(tmp_path / "donor")
+    out = tmp_path / "run"
+    pretrain(out, PretrainSettings(steps=1, batch_size=1), TINY_META, init=donor_dir)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["init"] == {"model": str(donor_dir), "steps": 7, "seconds": 3}
+    assert json.loads((out / "model/config.json").read_text())["init"]["steps"] == 7
+    pretrain(out, PretrainSettings(steps=2, batch_size=1))  # resumes: the donor is not read again
+    assert [json.loads(line)["event"] for line in (out / "log.jsonl").read_text().splitlines()].count("init") == 1
+
+
+def test_cli_init_from_a_missing_model_fails_clearly_and_writes_nothing(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from follow_your_motion.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["toyworld", "pretrain", "--out", str(out), "--steps", "1",
+                                      "--init", str(tmp_path / "missing")])
+    assert result.exit_code != 0
+    assert "missing" in result.output and "cannot be loaded" in result.output
+    assert not (out / "meta.json").exists() and not (out / "checkpoints").exists()

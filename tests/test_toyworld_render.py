@@ -323,3 +323,19 @@ def test_unknown_name_error_lists_valid_names() -> None:
     with pytest.raises(ValueError) as err:
         render(_single("moonwalk"))
     assert all(name in str(err.value) for name in OBJECT_PROGRAMS)
+
+
+def test_anchor_spread_zero_centres_every_path_and_narrows_placements() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        scene = random_scene(rng, "single", PRETRAIN_PROGRAMS, anchor_spread=0.0)
+        (obj,) = scene.objects
+        assert obj.anchor == (0.5, 0.5)
+        track = render(scene).tracks[f"{obj.colour} {obj.shape}"].centroid
+        middle = (track.min(0) + track.max(0)) / 2  # the path's extent is centred in the 32x32 frame
+        assert np.abs(middle - 15.5).max() <= 1.0
+    anchors = np.array([o.anchor for _ in range(50)
+                        for o in random_scene(rng, "multi", PRETRAIN_PROGRAMS, anchor_spread=0.2).objects])
+    assert anchors.min() >= 0.4 and anchors.max() <= 0.6 and anchors.std() > 0.02
+    with pytest.raises(ValueError, match="anchor_spread"):
+        random_scene(rng, "single", anchor_spread=1.5)

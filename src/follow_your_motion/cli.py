@@ -201,8 +201,12 @@ def toyworld_pretrain(
     lr: float = 4e-4,
     decay_start: Annotated[int | None, typer.Option(help="step where lr starts its linear decay to 0")] = None,
     caption_dropout: Annotated[float, typer.Option(help="share of empty captions (for guidance)")] = 0.1,
+    anchor_spread: Annotated[float, typer.Option(
+        help="paths start from the middle share of where they fit (1 = anywhere, 0 = centred)")] = 1.0,
     noise_correlation: Annotated[float | None, typer.Option(
         help="new run: noise shared across frames, in [0, 1) (toy model's noise prior); default 0")] = None,
+    init: Annotated[Path | None, typer.Option(
+        help="new run: start from this toy model folder's weights (input channels it lacks start at zero)")] = None,
     checkpoint_every: int = 250,
     seed: int = 0,
     threads: Annotated[int, typer.Option(help="torch threads; 0 = default")] = 0,
@@ -214,9 +218,9 @@ def toyworld_pretrain(
         _fail(ValueError(f"--decay-start {decay_start} must lie in [0, --steps {steps})"))
     settings = PretrainSettings(steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
                                 seed=seed, threads=threads, decay_start=decay_start,
-                                caption_dropout=caption_dropout)
+                                caption_dropout=caption_dropout, anchor_spread=anchor_spread)
     meta = None if noise_correlation is None else DEFAULT_META | {"noise_correlation": noise_correlation}
-    _run(lambda: typer.echo(pretrain(out, settings, meta)))
+    _run(lambda: typer.echo(pretrain(out, settings, meta, init=init)))
 
 
 ToyModel = Annotated[Path | None, typer.Option("--model", "-m", help="toy model folder; default: the shipped one")]

@@ -75,7 +75,8 @@ class ToyBackbone(WanBackbone):
     name = "toy"
 
     def __init__(self, transformer: WanTransformer3DModel, text_encoder: ToyTextEncoder, sampler: dict,
-                 time_span: int = 0, noise_correlation: float = 0.0, device: str | torch.device = "cpu") -> None:
+                 time_span: int = 0, noise_correlation: float = 0.0, coordinate_channels: bool = False,
+                 device: str | torch.device = "cpu") -> None:
         scheduler = FlowMatchEulerDiscreteScheduler(shift=sampler.get("shift", 1.0))
         pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=transformer, scheduler=scheduler)
         super().__init__(pipe, device=device, text_length=text_encoder.max_words)
@@ -83,6 +84,7 @@ class ToyBackbone(WanBackbone):
         self.sampler = sampler
         self.flow_shift = float(sampler.get("shift", 1.0))
         self.time_span = time_span  # frames over which the time channel spans [-1, 1]; 0 = no time channel
+        self.coordinate_channels = coordinate_channels  # two input channels holding each pixel's x and y
         self.noise_correlation = noise_correlation
         self.geometry = VideoGeometry(temporal_stride=1, spatial_stride=1, patch=tuple(transformer.config.patch_size))
 
@@ -108,7 +110,7 @@ class ToyBackbone(WanBackbone):
         """A randomly initialised toy model from its config (what pretraining starts from)."""
         text = ToyTextEncoder(meta["vocabulary"], **meta.get("text", {}))
         return cls(toy_transformer(meta["transformer"]), text, meta.get("sampler", {}), meta.get("time_span", 0),
-                   meta.get("noise_correlation", 0.0))
+                   meta.get("noise_correlation", 0.0), meta.get("coordinate_channels", False))
 
     def to_device(self, device: str) -> ToyBackbone:
         self.device = torch.device(device)
@@ -127,6 +129,20 @@ class ToyBackbone(WanBackbone):
         positions = torch.arange(f, dtype=torch.float64) if frame_positions is None else frame_positions
         value = (2 * positions / (self.time_span - 1) - 1).to(latents)
         return value.view(1, 1, f, 1, 1).expand(b, 1, f, h, w)
+
+    @staticmethod
+    def coordinates(latents: torch.Tensor) -> torch.Tensor:
+        """Two input channels holding each pixel's column and row, scaled to [-1, 1] (B, 2, T, H, W).
+
+        RoPE tells attention only how far apart two pixels are, never where a pixel is, so without them a
+        small model must work out from the noise alone where each frame's object sits relative to the others.
+        With absolute positions and absolute time, "moves right" becomes a fact about each frame (further
+        right as t grows) that the model can learn like a colour (docs/toyworld.md)."""
+        b, _, f, h, w = latents.shape
+        ys = torch.linspace(-1, 1, h, dtype=latents.dtype, device=latents.device)
+        xs = torch.linspace(-1, 1, w, dtype=latents.dtype, device=latents.device)
+        grid = torch.stack([xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)])
+        return grid.view(1, 2, 1, h, w).expand(b, 2, f, h, w)
 
     @property
     def noise_correlation(self) -> float:
@@ -152,8 +168,11 @@ class ToyBackbone(WanBackbone):
 
     def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
                 frame_positions: torch.Tensor | None = None) -> torch.Tensor:
-        if self.time_span:
-            latents = torch.cat([latents, self.time_channel(latents, frame_positions)], dim=1)
+        extra = [self.time_channel(latents, frame_positions)] if self.time_span else []
+        if self.coordinate_channels:
+            extra.append(self.coordinates(latents))
+        if extra:
+            latents = torch.cat([latents, *extra], dim=1)
         return super().predict(latents, timesteps, text, frame_positions)
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:

@@ -24,13 +24,14 @@ from . import render
 
 DEFAULT_META = {
     "transformer": {
-        "patch_size": [1, 4, 4], "num_attention_heads": 4, "attention_head_dim": 32, "in_channels": 4,
+        "patch_size": [1, 4, 4], "num_attention_heads": 4, "attention_head_dim": 32, "in_channels": 6,
         "out_channels": 3, "text_dim": 64, "freq_dim": 64, "ffn_dim": 512, "num_layers": 4,
         "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "rope_max_seq_len": 64,
     },
     "text": {"dim": 64, "layers": 1, "max_words": 16},
     "sampler": {"shift": 3.0},
-    "time_span": 9,  # RGB + one time channel (see ToyBackbone.time_channel)
+    "time_span": 9,  # RGB + one time channel (see ToyBackbone.time_channel) ...
+    "coordinate_channels": True,  # ... + x and y channels (ToyBackbone.coordinates)
     "video": {"frames": 9, "height": 32, "width": 32},
     "vocabulary": list(render.VOCABULARY),
 }
@@ -52,6 +53,10 @@ class PretrainSettings:
     # Warmup-stable-decay: constant lr, then linear decay to zero from `decay_start` to `steps`. None = no
     # decay. A run extended past a finished decay (larger --steps and --decay-start) goes on at the constant lr.
     decay_start: int | None = None
+    # Curriculum on where paths lie: anchors from the middle `anchor_spread` of their range (render.random_scene).
+    # With the model's x/y channels a centred path is one fixed picture per caption and frame, which a small
+    # model can learn sooner than the same path anywhere in the frame (docs/toyworld.md).
+    anchor_spread: float = 1.0
     # Where the trajectory is decided: logit-normal puts ~1% of samples above sigma 0.9, uniform + shift 3
     # about 25%; one-clip experiments (docs/toyworld.md) lose the path exactly there.
     timestep_weighting: str = "uniform"
@@ -70,7 +75,7 @@ def batch(step: int, size: int, meta: dict, settings: PretrainSettings) -> tuple
     for _ in range(size):
         category = rng.choice(categories, p=weights)
         scene = render.random_scene(rng, category, render.PRETRAIN_PROGRAMS, video["frames"], video["height"],
-                                    video["width"])
+                                    video["width"], settings.anchor_spread)
         clips.append(render.render(scene).frames)
         text = render.caption(scene, with_motion=bool(rng.random() < settings.motion_caption_rate))
         captions.append("" if rng.random() < settings.caption_dropout else text)
@@ -113,6 +118,29 @@ def export_model(model: ToyBackbone, meta: dict, folder: Path, info: dict) -> No
     atomic_write_text(folder / "config.json", json.dumps(meta | {"training": info}, indent=1))
 
 
+def initialise_from(model: ToyBackbone, source: Path) -> dict:
+    """Copy a trained toy model's weights into `model` (a new run's start); the input channels the donor lacks
+    (new conditioning channels) start at zero, so the start behaves exactly like the donor. Returns what
+    meta.json records of the donor."""
+    donor = ToyBackbone.load(str(source))
+    if donor.text_encoder.vocabulary != model.text_encoder.vocabulary:
+        raise ValueError(f"{source}: its vocabulary differs from the new run's; it cannot initialise it")
+    for target, given in ((model.transformer, donor.transformer), (model.text_encoder, donor.text_encoder)):
+        state = target.state_dict()
+        for name, tensor in given.state_dict().items():
+            into = state.get(name)
+            grows_inputs = (into is not None and name == "patch_embedding.weight" and into.dim() == tensor.dim()
+                            and into.shape[0] == tensor.shape[0] and into.shape[2:] == tensor.shape[2:]
+                            and into.shape[1] > tensor.shape[1])
+            if into is None or (into.shape != tensor.shape and not grows_inputs):
+                raise ValueError(f"{source}: weight {name} {tuple(tensor.shape)} does not fit the new run's model "
+                                 f"({None if into is None else tuple(into.shape)})")
+            with torch.no_grad():
+                into.zero_()[:, : tensor.shape[1]].copy_(tensor) if grows_inputs else into.copy_(tensor)
+    training = json.loads((source / "config.json").read_text()).get("training", {})
+    return {"model": str(source), "steps": training.get("steps"), "seconds": training.get("seconds")}
+
+
 def run_meta(out: Path, meta: dict | None) -> dict:
     """The model config of the run in `out`: fixed by its first start (`meta`, default DEFAULT_META) and kept in
     out/meta.json, so a resume rebuilds the same model; a different `meta` for an existing run is refused."""
@@ -130,19 +158,28 @@ def run_meta(out: Path, meta: dict | None) -> dict:
     return meta
 
 
-def pretrain(out: Path, settings: PretrainSettings, meta: dict | None = None, stop_after: int | None = None) -> Path:
-    """Train (or resume) in `out`; writes checkpoints/ and the EMA model to `out/model`."""
+def pretrain(out: Path, settings: PretrainSettings, meta: dict | None = None, stop_after: int | None = None,
+             init: Path | None = None) -> Path:
+    """Train (or resume) in `out`; writes checkpoints/ and the EMA model to `out/model`. A new run starts from
+    random weights, or from the toy model folder `init` (recorded in meta.json as "init")."""
     if settings.threads:
         torch.set_num_threads(settings.threads)
     run = RunDir(out)
-    meta = run_meta(Path(out), meta)
+    found = run.checkpoints("pretrain")
     torch.manual_seed(settings.seed)
-    model = ToyBackbone.build(meta)
+    if init is not None and not found:
+        fresh = meta or DEFAULT_META
+        model = ToyBackbone.build(fresh)
+        meta = run_meta(Path(out), fresh | {"init": initialise_from(model, Path(init))})
+        run.log("init", **meta["init"])
+    else:
+        meta = run_meta(Path(out), meta)
+        model = ToyBackbone.build(meta)
     params = trainable(model)
     ema = copy.deepcopy(model)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     start, seconds = 0, 0.0
-    if found := run.checkpoints("pretrain"):
+    if found:
         state = torch.load(found[-1][1] / "state.pt", map_location="cpu", weights_only=True)
         model.transformer.load_state_dict(state["transformer"])
         model.text_encoder.load_state_dict(state["text"])

@@ -300,14 +300,21 @@ def random_scene(
     num_frames: int = 9,
     height: int = 32,
     width: int = 32,
+    anchor_spread: float = 1.0,
 ) -> SceneSpec:
     """Sample a scene of a category. single/multi draw object programs from ``programs``; camera scenes hold
     one static object over the textured background; human scenes use ``programs`` ∩ HUMAN_PROGRAMS, or all
-    HUMAN_PROGRAMS when that is empty."""
+    HUMAN_PROGRAMS when that is empty. Anchors are drawn from the middle ``anchor_spread`` of [0, 1] on each
+    axis: 1 places a path anywhere it fits, 0 centres every path in the frame."""
     _check("category", category, CATEGORIES)
+    if not 0.0 <= anchor_spread <= 1.0:
+        raise ValueError(f"anchor_spread must lie in [0, 1], got {anchor_spread}")
     for p in programs:
         _check("program", p, PRETRAIN_PROGRAMS + HELDOUT_PROGRAMS + HUMAN_PROGRAMS)
     colours = list(COLOURS)
+
+    def spread(u: float) -> float:  # spread 1 keeps u itself, bit for bit, so earlier runs' batches do not change
+        return u if anchor_spread == 1.0 else 0.5 + anchor_spread * (u - 0.5)
 
     def obj(colour: str, program: str, shape: str | None = None, size: tuple = (0.2, 0.3)) -> ObjectSpec:
         return ObjectSpec(
@@ -315,7 +322,7 @@ def random_scene(
             colour=colour,
             program=program,
             size=float(rng.uniform(*size)),
-            anchor=(float(rng.uniform()), float(rng.uniform())),
+            anchor=tuple(float(spread(u)) for u in rng.uniform(size=2)),
             phase=float(rng.uniform()),
         )
 
