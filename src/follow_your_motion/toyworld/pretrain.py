@@ -1,4 +1,5 @@
-"""Pretraining of the ShapesWorld toy text-to-video model from scratch, on rendered clips streamed forever.
+"""Pretraining of the ShapesWorld toy text-to-video model, from scratch or from an earlier toy model's weights,
+on rendered clips streamed forever.
 
 Captions describe appearance and, for the straight-line and static programs only, coarse motion; half
 of them omit the motion words, because transfer prompts name only the appearance. Every step's batch is
@@ -136,7 +137,10 @@ def initialise_from(model: ToyBackbone, source: Path) -> dict:
                 raise ValueError(f"{source}: weight {name} {tuple(tensor.shape)} does not fit the new run's model "
                                  f"({None if into is None else tuple(into.shape)})")
             with torch.no_grad():
-                into.zero_()[:, : tensor.shape[1]].copy_(tensor) if grows_inputs else into.copy_(tensor)
+                if grows_inputs:
+                    into.zero_()[:, : tensor.shape[1]].copy_(tensor)
+                else:
+                    into.copy_(tensor)
     training = json.loads((source / "config.json").read_text()).get("training", {})
     return {"model": str(source), "steps": training.get("steps"), "seconds": training.get("seconds")}
 
