@@ -1,4 +1,5 @@
-"""Toy-model pretraining: the learning-rate schedule, caption dropout, and bit-exact resume."""
+"""Toy-model pretraining: the learning-rate schedule, caption dropout, bit-exact resume, loader workers and
+model size."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from follow_your_motion.toyworld.pretrain import (
     export_model,
     initialise_from,
     learning_rate,
+    new_run_meta,
     pretrain,
 )
 
@@ -187,3 +189,46 @@ def test_cli_init_from_a_missing_model_fails_clearly_and_writes_nothing(tmp_path
     assert result.exit_code != 0
     assert "missing" in result.output and "cannot be loaded" in result.output
     assert not (out / "meta.json").exists() and not (out / "checkpoints").exists()
+
+
+def test_loader_workers_render_the_same_batches_so_the_run_is_bit_identical(tmp_path: Path) -> None:
+    base = dict(steps=4, batch_size=2, warmup=2, checkpoint_every=4)
+    inline = pretrain(tmp_path / "inline", PretrainSettings(**base), TINY_META)
+    ahead = pretrain(tmp_path / "ahead", PretrainSettings(**base, workers=2), TINY_META)
+    a, b = load_file(str(inline / "model.safetensors")), load_file(str(ahead / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    losses = [[json.loads(line).get("loss") for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+              for run in ("inline", "ahead")]
+    assert losses[0] == losses[1] and None not in losses[0]
+
+
+def test_new_run_meta_sets_depth_and_width_and_leaves_the_default_alone() -> None:
+    assert new_run_meta() is None  # nothing chosen: a resume keeps the stored config
+    before = copy.deepcopy(DEFAULT_META)
+    meta = new_run_meta(layers=6, heads=6)
+    assert meta["transformer"]["num_layers"] == 6
+    assert meta["transformer"]["num_attention_heads"] == 6 and meta["transformer"]["attention_head_dim"] == 32
+    assert meta["transformer"]["ffn_dim"] == 4 * 6 * 32
+    unchanged = [k for k in before if k != "transformer"]
+    assert {k: meta[k] for k in unchanged} == {k: before[k] for k in unchanged} and meta.keys() == before.keys()
+    assert new_run_meta(noise_correlation=0.5) == before | {"noise_correlation": 0.5}
+    assert before == DEFAULT_META  # not mutated
+
+
+def test_cli_builds_the_chosen_size_and_refuses_zero_layers(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from follow_your_motion.cli import app
+
+    runner = CliRunner()
+    refused = runner.invoke(app, ["toyworld", "pretrain", "--out", str(tmp_path / "zero"), "--layers", "0"])
+    assert refused.exit_code != 0 and not (tmp_path / "zero").exists()
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["toyworld", "pretrain", "--out", str(out), "--steps", "1", "--batch-size", "1",
+                                 "--layers", "2", "--heads", "2"])
+    assert result.exit_code == 0, result.output
+    model = ToyBackbone.load(str(out / "model"))
+    assert len(model.transformer.blocks) == 2
+    assert model.transformer.config.num_attention_heads * model.transformer.config.attention_head_dim == 64
+    training = json.loads((out / "model/config.json").read_text())["training"]
+    assert training["settings"]["device"] == "cpu" and training["hardware"].startswith("CPU")

@@ -207,19 +207,26 @@ def toyworld_pretrain(
         help="new run: noise shared across frames, in [0, 1) (toy model's noise prior); default 0")] = None,
     init: Annotated[Path | None, typer.Option(
         help="new run: start from this toy model folder's weights (input channels it lacks start at zero)")] = None,
+    layers: Annotated[int | None, typer.Option(min=1, help="new run: transformer blocks (default 4)")] = None,
+    heads: Annotated[int | None, typer.Option(min=1,
+        help="new run: attention heads of 32 channels, setting the width (default 4)")] = None,
     checkpoint_every: int = 250,
     seed: int = 0,
     threads: Annotated[int, typer.Option(help="torch threads; 0 = default")] = 0,
+    device: Device = "cpu",
+    workers: Annotated[int, typer.Option(
+        min=0, help="processes rendering batches ahead (the same batches for any number)")] = 0,
 ) -> None:
     """Pretrain (or resume) the toy text-to-video model; the EMA weights are written to <out>/model."""
-    from .toyworld.pretrain import DEFAULT_META, PretrainSettings, pretrain
+    from .toyworld.pretrain import PretrainSettings, new_run_meta, pretrain
 
     if decay_start is not None and not 0 <= decay_start < steps:
         _fail(ValueError(f"--decay-start {decay_start} must lie in [0, --steps {steps})"))
     settings = PretrainSettings(steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
                                 seed=seed, threads=threads, decay_start=decay_start,
-                                caption_dropout=caption_dropout, anchor_spread=anchor_spread)
-    meta = None if noise_correlation is None else DEFAULT_META | {"noise_correlation": noise_correlation}
+                                caption_dropout=caption_dropout, anchor_spread=anchor_spread, device=device,
+                                workers=workers)
+    meta = new_run_meta(noise_correlation, layers, heads)
     _run(lambda: typer.echo(pretrain(out, settings, meta, init=init)))
 
 
@@ -266,6 +273,7 @@ def toyworld_sanity(
     steps: int = 500,
     fresh: Annotated[bool, typer.Option(help="start from random weights instead of the pretrained model")] = False,
     noise_correlation: NoiseCorrelation = None,
+    device: Device = "cpu",
 ) -> None:
     """One-clip sanity gate: tune every weight on one clip and check its trajectory comes back."""
     from .backbones.toy import ToyBackbone
@@ -277,6 +285,7 @@ def toyworld_sanity(
 
         torch.manual_seed(0)  # a fresh model's initial weights
         toy = ToyBackbone.build(DEFAULT_META) if fresh else ToyBackbone.load(str(model) if model else None)
+        toy.to_device(device)
         typer.echo(json.dumps(sanity_gate(_with_noise_prior(toy, noise_correlation), program, steps=steps), indent=1))
 
     _run(act)

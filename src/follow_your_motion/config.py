@@ -151,7 +151,7 @@ RECIPES: dict[str, dict] = {
         "video": {"frames": 9, "height": 32, "width": 32},
         "heads": {"num_queries": 256},
         "spatial": {"rank": 8, "steps": 100, "lr": 1e-3, "checkpoint_every": 50},
-        "motion": {"rank": 8, "steps": 300, "lr": 1e-3, "keep_frames": 5, "checkpoint_every": 100},
+        "motion": {"rank": 8, "steps": 600, "lr": 1e-3, "keep_frames": 5, "checkpoint_every": 100},
         "generate": {"steps": 20, "guidance": 3.0},
     },
 }

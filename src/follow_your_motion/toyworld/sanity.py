@@ -37,12 +37,12 @@ def denoise_from(model: ToyBackbone, clip: torch.Tensor, caption: str, sigma: fl
                  generator: torch.Generator) -> np.ndarray:
     """Euler-integrate the flow from the clip noised to `sigma` down to 0; uint8 frames (T, H, W, 3)."""
     text = model.encode_prompt(caption)
-    x = (1 - sigma) * clip + sigma * model.draw_noise(clip.shape, generator)
+    x = (1 - sigma) * clip + sigma * model.draw_noise(clip.shape, generator).to(clip.device)
     levels = np.linspace(sigma, 0.0, steps + 1)
     with torch.no_grad():
         for a, b in zip(levels[:-1], levels[1:], strict=True):
             x = x + (b - a) * model.predict(x, torch.tensor([a * model.num_train_timesteps]), text)
-    return ((x[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    return ((x[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
 
 
 def sanity_gate(model: ToyBackbone, program: str, colour: str = "red", shape: str = "circle", steps: int = 500,
@@ -50,7 +50,7 @@ def sanity_gate(model: ToyBackbone, program: str, colour: str = "red", shape: st
                 levels: tuple[float, ...] = (0.5, 0.9, 1.0)) -> dict:
     """Tune all weights on one clip of `program`, then score generations from each noise level."""
     clip = render(SceneSpec((ObjectSpec(shape, colour, program),)))
-    x0 = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    x0 = (torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1).to(model.device)
     caption = f"a {colour} {shape}"
     params = trainable(model)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
