@@ -258,7 +258,7 @@ def pretrain(out: Path, settings: PretrainSettings, meta: dict | None = None, st
         decay = min(settings.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(averaged, params, 1 - decay)  # one fused update: per-tensor launches cost on a GPU
-        now = time.perf_counter()  # the step's wall time, waiting for its batch included
+        now = time.perf_counter()  # wall time since the last step: the wait for its batch and any checkpoint included
         seconds, tick = seconds + now - tick, now
         done = step + 1
         value = loss.item()
