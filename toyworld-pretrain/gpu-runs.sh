@@ -45,7 +45,7 @@ for name in "${!options[@]}"; do
 done
 wait
 for name in "${!options[@]}"; do
-  echo "$name: $(tail -c 200 "$work/$name.txt" | tr '\r' '\n' | tail -2)"
+  [ -f "$work/$name.txt" ] && echo "$name: $(tail -c 200 "$work/$name.txt" | tr '\r' '\n' | tail -2)"
   tar -czf "$results/$name.tar.gz" -C "$work/$name" model log.jsonl meta.json
 done
 echo "total $(( $(date +%s) - began ))s"

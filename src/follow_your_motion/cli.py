@@ -207,9 +207,9 @@ def toyworld_pretrain(
         help="new run: noise shared across frames, in [0, 1) (toy model's noise prior); default 0")] = None,
     init: Annotated[Path | None, typer.Option(
         help="new run: start from this toy model folder's weights (input channels it lacks start at zero)")] = None,
-    layers: Annotated[int | None, typer.Option(min=1, help="new run: transformer blocks (default 4)")] = None,
+    layers: Annotated[int | None, typer.Option(min=1, help="new run: transformer blocks (default 6)")] = None,
     heads: Annotated[int | None, typer.Option(min=1,
-        help="new run: attention heads of 32 channels, setting the width (default 4)")] = None,
+        help="new run: attention heads of 32 channels, setting the width (default 6)")] = None,
     checkpoint_every: int = 250,
     seed: int = 0,
     threads: Annotated[int, typer.Option(help="torch threads; 0 = default")] = 0,

@@ -25,8 +25,8 @@ from . import render
 
 DEFAULT_META = {
     "transformer": {
-        "patch_size": [1, 4, 4], "num_attention_heads": 4, "attention_head_dim": 32, "in_channels": 6,
-        "out_channels": 3, "text_dim": 64, "freq_dim": 64, "ffn_dim": 512, "num_layers": 4,
+        "patch_size": [1, 4, 4], "num_attention_heads": 6, "attention_head_dim": 32, "in_channels": 6,
+        "out_channels": 3, "text_dim": 64, "freq_dim": 64, "ffn_dim": 768, "num_layers": 6,
         "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "rope_max_seq_len": 64,
     },
     "text": {"dim": 64, "layers": 1, "max_words": 16},
@@ -137,9 +137,14 @@ def flow_loss(model: ToyBackbone, clips: torch.Tensor, captions: list[str], gene
     return torch.nn.functional.mse_loss(model.predict(noisy, timesteps, text), target)
 
 
+def weights(model: ToyBackbone) -> list[torch.nn.Parameter]:
+    """Every weight of the toy model, transformer then text encoder: one order for the optimizer and the EMA."""
+    return list(model.transformer.parameters()) + list(model.text_encoder.parameters())
+
+
 def trainable(model: ToyBackbone) -> list[torch.nn.Parameter]:
     """Every weight of the toy model, made trainable."""
-    params = list(model.transformer.parameters()) + list(model.text_encoder.parameters())
+    params = weights(model)
     for p in params:
         p.requires_grad_(True)
     return params
@@ -224,7 +229,7 @@ def pretrain(out: Path, settings: PretrainSettings, meta: dict | None = None, st
     model.to_device(settings.device)
     params = trainable(model)
     ema = copy.deepcopy(model)
-    averaged = list(ema.transformer.parameters()) + list(ema.text_encoder.parameters())  # in `params` order
+    averaged = weights(ema)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     start, seconds = 0, 0.0
     if found:
