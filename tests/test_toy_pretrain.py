@@ -205,10 +205,11 @@ def test_loader_workers_render_the_same_batches_so_the_run_is_bit_identical(tmp_
 def test_new_run_meta_sets_depth_and_width_and_leaves_the_default_alone() -> None:
     assert new_run_meta() is None  # nothing chosen: a resume keeps the stored config
     before = copy.deepcopy(DEFAULT_META)
-    meta = new_run_meta(layers=6, heads=6)
-    assert meta["transformer"]["num_layers"] == 6
-    assert meta["transformer"]["num_attention_heads"] == 6 and meta["transformer"]["attention_head_dim"] == 32
-    assert meta["transformer"]["ffn_dim"] == 4 * 6 * 32
+    assert (before["transformer"]["num_layers"], before["transformer"]["num_attention_heads"]) != (3, 5)
+    meta = new_run_meta(layers=3, heads=5)  # not the default size, so ignoring either choice fails below
+    assert meta["transformer"]["num_layers"] == 3
+    assert meta["transformer"]["num_attention_heads"] == 5 and meta["transformer"]["attention_head_dim"] == 32
+    assert meta["transformer"]["ffn_dim"] == 4 * 5 * 32
     unchanged = [k for k in before if k != "transformer"]
     assert {k: meta[k] for k in unchanged} == {k: before[k] for k in unchanged} and meta.keys() == before.keys()
     assert new_run_meta(noise_correlation=0.5) == before | {"noise_correlation": 0.5}

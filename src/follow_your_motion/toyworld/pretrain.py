@@ -107,7 +107,7 @@ def batch(step: int, size: int, meta: dict, settings: PretrainSettings) -> tuple
 
 
 class StepBatches(torch.utils.data.Dataset):
-    """`batch(step)` for the steps of one run, so a DataLoader's worker processes can render them ahead."""
+    """(step, *batch(step)) for the steps of one run, so a DataLoader's worker processes can render them ahead."""
 
     def __init__(self, steps: range, meta: dict, settings: PretrainSettings) -> None:
         self.steps, self.meta, self.settings = steps, meta, settings
@@ -115,8 +115,9 @@ class StepBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.steps)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, list[str]]:
-        return batch(self.steps[index], self.settings.batch_size, self.meta, self.settings)
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor, list[str]]:
+        step = self.steps[index]
+        return (step, *batch(step, self.settings.batch_size, self.meta, self.settings))
 
 
 def learning_rate(step: int, settings: PretrainSettings) -> float:
@@ -246,9 +247,9 @@ def pretrain(out: Path, settings: PretrainSettings, meta: dict | None = None, st
     model.text_encoder.train()
     loader = torch.utils.data.DataLoader(StepBatches(range(start, end), meta, settings), batch_size=None,
                                          num_workers=settings.workers, prefetch_factor=4 if settings.workers else None)
-    bar = tqdm(zip(range(start, end), loader, strict=True), initial=start, total=settings.steps, desc="toy pretrain")
+    bar = tqdm(loader, initial=start, total=settings.steps, desc="toy pretrain")
     tick = time.perf_counter()
-    for step, (cpu_clips, captions) in bar:
+    for step, cpu_clips, captions in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, settings)
         clips = cpu_clips.to(model.device)
