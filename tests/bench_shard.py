@@ -67,8 +67,7 @@ class FakeTransfer:
                 f.write(f"{os.getpid()} {self.rank} {item}\n")
         if self.interrupt_at is not None and len(self.calls) == self.interrupt_at:
             raise KeyboardInterrupt
-        v = cfg.video
-        clip = load_reference(cfg.reference, v.frames, v.height, v.width)
+        clip = load_reference(cfg.reference, *cfg.video.target())
         moving = clip.frames if tune else np.repeat(clip.frames[:1], len(clip.frames), axis=0)  # base: static
         frames = recolour(moving, cfg.prompt, prompt)
         video = write_video(Path(run_dir) / "samples" / f"{name}.mp4", frames, clip.fps)

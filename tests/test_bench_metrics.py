@@ -150,7 +150,7 @@ def test_det_resamples_the_longer_video():
     gen5 = np.array(
         [[[0, 50], [5, 50], [20, 50], [20, 55], [20, 60]], [[100, 50], [90, 50], [100, 50], [0, 0], [120, 50]]], float
     )
-    # floor(linspace(0, 4, 3)) = frames 0, 2, 4 -> exactly DET_GEN
+    # the release's int32(float32 linspace(0, 4, 3)) = frames 0, 2, 4 -> exactly DET_GEN (tests/test_det_parity.py)
     np.testing.assert_array_equal(gen5[:, [0, 2, 4]], DET_GEN)
     a = motion_fidelity_det(ref, gen5, size=SIZE)
     b = motion_fidelity_det(ref, DET_GEN, size=SIZE)
@@ -247,6 +247,8 @@ def test_constants_are_recorded():
     assert det.definition == "det"
     assert det.constants["grid"] == 50 and det.constants["identity_quirk"] is False
     assert det.constants["size_hw"] == SIZE and det.constants["include_initial_position"] is True
+    assert det.constants["ref_size_hw"] == SIZE and det.constants["gen_size_hw"] == SIZE
+    assert det.constants["trajectory_seed"] == 0
     assert det.constants["trajectory_tracks"] == 50 and "zero_eps" in det.constants
     with pytest.raises(AttributeError):
         det.score = 0.0  # results are frozen

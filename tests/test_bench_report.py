@@ -330,6 +330,13 @@ def test_cli_metrics_errors(pan_videos, tmp_path):
     assert "nope.mp4: file not found" in missing.stderr and "Traceback" not in missing.output
     tracker = fym("metrics", pan_videos["ref"], pan_videos["ref"], "--prompt", "x", "--tracker", "magic")
     assert tracker.exit_code == 2 and "unknown tracker 'magic'" in tracker.stderr
+    # motion fidelity needs no prompt; text similarity (--clip) does, and says so before loading anything
     no_prompt = fym("metrics", pan_videos["ref"], pan_videos["ref"])
-    assert no_prompt.exit_code == 2  # click usage error: --prompt is required
+    assert no_prompt.exit_code == 0, no_prompt.output
+    result = json.loads(no_prompt.stdout)
+    assert result["prompt"] is None and result["motion_fidelity_det"]["score"] is not None
+    assert result["text_similarity"] is None
+    clip_without_prompt = fym("metrics", pan_videos["ref"], pan_videos["ref"], "--clip", tmp_path / "no-clip")
+    assert clip_without_prompt.exit_code == 2
+    assert "--clip scores text similarity, which needs the output's --prompt" in clip_without_prompt.stderr
 

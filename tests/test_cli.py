@@ -15,7 +15,8 @@ from conftest import tiny_config
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from follow_your_motion.cli import _build_config, app
+from follow_your_motion.cli import app
+from follow_your_motion.config import resolve_config
 from follow_your_motion.transfer import Transfer
 from follow_your_motion.video import read_video, write_video
 
@@ -81,12 +82,9 @@ def tensors_equal(a: Path, b: Path) -> None:
 
 
 def result_frames(run: Path, name: str) -> np.ndarray:
-    """The generated half of samples/<name>_side_by_side.gif.
-
-    The gif, not the mp4: libx264's output for these tiny 32x32 frames is not a function of its input
-    (see the determinism test), while the palette gif is."""
-    pair = read_video(run / "samples" / f"{name}_side_by_side.gif").frames
-    return pair[:, :, 32 + GAP :]
+    """The frames of samples/<name>.mp4 (x264 runs without mbtree, so its output is a function of its input:
+    `test_generate_mp4_is_deterministic`)."""
+    return read_video(run / "samples" / f"{name}.mp4").frames
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +111,7 @@ def finished(inputs, tmp_path_factory) -> Path:
     result = ok(*transfer_args(inputs, run))
     for key in ("video", "side_by_side", "side_by_side_gif"):
         assert f"{key}: " in result.stdout
-    shutil.copy(run / "samples" / "result_side_by_side.gif", run.parent / "first_result_side_by_side.gif")
+    shutil.copy(run / "samples" / "result.mp4", run.parent / "first_result.mp4")
     return run
 
 
@@ -121,7 +119,8 @@ def finished(inputs, tmp_path_factory) -> Path:
 def partial_template(inputs, tmp_path_factory) -> Path:
     """A run whose spatial stage is done and whose motion stage stopped (on purpose) after step 2 of 4."""
     run = tmp_path_factory.mktemp("cli-partial") / "run"
-    cfg = _build_config(inputs["ref"], PROMPT, str(inputs["model"]), inputs["config"], "cpu")
+    cfg = resolve_config({"reference": str(inputs["ref"]), "prompt": PROMPT, "model": {"source": str(inputs["model"])}},
+                         inputs["config"])
     assert Transfer(cfg, run).tune_motion(stop_after=2) is None
     assert (run / "spatial_lora.safetensors").is_file()
     assert not (run / "motion_lora.safetensors").exists()
@@ -213,7 +212,7 @@ def test_export_is_lossless(finished, tmp_path):
 def test_generate_reproduces_transfer_result(finished):
     """The run's own prompt and default settings: `fym generate` samples what `fym transfer` sampled."""
     ok("generate", "--run", finished, "--name", "again")
-    first = read_video(finished.parent / "first_result_side_by_side.gif").frames[:, :, 32 + GAP :]
+    first = read_video(finished.parent / "first_result.mp4").frames
     assert np.array_equal(result_frames(finished, "again"), first)
 
 
@@ -279,7 +278,16 @@ def _bad_cases(inputs, b: Path, finished: Path, partial: Path) -> dict[str, tupl
         "text as video": (transfer_args(inputs, finished, ref=b / "text" / "ref.mp4"), finished,
                           "not a readable video"),
         "too few frames": (transfer_args(inputs, finished, ref=b / "short.mp4"), finished,
-                           "clip has 3 frames, but 9 are needed"),
+                           "short.mp4: clip has 3 frames, but motion transfer on this model needs at least 5 (4k+1, "
+                           "two latent frames): use a longer clip"),
+        "more frames than the clip": ([*transfer_args(inputs, finished), "--frames", 13], finished,
+                                      "ref.mp4: clip has 9 frames, but --frames (video.frames) asks for 13: pass "
+                                      "--frames 9 or fewer"),
+        "too few frames at fps": ([*transfer_args(inputs, finished), "--fps", 2], finished,
+                                  "clip has 3 frames (at --fps 2), but motion transfer on this model needs at least 5 "
+                                  "(4k+1, two latent frames): use a longer clip or a higher --fps"),
+        "bad size": ([*transfer_args(inputs, finished), "--size", "32by32"], finished,
+                     "--size must be HxW in pixels"),
         "frames not 4k+1": (transfer_args(inputs, finished, ref=b / "long.mp4", config=b / "frames.yaml"), finished,
                             "frames must be 4k+1 (got 10"),
         "height": (transfer_args(inputs, finished, config=b / "height.yaml"), finished,
@@ -298,7 +306,8 @@ def _bad_cases(inputs, b: Path, finished: Path, partial: Path) -> dict[str, tupl
 
 
 BAD_CASES = (
-    "missing reference", "text as video", "too few frames", "frames not 4k+1", "height", "no model",
+    "missing reference", "text as video", "too few frames", "more frames than the clip", "too few frames at fps",
+    "bad size", "frames not 4k+1", "height", "no model",
     "unsupported pipeline", "other settings", "generate without config", "export format", "corrupt checkpoint",
 )
 

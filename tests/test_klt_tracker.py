@@ -12,6 +12,7 @@ import pytest
 from follow_your_motion.bench.trackers import get_tracker, track_grid, track_grid_cotracker
 from follow_your_motion.bench.trackers.cotracker import CHECKPOINT_ENV
 from follow_your_motion.bench.trackers.klt import FB_THRESHOLD, grid_points
+from follow_your_motion.errors import InputError
 
 
 def texture(size: int, seed: int, sigma: float = 2.0) -> np.ndarray:
@@ -117,7 +118,7 @@ def test_get_tracker_names():
 def test_cotracker_missing_package_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "cotracker", None)  # import cotracker -> ImportError
     monkeypatch.setitem(sys.modules, "cotracker.predictor", None)
-    with pytest.raises(RuntimeError, match="pip install.*co-tracker") as info:
+    with pytest.raises(InputError, match="pip install.*co-tracker") as info:
         track_grid_cotracker(np.zeros((2, 8, 8, 3), np.uint8), checkpoint="/nonexistent.pth")
     assert CHECKPOINT_ENV in str(info.value)
 
@@ -134,10 +135,10 @@ def test_cotracker_missing_checkpoint_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "cotracker.predictor", predictor)
     monkeypatch.delenv(CHECKPOINT_ENV, raising=False)
     frames = np.zeros((2, 8, 8, 3), np.uint8)
-    with pytest.raises(RuntimeError, match="never downloaded"):
+    with pytest.raises(InputError, match="never downloaded"):
         track_grid_cotracker(frames)
-    with pytest.raises(RuntimeError, match="not found"):
+    with pytest.raises(InputError, match="not found"):
         track_grid_cotracker(frames, checkpoint=tmp_path / "scaled_offline.pth")
     monkeypatch.setenv(CHECKPOINT_ENV, str(tmp_path / "missing.pth"))
-    with pytest.raises(RuntimeError, match="not found"):
+    with pytest.raises(InputError, match="not found"):
         track_grid_cotracker(frames)

@@ -106,7 +106,7 @@ def test_a_toy_model_folder_is_its_own_family(tmp_path) -> None:
     assert detect_family(str(folder)) == "toy"
     assert isinstance(load_backbone(str(folder)), ToyBackbone)
     settings, family = base_settings(str(folder), "cpu", None)
-    assert family == "toy" and settings["video"] == {"frames": 9, "height": 32, "width": 32}
+    assert family == "toy" and settings["video"]["auto_frames"] == 9 and settings["video"]["auto_size"] == (32, 32)
     (folder / "config.json").write_text("{}")
     assert detect_family(str(folder)) == "wan"  # not a toy config: left to the Wan loader and its error
 

@@ -22,9 +22,9 @@ python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffuser
 
 common=(--device "$device" --workers 4 --batch-size 128 --anchor-spread 0.2 --checkpoint-every 500)
 declare -A options=(
-  [g1]="--lr 1e-3"
+  [g1]="--lr 1e-3 --layers 4 --heads 4"
   [g2]="--lr 6e-4 --layers 6 --heads 6"
-  [g3]="--lr 4e-4"
+  [g3]="--lr 4e-4 --layers 4 --heads 4"
 )
 for name in "${!options[@]}"; do
   # shellcheck disable=SC2086

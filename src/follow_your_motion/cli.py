@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from pydantic import ValidationError
 
-from .config import RECIPES, GenerateSettings, TransferConfig, merge
+from .config import GenerateSettings, load_yaml_settings, resolve_config
+from .errors import InputError
 
 if TYPE_CHECKING:
     from .backbones.toy import ToyBackbone
@@ -24,8 +27,41 @@ Model = Annotated[
 ]
 ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="YAML with any settings to override")]
 Steps = Annotated[int | None, typer.Option(help="override the training steps of the stage(s)")]
-Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default cpu)")]
+CpuDevice = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")]
 RunOpt = Annotated[Path, typer.Option("--run", "-r", help="an existing run directory")]
+Frames = Annotated[int | None, typer.Option(min=1, help="pixel frames to tune on (default: the recipe's, or the "
+                                                        "most the clip has)")]
+Size = Annotated[str | None, typer.Option(help="HxW to tune at, e.g. 832x480 (default: the recipe's pixel count "
+                                               "at the clip's shape)")]
+Side = Annotated[int | None, typer.Option(min=1, help="with --width / --height: the size to tune at")]
+Fps = Annotated[float | None, typer.Option(help="take the frames at this rate (default: spread over the clip)")]
+Start = Annotated[float | None, typer.Option(min=0, help="seconds into the clip where the frames start")]
+
+MEMORY_HINT = ("out of memory: try --config with spatial/motion grad_checkpointing: true and mixed_precision: bf16, "
+               "model.offload: true, fewer motion.keep_frames, a smaller --size or fewer --frames")
+_debug = {"on": False}
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", envvar="FYM_DEBUG",
+                                        help="show the traceback of input errors too")] = False,
+) -> None:
+    """Follow-Your-Motion: video motion transfer."""
+    _debug["on"] = debug
+    logger = logging.getLogger("follow_your_motion")
+    if not any(isinstance(h, _NoteHandler) for h in logger.handlers):
+        logger.addHandler(_NoteHandler())
+        logger.setLevel(logging.INFO)
+
+
+class _NoteHandler(logging.Handler):
+    """The package's notes (e.g. the frame count chosen for a short clip) as one `note:` line each on the
+    current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(f"note: {record.getMessage()}", err=True)
 
 
 def _fail(err: Exception) -> None:
@@ -33,55 +69,76 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
-def _build_config(
-    reference: Path, prompt: str, model: str | None, config_file: Path | None, device: str,
-    target_prompt: str | None = None, spatial_steps: int | None = None, motion_steps: int | None = None,
-) -> TransferConfig:
-    from .backbones import detect_family
-
-    overrides: dict = {}
-    if config_file is not None:
-        overrides = TransferConfig.load(config_file).model_dump(exclude_unset=True)
-    family = "toy" if model is None else detect_family(model)
-    cli = {"reference": str(reference), "prompt": prompt, "model": {"source": model, "device": device}}
-    if target_prompt:
-        cli["target_prompt"] = target_prompt
-    for section, steps in (("spatial", spatial_steps), ("motion", motion_steps)):
-        if steps is not None:
-            cli[section] = {"steps": steps}
-    return TransferConfig.model_validate(merge(merge(RECIPES.get(family, {}), overrides), cli))
-
-
-def _open(reference, prompt, model, out, config_file, device, **extra):
-    from .transfer import Transfer
-
-    cfg = _build_config(reference, prompt, model, config_file, device, **extra)
-    if model is None:
-        typer.echo("no --model given: using the embedded ShapesWorld toy model (offline, CPU)", err=True)
-    return Transfer(cfg, out)
-
-
 def _run(action) -> None:
-    """Run `action`, turning bad input into one clear line on stderr and exit code 2."""
-    from .video import VideoError
+    """Run `action`; bad input (an InputError, a file that cannot be read or written) becomes one clear line on
+    stderr and exit code 2, unless --debug. Anything else is a bug or a resource problem: it keeps its traceback
+    (out of memory gets one more line naming the memory options)."""
+    import torch
 
     try:
         action()
-    except (ValueError, VideoError, OSError, RuntimeError) as err:
+    except (InputError, OSError) as err:
+        if _debug["on"]:
+            raise
         _fail(err)
+    except torch.OutOfMemoryError:
+        typer.echo(f"error: {MEMORY_HINT}", err=True)
+        raise
+
+
+def video_flags(frames: int | None, size: str | None, height: int | None, width: int | None, fps: float | None,
+                start: float | None) -> dict:
+    """The `video` settings of the options given (`--size HxW` or `--height` with `--width`)."""
+    if size is not None:
+        if height is not None or width is not None:
+            raise InputError("give --size HxW or --height/--width, not both")
+        try:
+            height, width = (int(x) for x in size.lower().split("x"))
+        except ValueError:
+            raise InputError(f"--size must be HxW in pixels, e.g. 480x832 (got {size!r})") from None
+    given = {"frames": frames, "height": height, "width": width, "fps": fps, "start": start}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _flags(reference: Path | None = None, prompt: str | None = None, model: str | None = None,
+           device: str | None = None, target_prompt: str | None = None, spatial_steps: int | None = None,
+           motion_steps: int | None = None, video: dict | None = None) -> dict:
+    """The nested settings of the flags the user actually gave (None = not given)."""
+    flags: dict = {k: v for k, v in (("reference", reference and str(reference)), ("prompt", prompt),
+                                     ("target_prompt", target_prompt)) if v}
+    model_given = {k: v for k, v in (("source", model), ("device", device)) if v is not None}
+    sections = {"model": model_given, "video": video or {}, "spatial": {"steps": spatial_steps},
+                "motion": {"steps": motion_steps}}
+    for name, section in sections.items():
+        section = {k: v for k, v in section.items() if v is not None}
+        if section:
+            flags[name] = section
+    return flags
+
+
+def _open(config_file: Path | None, out: Path, **flags):
+    from .transfer import Transfer
+
+    cfg = resolve_config(_flags(**flags), config_file)
+    if cfg.model.source is None:
+        typer.echo("no --model given: using the embedded ShapesWorld toy model (offline, CPU)", err=True)
+    return Transfer(cfg, out)
 
 
 @app.command()
 def transfer(
     reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
     target_prompt: Annotated[str | None, typer.Option(help="the new content; default: --prompt")] = None,
-    spatial_steps: Steps = None, motion_steps: Steps = None, device: Device = "cpu",
+    spatial_steps: Steps = None, motion_steps: Steps = None, device: Device = None,
+    frames: Frames = None, size: Size = None, height: Side = None, width: Side = None, fps: Fps = None,
+    start: Start = None,
 ) -> None:
     """All stages (classify, spatial LoRA, motion LoRA, generate); reuses what is already done."""
 
     def act() -> None:
-        job = _open(reference, prompt, model, out, config, device, target_prompt=target_prompt,
-                    spatial_steps=spatial_steps, motion_steps=motion_steps)
+        video = video_flags(frames, size, height, width, fps, start)
+        job = _open(config, out, reference=reference, prompt=prompt, model=model, device=device,
+                    target_prompt=target_prompt, spatial_steps=spatial_steps, motion_steps=motion_steps, video=video)
         for name, path in job.all().paths.items():
             typer.echo(f"{name}: {path}")
 
@@ -91,12 +148,14 @@ def transfer(
 @app.command()
 def classify(
     reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
-    device: Device = "cpu",
+    device: Device = None, frames: Frames = None, size: Size = None, height: Side = None, width: Side = None,
+    fps: Fps = None, start: Start = None,
 ) -> None:
     """Stage 1 only: write heads.json and heads.png."""
 
     def act() -> None:
-        job = _open(reference, prompt, model, out, config, device)
+        video = video_flags(frames, size, height, width, fps, start)
+        job = _open(config, out, reference=reference, prompt=prompt, model=model, device=device, video=video)
         total = job.classify().to_json()["total"]
         typer.echo(f"{job.run.heads}: {total['spatial']} spatial, {total['temporal']} temporal heads")
 
@@ -106,29 +165,33 @@ def classify(
 @app.command("tune-spatial")
 def tune_spatial(
     reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
-    steps: Steps = None, device: Device = "cpu",
+    steps: Steps = None, device: Device = None, frames: Frames = None, size: Size = None, height: Side = None,
+    width: Side = None, fps: Fps = None, start: Start = None,
 ) -> None:
     """Stage 2: spatial-head LoRA (resumes from the newest checkpoint)."""
-    _run(lambda: typer.echo(_open(reference, prompt, model, out, config, device, spatial_steps=steps).tune_spatial()))
+
+    def act() -> None:
+        video = video_flags(frames, size, height, width, fps, start)
+        typer.echo(_open(config, out, reference=reference, prompt=prompt, model=model, device=device,
+                         spatial_steps=steps, video=video).tune_spatial())
+
+    _run(act)
 
 
 @app.command("tune-motion")
 def tune_motion(
     reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
-    steps: Steps = None, device: Device = "cpu",
+    steps: Steps = None, device: Device = None, frames: Frames = None, size: Size = None, height: Side = None,
+    width: Side = None, fps: Fps = None, start: Start = None,
 ) -> None:
     """Stage 3: temporal-head motion LoRA (runs stage 2 first if needed; resumable)."""
-    _run(lambda: typer.echo(_open(reference, prompt, model, out, config, device, motion_steps=steps).tune_motion()))
 
+    def act() -> None:
+        video = video_flags(frames, size, height, width, fps, start)
+        typer.echo(_open(config, out, reference=reference, prompt=prompt, model=model, device=device,
+                         motion_steps=steps, video=video).tune_motion())
 
-def _from_run(run: Path, device: str):
-    from .transfer import Transfer
-
-    if not (run / "config.yaml").is_file():
-        raise ValueError(f"{run}: not a run directory (no config.yaml)")
-    cfg = TransferConfig.load(run / "config.yaml")
-    cfg.model.device = device
-    return Transfer(cfg, run)
+    _run(act)
 
 
 @app.command()
@@ -140,17 +203,23 @@ def generate(
     frames: Annotated[int | None, typer.Option(help="default: the reference's")] = None,
     height: int | None = None, width: int | None = None,
     name: Annotated[str, typer.Option(help="output name under samples/")] = "result",
-    device: Device = "cpu",
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: the run's)")] = None,
 ) -> None:
-    """Generate a video with the run's motion LoRA and a new prompt."""
+    """Generate a video with the run's motion LoRA and a new prompt (needs the model, not the reference)."""
 
     def act() -> None:
-        job = _from_run(run, device)
+        from .config import describe_validation_error
+        from .transfer import Transfer
+
+        job = Transfer.open(run, device)
         given = {"motion_scale": motion_scale, "spatial_scale": spatial_scale, "seed": seed, "steps": steps,
                  "guidance": guidance, "negative_prompt": negative_prompt, "frames": frames, "height": height,
                  "width": width}
         update = {k: v for k, v in given.items() if v is not None}
-        settings = GenerateSettings.model_validate(job.cfg.generate.model_dump() | update)
+        try:
+            settings = GenerateSettings.model_validate(job.cfg.generate.model_dump() | update)
+        except ValidationError as err:
+            raise InputError(f"invalid generation settings: {describe_validation_error(err)}") from err
         for key, path in job.generate(prompt, settings, name).paths.items():
             typer.echo(f"{key}: {path}")
 
@@ -163,10 +232,12 @@ def export(
     fmt: Annotated[str, typer.Option("--format", "-f", help="diffusers or comfyui")] = "comfyui",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="folder; default: <run>/export/<format>")] = None,
 ) -> None:
-    """Write the run's LoRAs for other tools (diffusers `load_lora_weights`, ComfyUI)."""
+    """Write the run's LoRAs for other tools (diffusers `load_lora_weights`, ComfyUI); loads no model."""
 
     def act() -> None:
-        for path in _from_run(run, "cpu").export(fmt, out):
+        from .transfer import export_run
+
+        for path in export_run(run, fmt, out):
             typer.echo(str(path))
 
     _run(act)
@@ -177,7 +248,7 @@ def demo(
     out: Out = Path("runs/demo"),
     example: Annotated[str, typer.Option(help="bundled reference (toyworld/examples.py)")] = "single-orbit-cw",
     target_prompt: Annotated[str, typer.Option(help="the new object")] = "a blue square",
-    device: Device = "cpu",
+    device: CpuDevice = "cpu",
 ) -> None:
     """Motion transfer on a rendered held-out motion with the embedded toy model, scored against ground truth."""
     from .toyworld.demo import run_demo
@@ -213,7 +284,7 @@ def toyworld_pretrain(
     checkpoint_every: int = 250,
     seed: int = 0,
     threads: Annotated[int, typer.Option(help="torch threads; 0 = default")] = 0,
-    device: Device = "cpu",
+    device: CpuDevice = "cpu",
     workers: Annotated[int, typer.Option(
         min=0, help="processes rendering batches ahead (the same batches for any number)")] = 0,
 ) -> None:
@@ -273,7 +344,7 @@ def toyworld_sanity(
     steps: int = 500,
     fresh: Annotated[bool, typer.Option(help="start from random weights instead of the pretrained model")] = False,
     noise_correlation: NoiseCorrelation = None,
-    device: Device = "cpu",
+    device: CpuDevice = "cpu",
 ) -> None:
     """One-clip sanity gate: tune every weight on one clip and check its trajectory comes back."""
     from .backbones.toy import ToyBackbone
@@ -301,7 +372,8 @@ Dino = Annotated[str | None, typer.Option(help="DINO / DINOv2 model (a directory
 def metrics_command(
     reference: Reference,
     output: Annotated[Path, typer.Argument(help="the video to score (from any tool)")],
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="the output's prompt (text similarity with --clip)")],
+    prompt: Annotated[str | None, typer.Option("--prompt", "-p",
+                                               help="the output's prompt (needed for text similarity, --clip)")] = None,
     tracker: Annotated[str, typer.Option(help="point tracker: klt (always available) or cotracker")] = "klt",
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the JSON to this file")] = None,
     clip: Clip = None,
@@ -315,6 +387,8 @@ def metrics_command(
         from .runs import atomic_write_text
         from .video import read_video
 
+        if clip is not None and not prompt:
+            raise InputError("--clip scores text similarity, which needs the output's --prompt")
         ref, out = read_video(reference).frames, read_video(output).frames
         appearance = score_appearance(out, prompt, clip, dino)
         result = {"reference": str(reference), "output": str(output), "prompt": prompt,
@@ -339,7 +413,7 @@ def bench_run(
     methods: Annotated[str, typer.Option(help="comma-separated: fym, fym-no-heads, fym-no-rope, fym-dense, "
                                               "fym-spatial-on, two-stage-lora, full-lora, base")] = "fym",
     model: Model = None,
-    device: Device = "cpu",
+    device: Device = None,
     config: ConfigFile = None,
     seeds: Annotated[str, typer.Option(help="comma-separated generation seeds")] = "0",
     clip: Clip = None,
@@ -350,11 +424,11 @@ def bench_run(
     def act() -> None:
         from .bench.runner import run_suite
 
-        overrides = TransferConfig.load(config).model_dump(exclude_unset=True) if config is not None else {}
+        overrides = load_yaml_settings(config) if config is not None else {}
         try:
             seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError:
-            raise ValueError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+            raise InputError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
         typer.echo(str(run_suite(manifest, methods, out, model, device, overrides, seed_list, clip, dino)))
 
     _run(act)

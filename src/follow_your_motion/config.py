@@ -10,10 +10,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .method.losses import MOTION_FORMS
-from .method.sparse import ROPE_MODES, STRATEGIES
+from .errors import InputError
+
+# The choices of the method's settings; method/ checks its arguments against these (config never imports method).
+Sampling = Literal["uniform-random-phase", "uniform", "random"]
+RopeMode = Literal["index", "scaled", "none"]
+MotionLossForm = Literal["paper", "release"]
 
 
 class Settings(BaseModel):
@@ -29,11 +33,28 @@ class ModelSettings(Settings):
 
 
 class VideoSettings(Settings):
-    frames: int = Field(81, ge=1)
-    height: int = Field(480, ge=1)
-    width: int = Field(832, ge=1)
+    """How the reference is cut and sized. `frames`, `height`, `width` left unset are chosen from the clip
+    (`fit.fit_video`): the recipe's `auto_frames`, or the most valid frames the clip has if it is shorter; the
+    valid size nearest to `auto_size`'s pixel count at the clip's aspect ratio."""
+
+    frames: int | None = Field(None, ge=1)
+    height: int | None = Field(None, ge=1)
+    width: int | None = Field(None, ge=1)
     fps: float | None = Field(None, gt=0)  # None: spread the frames over the whole clip
     start: float = Field(0.0, ge=0)
+    auto_frames: int = Field(81, ge=1)
+    auto_size: tuple[int, int] = (480, 832)  # (height, width): its pixel count and orientation
+
+    @model_validator(mode="after")
+    def _both_sides(self) -> VideoSettings:
+        if (self.height is None) != (self.width is None):
+            raise ValueError("give both video height and width (--size HxW), or neither")
+        return self
+
+    def target(self) -> tuple[int, int, int]:
+        """(frames, height, width) without a clip to fit: the given values, else the recipe's."""
+        height, width = (self.height, self.width) if self.height else self.auto_size
+        return self.frames or self.auto_frames, height, width
 
 
 class HeadSettings(Settings):
@@ -82,19 +103,10 @@ class MotionSettings(TrainSettings):
     steps: int = Field(2000, ge=0)
     weight_decay: float = Field(0.5, ge=0)
     keep_frames: int | None = Field(5, ge=1)  # K latent frames per step (sparse motion sampling); None = all
-    sampling: str = "uniform-random-phase"
-    rope: str = "index"
-    motion_loss: str = "paper"
+    sampling: Sampling = "uniform-random-phase"
+    rope: RopeMode = "index"
+    motion_loss: MotionLossForm = "paper"
     motion_weight: float = Field(1.0, ge=0)
-
-    def model_post_init(self, __context: object) -> None:
-        for value, allowed, what in (
-            (self.sampling, STRATEGIES, "sampling"),
-            (self.rope, ROPE_MODES, "rope"),
-            (self.motion_loss, MOTION_FORMS, "motion_loss"),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{what} must be one of {', '.join(allowed)} (got {value!r})")
 
 
 class GenerateSettings(Settings):
@@ -130,8 +142,10 @@ class TransferConfig(Settings):
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
             return cls.model_validate(data)
-        except (OSError, yaml.YAMLError, ValidationError) as err:
-            raise ValueError(f"{path}: invalid config ({str(err).splitlines()[0]})") from err
+        except ValidationError as err:
+            raise InputError(f"{path}: invalid config ({describe_validation_error(err)})") from err
+        except (OSError, yaml.YAMLError) as err:
+            raise InputError(f"{path}: invalid config ({str(err).splitlines()[0]})") from err
 
 
 # Per-backbone defaults; a user's explicit settings override them.
@@ -140,7 +154,7 @@ RECIPES: dict[str, dict] = {
     # frames), the release's optimiser (AdamW 1e-4, weight decay 0.1 / 0.5), Wan's sampler defaults.
     "wan": {
         "model": {"dtype": "bfloat16"},
-        "video": {"frames": 81, "height": 480, "width": 832},
+        "video": {"auto_frames": 81, "auto_size": (480, 832)},
         "spatial": {"rank": 128, "steps": 3000, "grad_checkpointing": True, "mixed_precision": "bf16"},
         "motion": {"rank": 128, "steps": 2000, "keep_frames": 5, "grad_checkpointing": True,
                    "mixed_precision": "bf16"},
@@ -148,7 +162,7 @@ RECIPES: dict[str, dict] = {
     },
     # The embedded ShapesWorld model: 9 frames of 32x32 pixels, seconds per stage on a CPU.
     "toy": {
-        "video": {"frames": 9, "height": 32, "width": 32},
+        "video": {"auto_frames": 9, "auto_size": (32, 32)},
         "heads": {"num_queries": 256},
         "spatial": {"rank": 8, "steps": 100, "lr": 1e-3, "checkpoint_every": 50},
         "motion": {"rank": 8, "steps": 600, "lr": 1e-3, "keep_frames": 5, "checkpoint_every": 100},
@@ -168,3 +182,55 @@ def merge(base: dict, override: dict) -> dict:
 def recipe_config(family: str, overrides: dict) -> TransferConfig:
     """The family's recipe with the user's overrides applied."""
     return TransferConfig.model_validate(merge(RECIPES.get(family, {}), overrides))
+
+
+def model_family(model: dict) -> str:
+    """The recipe family of a `model` section: its `family`, or the one its `source` is (None: the toy)."""
+    family = model.get("family", "auto")
+    if family != "auto":
+        return family
+    if model.get("source") is None:
+        return "toy"
+    from .backbones import detect_family  # reads model_index.json only
+
+    return detect_family(model["source"])
+
+
+def _absolute_paths(data: dict) -> dict:
+    """The reference, and a model source that is a local path, made absolute, so a run's config.yaml means the
+    same files from any working directory."""
+    data = dict(data)
+    if data.get("reference"):
+        data["reference"] = str(Path(data["reference"]).expanduser().resolve())
+    source = (data.get("model") or {}).get("source")
+    if source and Path(source).expanduser().exists():
+        data["model"] = {**data["model"], "source": str(Path(source).expanduser().resolve())}
+    return data
+
+
+def load_yaml_settings(path: Path) -> dict:
+    """The settings a YAML file gives (only those it names), validated; a clear InputError otherwise."""
+    return TransferConfig.load(path).model_dump(exclude_unset=True)
+
+
+def resolve_config(flags: dict | None = None, yaml_file: Path | None = None, settings: dict | None = None
+                   ) -> TransferConfig:
+    """The one settings precedence of the CLI, the benchmark and the Python API: the model family's recipe <
+    `settings` (a dict of sections, e.g. a benchmark's overrides) < the YAML file < `flags` (only the options
+    the user actually gave). The family comes from the merged `model` section, so a YAML can choose the model."""
+    user = merge(settings or {}, load_yaml_settings(yaml_file) if yaml_file is not None else {})
+    user = _absolute_paths(merge(user, flags or {}))
+    family = model_family(user.get("model") or {})
+    try:
+        return TransferConfig.model_validate(merge(RECIPES.get(family, {}), user))
+    except ValidationError as err:
+        raise InputError(f"invalid settings: {describe_validation_error(err)}") from err
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """pydantic's errors as one line: `section.key: message; ...`."""
+    parts = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "settings"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)

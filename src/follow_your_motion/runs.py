@@ -22,6 +22,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .errors import InputError
+
 CHECKPOINT_PREFIX = "step-"
 
 
@@ -61,7 +63,7 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (OSError, SafetensorError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+        raise InputError(f"{path}: not a readable safetensors file ({err})") from err
 
 
 def digest(*parts: object) -> str:

@@ -8,6 +8,7 @@ cached in the run directory, keyed on everything that determines them.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,20 +16,25 @@ import numpy as np
 import torch
 from accelerate import PartialState
 
-from .backbones import load_backbone
+from .backbones import backbone_class, load_backbone
 from .backbones.base import Backbone
-from .config import GenerateSettings, TransferConfig
-from .method.export import export_lora
+from .config import GenerateSettings, TransferConfig, model_family
+from .errors import InputError
+from .fitting import fit_video
+from .method.export import FORMATS, export_file, export_lora
 from .method.generate import generate_video, write_outputs
 from .method.heads import HeadMap, classify_heads, plot_head_map
 from .method.lora import add_masked_lora
-from .method.train import motion_inputs, spatial_inputs, train_adapter
+from .method.train import StepCallback, motion_inputs, spatial_inputs, train_adapter
 from .runs import RunDir, atomic_save_tensors, atomic_write_text, digest, load_tensors
-from .video import load_reference, to_tensor
+from .video import VideoClip, fit_reference, load_reference, read_video, to_tensor, write_video
+
+log = logging.getLogger("follow_your_motion")
 
 # Settings that do not change what tuning produces; a run may be reused with different values
 # (e.g. tuned on a GPU, generated from on a laptop).
 UNTUNED = {"generate": True, "target_prompt": True, "model": {"device", "offload"}}
+REFERENCE_COPY = "reference.mp4"  # the reference as the model saw it, kept in the run for generation and reports
 
 
 @dataclass
@@ -57,7 +63,7 @@ def check_run_config(run: RunDir, cfg: TransferConfig) -> None:
         new = flatten(cfg.model_dump(exclude=UNTUNED))
         diffs = [f"{key}: {old.get(key)!r} -> {value!r}" for key, value in new.items() if old.get(key) != value]
         if diffs:
-            raise ValueError(
+            raise InputError(
                 f"{run.root} holds a run made with other settings ({'; '.join(diffs[:3])}); "
                 "use another --out or delete it"
             )
@@ -71,25 +77,82 @@ class Sample:
     paths: dict[str, Path]  # video, side_by_side, side_by_side_gif
 
 
-class Transfer:
-    """One run: its config, its directory, its backbone, and each stage as a method."""
+def open_config(run: Path) -> TransferConfig:
+    """The config.yaml of an existing run directory (a clear error if `run` is not one)."""
+    if not (Path(run) / "config.yaml").is_file():
+        raise InputError(f"{run}: not a run directory (no config.yaml)")
+    return TransferConfig.load(Path(run) / "config.yaml")
 
-    def __init__(self, cfg: TransferConfig, out: Path, backbone: Backbone | None = None) -> None:
+
+def export_run(run: Path, fmt: str, out_dir: Path | None = None) -> list[Path]:
+    """Write every tuned LoRA of the run in `fmt` (diffusers or comfyui) to `out_dir` (default
+    <run>/export/<fmt>), reading only the run's LoRA files and config: no model is loaded."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown LoRA format {fmt!r} (choose from {', '.join(FORMATS)})")
+    run_dir = RunDir(run)
+    comfyui_key = backbone_class(model_family(open_config(run).model.model_dump())).comfyui_key
+    folder = Path(out_dir) if out_dir else run_dir.root / "export" / fmt
+    written = [
+        export_file(run_dir.lora(adapter), folder / f"{adapter}_lora_{fmt}.safetensors", fmt, comfyui_key)
+        for adapter in ("spatial", "motion")
+        if run_dir.lora(adapter).exists()
+    ]
+    if not written:
+        raise InputError(f"{run_dir.root}: no tuned LoRA to export (run the tuning stages first)")
+    return written
+
+
+class Transfer:
+    """One run: its config, its directory, its backbone, and each stage as a method.
+
+    Made from a config (`Transfer(cfg, out)`), it reads the reference and fits it to the model (the frame count
+    and size chosen for the clip go into the run's config.yaml). Made from a run directory (`Transfer.open`), it
+    needs only the model: generation uses the run's copy of the reference, and only a stage that still has to
+    tune reads the original video."""
+
+    def __init__(self, cfg: TransferConfig, out: Path, backbone: Backbone | None = None,
+                 seen: VideoClip | None = None) -> None:
         if not cfg.reference:
-            raise ValueError("no reference video given")
+            raise InputError("no reference video given")
         if not cfg.prompt:
-            raise ValueError("no prompt given")
-        self.cfg = cfg
+            raise InputError("no prompt given")
         self.run = RunDir(out)
         self.state = PartialState()
-        v, m = cfg.video, cfg.model
+        m = cfg.model
         self.backbone = backbone or load_backbone(m.source, m.family, m.dtype, m.device, m.offload)
-        self.backbone.geometry.check(v.frames, v.height, v.width)
         # Validate the reference before anything is written, so bad input never touches the run directory.
-        self.clip = load_reference(Path(cfg.reference), v.frames, v.height, v.width, fps=v.fps, start=v.start)
-        check_run_config(self.run, cfg)
+        from_run = seen is not None
+        if not from_run:
+            clip = read_video(cfg.reference)
+            video, notes = fit_video(cfg.video, clip, self.backbone.geometry, cfg.reference)
+            cfg = cfg.model_copy(update={"video": video})
+            for note in notes:
+                log.info(note)
+        self.cfg = cfg
+        v = cfg.video
+        self.backbone.geometry.check(v.frames, v.height, v.width)
+        if not from_run:
+            seen = fit_reference(clip, cfg.reference, v.frames, v.height, v.width, fps=v.fps, start=v.start)
+            check_run_config(self.run, cfg)
+            copy = self.run.path(REFERENCE_COPY)
+            if self.state.is_main_process and not copy.exists():
+                write_video(copy, seen.frames, seen.fps)
+        self.clip = seen  # the reference as the model sees it (from the run's copy when opened from a run)
+        self._exact = None if from_run else seen  # the same frames decoded from the original, once needed
         self._reference: Reference | None = None
         self._key = ""  # cache key of the reference encodings, set by reference()
+        self.on_step: StepCallback | None = None  # progress of the tuning stages; returning True stops them
+
+    @classmethod
+    def open(cls, run: Path, device: str | None = None, backbone: Backbone | None = None) -> Transfer:
+        """An existing run, for generation (and for finishing its stages while the reference still exists)."""
+        cfg = open_config(run)
+        if device is not None:
+            cfg.model.device = device
+        copy = Path(run) / REFERENCE_COPY
+        if copy.is_file():
+            return cls(cfg, run, backbone, seen=read_video(copy))
+        return cls(cfg, run, backbone)
 
     def _cached(self, what: str, key: str, compute) -> torch.Tensor:
         path = self.run.cache(what, key)
@@ -105,7 +168,12 @@ class Transfer:
         if self._reference is None:
             cfg, source = self.cfg, Path(self.cfg.reference)
             v = cfg.video
-            clip = self.clip
+            if not source.is_file():
+                raise InputError(f"{source}: reference video not found; {self.run.root} needs it to tune (its "
+                                 "finished stages, generation and export do not)")
+            if self._exact is None:
+                self._exact = load_reference(source, v.frames, v.height, v.width, fps=v.fps, start=v.start)
+            clip = self._exact
             stat = source.stat()
             model = (cfg.model.source, cfg.model.family, cfg.model.dtype)
             self._key = digest(model, str(source.resolve()), stat.st_size, stat.st_mtime_ns, v.model_dump())
@@ -164,7 +232,8 @@ class Transfer:
         )
         stage_adapters = {"spatial": 1.0, adapter: 1.0} if self._has_adapter("spatial") else {adapter: 1.0}
         self.backbone.set_active_adapters(stage_adapters)
-        train_adapter(self.backbone, self.run, adapter, adapter, settings, inputs, stop_after=stop_after, **loss)
+        train_adapter(self.backbone, self.run, adapter, adapter, settings, inputs, stop_after=stop_after,
+                      on_step=self.on_step, **loss)
         done = self.run.checkpoints(adapter)
         if not done or done[-1][0] < settings.steps:
             return None  # interrupted on purpose (stop_after); the next call resumes
@@ -185,7 +254,8 @@ class Transfer:
     def tune_motion(self, stop_after: int | None = None) -> Path | None:
         """Stage 3: temporal-head LoRA on sparse frames with adaptive RoPE, spatial LoRA frozen.
         Skipped when motion.steps == 0 (the untuned base model)."""
-        self.tune_spatial()
+        if self.cfg.spatial.steps and self.tune_spatial() is None:
+            return None  # stage 2 was stopped (on_step): stage 3 trains over the finished spatial LoRA only
         m = self.cfg.motion
         if m.steps == 0:
             return None
@@ -201,24 +271,14 @@ class Transfer:
             self._load_saved(adapter)
         settings = settings or self.cfg.generate
         prompt = prompt or self.cfg.target_prompt or self.cfg.prompt
-        ref = self.reference()
         v = self.cfg.video
         result = generate_video(self.backbone, prompt, settings, v.frames, v.height, v.width)
-        paths = write_outputs(result, ref.frames, self.run.samples, name, ref.fps) if self.state.is_main_process else {}
+        shown = self.clip
+        paths = {}
+        if self.state.is_main_process:
+            paths = write_outputs(result, shown.frames, self.run.samples, name, shown.fps)
         self.run.log("generated", prompt=prompt, **{k: p.name for k, p in paths.items()})
         return Sample(result, paths)
-
-    def export(self, fmt: str, out_dir: Path | None = None) -> list[Path]:
-        """Write every tuned LoRA of the run in `fmt` (diffusers or comfyui) to `out_dir`."""
-        folder = Path(out_dir) if out_dir else self.run.root / "export" / fmt
-        written = []
-        for adapter in ("spatial", "motion"):
-            if not self._load_saved(adapter):
-                continue
-            written.append(export_lora(self.backbone, adapter, folder / f"{adapter}_lora_{fmt}.safetensors", fmt))
-        if not written:
-            raise ValueError(f"{self.run.root}: no tuned LoRA to export (run the tuning stages first)")
-        return written
 
     def all(self) -> Sample:
         """Every stage in order, reusing whatever is already complete."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InputError
 from .base import Backbone
 
 # diffusers pipeline class (model_index.json "_class_name") -> family
@@ -32,11 +33,24 @@ def detect_family(source: str) -> str:
     try:
         name = json.loads(index.read_text()).get("_class_name", "")
     except (OSError, ValueError) as err:
-        raise ValueError(f"{index}: unreadable model_index.json ({err})") from err
+        raise InputError(f"{index}: unreadable model_index.json ({err})") from err
     if name not in PIPELINE_FAMILIES:
         known = ", ".join(sorted(PIPELINE_FAMILIES))
-        raise ValueError(f"model {source!r}: unsupported pipeline {name!r} (supported: {known})")
+        raise InputError(f"model {source!r}: unsupported pipeline {name!r} (supported: {known})")
     return PIPELINE_FAMILIES[name]
+
+
+def backbone_class(family: str) -> type[Backbone]:
+    """The backbone class of a family, without loading any model (export needs only its key names)."""
+    if family == "toy":
+        from .toy import ToyBackbone
+
+        return ToyBackbone
+    if family == "wan":
+        from .wan import WanBackbone
+
+        return WanBackbone
+    raise InputError(f"unknown model family {family!r} (supported: wan, toy)")
 
 
 def load_backbone(
@@ -46,11 +60,5 @@ def load_backbone(
     if source is not None and family == "auto":
         family = detect_family(source)
     if source is None or family == "toy":
-        from .toy import ToyBackbone
-
-        return ToyBackbone.load(source, device=device)
-    if family == "wan":
-        from .wan import WanBackbone
-
-        return WanBackbone.load(source, dtype=DTYPES[dtype], device=device, offload=offload)
-    raise ValueError(f"unknown model family {family!r} (supported: wan, toy)")
+        return backbone_class("toy").load(source, device=device)
+    return backbone_class(family).load(source, dtype=DTYPES[dtype], device=device, offload=offload)

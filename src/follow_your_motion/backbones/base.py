@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InputError
+
 # Called once per self-attention layer during a capture pass with queries and keys after q/k norm and
 # RoPE, both shaped (batch, tokens, heads, head_dim).
 QKCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
@@ -57,18 +59,32 @@ class VideoGeometry:
     def pixel_frames(self, latent_frames: int) -> int:
         return (latent_frames - 1) * self.temporal_stride + 1
 
+    @property
+    def frames_rule(self) -> str:
+        """The pixel frame counts the backbone takes, as users read them ("4k+1")."""
+        return f"{self.temporal_stride}k+1" if self.temporal_stride > 1 else "any count"
+
+    @property
+    def min_frames(self) -> int:
+        """Fewest pixel frames for motion: two latent frames (one frame has no motion to learn)."""
+        return self.pixel_frames(2)
+
+    def largest_valid_frames(self, pixel_frames: int) -> int:
+        """The most pixel frames the backbone takes that fit in `pixel_frames` (0 if none)."""
+        return self.pixel_frames(self.latent_frames(pixel_frames)) if pixel_frames >= 1 else 0
+
     def check(self, frames: int, height: int, width: int) -> None:
         """Raise ValueError naming the first size this backbone cannot take."""
         if not self.valid_frames(frames):
             lo = self.pixel_frames(max(1, self.latent_frames(frames)))
-            raise ValueError(
-                f"frames must be {self.temporal_stride}k+1 (got {frames}; nearest valid: {lo} or "
+            raise InputError(
+                f"frames must be {self.frames_rule} (got {frames}; nearest valid: {lo} or "
                 f"{lo + self.temporal_stride})"
             )
         m = self.size_multiple
         for name, value in (("height", height), ("width", width)):
             if value <= 0 or value % m:
-                raise ValueError(f"{name} must be a positive multiple of {m} (got {value})")
+                raise InputError(f"{name} must be a positive multiple of {m} (got {value})")
 
 
 class Backbone(ABC):
@@ -122,9 +138,11 @@ class Backbone(ABC):
     def lora_targets(self, layer: int) -> dict[str, str]:
         """Module names (relative to `transformer`) of the layer's self-attention projections by role."""
 
+    @staticmethod
     @abstractmethod
-    def comfyui_key(self, module_name: str) -> str:
-        """ComfyUI-native module key (without .lora_A/.lora_B suffix) for a diffusers module name."""
+    def comfyui_key(module_name: str) -> str:
+        """ComfyUI-native module key (without .lora_A/.lora_B suffix) for a diffusers module name (static: export
+        renames a run's LoRA files without loading any model)."""
 
     @abstractmethod
     def save_diffusers_lora(self, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
@@ -156,7 +174,7 @@ class Backbone(ABC):
         elif weighting == "logit_normal":
             u = torch.sigmoid(torch.randn(n, generator=generator))
         else:
-            raise ValueError(f"unknown timestep weighting {weighting!r} (uniform, logit_normal)")
+            raise InputError(f"unknown timestep weighting {weighting!r} (uniform, logit_normal)")
         s = self.flow_shift if shift is None else shift
         return (s * u / (1 + (s - 1) * u)).clamp(1e-4, 1.0)
 
@@ -194,7 +212,7 @@ class Backbone(ABC):
         loaded = self.loaded_adapters()
         missing = [name for name, scale in scales.items() if scale != 0 and name not in loaded]
         if missing:
-            raise ValueError(f"LoRA adapter(s) {', '.join(missing)} requested but not loaded")
+            raise InputError(f"LoRA adapter(s) {', '.join(missing)} requested but not loaded")
         active = {name: scale for name, scale in scales.items() if scale != 0}
         if active:
             self.transformer.enable_adapters()

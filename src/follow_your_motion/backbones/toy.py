@@ -18,6 +18,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransform
 from safetensors.torch import load_file
 from torch import nn
 
+from ..errors import InputError
 from .base import VideoGeometry
 from .wan import ModelLoadError, WanBackbone
 
@@ -49,12 +50,12 @@ class ToyTextEncoder(nn.Module):
             words = prompt.lower().replace(",", " ").replace(".", " ").split()
             unknown = [w for w in words if w not in self.index]
             if unknown:
-                raise ValueError(
+                raise InputError(
                     f"the toy model does not know {', '.join(map(repr, unknown))}; "
                     f"its vocabulary is: {' '.join(self.vocabulary)}"
                 )
             if len(words) > self.max_words:
-                raise ValueError(f"prompt {prompt!r} has {len(words)} words; the toy model takes {self.max_words}")
+                raise InputError(f"prompt {prompt!r} has {len(words)} words; the toy model takes {self.max_words}")
             ids[row, : len(words)] = torch.tensor([self.index[w] for w in words], dtype=torch.long)
         return ids
 
@@ -151,7 +152,7 @@ class ToyBackbone(WanBackbone):
     @noise_correlation.setter
     def noise_correlation(self, value: float) -> None:
         if not 0.0 <= value < 1.0:
-            raise ValueError(f"noise_correlation must lie in [0, 1), got {value}")
+            raise InputError(f"noise_correlation must lie in [0, 1), got {value}")
         self._noise_correlation = float(value)
 
     def draw_noise(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:

@@ -20,13 +20,14 @@ from diffusers import WanPipeline
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from torch import nn
 
+from ..errors import InputError
 from .base import Backbone, QKCallback, VideoGeometry, second_adapter_allowed
 
 ROPE_THETA = 10000.0  # WanRotaryPosEmbed's default; every released Wan2.1 checkpoint uses it
 _COMFY_ROLE = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o"}
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(InputError):
     """The model source could not be loaded; the message says which and why."""
 
 
@@ -59,7 +60,7 @@ class PositionedRope(nn.Module):
         pt, ph, pw = self.inner.patch_size
         grid = (frames // pt, height // ph, width // pw)
         if len(self.frame_positions) != grid[0]:
-            raise ValueError(f"{len(self.frame_positions)} frame positions for {grid[0]} latent frames")
+            raise InputError(f"{len(self.frame_positions)} frame positions for {grid[0]} latent frames")
         t_cos, t_sin = self.temporal_table(self.frame_positions)
         t_dim = self.inner.t_dim
         out = []
@@ -207,7 +208,8 @@ class WanBackbone(Backbone):
         prefix = f"blocks.{layer}.attn1"
         return {"q": f"{prefix}.to_q", "k": f"{prefix}.to_k", "v": f"{prefix}.to_v", "o": f"{prefix}.to_out.0"}
 
-    def comfyui_key(self, module_name: str) -> str:
+    @staticmethod
+    def comfyui_key(module_name: str) -> str:
         _, layer, _, projection = module_name.split(".", 3)
         return f"diffusion_model.blocks.{layer}.self_attn.{_COMFY_ROLE[projection]}"
 
@@ -224,11 +226,12 @@ class WanBackbone(Backbone):
 
     def load_lora(self, path: str, adapter: str) -> None:
         try:
-            state = WanPipeline.lora_state_dict(str(path))
             with second_adapter_allowed():
-                self.pipe.load_lora_weights(dict(state), adapter_name=adapter)
+                # from the file, as users load it, so diffusers reads the adapter config (rank, alpha) it holds
+                self.pipe.load_lora_weights(str(path), adapter_name=adapter)
+            state = WanPipeline.lora_state_dict(str(path))
         except (OSError, ValueError, KeyError, RuntimeError) as err:
-            raise ValueError(f"{path}: cannot load as a Wan LoRA ({str(err).splitlines()[0]})") from err
+            raise InputError(f"{path}: cannot load as a Wan LoRA ({str(err).splitlines()[0]})") from err
         # diffusers creates the adapter in the model's dtype; keep the file's exact float32 values instead,
         # so a reloaded LoRA computes what the trained one did (and can keep training).
         for name, param in self.transformer.named_parameters():

@@ -17,6 +17,7 @@ import json
 import math
 from pathlib import Path
 
+from ..errors import InputError
 from .stats import summarize
 
 CATEGORIES = ("camera", "single-object", "multi-object", "human", "other")
@@ -43,13 +44,13 @@ def as_number(value: object) -> float | None:
 
 def _check_record(record: object, where: str) -> dict:
     if not isinstance(record, dict):
-        raise ValueError(f"{where}: a result must be a JSON object, got {type(record).__name__}")
+        raise InputError(f"{where}: a result must be a JSON object, got {type(record).__name__}")
     for key in ("case", "method"):
         if not isinstance(record.get(key), str) or not record[key]:
-            raise ValueError(f"{where}: result has no {key!r}")
+            raise InputError(f"{where}: result has no {key!r}")
     for key in FLAT_GROUPS:
         if record.get(key) is not None and not isinstance(record[key], dict):
-            raise ValueError(f"{where}: {key!r} must be an object, got {type(record[key]).__name__}")
+            raise InputError(f"{where}: {key!r} must be an object, got {type(record[key]).__name__}")
     return record
 
 
@@ -57,7 +58,7 @@ def load_results(bench_dir: Path) -> tuple[list[dict], str]:
     """The result records of ``bench_dir`` and where they came from (results.jsonl, else results/*.json)."""
     bench_dir = Path(bench_dir)
     if not bench_dir.is_dir():
-        raise ValueError(f"{bench_dir}: not a benchmark directory (does not exist or is not a directory)")
+        raise InputError(f"{bench_dir}: not a benchmark directory (does not exist or is not a directory)")
     records: list[dict] = []
     jsonl = bench_dir / "results.jsonl"
     if jsonl.is_file():
@@ -67,7 +68,7 @@ def load_results(bench_dir: Path) -> tuple[list[dict], str]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{jsonl}:{number}: not valid JSON ({err.msg})") from None
+                raise InputError(f"{jsonl}:{number}: not valid JSON ({err.msg})") from None
             records.append(_check_record(record, f"{jsonl}:{number}"))
         if records:
             return records, jsonl.name
@@ -75,10 +76,10 @@ def load_results(bench_dir: Path) -> tuple[list[dict], str]:
         try:
             record = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err.msg})") from None
+            raise InputError(f"{path}: not valid JSON ({err.msg})") from None
         records.append(_check_record(record, str(path)))
     if not records:
-        raise ValueError(
+        raise InputError(
             f"{bench_dir}: no results found (expected results.jsonl or results/*.json; run `fym bench run` first)"
         )
     return records, "results/*.json"

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..errors import InputError
 from .manifest import DavisClip
 
 
@@ -24,7 +25,7 @@ class DavisArchive:
         try:
             self._zip = zipfile.ZipFile(self.path)
         except (zipfile.BadZipFile, OSError) as err:
-            raise ValueError(f"{self.path}: not a readable zip archive ({err})") from None
+            raise InputError(f"{self.path}: not a readable zip archive ({err})") from None
         prefix = f"{self.frames_dir}/"
         self.sequences: dict[str, list[str]] = {}
         for name in self._zip.namelist():
@@ -44,10 +45,10 @@ class DavisArchive:
         """The clip's JPEG members; a missing sequence or a range past its last frame is a ValueError."""
         names = self.sequences.get(clip.sequence)
         if names is None:
-            raise ValueError(f"{self.path}: no sequence {clip.sequence!r} under {self.frames_dir}/ "
+            raise InputError(f"{self.path}: no sequence {clip.sequence!r} under {self.frames_dir}/ "
                              f"({len(self.sequences)} sequences there)")
         if clip.end > len(names):
-            raise ValueError(f"{self.path}: {clip.sequence} has {len(names)} frames (0-{len(names) - 1}), but the "
+            raise InputError(f"{self.path}: {clip.sequence} has {len(names)} frames (0-{len(names) - 1}), but the "
                              f"case asks for frames {clip.start}-{clip.end - 1}")
         return names[clip.start:clip.end]
 
@@ -57,9 +58,9 @@ class DavisArchive:
         for name in self.frame_names(clip):
             bgr = cv2.imdecode(np.frombuffer(self._zip.read(name), np.uint8), cv2.IMREAD_COLOR)
             if bgr is None:
-                raise ValueError(f"{self.path}: {name} is not a readable JPEG")
+                raise InputError(f"{self.path}: {name} is not a readable JPEG")
             if frames and bgr.shape != frames[0].shape:
-                raise ValueError(f"{self.path}: {name} is {bgr.shape[1]}x{bgr.shape[0]} but the clip's first frame "
+                raise InputError(f"{self.path}: {name} is {bgr.shape[1]}x{bgr.shape[0]} but the clip's first frame "
                                  f"is {frames[0].shape[1]}x{frames[0].shape[0]}")
             frames.append(bgr)
         return np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames])

@@ -17,11 +17,13 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
+from ..errors import InputError
+
 CHUNK = 1 << 20
 TIMEOUT_S = 30.0  # per connect / read, not for the whole file
 
 
-class FetchError(RuntimeError):
+class FetchError(InputError):
     """A download or checksum problem; the message is one line saying what failed and what to do."""
 
 

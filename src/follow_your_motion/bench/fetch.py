@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..errors import InputError
 from ..runs import atomic_write_text
 from ..video import write_video
 from .davis import DavisArchive
@@ -50,10 +51,10 @@ def fetch_suite(
     data = Path(data)
     out = data / path.name
     if out.resolve() == path.resolve():
-        raise ValueError(f"{path}: the resolved manifest would overwrite this suite; use another data folder")
+        raise InputError(f"{path}: the resolved manifest would overwrite this suite; use another data folder")
     cases = [case for case in manifest.cases if case.davis is not None]
     if manifest.source is None or not cases:
-        raise ValueError(f"{path}: no DAVIS cases, nothing to fetch (`fym bench run` takes it as it is)")
+        raise InputError(f"{path}: no DAVIS cases, nothing to fetch (`fym bench run` takes it as it is)")
     source = manifest.source if url is None else manifest.source.model_copy(update={"url": url})
     missing = [case for case in cases if not (data / clip_path(case.davis)).is_file()]
     if missing:
@@ -80,7 +81,7 @@ def _write_clips(archive: Path, source: ArchiveSource, cases: list[Case], data: 
             try:
                 davis.frame_names(case.davis)
             except ValueError as err:
-                raise ValueError(f"case {case.id!r}: {err}") from None
+                raise InputError(f"case {case.id!r}: {err}") from None
         for case in tqdm(cases, desc="clips", unit="clip", disable=None):
             target = data / clip_path(case.davis)
             if not target.is_file():  # two cases may share a clip
@@ -92,7 +93,7 @@ def _archive(source: ArchiveSource, data: Path, given: str | Path | None) -> Pat
     if given is not None:
         path = Path(given)
         if not path.is_file():
-            raise ValueError(f"{path}: archive not found")
+            raise InputError(f"{path}: archive not found")
         _verify(path, source.sha256, data, "")
         return path
     path = data / source.filename

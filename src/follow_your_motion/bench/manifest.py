@@ -72,6 +72,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..errors import InputError
 from ..toyworld import render as sw
 
 CATEGORIES: tuple[str, ...] = ("camera", "single-object", "multi-object", "human", "other")
@@ -157,7 +158,7 @@ class DavisClip(_Strict):
     @model_validator(mode="after")
     def _range(self) -> DavisClip:
         if self.end <= self.start:
-            raise ValueError(f"empty frame range: end ({self.end}) must be greater than start ({self.start})")
+            raise InputError(f"empty frame range: end ({self.end}) must be greater than start ({self.start})")
         return self
 
 
@@ -205,22 +206,22 @@ class Case(_Strict):
     @classmethod
     def _id(cls, value: str) -> str:
         if not ID_PATTERN.match(value) or "__" in value:
-            raise ValueError(f"{value!r} is not a valid id (letters, digits, '.', '_', '-'; no '__')")
+            raise InputError(f"{value!r} is not a valid id (letters, digits, '.', '_', '-'; no '__')")
         return value
 
     @field_validator("reference")
     @classmethod
     def _video(cls, value: str | GeneratorReference | DavisReference) -> str | GeneratorReference | DavisReference:
         if isinstance(value, str) and not value.strip():
-            raise ValueError("empty reference path")
+            raise InputError("empty reference path")
         return value
 
     @model_validator(mode="after")
     def _tracks_need_video(self) -> Case:
         if self.tracks is not None and self.shapesworld is not None:
-            raise ValueError("tracks: ShapesWorld cases take their ground truth from the renderer")
+            raise InputError("tracks: ShapesWorld cases take their ground truth from the renderer")
         if self.tracks is not None and self.davis is not None:
-            raise ValueError("tracks: a DAVIS case has no video yet; add them to the manifest `fym bench fetch` writes")
+            raise InputError("tracks: a DAVIS case has no video yet; add them to the manifest `fym bench fetch` writes")
         return self
 
     @property
@@ -255,7 +256,7 @@ class Manifest(_Strict):
 def _one_of(what: str, value: str, valid: Iterable[str]) -> str:
     valid = tuple(valid)
     if value not in valid:
-        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+        raise InputError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
     return value
 
 
@@ -282,7 +283,7 @@ def _error(source: str, err: ValidationError) -> ValueError:
 def validate_manifest(data: Any, source: str, root: Path | None = None) -> Manifest:
     """Validate a parsed manifest; relative paths resolve against `root`; errors name `source` and the field."""
     if not isinstance(data, dict):
-        raise ValueError(f"{source}: a manifest is a mapping with a 'cases' list, got {type(data).__name__}")
+        raise InputError(f"{source}: a manifest is a mapping with a 'cases' list, got {type(data).__name__}")
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as err:
@@ -290,10 +291,10 @@ def validate_manifest(data: Any, source: str, root: Path | None = None) -> Manif
     seen: dict[str, int] = {}
     for i, case in enumerate(manifest.cases):
         if case.id in seen:
-            raise ValueError(f"{source}: cases[{i}].id: duplicate id {case.id!r} (first at cases[{seen[case.id]}])")
+            raise InputError(f"{source}: cases[{i}].id: duplicate id {case.id!r} (first at cases[{seen[case.id]}])")
         seen[case.id] = i
         if case.davis is not None and manifest.source is None:
-            raise ValueError(f"{source}: cases[{i}].reference: a DAVIS reference needs the manifest's `source` "
+            raise InputError(f"{source}: cases[{i}].reference: a DAVIS reference needs the manifest's `source` "
                              "(the archive's url and sha256)")
     root = Path(root) if root is not None else Path.cwd()
     cases = []
@@ -306,10 +307,10 @@ def validate_manifest(data: Any, source: str, root: Path | None = None) -> Manif
             path = Path(value).expanduser()
             path = (path if path.is_absolute() else root / path).resolve()
             if not path.is_file():
-                raise ValueError(f"{source}: cases[{i}].{field}: file not found: {path}")
+                raise InputError(f"{source}: cases[{i}].{field}: file not found: {path}")
             update[field] = str(path)
         if case.tracks is not None and Path(update["tracks"]).suffix.lower() != ".npz":
-            raise ValueError(f"{source}: cases[{i}].tracks: expected an .npz file with 'points' (N, T, 2)")
+            raise InputError(f"{source}: cases[{i}].tracks: expected an .npz file with 'points' (N, T, 2)")
         cases.append(case.model_copy(update=update))
     return manifest.model_copy(update={"cases": cases})
 
@@ -320,9 +321,9 @@ def load_manifest(path: str | Path) -> Manifest:
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
-        raise ValueError(f"{path}: cannot read manifest ({err.strerror or err})") from err
+        raise InputError(f"{path}: cannot read manifest ({err.strerror or err})") from err
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from err
+        raise InputError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from err
     return validate_manifest(data, str(path), path.parent)
 
 
@@ -342,9 +343,9 @@ def load_tracks(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
             points = np.asarray(data["points"], dtype=np.float64)
             visible = np.asarray(data["visible"], dtype=bool) if "visible" in data else None
     except (OSError, KeyError, ValueError) as err:
-        raise ValueError(f"{path}: not a tracks file with 'points' (N, T, 2) ({err})") from err
+        raise InputError(f"{path}: not a tracks file with 'points' (N, T, 2) ({err})") from err
     if points.ndim != 3 or points.shape[2] != 2:
-        raise ValueError(f"{path}: points must have shape (N, T, 2), got {points.shape}")
+        raise InputError(f"{path}: points must have shape (N, T, 2), got {points.shape}")
     if visible is not None and visible.shape != points.shape[:2]:
-        raise ValueError(f"{path}: visible must have shape {points.shape[:2]}, got {visible.shape}")
+        raise InputError(f"{path}: visible must have shape {points.shape[:2]}, got {visible.shape}")
     return points, visible

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..errors import InputError
 from .manifest import Manifest, load_manifest, validate_manifest
 from .shapesworld_suite import SHAPESWORLD_SUITE
 
@@ -34,7 +35,7 @@ def resolve_manifest(spec: str | Path | Manifest) -> Manifest:
     for case in manifest.cases:
         if case.davis is not None:
             suite = "SUITE" if isinstance(spec, Manifest) else spec
-            raise ValueError(
+            raise InputError(
                 f"case {case.id!r} references DAVIS frames, not a video: run `fym bench fetch --suite {suite} "
                 "--data DATA` first, then run the manifest it writes under DATA"
             )
@@ -61,14 +62,14 @@ def from_folder(folder: str | Path, category: str = "other") -> Manifest:
     try:
         lines = prompts.read_text().splitlines()
     except OSError as err:
-        raise ValueError(f"{prompts}: cannot read ({err.strerror or err})") from err
+        raise InputError(f"{prompts}: cannot read ({err.strerror or err})") from err
     cases, where = [], []
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = line.split("\t")
         if len(fields) not in (3, 4):
-            raise ValueError(
+            raise InputError(
                 f"{prompts}:{number}: expected '<video>\\t<caption>\\t<target 1>|<target 2>...[\\t<category>]' "
                 f"(TAB-separated), got {len(fields)} field(s)"
             )
@@ -83,7 +84,7 @@ def from_folder(folder: str | Path, category: str = "other") -> Manifest:
         cases.append(case)
         where.append(number)
     if not cases:
-        raise ValueError(f"{prompts}: no cases (every line is blank or a comment)")
+        raise InputError(f"{prompts}: no cases (every line is blank or a comment)")
     try:
         return validate_manifest({"name": folder.name, "cases": cases}, str(prompts), folder)
     except ValueError as err:
@@ -118,7 +119,7 @@ def from_mtbench(folder: str | Path, category: str = "other") -> Manifest:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"{folder}: not a folder")
+        raise InputError(f"{folder}: not a folder")
     found: list[tuple[Path, str | None]] = []
     for entry in sorted(p for p in folder.iterdir() if p.is_dir()):
         if (entry / "eval_prompts.txt").is_file():
@@ -126,7 +127,7 @@ def from_mtbench(folder: str | Path, category: str = "other") -> Manifest:
         else:
             found += [(sub, entry.name) for sub in sorted(entry.iterdir()) if (sub / "eval_prompts.txt").is_file()]
     if not found:
-        raise ValueError(f"{folder}: no MTBench case folders (<name>/eval_prompts.txt) found")
+        raise InputError(f"{folder}: no MTBench case folders (<name>/eval_prompts.txt) found")
     names = [p.name for p, _ in found]
     cases, where = [], []
     for path, group in found:
@@ -151,8 +152,8 @@ def _first_line(path: Path) -> str:
             if line.strip():
                 return line.strip()
     except OSError as err:
-        raise ValueError(f"{path}: cannot read the reference caption ({err.strerror or err})") from err
-    raise ValueError(f"{path}: empty (the reference caption is expected on its first line)")
+        raise InputError(f"{path}: cannot read the reference caption ({err.strerror or err})") from err
+    raise InputError(f"{path}: empty (the reference caption is expected on its first line)")
 
 
 def _mtbench_video(case: Path) -> Path:
@@ -163,4 +164,4 @@ def _mtbench_video(case: Path) -> Path:
     candidates = sorted(p for p in videos.glob("*") if p.suffix.lower() in VIDEO_SUFFIXES) if videos.is_dir() else []
     if len(candidates) == 1:
         return candidates[0]
-    raise ValueError(f"{videos}: expected {case.name}.mp4 (or a single video), found {len(candidates)} video(s)")
+    raise InputError(f"{videos}: expected {case.name}.mp4 (or a single video), found {len(candidates)} video(s)")

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..config import TransferConfig, merge
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def get_method(name: str | Method) -> Method:
     try:
         return METHODS[name.strip()]
     except KeyError:
-        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}") from None
+        raise InputError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}") from None
 
 
 def get_methods(names: str | Iterable[str | Method]) -> list[Method]:
@@ -86,5 +87,5 @@ def get_methods(names: str | Iterable[str | Method]) -> list[Method]:
         if method.name not in {m.name for m in methods}:
             methods.append(method)
     if not methods:
-        raise ValueError(f"no method given; valid methods: {', '.join(METHODS)}")
+        raise InputError(f"no method given; valid methods: {', '.join(METHODS)}")
     return methods

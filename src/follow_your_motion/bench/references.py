@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import TransferConfig
+from ..errors import InputError
 from ..toyworld import render as sw
 from ..video import write_video
 from .manifest import Case
@@ -32,14 +33,13 @@ def case_reference(out: Path, case: Case, cfg: TransferConfig, cache: dict) -> C
     spec = case.shapesworld
     if spec is None:
         return CaseReference(Path(str(case.reference)))
-    v = cfg.video
-    scene = spec.scene(v.frames, v.height, v.width)
+    scene = spec.scene(*cfg.video.target())
     key = (case.id, scene)
     if key not in cache:
         try:
             clip = sw.render(scene)
         except ValueError as err:
-            raise ValueError(f"case {case.id!r}: cannot render its ShapesWorld reference ({err})") from err
+            raise InputError(f"case {case.id!r}: cannot render its ShapesWorld reference ({err})") from err
         path = out / "references" / f"{case.id}-{scene.num_frames}x{scene.height}x{scene.width}.mp4"
         if not path.exists():
             write_video(path, clip.frames, REFERENCE_FPS)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..toyworld import render as sw
 from ..toyworld.metrics import FILL_RATIO, MIN_STEP, guess_shape, transfer_metrics
 from .score import appearance_metrics, score_appearance, score_pair, score_tracks
@@ -144,9 +145,9 @@ def ground_truth_scores(scene: sw.SceneSpec, reference: np.ndarray, result: np.n
     in `prompt`. Raises ValueError when they cannot be computed."""
     targets = colours_in(prompt)
     if not targets:
-        raise ValueError(f"target prompt {prompt!r} names no colour (known: {', '.join(sw.COLOURS)})")
+        raise InputError(f"target prompt {prompt!r} names no colour (known: {', '.join(sw.COLOURS)})")
     if len(reference) != len(result):
-        raise ValueError(f"reference has {len(reference)} frames, result {len(result)}: paths not comparable")
+        raise InputError(f"reference has {len(reference)} frames, result {len(result)}: paths not comparable")
     objects = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of a track that is never found

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from ..config import TransferConfig
+from ..errors import InputError
 from ..runs import atomic_write_text
 from .manifest import Case, load_tracks
 from .methods import Method
@@ -110,10 +111,10 @@ def check_finished(path: Path, cfg: TransferConfig, seed: int, appearance: Seque
     try:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: unreadable result ({err}); delete it to recompute") from err
+        raise InputError(f"{path}: unreadable result ({err}); delete it to recompute") from err
     scored = [k for k in APPEARANCE_MODELS if k in (record.get("metrics") or {})]
     if scored != list(appearance):
-        raise ValueError(f"{path} was scored with appearance metrics: {', '.join(scored) or 'none'}; this run asks "
+        raise InputError(f"{path} was scored with appearance metrics: {', '.join(scored) or 'none'}; this run asks "
                          f"for: {', '.join(appearance) or 'none'} (--clip / --dino); use another --out or delete the "
                          "old results")
     old = flatten(record.get("config") or {})
@@ -121,7 +122,7 @@ def check_finished(path: Path, cfg: TransferConfig, seed: int, appearance: Seque
     new["generate.seed"] = seed
     diffs = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if k not in IGNORED_SETTINGS and old.get(k) != v]
     if diffs:
-        raise ValueError(f"{path} was made with other settings ({'; '.join(diffs[:3])}); "
+        raise InputError(f"{path} was made with other settings ({'; '.join(diffs[:3])}); "
                          "use another --out or delete the old results")
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..config import RECIPES, TransferConfig, merge
+from ..config import TransferConfig, merge, model_family, resolve_config
+from ..errors import InputError
 from ..runs import atomic_write_text
 from .manifest import Case, Manifest
 from .manifest_sources import resolve_manifest
@@ -41,19 +42,12 @@ from .transfer_call import close_jobs, run_transfer
 SUITE_SCHEMA = "fym-bench-suite/1"
 
 
-def base_settings(model: str | None, device: str, overrides: dict | None) -> tuple[dict, str]:
-    """Recipe of the model's family, the user's overrides, then model source and device: (settings, family)."""
-    overrides = dict(overrides or {})
-    source = model if model is not None else (overrides.get("model") or {}).get("source")
-    if source is None:
-        family = "toy"
-    else:
-        from ..backbones import detect_family
-
-        family = detect_family(source)
-    settings = merge(merge(RECIPES.get(family, {}), overrides), {"model": {"source": source, "device": device}})
-    TransferConfig.model_validate(settings)  # bad overrides fail before any work
-    return settings, family
+def base_settings(model: str | None, device: str | None, overrides: dict | None) -> tuple[dict, str]:
+    """The run's settings (``config.resolve_config``: the family's recipe < `overrides` < the model and device
+    given) and the model family."""
+    flags = {k: v for k, v in (("source", model), ("device", device)) if v is not None}
+    cfg = resolve_config({"model": flags} if flags else {}, settings=overrides)  # bad overrides fail here
+    return cfg.model_dump(), model_family(cfg.model.model_dump())
 
 
 def _unit_config(settings: dict, method: Method, case: Case, reference: Path) -> TransferConfig:
@@ -67,7 +61,7 @@ def run_suite(
     methods: str | Sequence[str | Method],
     out: str | Path,
     model: str | None = None,
-    device: str = "cpu",
+    device: str | None = None,
     overrides: dict | None = None,
     seeds: Sequence[int] = (0,),
     clip: str | None = None,
@@ -83,11 +77,11 @@ def run_suite(
     methods = get_methods(methods)
     seeds = tuple(dict.fromkeys(int(s) for s in seeds))
     if not seeds:
-        raise ValueError("no seeds given")
+        raise InputError("no seeds given")
     out = Path(out)
     procs = Processes.from_env()
-    device = procs.device(device)
     settings, family = base_settings(model, device, overrides)
+    device = settings["model"]["device"] = procs.device(settings["model"]["device"])
     appearance = AppearanceModels(clip, dino, device)
     appearance.load()
     items = work_items(manifest, methods, seeds)

@@ -1,11 +1,14 @@
 """Score any pair of videos (a reference and an output from any tool) with both motion-fidelity definitions.
 
-This is what ``fym metrics REF OUT --prompt ...`` runs. The output is first fitted to the reference's frame
-size (``video.resize_center_crop``) so both videos are tracked on the same grid in the same pixel units;
-each video is then tracked once per definition with that definition's grid (DeT: ``DET_GRID``, DMT:
-``DMT_GRID``) by the chosen tracker, and the DeT and DMT scores are computed from those tracks. Frame
-counts may differ: DeT aligns them itself (its release does), and for DMT - which compares step t with
-step t - the longer track set keeps frames ``floor(linspace(0, T_long - 1, T_short))`` first, the same rule.
+This is what ``fym metrics REF OUT --prompt ...`` runs. Each video is tracked once per definition with that
+definition's grid (DeT: ``DET_GRID``, DMT: ``DMT_GRID``) by the chosen tracker, and the DeT and DMT scores are
+computed from those tracks. For DeT both videos are tracked at their own frame size and each is normalised by
+its own width and height, as DeT's release does (no resizing: a resize and centre crop would change the
+normalised tracks whenever the aspect ratios differ). DMT works in pixels and compares the two videos in the
+same pixel units, so for DMT only the output is first fitted to the reference's frame size
+(``video.resize_center_crop``). Frame counts may differ: DeT aligns them itself (its release does), and for
+DMT - which compares step t with step t - the longer track set keeps frames
+``metrics.motion.det_frame_indices(T_long, T_short)`` first, the same rule.
 
 Only tracks with a known position in every frame are scored (``TRACK_FILTER``). The metrics compare two
 tracks over the steps valid in both, so a KLT track lost after frame 0 or 1 is compared over one or two
@@ -34,7 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from .metrics import DET_GRID, DMT_GRID, MotionFidelity, motion_fidelity_det, motion_fidelity_dmt
+from .metrics.motion import det_frame_indices
 from .trackers import Tracks, get_tracker
 
 TRACK_FILTER = "tracks with a finite position in every frame (partial tracks masked out)"
@@ -91,8 +96,8 @@ def _kept(ref_n: int | None, out_n: int | None, total: int) -> dict:
 
 
 def _align_frames(points: np.ndarray, usable: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep frames floor(linspace(0, T - 1, n_frames)) (DeT's rule for the longer video)."""
-    idx = np.linspace(0, points.shape[1] - 1, n_frames).astype(np.int64)
+    """Keep frames ``det_frame_indices(T, n_frames)`` (DeT's rule for the longer video)."""
+    idx = det_frame_indices(points.shape[1], n_frames)
     return points[:, idx], usable[:, idx]
 
 
@@ -102,7 +107,8 @@ def score_pair(
     """Motion fidelity of ``out_frames`` against ``ref_frames`` (both uint8 (T, H, W, 3) RGB).
 
     Returns a JSON-ready dict with ``motion_fidelity_det`` and ``motion_fidelity_dmt`` (each: score,
-    definition, number of scored tracks, constants) and the sizes and frame counts used. Raises ValueError
+    definition, number of scored tracks, constants) and the sizes and frame counts used (``output_resized``:
+    whether the output was fitted to the reference size for DMT; DeT always uses it as given). Raises ValueError
     for unusable input (fewer than 2 frames, wrong shapes, an unknown tracker) and RuntimeError when the
     tracker cannot run (e.g. no CoTracker). A definition that cannot be scored (e.g. no track of the output
     survives a step, so DMT has nothing to compare) raises its ValueError too, or with `record_errors` gets
@@ -114,24 +120,25 @@ def score_pair(
     ref, out = np.asarray(ref_frames), np.asarray(out_frames)
     for name, frames in (("reference", ref), ("output", out)):
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
-            raise ValueError(f"{name} frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+            raise InputError(f"{name} frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
         if frames.shape[0] < 2:
-            raise ValueError(f"{name} has {frames.shape[0]} frame(s); motion needs at least 2")
-    height, width = ref.shape[1:3]
+            raise InputError(f"{name} has {frames.shape[0]} frame(s); motion needs at least 2")
+    height, width = (int(v) for v in ref.shape[1:3])
     out_size = tuple(int(v) for v in out.shape[1:3])
     resized = out_size != (height, width)
-    if resized:
-        out = resize_center_crop(out, height, width)
 
+    # DeT: each video at its own size, normalised by its own (W, H) inside motion_fidelity_det
     ref_det, out_det = track(ref, grid=DET_GRID), track(out, grid=DET_GRID)
     (ref_use, ref_n), (out_use, out_n) = complete_tracks(ref_det), complete_tracks(out_det)
     det = _fidelity_json(
-        lambda: motion_fidelity_det(ref_det.points, out_det.points, size=(height, width), ref_visible=ref_use,
-                                    gen_visible=out_use),
+        lambda: motion_fidelity_det(ref_det.points, out_det.points, ref_size=(height, width), gen_size=out_size,
+                                    ref_visible=ref_use, gen_visible=out_use),
         DET_GRID, ref_det, _kept(ref_n, out_n, ref_det.points.shape[0]), record_errors,
     )
 
-    ref_dmt, out_dmt = track(ref, grid=DMT_GRID), track(out, grid=DMT_GRID)
+    # DMT: pixel units, so the output is fitted to the reference's frame size first
+    out_dmt_frames = resize_center_crop(out, height, width) if resized else out
+    ref_dmt, out_dmt = track(ref, grid=DMT_GRID), track(out_dmt_frames, grid=DMT_GRID)
     (ref_use, ref_n), (out_use, out_n) = complete_tracks(ref_dmt), complete_tracks(out_dmt)
     n_frames = min(ref_dmt.points.shape[1], out_dmt.points.shape[1])
     ref_pts, ref_use = _align_frames(ref_dmt.points, ref_use, n_frames)
@@ -147,10 +154,11 @@ def score_pair(
         "size_hw": [int(height), int(width)],
         "output_size_hw": list(out_size),
         "output_resized": resized,
-        "output_resize": "resize_center_crop to the reference size" if resized else None,
+        "output_resize": "resize_center_crop to the reference size, for DMT only" if resized else None,
         "frames": {"reference": int(ref.shape[0]), "output": int(out.shape[0])},
         "dmt_frame_alignment": (
-            "floor(linspace(0, T_long - 1, T_short))" if ref.shape[0] != out.shape[0] else None
+            "int32(float32 torch.linspace(0, T_long - 1, T_short)), DeT's rule" if ref.shape[0] != out.shape[0]
+            else None
         ),
     }
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..toyworld import render as sw
 from .manifest import Manifest, validate_manifest
 
@@ -67,7 +68,7 @@ def shapesworld_suite(n_per_category: int = 2, seed: int = 0, n_targets: int = 1
     Each case has `n_targets` prompts naming other colours (and shapes) than the reference. Frame count and
     size are left open, so a run renders them at its own video settings. Deterministic in `seed`."""
     if n_per_category < 1 or n_targets < 1:
-        raise ValueError("n_per_category and n_targets must be >= 1")
+        raise InputError("n_per_category and n_targets must be >= 1")
     rng = np.random.default_rng(seed)
     cases = []
     for category in sw.CATEGORIES:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from ..errors import InputError
+
 CI_LEVEL = 0.95
 
 
@@ -39,9 +41,9 @@ def t_critical(df: int, level: float = CI_LEVEL) -> float:
     10,000 degrees of freedom the value for 10,000 is returned (within 3e-4 of the limit, 1.95996).
     """
     if df < 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+        raise InputError(f"degrees of freedom must be >= 1, got {df}")
     if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+        raise InputError(f"level must be in (0, 1), got {level}")
     if df > 10_000:
         df = 10_000
     lo, hi = 0.0, 1.0

@@ -9,27 +9,34 @@ are exactly zero in both, because they are exactly zero in the trained adapter.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from ..backbones.base import Backbone
-from ..runs import atomic_save_tensors
+from ..errors import InputError
+from ..runs import atomic_save_tensors, atomic_write, load_tensors
 from .lora import adapter_state
 
 FORMATS = ("diffusers", "comfyui")
+PREFIX = "transformer"  # diffusers' key prefix of the transformer's LoRA weights and adapter config
+LORA_METADATA_KEY = "lora_adapter_metadata"  # where diffusers' save_lora_weights puts the adapter config
 
 
 def lora_metadata(backbone: Backbone, adapter: str) -> dict:
     return backbone.transformer.peft_config[adapter].to_dict()
 
 
-def comfyui_state(backbone: Backbone, state: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
-    """Rename PEFT keys to ComfyUI's and add one `.alpha` scalar per module."""
+def comfyui_state(comfyui_key: Callable[[str], str], state: dict[str, torch.Tensor], alpha: float
+                  ) -> dict[str, torch.Tensor]:
+    """Rename PEFT keys (`<module>.lora_A.weight`) to ComfyUI's and add one `.alpha` scalar per module."""
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         module, which = key.rsplit(".", 2)[0], key.rsplit(".", 2)[1]
-        target = backbone.comfyui_key(module)
+        target = comfyui_key(module)
         out[f"{target}.{which}.weight"] = tensor
         out[f"{target}.alpha"] = torch.tensor(float(alpha))
     return out
@@ -38,7 +45,7 @@ def comfyui_state(backbone: Backbone, state: dict[str, torch.Tensor], alpha: flo
 def export_lora(backbone: Backbone, adapter: str, path: Path, fmt: str = "diffusers") -> Path:
     """Write the in-memory adapter `adapter` to `path` in format `fmt` (atomically)."""
     if fmt not in FORMATS:
-        raise ValueError(f"unknown LoRA format {fmt!r} (choose from {', '.join(FORMATS)})")
+        raise InputError(f"unknown LoRA format {fmt!r} (choose from {', '.join(FORMATS)})")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = adapter_state(backbone.transformer, adapter)
@@ -46,5 +53,32 @@ def export_lora(backbone: Backbone, adapter: str, path: Path, fmt: str = "diffus
         backbone.save_diffusers_lora(str(path), state, lora_metadata(backbone, adapter))
     else:
         alpha = backbone.transformer.peft_config[adapter].lora_alpha
-        atomic_save_tensors(path, comfyui_state(backbone, state, alpha), {"format": "comfyui", "adapter": adapter})
+        atomic_save_tensors(path, comfyui_state(backbone.comfyui_key, state, alpha),
+                            {"format": "comfyui", "adapter": adapter})
     return path
+
+
+def saved_adapter_config(path: Path) -> dict:
+    """The adapter config (rank, alpha, targets) a diffusers-format LoRA file of ours holds in its metadata."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+        config = json.loads(metadata[LORA_METADATA_KEY])
+        return {key.removeprefix(f"{PREFIX}."): value for key, value in config.items()}
+    except (OSError, KeyError, ValueError) as err:
+        raise InputError(f"{path}: not a LoRA file with its adapter config in the metadata ({err})") from err
+
+
+def export_file(source: Path, path: Path, fmt: str, comfyui_key: Callable[[str], str]) -> Path:
+    """Write a run's saved LoRA file (diffusers format, adapter config in the metadata) in format `fmt`, reading
+    nothing but that file: diffusers is a verified copy, comfyui renames the keys and adds the saved alpha."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown LoRA format {fmt!r} (choose from {', '.join(FORMATS)})")
+    state = load_tensors(source)
+    config = saved_adapter_config(source)
+    if fmt == "diffusers":
+        return atomic_write(Path(path), lambda tmp: tmp.write_bytes(Path(source).read_bytes()))
+    peft_state = {key.removeprefix(f"{PREFIX}."): tensor for key, tensor in state.items()}
+    adapter = Path(source).name.removesuffix("_lora.safetensors")
+    return atomic_save_tensors(Path(path), comfyui_state(comfyui_key, peft_state, float(config["lora_alpha"])),
+                               {"format": "comfyui", "adapter": adapter})

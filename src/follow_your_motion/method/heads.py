@@ -21,6 +21,7 @@ import torch
 
 from ..backbones.base import Backbone
 from ..config import HeadSettings
+from ..errors import InputError
 
 
 @dataclass
@@ -49,7 +50,7 @@ class HeadMap:
     def heads(self, kind: str) -> dict[int, list[int]]:
         """Layer -> selected head indices of `kind` ("spatial" or "temporal")."""
         if kind not in ("spatial", "temporal"):
-            raise ValueError(f"unknown head kind {kind!r}")
+            raise InputError(f"unknown head kind {kind!r}")
         want = kind == "temporal"
         return {layer: [h for h, t in enumerate(row) if t == want] for layer, row in enumerate(self.temporal)}
 
@@ -94,7 +95,7 @@ class HeadMap:
         try:
             return cls.from_json(json.loads(Path(path).read_text()))
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}: not a valid heads.json ({err})") from err
+            raise InputError(f"{path}: not a valid heads.json ({err})") from err
 
 
 def template_masks(

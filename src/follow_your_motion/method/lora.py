@@ -16,6 +16,7 @@ from peft import LoraConfig
 from torch import nn
 
 from ..backbones.base import COLUMN_ROLES, ROW_ROLES, Backbone, second_adapter_allowed
+from ..errors import InputError
 
 ADAPTERS = ("spatial", "motion")
 
@@ -59,7 +60,7 @@ def add_masked_lora(
     Raises ValueError when no layer has a selected head (an empty LoRA would be a silent no-op)."""
     targets = target_modules(backbone, selection, include_out)
     if not targets:
-        raise ValueError(f"no heads selected for the {adapter!r} LoRA: nothing to train")
+        raise InputError(f"no heads selected for the {adapter!r} LoRA: nothing to train")
     transformer = backbone.transformer
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=sorted(targets), init_lora_weights=True)
     with torch.random.fork_rng(devices=[]), second_adapter_allowed():
@@ -114,7 +115,7 @@ def load_adapter_state(transformer: nn.Module, adapter: str, state: dict[str, to
     expected = {name.replace(f".{adapter}.weight", ".weight") for name in params}
     if set(state) != expected:
         missing, extra = sorted(expected - set(state))[:3], sorted(set(state) - expected)[:3]
-        raise ValueError(f"LoRA keys do not match the {adapter!r} adapter (missing {missing}, unexpected {extra})")
+        raise InputError(f"LoRA keys do not match the {adapter!r} adapter (missing {missing}, unexpected {extra})")
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(state[name.replace(f".{adapter}.weight", ".weight")])

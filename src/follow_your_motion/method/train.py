@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..backbones.base import Backbone
 from ..config import MotionSettings, TrainSettings
+from ..errors import InputError
 from ..runs import RunDir, atomic_save_tensors, load_tensors
 from .lora import adapter_state, load_adapter_state, set_trainable
 from .losses import flow_matching_loss, motion_loss
@@ -33,6 +34,9 @@ class StepInputs:
 
 
 InputFn = Callable[[int, torch.Generator], StepInputs]
+# Called after every optimizer step with (stage, step done, total steps, loss parts); returning True stops the
+# stage there, checkpointed, so that running it again resumes (how an app cancels a run).
+StepCallback = Callable[[str, int, int, dict[str, float]], bool | None]
 
 
 def spatial_inputs(frame_latents: torch.Tensor, text: torch.Tensor, batch_size: int) -> InputFn:
@@ -96,7 +100,7 @@ def _restore(folder: Path, transformer: torch.nn.Module, adapter: str, optimizer
         scheduler.load_state_dict(state["scheduler"])
         return int(state["step"])
     except (OSError, RuntimeError, KeyError, ValueError) as err:
-        raise ValueError(f"{folder}: corrupt checkpoint ({err})") from err
+        raise InputError(f"{folder}: corrupt checkpoint ({err})") from err
 
 
 def train_adapter(
@@ -109,11 +113,13 @@ def train_adapter(
     motion_weight: float = 0.0,
     motion_form: str = "paper",
     stop_after: int | None = None,
+    on_step: StepCallback | None = None,
 ) -> dict[str, torch.Tensor]:
     """Train `adapter` (already added to the transformer) for `settings.steps` optimizer steps.
 
     Resumes from the stage's newest complete checkpoint. `stop_after` ends the call after that many
-    steps in total (checkpointing first), which is how tests and schedulers interrupt a run."""
+    steps in total (checkpointing first), which is how tests and schedulers interrupt a run; so does `on_step`
+    returning True."""
     transformer = backbone.transformer
     params = set_trainable(transformer, adapter)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -167,13 +173,16 @@ def train_adapter(
             done = step + 1
             seconds = time.perf_counter() - began
             bar.set_postfix(loss=f"{parts['fm'] + motion_weight * parts['motion']:.4f}")
+            stop = bool(on_step and on_step(stage, done, settings.steps, parts))
             if accelerator.is_main_process:
                 run.log("step", stage=stage, step=done, lr=scheduler.get_last_lr()[0], seconds=round(seconds, 4),
                         **parts)
-                if done % settings.checkpoint_every == 0 or done == end:
+                if done % settings.checkpoint_every == 0 or done == end or stop:
                     save = lambda folder, at=done: _save(folder, transformer, adapter, optimizer, scheduler, at)  # noqa: E731
                     run.save_checkpoint(stage, done, save)
             accelerator.wait_for_everyone()
+            if stop:
+                break
     transformer.eval()
     if settings.grad_checkpointing:
         transformer.disable_gradient_checkpointing()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config import recipe_config
+from ..config import resolve_config
+from ..errors import InputError
 from ..runs import atomic_write_text
 from ..transfer import Transfer
 from ..video import write_video
@@ -19,11 +20,11 @@ def run_demo(out: Path, example: str = "single-orbit-cw", target_prompt: str = "
              device: str = "cpu") -> dict:
     """Writes reference.mp4, samples/ (result, base model, side-by-sides) and metrics.json to `out`."""
     if example not in EXAMPLES:
-        raise ValueError(f"unknown example {example!r} (choose from {', '.join(EXAMPLES)})")
+        raise InputError(f"unknown example {example!r} (choose from {', '.join(EXAMPLES)})")
     clip = render(EXAMPLES[example])
     reference = write_video(Path(out) / "reference.mp4", clip.frames, FPS)
-    cfg = recipe_config("toy", {"reference": str(reference), "prompt": clip.caption, "target_prompt": target_prompt,
-                                "model": {"device": device}})
+    cfg = resolve_config({"reference": str(reference), "prompt": clip.caption, "target_prompt": target_prompt,
+                          "model": {"device": device}})
     job = Transfer(cfg, Path(out))
     tuned = job.all()
     base = job.generate(settings=cfg.generate.model_copy(update={"motion_scale": 0.0}), name="base")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
 from .render import COLOURS, segment_colour, track_colour
 
 MIN_STEP = 0.25  # pixels: a reference step shorter than this counts as "not moving" for the cosine
@@ -99,4 +100,4 @@ def colour_of(prompt: str) -> str:
     for word in prompt.split():
         if word in COLOURS:
             return word
-    raise ValueError(f"prompt {prompt!r} names no colour (known: {', '.join(COLOURS)})")
+    raise InputError(f"prompt {prompt!r} names no colour (known: {', '.join(COLOURS)})")

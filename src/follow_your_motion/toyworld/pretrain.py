@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backbones.toy import ToyBackbone
+from ..errors import InputError
 from ..runs import RunDir, atomic_save_tensors, atomic_write_text
 from . import render
 
@@ -173,7 +174,7 @@ def initialise_from(model: ToyBackbone, source: Path) -> dict:
     meta.json records of the donor."""
     donor = ToyBackbone.load(str(source))
     if donor.text_encoder.vocabulary != model.text_encoder.vocabulary:
-        raise ValueError(f"{source}: its vocabulary differs from the new run's; it cannot initialise it")
+        raise InputError(f"{source}: its vocabulary differs from the new run's; it cannot initialise it")
     for target, given in ((model.transformer, donor.transformer), (model.text_encoder, donor.text_encoder)):
         state = target.state_dict()
         for name, tensor in given.state_dict().items():
@@ -182,7 +183,7 @@ def initialise_from(model: ToyBackbone, source: Path) -> dict:
                             and into.shape[0] == tensor.shape[0] and into.shape[2:] == tensor.shape[2:]
                             and into.shape[1] > tensor.shape[1])
             if into is None or (into.shape != tensor.shape and not grows_inputs):
-                raise ValueError(f"{source}: weight {name} {tuple(tensor.shape)} does not fit the new run's model "
+                raise InputError(f"{source}: weight {name} {tuple(tensor.shape)} does not fit the new run's model "
                                  f"({None if into is None else tuple(into.shape)})")
             with torch.no_grad():
                 if grows_inputs:
@@ -201,7 +202,7 @@ def run_meta(out: Path, meta: dict | None) -> dict:
         stored = json.loads(path.read_text())
         if meta is not None and meta != stored:
             changed = sorted(k for k in set(meta) | set(stored) if meta.get(k) != stored.get(k))
-            raise ValueError(f"{out} was started with another model config (differs in: {', '.join(changed)}); "
+            raise InputError(f"{out} was started with another model config (differs in: {', '.join(changed)}); "
                              "use a new --out")
         return stored
     meta = meta or DEFAULT_META

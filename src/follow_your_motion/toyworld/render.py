@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError
+
 COLOURS: dict[str, tuple[int, int, int]] = {  # saturated; pairwise >= 127 apart on some channel
     "red": (255, 0, 0),
     "green": (0, 255, 0),
@@ -90,33 +92,33 @@ class Clip:
 
 def _check(kind: str, value: object, valid: tuple[str, ...] | list[str]) -> None:
     if value not in valid:
-        raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
+        raise InputError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
 
 
 def _validate(scene: SceneSpec) -> None:
     if not scene.objects:
-        raise ValueError("scene needs at least one object")
+        raise InputError("scene needs at least one object")
     if scene.num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {scene.num_frames}")
+        raise InputError(f"num_frames must be >= 1, got {scene.num_frames}")
     if scene.height < 16 or scene.width < 16:
-        raise ValueError(f"height and width must be >= 16, got {scene.height}x{scene.width}")
+        raise InputError(f"height and width must be >= 16, got {scene.height}x{scene.width}")
     _check("background", scene.background, BACKGROUNDS)
     if scene.camera is not None:
         _check("camera", scene.camera, CAMERA_PROGRAMS)
     names = [o.name for o in scene.objects]
     if len(set(names)) != len(names):
-        raise ValueError(f"objects must have distinct colour+shape names, got {names}")
+        raise InputError(f"objects must have distinct colour+shape names, got {names}")
     for o in scene.objects:
         _check("shape", o.shape, (*SHAPES, FIGURE))
         _check("colour", o.colour, tuple(COLOURS))
         valid = HUMAN_PROGRAMS if o.shape == FIGURE else PRETRAIN_PROGRAMS + HELDOUT_PROGRAMS
         _check(f"program for {o.shape}", o.program, valid)
         if not 0.0 < o.size <= 1.0:
-            raise ValueError(f"size must be in (0, 1], got {o.size}")
+            raise InputError(f"size must be in (0, 1], got {o.size}")
         if o.size * min(scene.height, scene.width) < 3.0:
-            raise ValueError(f"size {o.size} is below 3 px at {scene.height}x{scene.width}")
+            raise InputError(f"size {o.size} is below 3 px at {scene.height}x{scene.width}")
         if not all(0.0 <= a <= 1.0 for a in o.anchor):
-            raise ValueError(f"anchor must be in [0, 1]^2, got {o.anchor}")
+            raise InputError(f"anchor must be in [0, 1]^2, got {o.anchor}")
 
 
 def _program(program: str, u: np.ndarray, phase: float, h: int, w: int) -> tuple[np.ndarray, ...]:
@@ -148,7 +150,7 @@ def _program(program: str, u: np.ndarray, phase: float, h: int, w: int) -> tuple
         return zero, zero, 0.6 + 0.8 * np.sin(np.pi * u)
     if program == "jump":  # two hops
         return zero, -0.12 * h * np.abs(np.sin(2 * np.pi * u)), one
-    raise ValueError(f"unknown program {program!r}")  # pragma: no cover - validated earlier
+    raise InputError(f"unknown program {program!r}")  # pragma: no cover - validated earlier
 
 
 def _camera(camera: str | None, u: np.ndarray, h: int, w: int) -> tuple[np.ndarray, ...]:
@@ -198,13 +200,13 @@ def _object_path(o: ObjectSpec, scene: SceneSpec, u: np.ndarray) -> tuple[np.nda
             lo = np.max((ext * s * z - c + pan) / z + c - d)
             hi = np.min((size - 1 - ext * s * z - c + pan) / z + c - d)
             if lo > hi + 1e-9:
-                raise ValueError(f"{o.name} ({o.program!r}, size {o.size}) cannot stay in frame")
+                raise InputError(f"{o.name} ({o.program!r}, size {o.size}) cannot stay in frame")
             starts.append(lo + a * max(hi - lo, 0.0))
         wx, wy = starts[0] + dx, starts[1] + dy
     x, y, rad = z * (wx - cx) + cx - px, z * (wy - cy) + cy - py, r0 * s * z
     e, eps = rad * ext / r0, 1e-6
     if np.any(np.minimum(x, y) - e < -eps) or np.any(x + e > w - 1 + eps) or np.any(y + e > h - 1 + eps):
-        raise ValueError(f"{o.name} ({o.program!r}) leaves the frame under camera {scene.camera!r}")
+        raise InputError(f"{o.name} ({o.program!r}) leaves the frame under camera {scene.camera!r}")
     return x, y, rad
 
 
@@ -308,7 +310,7 @@ def random_scene(
     axis: 1 places a path anywhere it fits, 0 centres every path in the frame."""
     _check("category", category, CATEGORIES)
     if not 0.0 <= anchor_spread <= 1.0:
-        raise ValueError(f"anchor_spread must lie in [0, 1], got {anchor_spread}")
+        raise InputError(f"anchor_spread must lie in [0, 1], got {anchor_spread}")
     for p in programs:
         _check("program", p, PRETRAIN_PROGRAMS + HELDOUT_PROGRAMS + HUMAN_PROGRAMS)
     colours = list(COLOURS)
@@ -336,7 +338,7 @@ def random_scene(
         return SceneSpec((obj(str(rng.choice(colours)), "static"),), background="textured", camera=cam, **kw)
     pool = tuple(p for p in programs if p not in HUMAN_PROGRAMS)
     if not pool:
-        raise ValueError(f"no object programs for category {category!r} in {programs}")
+        raise InputError(f"no object programs for category {category!r} in {programs}")
     n = 1 if category == "single" else 2
     picked = rng.choice(len(colours), size=n, replace=False)
     objs = tuple(obj(colours[int(c)], str(rng.choice(pool))) for c in picked)
@@ -368,7 +370,7 @@ def segment_colour(frames: np.ndarray, colour: str, tol: int = 40) -> np.ndarray
     _check("colour", colour, tuple(COLOURS))
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must have shape (T, H, W, 3), got {frames.shape}")
+        raise InputError(f"frames must have shape (T, H, W, 3), got {frames.shape}")
     diff = np.abs(frames.astype(np.float64) - np.asarray(COLOURS[colour], dtype=np.float64))
     return diff.max(axis=-1) <= tol
 

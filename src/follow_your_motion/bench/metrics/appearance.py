@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...errors import InputError
+
 if TYPE_CHECKING:
     from .encoders import ClipEncoder, DinoEncoder
 
@@ -46,9 +48,9 @@ def check_frames(frames: np.ndarray, min_frames: int) -> np.ndarray:
     """The frames as a uint8 (T, H, W, 3) array with at least `min_frames` frames, or a ValueError."""
     arr = np.asarray(frames)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] != 3:
-        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {arr.dtype} {arr.shape}")
+        raise InputError(f"frames must be uint8 (T, H, W, 3), got {arr.dtype} {arr.shape}")
     if arr.shape[0] < min_frames:
-        raise ValueError(f"{arr.shape[0]} frame(s) given; this metric needs at least {min_frames}")
+        raise InputError(f"{arr.shape[0]} frame(s) given; this metric needs at least {min_frames}")
     return arr
 
 
@@ -57,7 +59,7 @@ def _unit(embeddings: np.ndarray) -> np.ndarray:
     arr = np.asarray(embeddings, dtype=np.float64)
     norms = np.linalg.norm(arr, axis=-1, keepdims=True)
     if not np.isfinite(arr).all() or (norms == 0).any():
-        raise ValueError("an embedding is zero or not finite: its cosine is undefined")
+        raise InputError("an embedding is zero or not finite: its cosine is undefined")
     return arr / norms
 
 
@@ -70,7 +72,7 @@ def _score(per_frame: np.ndarray, definition: str, constants: dict) -> Appearanc
 def _check_sequence(embeddings: np.ndarray) -> np.ndarray:
     arr = _unit(embeddings)
     if arr.ndim != 2 or len(arr) < 2:
-        raise ValueError(f"temporal consistency needs (T >= 2, D) embeddings, got shape {arr.shape}")
+        raise InputError(f"temporal consistency needs (T >= 2, D) embeddings, got shape {arr.shape}")
     return arr
 
 

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...errors import InputError
+
 BATCH = 16
 """Frames per forward pass (bounds memory on long videos; the embeddings do not depend on it)."""
 PREPROCESSING_KEYS = (
@@ -100,7 +102,7 @@ def _model_dir(source: str, kind: str, hint: str) -> Path:
     try:
         return Path(snapshot_download(source, local_files_only=True))
     except (OSError, ValueError):  # not cached, or not even a valid hub id
-        raise ValueError(f"{kind} model {source!r} not found: no such directory and no copy in the Hugging Face "
+        raise InputError(f"{kind} model {source!r} not found: no such directory and no copy in the Hugging Face "
                          f"cache (weights are never downloaded here); {hint}") from None
 
 
@@ -116,21 +118,21 @@ def _load(source: str, kind: str, option: str, classes: dict[str, tuple[Any, dic
     try:
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError) as err:
-        raise ValueError(f"{where}: no usable config.json ({_first_line(err)}); {hint}") from None
+        raise InputError(f"{where}: no usable config.json ({_first_line(err)}); {hint}") from None
     if config.model_type not in classes:
-        raise ValueError(f"{where} is a {config.model_type!r} model; {option} needs one of: {', '.join(classes)}")
+        raise InputError(f"{where} is a {config.model_type!r} model; {option} needs one of: {', '.join(classes)}")
     if with_tokenizer and not any((directory / name).is_file() for name in TOKENIZER_FILES):
-        raise ValueError(f"{where} has no tokenizer ({' or '.join(TOKENIZER_FILES)}); {hint}")
+        raise InputError(f"{where} has no tokenizer ({' or '.join(TOKENIZER_FILES)}); {hint}")
     cls, extra = classes[config.model_type]
     try:
         model, info = cls.from_pretrained(directory, local_files_only=True, output_loading_info=True, **extra)
         processor = AutoImageProcessor.from_pretrained(directory, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True) if with_tokenizer else None
     except (OSError, ValueError, TypeError) as err:
-        raise ValueError(f"{where} cannot be loaded ({_first_line(err)}); {hint}") from None
+        raise InputError(f"{where} cannot be loaded ({_first_line(err)}); {hint}") from None
     missing = sorted(k for k in info["missing_keys"] if not any(u in k for u in UNUSED_WEIGHTS))
     if missing:
-        raise ValueError(f"{where}: {len(missing)} weight(s) missing from the checkpoint ({', '.join(missing[:3])}), "
+        raise InputError(f"{where}: {len(missing)} weight(s) missing from the checkpoint ({', '.join(missing[:3])}), "
                          f"so it would score with random weights; {hint}")
     return model.to(device).eval(), processor, tokenizer, directory
 

@@ -6,9 +6,10 @@ included, behind switches), so that a number produced here can be put next to a 
 * ``motion_fidelity_dmt`` - Yatim et al., "Space-Time Diffusion Features for Zero-Shot Text-Driven
   Motion Transfer" (DMT, CVPR 2024): pixel coordinates, an identity matrix subtracted from the
   similarity matrix before the max, one-sided matching.
-* ``motion_fidelity_det`` - Shi et al., "Decouple and Track" (DeT / MTBench, ICCV 2025): coordinates
-  divided by the frame width/height, the normalised start position used as an extra "step", no identity
-  subtraction, and an optional trajectory-distance ("frechet") term.
+* ``motion_fidelity_det`` - Shi et al., "Decouple and Track" (DeT / MTBench, ICCV 2025): each video's
+  coordinates divided by its own frame width/height, frame counts aligned by the release's float32 index
+  rule, the normalised start position used as an extra "step", no identity subtraction, and an optional
+  trajectory-distance ("frechet") term on track ids drawn as the release draws them.
 
 Both compare unit displacement vectors with a cosine that is defined everywhere: a zero-length
 displacement (a static point) is "static"; static vs static counts as cosine 1 and static vs moving
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...errors import InputError
+
 ZERO_EPS = 1e-12
 """A displacement whose length is <= this (in the definition's units) is a static point, not a direction."""
 STATIC_STATIC_COS = 1.0
@@ -38,7 +41,8 @@ DMT_GRID = 55
 DET_GRID = 50
 """Grid side used by the DeT / MTBench release (CoTracker3 ``grid_size=50``, checkpoint scaled_offline)."""
 DET_TRAJECTORY_TRACKS = 50
-"""Tracks per video entering DeT's trajectory ("frechet") term; the release draws 50 at random."""
+"""Track ids drawn for DeT's trajectory ("frechet") term; the release draws 50, with replacement, from the
+generated video's track indices and takes the same ids from both videos."""
 
 DIRECTIONS = ("gen_to_ref", "ref_to_gen")
 """``gen_to_ref``: every generated track takes its best reference track and the mean is over generated
@@ -69,14 +73,14 @@ def _check_tracks(tracks: np.ndarray, visible: np.ndarray | None, name: str) -> 
     """Return float64 positions (non-finite -> 0) and the (N, T) mask of usable frames."""
     arr = np.asarray(tracks, dtype=np.float64)
     if arr.ndim != 3 or arr.shape[2] != 2:
-        raise ValueError(f"{name} must have shape (N, T, 2) of (x, y) positions, got {arr.shape}")
+        raise InputError(f"{name} must have shape (N, T, 2) of (x, y) positions, got {arr.shape}")
     if arr.shape[1] < 2:
-        raise ValueError(f"{name} needs at least 2 frames to have a displacement, got T={arr.shape[1]}")
+        raise InputError(f"{name} needs at least 2 frames to have a displacement, got T={arr.shape[1]}")
     valid = np.isfinite(arr).all(axis=2)
     if visible is not None:
         vis = np.asarray(visible)
         if vis.shape != arr.shape[:2]:
-            raise ValueError(f"{name} visibility must have shape {arr.shape[:2]}, got {vis.shape}")
+            raise InputError(f"{name} visibility must have shape {arr.shape[:2]}, got {vis.shape}")
         valid &= vis.astype(bool)
     return np.where(valid[..., None], arr, 0.0), valid
 
@@ -88,7 +92,7 @@ def _displacements(points: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, n
 
 def _check_direction(direction: str) -> None:
     if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
 
 
 # ------------------------------------------------------------------------------------------- similarity
@@ -133,7 +137,7 @@ def displacement_similarity(
     ref, ref_valid = _check_tracks(ref_tracks, ref_visible, "ref_tracks")
     gen, gen_valid = _check_tracks(gen_tracks, gen_visible, "gen_tracks")
     if ref.shape[1] != gen.shape[1]:
-        raise ValueError(f"ref and gen tracks must have the same T, got {ref.shape[1]} and {gen.shape[1]}")
+        raise InputError(f"ref and gen tracks must have the same T, got {ref.shape[1]} and {gen.shape[1]}")
     return _cosine_matrix(*_displacements(ref, ref_valid), *_displacements(gen, gen_valid))
 
 
@@ -151,7 +155,7 @@ def _one_sided(sim_ref_gen: np.ndarray, direction: str) -> np.ndarray:
     """Best-match values of the averaged side: generated tracks for gen_to_ref, reference for ref_to_gen."""
     best = _best_per_row(sim_ref_gen.T if direction == "gen_to_ref" else sim_ref_gen)
     if best.size == 0:
-        raise ValueError("no pair of tracks shares a valid step; cannot score (check the visibility masks)")
+        raise InputError("no pair of tracks shares a valid step; cannot score (check the visibility masks)")
     return best
 
 
@@ -192,11 +196,11 @@ def motion_fidelity_dmt(
     ref, ref_valid = _check_tracks(ref_tracks, ref_visible, "ref_tracks")
     gen, gen_valid = _check_tracks(gen_tracks, gen_visible, "gen_tracks")
     if ref.shape[1] != gen.shape[1]:
-        raise ValueError(f"DMT compares step t with step t: T must match, got {ref.shape[1]} and {gen.shape[1]}")
+        raise InputError(f"DMT compares step t with step t: T must match, got {ref.shape[1]} and {gen.shape[1]}")
     sim = _cosine_matrix(*_displacements(ref, ref_valid), *_displacements(gen, gen_valid))
     if identity_quirk:
         if ref.shape[0] != gen.shape[0]:
-            raise ValueError(
+            raise InputError(
                 "identity_quirk subtracts eye(N) and needs equally many, index-aligned tracks "
                 f"(got {ref.shape[0]} reference and {gen.shape[0]} generated); pass identity_quirk=False"
             )
@@ -222,18 +226,45 @@ def motion_fidelity_dmt(
 # ------------------------------------------------------------------------------------------------- DeT
 
 
+def det_frame_indices(n_long: int, n_short: int) -> np.ndarray:
+    """Frames of an ``n_long``-frame video that DeT's release keeps to compare it with an ``n_short``-frame one.
+
+    The release takes ``torch.linspace(0, n_long - 1, n_short)`` (float32, on the CPU) and truncates it to
+    int32. Computed here without torch, bit for bit as torch's vectorised CPU kernels (AVX2 / AVX512, what
+    any current x86-64 machine dispatches to) compute it: step = float32((n_long - 1) / (n_short - 1)); the
+    first ``n_short // 2`` values are ``step * i`` and the others ``(n_long - 1) - step * (n_short - 1 - i)``,
+    each rounded to float32 once (the kernel is compiled with fused multiply-adds); then truncated. That is
+    not ``floor(linspace)`` in exact arithmetic: 17 -> 15 keeps frame 7 where exact arithmetic gives 8
+    (float32 value 7.9999995), 61 -> 45 keeps frames 15 and 30 where float64 ``np.linspace`` gives 14 and 29.
+    (torch's non-vectorised ``ATEN_CPU_CAPABILITY=default`` kernel rounds twice and keeps frame 8 there.)
+    """
+    n_long, n_short = int(n_long), int(n_short)
+    if not 1 <= n_short <= n_long:
+        raise InputError(f"need 1 <= n_short <= n_long, got n_long={n_long}, n_short={n_short}")
+    if n_short == 1:
+        return np.zeros(1, dtype=np.int64)  # torch.linspace(a, b, 1) is [a]
+    end = np.float32(n_long - 1)
+    step = float(end / np.float32(n_short - 1))  # float32 division, correctly rounded
+    i = np.arange(n_short, dtype=np.float64)
+    # float32 * small integer is exact in float64 and so is the subtraction: one rounding, as in an FMA
+    exact = np.where(i < n_short // 2, step * i, float(end) - step * (n_short - 1 - i))
+    return np.trunc(exact.astype(np.float32)).astype(np.int64)
+
+
 def _resample_frames(points: np.ndarray, valid: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """DeT's frame alignment: keep frames floor(linspace(0, T - 1, n_frames)) of the longer video."""
-    idx = np.linspace(0, points.shape[1] - 1, n_frames).astype(np.int64)
+    """DeT's frame alignment: the longer video keeps frames ``det_frame_indices(T, n_frames)``."""
+    idx = det_frame_indices(points.shape[1], n_frames)
     return points[:, idx], valid[:, idx]
 
 
-def _even_subset(valid: np.ndarray, k: int | None) -> np.ndarray:
-    """Indices of k evenly spaced tracks among those with a usable frame (all of them when k is None)."""
-    usable = np.flatnonzero(valid.any(axis=1))
-    if k is None or usable.size <= k:
-        return usable
-    return usable[np.unique(np.round(np.linspace(0, usable.size - 1, k)).astype(np.int64))]
+def det_trajectory_ids(n_gen: int, k: int, seed: int) -> np.ndarray:
+    """The ``k`` track ids DeT's "frechet" term compares: drawn uniformly with replacement from
+    ``0 .. n_gen - 1`` by ``torch.randint`` with a CPU generator seeded ``seed`` (the release makes the same call
+    on torch's global, unseeded generator; ``torch.manual_seed(seed)`` right before it gives these ids)."""
+    import torch  # only this optional term needs it
+
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.randint(0, int(n_gen), size=(int(k),), generator=generator).numpy().astype(np.int64)
 
 
 def trajectory_distance_matrix(
@@ -243,7 +274,8 @@ def trajectory_distance_matrix(
 
     Despite its name in the DeT release it is not a Frechet distance: it averages the distance between
     every frame of one trajectory and every frame of the other (SciPy ``cdist(...).mean()``), so it mostly
-    measures how far apart the two paths lie. Rows of ``a`` are processed in chunks of at most
+    measures how far apart the two paths lie. The two sides may have different frame counts (the release
+    aligns them first; ``motion_fidelity_det`` does). Rows of ``a`` are processed in chunks of at most
     ``max_elements`` frame pairs to bound memory. Pairs without a valid frame on both sides are NaN.
     """
     out = np.full((a.shape[0], b.shape[0]), np.nan)
@@ -262,40 +294,56 @@ def trajectory_distance_matrix(
     return out
 
 
+def _check_size(size: tuple[int, int] | None, name: str) -> tuple[int, int]:
+    if size is None:
+        raise InputError(f"{name} is needed: pass size=(H, W) for both videos or ref_size and gen_size")
+    height, width = (int(v) for v in size)
+    if height <= 0 or width <= 0:
+        raise InputError(f"{name} must be a positive (H, W), got {size}")
+    return height, width
+
+
 def motion_fidelity_det(
     ref_tracks: np.ndarray,
     gen_tracks: np.ndarray,
     *,
-    size: tuple[int, int],
+    size: tuple[int, int] | None = None,
+    ref_size: tuple[int, int] | None = None,
+    gen_size: tuple[int, int] | None = None,
     ref_visible: np.ndarray | None = None,
     gen_visible: np.ndarray | None = None,
     include_initial_position: bool = True,
     direction: str = "gen_to_ref",
     with_trajectory_distance: bool = False,
     trajectory_tracks: int | None = DET_TRAJECTORY_TRACKS,
+    trajectory_seed: int = 0,
 ) -> MotionFidelity:
-    """DeT / MTBench motion-fidelity score from (N, T, 2) pixel tracks and the frame ``size`` = (H, W).
+    """DeT / MTBench motion-fidelity score from (N, T, 2) pixel tracks of two videos.
 
-    As in the DeT release: positions are divided by (W, H); when T differs the longer video keeps frames
-    floor(linspace(0, T-1, T_short)); each track becomes the sequence [p(0), p(1) - p(0), ..., p(T-1) -
-    p(T-2)] (``include_initial_position``: the normalised start position is compared like a step);
-    S[j, i] = mean cosine over that sequence; no identity subtraction; score = mean over generated tracks
-    of the max over reference tracks (``direction``).
+    Each video's tracks are divided by that video's own frame width and height, as in the release:
+    ``ref_size`` and ``gen_size`` are (H, W) of the frames each set was tracked in; ``size`` gives one
+    (H, W) for both (either of the other two overrides it for its side). Then, as in the DeT release: when
+    T differs the longer video keeps frames ``det_frame_indices(T_long, T_short)``; each track becomes the
+    sequence [p(0), p(1) - p(0), ..., p(T-1) - p(T-2)] (``include_initial_position``: the normalised start
+    position is compared like a step); S[j, i] = mean cosine over that sequence; no identity subtraction;
+    score = mean over generated tracks of the max over reference tracks (``direction``).
 
-    ``with_trajectory_distance`` adds DeT's "frechet" term on ``trajectory_tracks`` evenly spaced tracks
-    per video (the release draws them at random): ``trajectory_distance`` = mean over the averaged side
-    of the smallest D[j, i] (see ``trajectory_distance_matrix``, normalised units) and
-    ``trajectory_similarity`` = mean of max 1 / (1 + D), which is the term the release averages 50/50
-    with the cosine score.
+    ``with_trajectory_distance`` adds DeT's "frechet" term. With ``trajectory_tracks = k`` (release: 50) it
+    draws k ids with replacement from the generated video's track indices (``det_trajectory_ids``, seeded
+    ``trajectory_seed``) and takes those same ids from both videos, so the two track sets must be index-aligned
+    (equally many tracks, as when both are tracked on one grid); ``None`` compares all tracks with all.
+    ``trajectory_distance`` = mean over the drawn tracks of the averaged side (duplicates counted) of the
+    smallest D[j, i] (``trajectory_distance_matrix``, normalised units) and ``trajectory_similarity`` = mean of
+    max 1 / (1 + D), the term the release averages 50/50 with the cosine score. Drawn tracks that are masked
+    out entirely take no part (the release has no masks).
     """
     _check_direction(direction)
-    height, width = (int(v) for v in size)
-    if height <= 0 or width <= 0:
-        raise ValueError(f"size must be a positive (H, W), got {size}")
+    ref_hw = _check_size(ref_size if ref_size is not None else size, "ref_size")
+    gen_hw = _check_size(gen_size if gen_size is not None else size, "gen_size")
     ref, ref_valid = _check_tracks(ref_tracks, ref_visible, "ref_tracks")
     gen, gen_valid = _check_tracks(gen_tracks, gen_visible, "gen_tracks")
-    scale = np.array([1.0 / width, 1.0 / height])
-    ref, gen = ref * scale, gen * scale
+    ref = ref * np.array([1.0 / ref_hw[1], 1.0 / ref_hw[0]])
+    gen = gen * np.array([1.0 / gen_hw[1], 1.0 / gen_hw[0]])
     n_frames = min(ref.shape[1], gen.shape[1])
     if ref.shape[1] != n_frames:
         ref, ref_valid = _resample_frames(ref, ref_valid, n_frames)
@@ -314,30 +362,48 @@ def motion_fidelity_det(
 
     traj_distance = traj_similarity = None
     if with_trajectory_distance:
-        ri, gi = _even_subset(ref_valid, trajectory_tracks), _even_subset(gen_valid, trajectory_tracks)
+        if trajectory_tracks is None:
+            ri, gi = np.arange(ref.shape[0]), np.arange(gen.shape[0])
+        else:
+            if ref.shape[0] != gen.shape[0]:
+                raise InputError(
+                    "the trajectory term takes the same drawn track ids from both videos and needs equally many, "
+                    f"index-aligned tracks (got {ref.shape[0]} reference and {gen.shape[0]} generated); "
+                    "pass trajectory_tracks=None to compare all tracks"
+                )
+            ri = gi = det_trajectory_ids(gen.shape[0], trajectory_tracks, trajectory_seed)
         dist = trajectory_distance_matrix(ref[ri], ref_valid[ri], gen[gi], gen_valid[gi])
         rows = dist.T if direction == "gen_to_ref" else dist
         defined = ~np.isnan(rows)
         keep = defined.any(axis=1)
         if not keep.any():
-            raise ValueError("no pair of tracks has a valid frame; cannot compute the trajectory distance")
+            raise InputError("no pair of tracks has a valid frame; cannot compute the trajectory distance")
         nearest = np.where(defined, rows, np.inf)[keep].min(axis=1)
         traj_distance = float(nearest.mean())
         traj_similarity = float((1.0 / (1.0 + nearest)).mean())
 
+    sampled = with_trajectory_distance and trajectory_tracks is not None
     constants = {
         "grid": DET_GRID,
         "tracker": "CoTracker3 (scaled_offline.pth) in the release",
-        "coordinates": "normalised (x / W, y / H)",
-        "size_hw": (height, width),
+        "coordinates": "normalised by each video's own frame size (x / W, y / H)",
+        "ref_size_hw": ref_hw,
+        "gen_size_hw": gen_hw,
+        "size_hw": ref_hw if ref_hw == gen_hw else None,
         "include_initial_position": include_initial_position,
         "identity_quirk": False,
         "symmetric": False,
         "direction": direction,
         "per_track_of": "gen" if direction == "gen_to_ref" else "ref",
-        "frame_alignment": "floor(linspace(0, T_long - 1, T_short))",
+        "frames": {"ref": int(np.shape(ref_tracks)[1]), "gen": int(np.shape(gen_tracks)[1]), "compared": n_frames},
+        "frame_alignment": "int32(float32 torch.linspace(0, T_long - 1, T_short)), as the release",
         "trajectory_tracks": trajectory_tracks if with_trajectory_distance else None,
-        "trajectory_track_choice": "evenly spaced over usable tracks" if with_trajectory_distance else None,
+        "trajectory_track_choice": (
+            None if not with_trajectory_distance
+            else "all tracks" if not sampled
+            else "ids drawn with replacement from the generated tracks (torch.randint), same ids for both videos"
+        ),
+        "trajectory_seed": trajectory_seed if sampled else None,
         **_static_constants(),
     }
     return MotionFidelity(

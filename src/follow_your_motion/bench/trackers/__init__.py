@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ...errors import InputError
 from .cotracker import track_grid_cotracker
 from .klt import Tracks, track_grid
 
@@ -15,7 +16,7 @@ def get_tracker(name: str) -> Callable[..., Tracks]:
     try:
         return TRACKERS[name]
     except KeyError:
-        raise ValueError(f"unknown tracker {name!r}; valid trackers: {', '.join(sorted(TRACKERS))}") from None
+        raise InputError(f"unknown tracker {name!r}; valid trackers: {', '.join(sorted(TRACKERS))}") from None
 
 
 __all__ = ["TRACKERS", "Tracks", "get_tracker", "track_grid", "track_grid_cotracker"]

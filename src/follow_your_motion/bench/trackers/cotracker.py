@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import InputError
 from .klt import Tracks
 
 CHECKPOINT_ENV = "FYM_COTRACKER_CHECKPOINT"
@@ -30,14 +31,14 @@ def _resolve_checkpoint(checkpoint: str | Path | None) -> Path:
     if checkpoint is None:
         env = os.environ.get(CHECKPOINT_ENV)
         if not env:
-            raise RuntimeError(
+            raise InputError(
                 "No CoTracker checkpoint given. Weights are never downloaded: put a checkpoint file (e.g. "
                 f"CoTracker3 'scaled_offline.pth') on disk and pass checkpoint=PATH or set {CHECKPOINT_ENV}=PATH."
             )
         checkpoint = env
     path = Path(checkpoint).expanduser()
     if not path.is_file():
-        raise RuntimeError(
+        raise InputError(
             f"CoTracker checkpoint not found at {path}. Weights are never downloaded: place the file there "
             f"(e.g. CoTracker3 'scaled_offline.pth') or point checkpoint=/{CHECKPOINT_ENV} at it."
         )
@@ -58,14 +59,14 @@ def track_grid_cotracker(
     try:
         from cotracker.predictor import CoTrackerPredictor
     except ImportError as exc:
-        raise RuntimeError(_INSTALL_HINT) from exc
+        raise InputError(_INSTALL_HINT) from exc
     path = _resolve_checkpoint(checkpoint)
 
     import torch
 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[3] != 3:
-        raise ValueError(f"frames must be (T, H, W, 3) RGB, got shape {frames.shape}")
+        raise InputError(f"frames must be (T, H, W, 3) RGB, got shape {frames.shape}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = CoTrackerPredictor(checkpoint=str(path)).to(device).eval()
     video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)[None].float().to(device)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from ...errors import InputError
+
 LK_WIN_SIZE = (21, 21)
 """Search window per pyramid level, px: big enough for smooth textures, small enough to stay local."""
 LK_MAX_LEVEL = 3
@@ -52,7 +54,7 @@ def grid_axis(length: int, grid: int, margin: float) -> np.ndarray:
     """
     lo, hi = float(margin), float(length - 1) - float(margin)
     if hi < lo:
-        raise ValueError(f"margin {margin} leaves no room on an axis of {length} px")
+        raise InputError(f"margin {margin} leaves no room on an axis of {length} px")
     first, last = int(np.ceil(lo)), int(np.floor(hi))
     if last - first + 1 < grid:
         return np.arange(first, last + 1, dtype=np.float64)
@@ -73,7 +75,7 @@ def _gray(frames: np.ndarray) -> list[np.ndarray]:
         return [np.ascontiguousarray(f[..., 0]) for f in frames]
     if frames.ndim == 3:
         return [np.ascontiguousarray(f) for f in frames]
-    raise ValueError(f"frames must be (T, H, W, 3) RGB (or (T, H, W) gray), got shape {frames.shape}")
+    raise InputError(f"frames must be (T, H, W, 3) RGB (or (T, H, W) gray), got shape {frames.shape}")
 
 
 def constants(margin: float) -> dict:
@@ -96,9 +98,9 @@ def track_grid(frames: np.ndarray, grid: int = 50, margin: float | None = None) 
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+        raise InputError(f"frames must be uint8, got {frames.dtype}")
     if grid < 1:
-        raise ValueError(f"grid must be >= 1, got {grid}")
+        raise InputError(f"grid must be >= 1, got {grid}")
     gray = _gray(frames)
     n_frames, (height, width) = len(gray), gray[0].shape
     if margin is None:

@@ -1,0 +1,108 @@
+"""What the page's form means as settings: the Model field, the presets and the Advanced panel, resolved through
+the project's one settings precedence (recipe < preset < the fields the user filled in), so the app accepts and
+refuses exactly what `fym transfer` does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import TransferConfig, merge, model_family, resolve_config
+from ..errors import InputError
+
+TOY_MODEL = "toy (embedded ShapesWorld model)"  # the Model field's default: source None
+PRESETS = ("fast", "paper")
+# "fast" = a quick look (the browser test runs it); "paper" = the family recipe's steps (the paper's for Wan).
+FAST_STEPS = {"toy": {"spatial": 20, "motion": 60}, "wan": {"spatial": 300, "motion": 200}}
+ROPE_MODES = ("index", "scaled", "none")
+HEAD_RULES = ("paper", "release")
+# Families whose pipelines take a first frame. None today: the Image field stays hidden until a backbone
+# for an image-to-video pipeline is registered and named here.
+IMAGE_TO_VIDEO_FAMILIES: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Advanced:
+    """The Advanced panel; None = the preset's (or the recipe's) value."""
+
+    spatial_steps: int | None = None
+    motion_steps: int | None = None
+    rank: int | None = None
+    keep_frames: int | None = None  # sparse K: latent frames per motion step
+    rope: str = "index"
+    head_rule: str = "paper"
+    head_alpha: float = 1.25
+    motion_scale: float = 1.0
+    spatial_scale: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """Everything the "Transfer" button sends. `reference` is the path of the uploaded (or example) file that
+    the app was handed; its name never decides where anything is written."""
+
+    reference: str | None
+    caption: str
+    target_prompt: str
+    model: str = TOY_MODEL
+    preset: str = "fast"
+    advanced: Advanced = Advanced()
+    image: str | None = None
+    extra: dict = field(default_factory=dict)  # further settings sections, below the fields (tests: tiny runs)
+
+
+def model_source(model: str | None) -> str | None:
+    """The Model field as a `model.source`: None for the embedded toy model (also when left empty)."""
+    text = (model or "").strip()
+    return None if text in ("", TOY_MODEL, "toy") else text
+
+
+def image_to_video(model: str | None) -> bool:
+    """Whether the chosen model takes a first frame (shows the Image field). False for every model today."""
+    try:
+        return model_family({"source": model_source(model)}) in IMAGE_TO_VIDEO_FAMILIES
+    except InputError:
+        return False
+
+
+def preset_settings(preset: str, family: str) -> dict:
+    """The settings sections a preset sets for a family (below the Advanced fields)."""
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    if preset == "paper":
+        return {}
+    steps = FAST_STEPS.get(family, FAST_STEPS["wan"])
+    return {"spatial": {"steps": steps["spatial"]}, "motion": {"steps": steps["motion"]}}
+
+
+def form_flags(request: TransferRequest) -> dict:
+    """The nested flags of the fields that were filled in (None and empty fields are left to the preset)."""
+    a = request.advanced
+    flags: dict = {
+        "prompt": (request.caption or "").strip(),
+        "target_prompt": (request.target_prompt or "").strip() or None,
+        "model": {"source": model_source(request.model), "device": (a.device or "cpu").strip()},
+        "heads": {"rule": a.head_rule, "alpha": a.head_alpha},
+        "motion": {"rope": a.rope},
+        "generate": {"motion_scale": a.motion_scale, "spatial_scale": a.spatial_scale, "seed": a.seed},
+    }
+    for section, key, value in (("spatial", "steps", a.spatial_steps), ("motion", "steps", a.motion_steps),
+                                ("spatial", "rank", a.rank), ("motion", "rank", a.rank),
+                                ("motion", "keep_frames", a.keep_frames)):
+        if value is not None:
+            flags.setdefault(section, {})[key] = value
+    return flags
+
+
+def resolve_request(request: TransferRequest) -> TransferConfig:
+    """The run's config without its reference (the app sets that once the upload is staged). Raises InputError
+    with the CLI's messages for invalid settings, an unknown model or a missing caption."""
+    if not (request.caption or "").strip():
+        raise InputError("no prompt given: fill in the Reference caption (what the reference shows)")
+    if request.image and not image_to_video(request.model):
+        raise InputError("the Image field is for image-to-video models; the chosen model is text-to-video")
+    flags = form_flags(request)
+    family = model_family(flags["model"])
+    preset = merge(preset_settings(request.preset, family), request.extra)
+    return resolve_config(flags, settings=preset)

@@ -1,0 +1,139 @@
+"""What a job does on the worker thread: drive `Transfer` stage by stage (tuning, or generation from a saved run),
+report progress, stop on cancel, score the result, and write the downloads.
+
+Everything is the public API the CLI uses (`Transfer`, `export_run`), so a run made here is an ordinary run
+directory: `fym transfer`, `fym generate` and `fym export` work on it too.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from ..config import GenerateSettings, TransferConfig, describe_validation_error
+from ..errors import InputError
+from ..runs import RunDir, atomic_write_text, digest
+from ..transfer import REFERENCE_COPY, Transfer, export_run
+from .jobs import Cancelled, Job
+from .scoring import result_metrics
+from .uploads import Staged, discard_run
+
+DOWNLOADS = ("Motion LoRA (diffusers)", "Motion LoRA (ComfyUI)", "Run config")
+
+
+def resume_command(cfg: TransferConfig, run_dir: Path) -> str:
+    """The `fym transfer` line that resumes (or repeats) this run from its config.yaml."""
+    return shlex.join(["fym", "transfer", cfg.reference, "--prompt", cfg.prompt, "--out", str(run_dir),
+                       "--config", str(Path(run_dir) / "config.yaml")])
+
+
+def tuning_plan(cfg: TransferConfig, run: RunDir) -> dict[str, int]:
+    """The tuning stages still to train, with their steps (finished LoRAs are skipped by Transfer)."""
+    plan = {"spatial": cfg.spatial.steps, "motion": cfg.motion.steps}
+    return {stage: steps for stage, steps in plan.items() if steps and not run.lora(stage).exists()}
+
+
+def tuning_finished(cfg: TransferConfig, run: RunDir) -> bool:
+    return all(not steps or run.lora(stage).exists()
+               for stage, steps in (("spatial", cfg.spatial.steps), ("motion", cfg.motion.steps)))
+
+
+def downloads(run_dir: Path) -> dict[str, Path]:
+    """The files behind the three download buttons (those that exist): LoRAs exported without loading a model."""
+    run_dir = Path(run_dir)
+    found: dict[str, Path] = {}
+    for label, fmt in (("Motion LoRA (diffusers)", "diffusers"), ("Motion LoRA (ComfyUI)", "comfyui")):
+        if RunDir(run_dir).lora("motion").exists():
+            found[label] = next(p for p in export_run(run_dir, fmt) if p.name.startswith("motion_"))
+    if (run_dir / "config.yaml").is_file():
+        found["Run config"] = run_dir / "config.yaml"
+    return found
+
+
+def result_record(run_dir: Path, sample_paths: dict[str, Path], metrics: dict, prompt: str) -> dict:
+    """What the page shows for a finished job, also saved beside the sample as <name>_metrics.json."""
+    record = {
+        "run": str(run_dir), "prompt": prompt, "reference": str(Path(run_dir) / REFERENCE_COPY),
+        "result": str(sample_paths["video"]), "side_by_side": str(sample_paths["side_by_side"]),
+        "heads": str(Path(run_dir) / "heads.png") if (Path(run_dir) / "heads.png").is_file() else None,
+        "metrics": metrics,
+    }
+    atomic_write_text(Path(sample_paths["video"]).with_name(Path(sample_paths["video"]).stem + "_metrics.json"),
+                      json.dumps(record, indent=1) + "\n")
+    return record | {"downloads": {k: str(v) for k, v in downloads(run_dir).items()}}
+
+
+def _validated(cfg: TransferConfig, staged: Staged) -> Transfer:
+    """Open the run and check everything the user gave before any tuning: the video fits the model, both prompts
+    encode (the toy model refuses unknown words). A refusal removes a run directory this job made."""
+    try:
+        job = Transfer(cfg, staged.run_dir)
+        job.reference()
+        if cfg.target_prompt:
+            job.backbone.encode_prompt(cfg.target_prompt)
+        return job
+    except InputError:
+        discard_run(staged)
+        raise
+
+
+def transfer_work(cfg: TransferConfig, staged: Staged):
+    """The work of a "Transfer" job: stages 1-3 (resuming what exists), generation, metrics, downloads."""
+
+    def work(job: Job) -> dict:
+        job.set_stage("loading model")
+        transfer = _validated(cfg, staged)
+        run = transfer.run
+        job.progress.plan = tuning_plan(transfer.cfg, run)
+        transfer.on_step = job.report
+        job.set_stage("classify heads")
+        transfer.classify()
+        if not job.cancel_requested.is_set():
+            transfer.tune_motion()
+        if job.cancel_requested.is_set() and not tuning_finished(transfer.cfg, run):
+            stage, step, total = job.progress.stage, job.progress.step, job.progress.total
+            where = f" at {stage} step {step} / {total}" if total else ""
+            raise Cancelled(f"cancelled{where}; {run.root} keeps its checkpoints. Resume with the same inputs and "
+                            f"Transfer, or: {resume_command(transfer.cfg, run.root)}")
+        job.set_stage("generate")
+        prompt = transfer.cfg.target_prompt or transfer.cfg.prompt
+        sample = transfer.generate()
+        job.set_stage("metrics")
+        metrics = result_metrics(transfer.cfg, transfer.clip.frames, sample.frames, prompt)
+        return result_record(run.root, sample.paths, metrics, prompt)
+
+    return work
+
+
+def generation_settings(base: GenerateSettings, seed: int | None, motion_scale: float | None,
+                        spatial_scale: float | None) -> GenerateSettings:
+    from pydantic import ValidationError
+
+    given = {"seed": seed, "motion_scale": motion_scale, "spatial_scale": spatial_scale}
+    try:
+        return GenerateSettings.model_validate(base.model_dump() | {k: v for k, v in given.items() if v is not None})
+    except ValidationError as err:
+        raise InputError(f"invalid generation settings: {describe_validation_error(err)}") from err
+
+
+def generate_work(run_dir: Path, prompt: str, seed: int | None, motion_scale: float | None,
+                  spatial_scale: float | None, device: str | None = None):
+    """The work of a "Generate" job on a saved run: its LoRAs with a new prompt, seed or scales; no tuning."""
+
+    def work(job: Job) -> dict:
+        job.set_stage("loading model")
+        transfer = Transfer.open(run_dir, device)
+        if not tuning_finished(transfer.cfg, transfer.run):
+            raise InputError(f"{run_dir.name}: its tuning was stopped before the LoRAs were saved; transfer it again "
+                             "to resume (same inputs), then generate")
+        settings = generation_settings(transfer.cfg.generate, seed, motion_scale, spatial_scale)
+        text = (prompt or "").strip() or transfer.cfg.target_prompt or transfer.cfg.prompt
+        name = "app-" + digest(text, settings.model_dump())[:10]
+        job.set_stage("generate")
+        sample = transfer.generate(text, settings, name)
+        job.set_stage("metrics")
+        metrics = result_metrics(transfer.cfg, transfer.clip.frames, sample.frames, text)
+        return result_record(transfer.run.root, sample.paths, metrics, text)
+
+    return work

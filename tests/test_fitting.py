@@ -1,0 +1,119 @@
+"""Clips of any length and shape: the frame count and size chosen when the user gives none, and the refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from follow_your_motion.backbones.base import VideoGeometry
+from follow_your_motion.cli import app
+from follow_your_motion.config import VideoSettings
+from follow_your_motion.errors import InputError
+from follow_your_motion.fitting import available_frames, fit_frames, fit_size, fit_video, nearest_size
+from follow_your_motion.transfer import TransferConfig
+from follow_your_motion.video import VideoClip, select_frames, write_video
+
+WAN = VideoGeometry(temporal_stride=4, spatial_stride=8, patch=(1, 2, 2))
+TOY = VideoGeometry(temporal_stride=1, spatial_stride=1, patch=(1, 4, 4))
+WAN_RECIPE = VideoSettings(auto_frames=81, auto_size=(480, 832))
+
+
+def clip(frames: int, height: int = 8, width: int = 8, fps: float = 24.0) -> VideoClip:
+    return VideoClip(np.zeros((frames, height, width, 3), np.uint8), fps)
+
+
+@pytest.mark.parametrize(("have", "expected"), [(48, 45), (81, 81), (300, 81), (5, 5), (8, 5)])
+def test_a_short_clip_uses_the_most_valid_frames_it_has(have, expected):
+    frames, note = fit_frames(WAN_RECIPE, clip(have), WAN, "c.mp4")
+    assert frames == expected
+    assert (note is None) == (have >= 81)
+    if note:
+        assert note == (f"c.mp4: clip has {have} frames, fewer than the recipe's 81: tuning on {expected} (4k+1); "
+                        "--frames N chooses")
+
+
+def test_too_short_for_motion_is_refused_naming_what_helps():
+    with pytest.raises(InputError, match=r"c.mp4: clip has 4 frames, but motion transfer on this model needs at "
+                                         r"least 5 \(4k\+1, two latent frames\): use a longer clip$"):
+        fit_frames(WAN_RECIPE, clip(4), WAN, "c.mp4")
+    with pytest.raises(InputError, match=r"clip has 3 frames \(at --fps 12 from --start 1s\).*use a longer clip or a "
+                                         r"higher --fps or an earlier --start"):  # 1.25 s at 24 fps
+        fit_frames(WAN_RECIPE.model_copy(update={"fps": 12.0, "start": 1.0}), clip(30), WAN, "c.mp4")
+    assert fit_frames(VideoSettings(auto_frames=9), clip(2), TOY, "c")[0] == 2  # the toy takes any count >= 2
+    with pytest.raises(InputError, match="at least 2 "):
+        fit_frames(VideoSettings(auto_frames=9), clip(1), TOY, "c")
+
+
+def test_frames_asked_for_are_kept_or_refused():
+    assert fit_frames(WAN_RECIPE.model_copy(update={"frames": 21}), clip(48), WAN, "c") == (21, None)
+    with pytest.raises(InputError, match=r"clip has 48 frames, but --frames \(video.frames\) asks for 81: pass "
+                                         r"--frames 45 or fewer"):
+        fit_frames(WAN_RECIPE.model_copy(update={"frames": 81}), clip(48), WAN, "c")
+
+
+@pytest.mark.parametrize("total", [1, 2, 9, 48, 61])
+@pytest.mark.parametrize(("src", "fps", "start"), [(24, None, 0.0), (24, None, 0.5), (30, 15, 0.0), (24, 10, 0.3),
+                                                   (25, 24, 0.0), (8, 2, 0.0)])
+def test_available_frames_is_what_select_frames_can_take(total, src, fps, start):
+    c = clip(total, fps=src)
+    n = available_frames(c, fps, start)
+    if n:
+        assert len(select_frames(c, n, fps=fps, start=start).frames) == n
+    with pytest.raises(ValueError):
+        select_frames(c, n + 1, fps=fps, start=start)
+
+
+@pytest.mark.parametrize(("clip_hw", "expected"), [
+    ((1080, 1920), (480, 832)),  # 16:9 landscape: Wan's own size
+    ((480, 832), (480, 832)),
+    ((1920, 1080), (832, 480)),  # portrait keeps its orientation
+    ((512, 512), (624, 624)),  # square: 624^2 is nearest to 480 x 832 pixels
+    ((480, 640), (544, 736)),  # 4:3
+])
+def test_size_keeps_the_clip_shape_at_the_recipe_pixel_count(clip_hw, expected):
+    size, note = fit_size(WAN_RECIPE, clip(1, *clip_hw), WAN, "c.mp4")
+    assert size == expected
+    assert (note is None) == (expected == (480, 832))
+    if note:
+        assert note == (f"c.mp4: clip is {clip_hw[0]}x{clip_hw[1]} (height x width): tuning at {expected[0]}x"
+                        f"{expected[1]}, the recipe's 480x832 pixel count at the clip's shape; --size HxW chooses")
+    assert fit_size(WAN_RECIPE.model_copy(update={"height": 64, "width": 32}), clip(1, *clip_hw), WAN, "c")[0] == (
+        64, 32)
+
+
+def test_nearest_size_is_a_valid_size_close_in_area_and_shape():
+    for h, w in [(100, 300), (300, 100), (720, 1280), (1000, 999)]:
+        height, width = nearest_size(h, w, 480 * 832, 16)
+        assert height % 16 == 0 and width % 16 == 0
+        assert abs(height * width / (480 * 832) - 1) < 0.1 and abs((width / height) / (w / h) - 1) < 0.1
+
+
+def test_fit_video_sets_everything_and_validates():
+    fitted, notes = fit_video(WAN_RECIPE, clip(48, 1920, 1080), WAN, "c.mp4")
+    assert (fitted.frames, fitted.height, fitted.width) == (45, 832, 480) and len(notes) == 2
+
+
+def test_cli_fits_a_short_portrait_clip_and_says_so(tiny_wan_dir, tmp_path):
+    """No frame count or size given: a 7-frame portrait clip is tuned on 5 frames at the recipe's pixel count
+    turned upright, each choice said in one line, and recorded in the run's config."""
+    ref = write_video(tmp_path / "tall.mp4", np.random.default_rng(0).integers(0, 255, (7, 96, 64, 3), np.uint8), 8)
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"model": {"dtype": "float32"}, "video": {"auto_size": [32, 48]},
+                                        "heads": {"num_queries": 16}}))
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["classify", str(ref), "-p", "a robot walks", "-m", str(tiny_wan_dir), "-o",
+                                      str(run), "-c", str(settings)])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        f"note: {ref.resolve()}: clip has 7 frames, fewer than the recipe's 81: tuning on 5 (4k+1); --frames N chooses",
+        f"note: {ref.resolve()}: clip is 96x64 (height x width): tuning at 48x32, the recipe's 32x48 pixel count at "
+        "the clip's shape; --size HxW chooses",
+    ]
+    video = TransferConfig.load(run / "config.yaml").video
+    assert (video.frames, video.height, video.width) == (5, 48, 32)
+    again = CliRunner().invoke(app, ["classify", str(ref), "-p", "a robot walks", "-m", str(tiny_wan_dir), "-o",
+                                     str(run), "-c", str(settings)])
+    assert again.exit_code == 0, again.output  # the same clip fits the same way: the run is reused
