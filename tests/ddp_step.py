@@ -33,9 +33,9 @@ def main(pipe_dir: Path, out: Path, distributed: str = "ddp") -> None:
     world, rank = state.num_processes, state.process_index
     torch.manual_seed(1234)  # the same everywhere; train_adapter must not rely on it
     wan = WanBackbone.load(str(pipe_dir), dtype=torch.bfloat16)
-    add_masked_lora(wan, "motion", SELECTION, rank=4, alpha=4, seed=3)
+    add_masked_lora(wan.experts[0], "motion", SELECTION, rank=4, alpha=4, seed=3)
     # cloned: on CPU adapter_state's tensors share storage with the live parameters
-    initial = {key: value.clone() for key, value in adapter_state(wan.transformer, "motion").items()}
+    initial = {key: value.clone() for key, value in adapter_state(wan.experts[0].module, "motion").items()}
     video = torch.rand(3, 9, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     latents, text = wan.encode_video(video), wan.encode_prompt("a tiger walks through snow")
     settings = MotionSettings(
@@ -43,7 +43,7 @@ def main(pipe_dir: Path, out: Path, distributed: str = "ddp") -> None:
         mixed_precision="bf16", distributed=distributed,
     )
     final = train_adapter(
-        wan, RunDir(out / "run"), "motion", "motion", settings, motion_inputs(latents, text, settings),
+        wan, wan.experts[0], RunDir(out / "run"), "motion", "motion", settings, motion_inputs(latents, text, settings),
         motion_weight=1.0,
     )
     save_file(initial, str(out / f"initial-w{world}-r{rank}.safetensors"))

@@ -29,23 +29,23 @@ def trained(wan, tmp_path):
     video = torch.rand(3, 17, 32, 32, generator=gen) * 2 - 1
     lat = wan.encode_video(video)
     text = wan.encode_prompt("a tiger walks through snow")
-    add_masked_lora(wan, "motion", SELECTION, rank=RANK, alpha=ALPHA)
+    add_masked_lora(wan.experts[0], "motion", SELECTION, rank=RANK, alpha=ALPHA)
     settings = MotionSettings(steps=4, keep_frames=3, lr=5e-2, rank=RANK, alpha=ALPHA, max_grad_norm=None)
     train_adapter(
-        wan, RunDir(tmp_path / "run"), "motion", "motion", settings, motion_inputs(lat, text, settings),
+        wan, wan.experts[0], RunDir(tmp_path / "run"), "motion", "motion", settings, motion_inputs(lat, text, settings),
         motion_weight=1.0,
     )
     noisy = 0.4 * lat + 0.6 * torch.randn(lat.shape, generator=gen)
     timestep = torch.tensor([600.0])
     with torch.no_grad(), wan.adapters({"motion": 1.0}):
-        out = wan.predict(noisy, timestep, text)
+        out = wan.predict(wan.experts[0], noisy, timestep, text)
     return wan, noisy, timestep, text, out
 
 
 def _pipe_output(pipe: WanPipeline, noisy, timestep, text) -> torch.Tensor:
     with torch.no_grad():
         return pipe.transformer(
-            hidden_states=noisy, timestep=timestep, encoder_hidden_states=text, return_dict=False
+            hidden_states=noisy, timestep=timestep, encoder_hidden_states=text.tensors["text"], return_dict=False
         )[0].float()
 
 
@@ -62,7 +62,7 @@ def _read(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 @pytest.mark.parametrize("fmt", ["diffusers", "comfyui"])
 def test_export_round_trip_through_diffusers(trained, tiny_wan_dir, tmp_path, fmt):
     wan, noisy, timestep, text, out = trained
-    path = export_lora(wan, "motion", tmp_path / f"{fmt}.safetensors", fmt)
+    path = export_lora(wan, wan.experts[0], "motion", tmp_path / f"{fmt}.safetensors", fmt)
     assert path.is_file()
 
     pipe = WanPipeline.from_pretrained(str(tiny_wan_dir))
@@ -77,7 +77,7 @@ def test_export_round_trip_through_diffusers(trained, tiny_wan_dir, tmp_path, fm
 
     # the backbone with its adapter switched off is the base model
     with torch.no_grad(), wan.adapters({"motion": 0.0}):
-        off = wan.predict(noisy, timestep, text)
+        off = wan.predict(wan.experts[0], noisy, timestep, text)
     assert torch.allclose(off, base, atol=1e-6, rtol=0)
 
     # the loaded config carries the trained rank and alpha (scale alpha / rank = 2), or an equivalent
@@ -88,7 +88,7 @@ def test_export_round_trip_through_diffusers(trained, tiny_wan_dir, tmp_path, fm
 
 def test_diffusers_metadata_preserves_alpha(trained, tmp_path):
     wan = trained[0]
-    path = export_lora(wan, "motion", tmp_path / "m.safetensors")
+    path = export_lora(wan, wan.experts[0], "motion", tmp_path / "m.safetensors")
     tensors, metadata = _read(path)
     config = json.loads(metadata["lora_adapter_metadata"])
     assert config["transformer.lora_alpha"] == ALPHA
@@ -100,7 +100,7 @@ def test_diffusers_metadata_preserves_alpha(trained, tmp_path):
 
 def test_comfyui_keys_exact(trained, tmp_path):
     wan = trained[0]
-    path = export_lora(wan, "motion", tmp_path / "c.safetensors", "comfyui")
+    path = export_lora(wan, wan.experts[0], "motion", tmp_path / "c.safetensors", "comfyui")
     tensors, _ = _read(path)
     expected = {
         f"diffusion_model.blocks.{i}.self_attn.{role}.{suffix}"
@@ -113,16 +113,16 @@ def test_comfyui_keys_exact(trained, tmp_path):
         if key.endswith(".alpha"):
             assert tensor.ndim == 0 and float(tensor) == ALPHA
         elif key.endswith("lora_A.weight"):
-            assert tensor.shape == (RANK, wan.num_heads * wan.head_dim)
+            assert tensor.shape == (RANK, wan.experts[0].sites[0].heads * wan.experts[0].sites[0].head_dim)
         else:
-            assert tensor.shape == (wan.num_heads * wan.head_dim, RANK)
+            assert tensor.shape == (wan.experts[0].sites[0].heads * wan.experts[0].sites[0].head_dim, RANK)
 
 
 def test_exported_unselected_heads_exactly_zero(trained, tmp_path):
     wan = trained[0]
-    hd, heads = wan.head_dim, wan.num_heads
-    diffusers_t, _ = _read(export_lora(wan, "motion", tmp_path / "d.safetensors"))
-    comfy_t, _ = _read(export_lora(wan, "motion", tmp_path / "c.safetensors", "comfyui"))
+    hd, heads = wan.experts[0].sites[0].head_dim, wan.experts[0].sites[0].heads
+    diffusers_t, _ = _read(export_lora(wan, wan.experts[0], "motion", tmp_path / "d.safetensors"))
+    comfy_t, _ = _read(export_lora(wan, wan.experts[0], "motion", tmp_path / "c.safetensors", "comfyui"))
     for layer, selected in SELECTION.items():
         for proj, role in COMFY_ROLES.items():
             for tensors, a_key, b_key in (
@@ -154,4 +154,4 @@ def test_exported_unselected_heads_exactly_zero(trained, tmp_path):
 
 def test_export_rejects_unknown_format(trained, tmp_path):
     with pytest.raises(ValueError, match="unknown LoRA format"):
-        export_lora(trained[0], "motion", tmp_path / "x.safetensors", "kohya")
+        export_lora(trained[0], trained[0].experts[0], "motion", tmp_path / "x.safetensors", "kohya")

@@ -298,11 +298,11 @@ def reference(wan):
 def test_classify_heads_on_tiny_wan(wan, reference, tmp_path):
     lat, text = reference
     settings = HeadSettings(num_queries=64)
-    head_map = classify_heads(wan, lat, text, settings)
-    assert wan.num_layers == 2 and wan.num_heads == 4
+    head_map = classify_heads(wan, wan.experts[0], lat, text, settings)
+    assert len(wan.experts[0].sites) == 2 and wan.experts[0].sites[0].heads == 4
     for table in (head_map.sim_s, head_map.sim_t, head_map.mass_s, head_map.mass_t, head_map.temporal):
-        assert len(table) == wan.num_layers
-        assert all(len(row) == wan.num_heads for row in table)
+        assert len(table) == len(wan.experts[0].sites)
+        assert all(len(row) == wan.experts[0].sites[0].heads for row in table)
     for table in (head_map.sim_s, head_map.sim_t):
         assert all(0.0 <= v <= 1.0 + 1e-6 for row in table for v in row)
     tokens = math.prod(wan.token_grid(lat))  # 20 < 64: every token is a query
@@ -312,12 +312,12 @@ def test_classify_heads_on_tiny_wan(wan, reference, tmp_path):
             assert s + t <= tokens + 1e-3  # each row's mass is at most 1
     assert head_map.settings == settings.model_dump()
     spatial, temporal = head_map.heads("spatial"), head_map.heads("temporal")
-    for layer in range(wan.num_layers):
-        assert sorted(spatial[layer] + temporal[layer]) == list(range(wan.num_heads))
+    for layer in range(len(wan.experts[0].sites)):
+        assert sorted(spatial[layer] + temporal[layer]) == list(range(wan.experts[0].sites[0].heads))
     assert [c["spatial"] + c["temporal"] for c in head_map.counts()] == [4, 4]
 
     # the same inputs give the same map
-    assert classify_heads(wan, lat, text, settings) == head_map
+    assert classify_heads(wan, wan.experts[0], lat, text, settings) == head_map
 
     # JSON round trip is exact, through text and through a file
     data = head_map.to_json()
@@ -337,7 +337,7 @@ def test_alpha_moves_split_monotonically(wan, reference, minimum):
     counts = []
     for alpha in (1e-6, 0.25, 0.5, 1.0, 1.25, 2.0, 4.0, 1e6):
         settings = HeadSettings(num_queries=64, alpha=alpha, min_heads=minimum)
-        head_map = classify_heads(wan, lat, text, settings)
+        head_map = classify_heads(wan, wan.experts[0], lat, text, settings)
         chosen = {(layer, h) for layer, heads in head_map.heads("temporal").items() for h in heads}
         if previous is not None:
             assert previous <= chosen, alpha
@@ -354,7 +354,7 @@ def test_release_ratio_moves_split_monotonically(wan, reference, minimum):
     previous: set | None = None
     for ratio in (1e-6, 0.1, 0.5, 1.0, 1.3, 3.0, 1e6):
         settings = HeadSettings(num_queries=64, rule="release", release_ratio=ratio, min_heads=minimum)
-        head_map = classify_heads(wan, lat, text, settings)
+        head_map = classify_heads(wan, wan.experts[0], lat, text, settings)
         chosen = {(layer, h) for layer, heads in head_map.heads("temporal").items() for h in heads}
         if previous is not None:
             assert chosen <= previous, ratio  # a higher ratio asks more of a temporal head

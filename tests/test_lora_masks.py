@@ -26,20 +26,20 @@ def _head_slice(head: int, head_dim: int) -> slice:
 
 
 def _lora(wan, name: str, adapter: str) -> tuple[torch.Tensor, torch.Tensor]:
-    module = wan.transformer.get_submodule(name)
+    module = wan.experts[0].module.get_submodule(name)
     return module.lora_A[adapter].weight.detach().clone(), module.lora_B[adapter].weight.detach().clone()
 
 
 def _train(wan, tmp_path, weight_decay: float, steps: int = 4, selection=SELECTION):
     lat, text = _inputs(wan)
-    add_masked_lora(wan, "motion", selection, rank=4, alpha=4)
+    add_masked_lora(wan.experts[0], "motion", selection, rank=4, alpha=4)
     settings = MotionSettings(
         steps=steps, keep_frames=3, lr=5e-2, weight_decay=weight_decay, checkpoint_every=100,
         max_grad_norm=None,
     )
-    initial = {n: p.detach().clone() for n, p in lora_parameters(wan.transformer, "motion")}
+    initial = {n: p.detach().clone() for n, p in lora_parameters(wan.experts[0].module, "motion")}
     state = train_adapter(
-        wan, RunDir(tmp_path / "run"), "motion", "motion", settings, motion_inputs(lat, text, settings),
+        wan, wan.experts[0], RunDir(tmp_path / "run"), "motion", "motion", settings, motion_inputs(lat, text, settings),
         motion_weight=1.0,
     )
     return initial, state
@@ -52,9 +52,9 @@ def test_head_mask_layout():
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.5])
 def test_unselected_heads_stay_exactly_zero(wan, tmp_path, weight_decay):
-    base = {n: p.detach().clone() for n, p in wan.transformer.named_parameters()}
+    base = {n: p.detach().clone() for n, p in wan.experts[0].module.named_parameters()}
     initial, state = _train(wan, tmp_path, weight_decay)
-    hd, heads = wan.head_dim, wan.num_heads
+    hd, heads = wan.experts[0].sites[0].head_dim, wan.experts[0].sites[0].heads
     for layer, selected in SELECTION.items():
         unselected = [h for h in range(heads) if h not in selected]
         prefix = f"blocks.{layer}.attn1"
@@ -98,7 +98,7 @@ def test_unselected_heads_stay_exactly_zero(wan, tmp_path, weight_decay):
             assert delta[:, _head_slice(h, hd)].abs().sum() > 0
 
     # the base model is untouched
-    for name, param in wan.transformer.named_parameters():
+    for name, param in wan.experts[0].module.named_parameters():
         if ".lora_" in name:
             continue
         original = name.replace(".base_layer.", ".")
@@ -109,8 +109,8 @@ def test_unselected_heads_do_not_move_model_output_channels(wan, tmp_path):
     """With the adapter, the v/out LoRA contributions of unselected heads vanish: the LoRA delta of
     to_v's output on unselected head channels is exactly zero for any input."""
     _train(wan, tmp_path, weight_decay=0.5, steps=3)
-    hd = wan.head_dim
-    module = wan.transformer.get_submodule("blocks.1.attn1.to_v")
+    hd = wan.experts[0].sites[0].head_dim
+    module = wan.experts[0].module.get_submodule("blocks.1.attn1.to_v")
     x = torch.randn(2, 7, module.in_features)
     with torch.no_grad():
         delta = module(x) - module.base_layer(x)
@@ -121,44 +121,44 @@ def test_unselected_heads_do_not_move_model_output_channels(wan, tmp_path):
 
 
 def test_layer_without_selected_heads_has_no_lora(wan):
-    add_masked_lora(wan, "motion", {0: [1], 1: []}, rank=4, alpha=4)
-    names = [n for n, _ in lora_parameters(wan.transformer, "motion")]
+    add_masked_lora(wan.experts[0], "motion", {0: [1], 1: []}, rank=4, alpha=4)
+    names = [n for n, _ in lora_parameters(wan.experts[0].module, "motion")]
     assert names
     assert not any(n.startswith("blocks.1.") for n in names)
     for proj in (*ROW_PROJECTIONS, "to_out.0"):
-        assert not hasattr(wan.transformer.get_submodule(f"blocks.1.attn1.{proj}"), "lora_A")
-        assert hasattr(wan.transformer.get_submodule(f"blocks.0.attn1.{proj}"), "lora_A")
+        assert not hasattr(wan.experts[0].module.get_submodule(f"blocks.1.attn1.{proj}"), "lora_A")
+        assert hasattr(wan.experts[0].module.get_submodule(f"blocks.0.attn1.{proj}"), "lora_A")
     # cross-attention and everything else is never targeted
-    for name, module in wan.transformer.named_modules():
+    for name, module in wan.experts[0].module.named_modules():
         if hasattr(module, "lora_A"):
             assert name.startswith("blocks.0.attn1."), name
     expected = {
         f"blocks.0.attn1.{proj}.lora_{ab}.weight" for proj in (*ROW_PROJECTIONS, "to_out.0") for ab in "AB"
     }
-    assert set(adapter_state(wan.transformer, "motion")) == expected
+    assert set(adapter_state(wan.experts[0].module, "motion")) == expected
 
 
 def test_include_out_false_skips_output_projection(wan):
-    add_masked_lora(wan, "motion", {1: [3]}, rank=2, alpha=2, include_out=False)
-    assert not hasattr(wan.transformer.get_submodule("blocks.1.attn1.to_out.0"), "lora_A")
-    assert hasattr(wan.transformer.get_submodule("blocks.1.attn1.to_v"), "lora_A")
+    add_masked_lora(wan.experts[0], "motion", {1: [3]}, rank=2, alpha=2, include_out=False)
+    assert not hasattr(wan.experts[0].module.get_submodule("blocks.1.attn1.to_out.0"), "lora_A")
+    assert hasattr(wan.experts[0].module.get_submodule("blocks.1.attn1.to_v"), "lora_A")
 
 
 def test_masks_applied_at_creation(wan):
-    masks = add_masked_lora(wan, "motion", SELECTION, rank=4, alpha=4)
-    hd = wan.head_dim
+    masks = add_masked_lora(wan.experts[0], "motion", SELECTION, rank=4, alpha=4)
+    hd = wan.experts[0].sites[0].head_dim
     projections = (*ROW_PROJECTIONS, "to_out.0")
     assert set(masks) == {f"blocks.{layer}.attn1.{p}" for layer in SELECTION for p in projections}
     lora_a, _ = _lora(wan, "blocks.1.attn1.to_out.0", "motion")
     for h in (0, 1, 3):
         assert torch.equal(lora_a[:, _head_slice(h, hd)], torch.zeros(4, hd))
     assert lora_a[:, _head_slice(2, hd)].abs().sum() > 0
-    assert masks["blocks.1.attn1.to_out.0"].shape == (1, wan.num_heads * hd)
-    assert masks["blocks.1.attn1.to_q"].shape == (wan.num_heads * hd, 1)
+    assert masks["blocks.1.attn1.to_out.0"].shape == (1, wan.experts[0].sites[0].heads * hd)
+    assert masks["blocks.1.attn1.to_q"].shape == (wan.experts[0].sites[0].heads * hd, 1)
 
 
 @pytest.mark.parametrize("selection", [{}, {0: [], 1: []}])
 def test_empty_selection_raises(wan, selection):
     with pytest.raises(ValueError, match="no heads selected"):
-        add_masked_lora(wan, "motion", selection, rank=4, alpha=4)
-    assert not getattr(wan.transformer, "peft_config", None)
+        add_masked_lora(wan.experts[0], "motion", selection, rank=4, alpha=4)
+    assert not getattr(wan.experts[0].module, "peft_config", None)

@@ -63,15 +63,15 @@ def test_capture_qk_equals_the_processor_bit_for_bit(wan, processor_qk, position
     text = wan.encode_prompt("a tiger walks through snow")
     frame_positions = None if positions is None else torch.tensor(positions, dtype=torch.float64)
     captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    with torch.no_grad(), wan.capture_qk(lambda layer, q, k: captured.update({layer: (q, k)})):
-        wan.predict(latents, torch.tensor([700.0]), text, frame_positions)
+    with torch.no_grad(), wan.capture_qk(wan.experts[0], lambda layer, q, k: captured.update({layer: (q, k)})):
+        wan.predict(wan.experts[0], latents, torch.tensor([700.0]), text, frame_positions)
     self_attention = processor_qk[0::2]  # each block calls attn1 (self) then attn2 (cross-attention)
-    assert len(captured) == len(self_attention) == wan.num_layers
+    assert len(captured) == len(self_attention) == len(wan.experts[0].sites)
     for layer, (q, k) in captured.items():
         ref_q, ref_k = self_attention[layer]
         assert ref_k.shape[1] == ref_q.shape[1]  # self-attention: keys are the video tokens
         assert torch.equal(q, ref_q.float()) and torch.equal(k, ref_k.float()), layer
     if positions is not None:  # the replaced positions reach the rotary tables (so the test above can tell)
-        with torch.no_grad(), wan.capture_qk(lambda layer, q, k: captured.update({layer: (q, k)})):
-            wan.predict(latents, torch.tensor([700.0]), text)
+        with torch.no_grad(), wan.capture_qk(wan.experts[0], lambda layer, q, k: captured.update({layer: (q, k)})):
+            wan.predict(wan.experts[0], latents, torch.tensor([700.0]), text)
         assert not torch.equal(captured[0][0], self_attention[0][0].float())

@@ -29,7 +29,7 @@ def _settings(**overrides) -> MotionSettings:
 def _fresh(tiny_wan_dir, selection=SELECTION):
     """A new backbone with the motion adapter, as a new process would build it."""
     wan = WanBackbone.load(str(tiny_wan_dir))
-    add_masked_lora(wan, "motion", selection, rank=4, alpha=4, seed=3)
+    add_masked_lora(wan.experts[0], "motion", selection, rank=4, alpha=4, seed=3)
     gen = torch.Generator().manual_seed(0)
     video = torch.rand(3, 17, 32, 32, generator=gen) * 2 - 1
     return wan, wan.encode_video(video), wan.encode_prompt("a tiger walks through snow")
@@ -40,7 +40,7 @@ def _train(
 ):
     wan, lat, text = _fresh(tiny_wan_dir, selection)
     return train_adapter(
-        wan, run, "motion", "motion", settings, motion_inputs(lat, text, settings), motion_weight=1.0,
+        wan, wan.experts[0], run, "motion", "motion", settings, motion_inputs(lat, text, settings), motion_weight=1.0,
         stop_after=stop_after,
     )
 

@@ -136,7 +136,7 @@ def _tables(rope, frames: int, positions=None) -> tuple[torch.Tensor, torch.Tens
 
 @pytest.mark.parametrize("positions", [[0, 2, 4], [3, 7, 20], [1, 5, 9, 13, 17], [20], [4, 2, 0]])
 def test_adaptive_rope_rows_equal_full_table_rows(wan, positions):
-    rope = wan.transformer.rope
+    rope = wan.experts[0].module.rope
     t_dim = rope.inner.t_dim
     assert t_dim == 4
     full_cos, full_sin = _tables(rope, 21)  # the stock table of a 21-frame video
@@ -144,7 +144,7 @@ def test_adaptive_rope_rows_equal_full_table_rows(wan, positions):
     kept = len(positions)
     cos, sin = _tables(rope, kept, pos)
     stock_cos, stock_sin = _tables(rope, kept)
-    assert cos.shape == stock_cos.shape == (kept, 2, 2, wan.head_dim)
+    assert cos.shape == stock_cos.shape == (kept, 2, 2, wan.experts[0].sites[0].head_dim)
     rows = torch.tensor(positions)
     for table, full, stock in ((cos, full_cos, stock_cos), (sin, full_sin, stock_sin)):
         assert table.dtype == full.dtype
@@ -156,7 +156,7 @@ def test_adaptive_rope_rows_equal_full_table_rows(wan, positions):
 
 
 def test_adaptive_rope_identity_positions_and_wrong_length(wan):
-    rope = wan.transformer.rope
+    rope = wan.experts[0].module.rope
     stock = _tables(rope, 5)
     same = _tables(rope, 5, torch.arange(5, dtype=torch.float64))
     assert torch.equal(stock[0], same[0]) and torch.equal(stock[1], same[1])
@@ -165,7 +165,7 @@ def test_adaptive_rope_identity_positions_and_wrong_length(wan):
 
 
 def test_adaptive_rope_fractional_positions_interpolate_phase(wan):
-    rope = wan.transformer.rope
+    rope = wan.experts[0].module.rope
     t_dim = rope.inner.t_dim
     cos, sin = _tables(rope, 2, torch.tensor([0.0, 2.5], dtype=torch.float64))
     freqs = 1.0 / (10000.0 ** (torch.arange(0, t_dim, 2, dtype=torch.float64) / t_dim))
@@ -187,10 +187,10 @@ def test_predict_with_identity_positions_is_bit_identical(wan, latents_and_text)
     lat, text = latents_and_text
     frames = lat.shape[2]
     t = torch.tensor([700.0])
-    stock = wan.predict(lat, t, text)
-    positioned = wan.predict(lat, t, text, frame_positions=torch.arange(frames, dtype=torch.float64))
+    stock = wan.predict(wan.experts[0], lat, t, text)
+    positioned = wan.predict(wan.experts[0], lat, t, text, frame_positions=torch.arange(frames, dtype=torch.float64))
     assert torch.equal(stock, positioned)
-    assert wan.transformer.rope.frame_positions is None
+    assert wan.experts[0].module.rope.frame_positions is None
 
 
 def test_identity_positions_bit_identical_in_bfloat16(tiny_wan_dir):
@@ -201,11 +201,12 @@ def test_identity_positions_bit_identical_in_bfloat16(tiny_wan_dir):
     lat = torch.randn(1, 16, 5, 4, 4, generator=gen)
     text = wan.encode_prompt("a robot dog runs on the beach")
     t = torch.tensor([300.0])
-    stock = wan.predict(lat, t, text)
-    assert torch.equal(stock, wan.predict(lat, t, text, frame_positions=torch.arange(5, dtype=torch.float64)))
-    full_cos, full_sin = _tables(wan.transformer.rope, 21)
-    cos, sin = _tables(wan.transformer.rope, 3, torch.tensor([2.0, 9.0, 17.0], dtype=torch.float64))
-    t_dim = wan.transformer.rope.inner.t_dim
+    stock = wan.predict(wan.experts[0], lat, t, text)
+    identity = torch.arange(5, dtype=torch.float64)
+    assert torch.equal(stock, wan.predict(wan.experts[0], lat, t, text, frame_positions=identity))
+    full_cos, full_sin = _tables(wan.experts[0].module.rope, 21)
+    cos, sin = _tables(wan.experts[0].module.rope, 3, torch.tensor([2.0, 9.0, 17.0], dtype=torch.float64))
+    t_dim = wan.experts[0].module.rope.inner.t_dim
     assert torch.equal(cos[..., :t_dim], full_cos[[2, 9, 17]][..., :t_dim])
     assert torch.equal(sin[..., :t_dim], full_sin[[2, 9, 17]][..., :t_dim])
 
@@ -215,16 +216,17 @@ def test_predict_uses_positions_on_kept_frames(wan, latents_and_text):
     t = torch.tensor([700.0])
     kept = torch.tensor([0, 2, 4])
     sub = lat[:, :, kept]
-    plain = wan.predict(sub, t, text)
-    indexed = wan.predict(sub, t, text, frame_positions=rope_positions(kept, 5, "index"))
-    scaled = wan.predict(sub, t, text, frame_positions=rope_positions(kept, 5, "scaled"))
+    plain = wan.predict(wan.experts[0], sub, t, text)
+    indexed = wan.predict(wan.experts[0], sub, t, text, frame_positions=rope_positions(kept, 5, "index"))
+    scaled = wan.predict(wan.experts[0], sub, t, text, frame_positions=rope_positions(kept, 5, "scaled"))
     assert plain.shape == indexed.shape == sub.shape
     assert (plain - indexed).abs().max() > 1e-4
     assert (scaled - indexed).abs().max() > 1e-4
     # explicitly passing the stock positions 0..K-1 is the same as passing none
-    assert torch.equal(plain, wan.predict(sub, t, text, frame_positions=torch.arange(3, dtype=torch.float64)))
+    stock_positions = torch.arange(3, dtype=torch.float64)
+    assert torch.equal(plain, wan.predict(wan.experts[0], sub, t, text, frame_positions=stock_positions))
     # a failed call still restores the stock positions
     with pytest.raises(ValueError):
-        wan.predict(sub, t, text, frame_positions=torch.arange(4, dtype=torch.float64))
-    assert wan.transformer.rope.frame_positions is None
-    assert torch.equal(plain, wan.predict(sub, t, text))
+        wan.predict(wan.experts[0], sub, t, text, frame_positions=torch.arange(4, dtype=torch.float64))
+    assert wan.experts[0].module.rope.frame_positions is None
+    assert torch.equal(plain, wan.predict(wan.experts[0], sub, t, text))

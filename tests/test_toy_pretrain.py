@@ -62,7 +62,7 @@ def test_batches_are_a_pure_function_of_seed_and_step() -> None:
     captions = [c for step in range(10) for c in batch(step, 16, TINY_META, settings)[1]]
     assert 0 < sum(c == "" for c in captions) < len(captions) / 4
     # ... and the empty caption, the unconditional prompt of guidance, encodes to all zeros (no NaN)
-    assert torch.equal(ToyBackbone.build(TINY_META).encode_prompt(""), torch.zeros(1, 16, 16))
+    assert torch.equal(ToyBackbone.build(TINY_META).encode_prompt("").tensors["text"], torch.zeros(1, 16, 16))
 
 
 def test_resume_across_the_decay_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
@@ -126,7 +126,7 @@ def test_the_transformer_sees_rgb_then_time_then_x_and_y() -> None:
     model.transformer.patch_embedding.register_forward_hook(lambda module, args, output: seen.append(args[0]))
     x = torch.randn(1, 3, 5, 16, 16)
     with torch.no_grad():
-        model.predict(x, torch.tensor([500.0]), model.encode_prompt("a red circle"))
+        model.predict(model.experts[0], x, torch.tensor([500.0]), model.encode_prompt("a red circle"))
     (inputs,) = seen
     assert torch.equal(inputs[:, :3], x)
     assert torch.equal(inputs[:, 3:4], model.time_channel(x, None))
@@ -154,8 +154,8 @@ def test_init_copies_a_donor_and_new_input_channels_start_at_zero(tmp_path: Path
     assert torch.equal(grown[:, 4:], torch.zeros_like(grown[:, 4:]))
     x, t = torch.randn(1, 3, 5, 16, 16), torch.tensor([300.0])
     with torch.no_grad():
-        same = model.predict(x, t, model.encode_prompt("a red circle moves left"))
-        reference = donor.predict(x, t, donor.encode_prompt("a red circle moves left"))
+        same = model.predict(model.experts[0], x, t, model.encode_prompt("a red circle moves left"))
+        reference = donor.predict(donor.experts[0], x, t, donor.encode_prompt("a red circle moves left"))
     assert (same - reference).abs().max() < 1e-5  # zero weights: the coordinates change nothing yet
 
 

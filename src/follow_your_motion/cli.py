@@ -156,10 +156,18 @@ def classify(
     def act() -> None:
         video = video_flags(frames, size, height, width, fps, start)
         job = _open(config, out, reference=reference, prompt=prompt, model=model, device=device, video=video)
-        total = job.classify().to_json()["total"]
-        typer.echo(f"{job.run.heads}: {total['spatial']} spatial, {total['temporal']} temporal heads")
+        for expert, head_map in job.classify().items():
+            total = head_map.to_json()["total"]
+            where = f" ({expert} expert)" if expert else ""
+            typer.echo(f"{job.run.heads}{where}: {total['spatial']} spatial, {total['temporal']} temporal heads")
 
     _run(act)
+
+
+def _echo_paths(paths: list[Path] | None) -> None:
+    """A stage's LoRA files (one per expert), one a line; nothing for a stage with no steps."""
+    for path in paths or []:
+        typer.echo(str(path))
 
 
 @app.command("tune-spatial")
@@ -172,8 +180,8 @@ def tune_spatial(
 
     def act() -> None:
         video = video_flags(frames, size, height, width, fps, start)
-        typer.echo(_open(config, out, reference=reference, prompt=prompt, model=model, device=device,
-                         spatial_steps=steps, video=video).tune_spatial())
+        _echo_paths(_open(config, out, reference=reference, prompt=prompt, model=model, device=device,
+                          spatial_steps=steps, video=video).tune_spatial())
 
     _run(act)
 
@@ -188,8 +196,8 @@ def tune_motion(
 
     def act() -> None:
         video = video_flags(frames, size, height, width, fps, start)
-        typer.echo(_open(config, out, reference=reference, prompt=prompt, model=model, device=device,
-                         motion_steps=steps, video=video).tune_motion())
+        _echo_paths(_open(config, out, reference=reference, prompt=prompt, model=model, device=device,
+                          motion_steps=steps, video=video).tune_motion())
 
     _run(act)
 
@@ -199,7 +207,9 @@ def generate(
     run: RunOpt,
     prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="new content; default: the run's")] = None,
     motion_scale: float | None = None, spatial_scale: float | None = None, seed: int | None = None,
-    steps: int | None = None, guidance: float | None = None, negative_prompt: str | None = None,
+    steps: int | None = None, guidance: float | None = None,
+    guidance_2: Annotated[float | None, typer.Option(help="the low-noise expert's guidance (Wan2.2-A14B)")] = None,
+    negative_prompt: str | None = None,
     frames: Annotated[int | None, typer.Option(help="default: the reference's")] = None,
     height: int | None = None, width: int | None = None,
     name: Annotated[str, typer.Option(help="output name under samples/")] = "result",
@@ -213,8 +223,8 @@ def generate(
 
         job = Transfer.open(run, device)
         given = {"motion_scale": motion_scale, "spatial_scale": spatial_scale, "seed": seed, "steps": steps,
-                 "guidance": guidance, "negative_prompt": negative_prompt, "frames": frames, "height": height,
-                 "width": width}
+                 "guidance": guidance, "guidance_2": guidance_2, "negative_prompt": negative_prompt, "frames": frames,
+                 "height": height, "width": width}
         update = {k: v for k, v in given.items() if v is not None}
         try:
             settings = GenerateSettings.model_validate(job.cfg.generate.model_dump() | update)

@@ -85,6 +85,9 @@ class TrainSettings(Settings):
     timestep_shift: float | None = Field(None, gt=0)  # None: the model's sampler shift (Wan: flow_shift)
     include_out: bool = True  # also LoRA the output projection's columns of the selected heads
     checkpoint_every: int = Field(100, ge=1)
+    # Models with a high- and a low-noise expert (Wan2.2-A14B): tune a LoRA for each (each on its own noise
+    # levels, `steps` each), or for the high-noise one only, where layout and motion are decided.
+    experts: Literal["all", "high_noise"] = "all"
     # With several processes: "ddp" replicates the model; "fsdp" shards the frozen base model (FSDP2) and
     # keeps the LoRA replicated, for models too large for one device.
     distributed: Literal["ddp", "fsdp"] = "ddp"
@@ -116,6 +119,7 @@ class GenerateSettings(Settings):
     seed: int = 0
     steps: int = Field(50, ge=1)
     guidance: float = Field(5.0, ge=0)
+    guidance_2: float | None = Field(None, ge=0)  # the low-noise expert's (Wan2.2-A14B); None: `guidance`
     frames: int | None = None  # None: the reference's frame count and size
     height: int | None = None
     width: int | None = None

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import InputError
@@ -66,6 +66,15 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise InputError(f"{path}: not a readable safetensors file ({err})") from err
 
 
+def read_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (empty if it has none)."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            return f.metadata() or {}
+    except (OSError, SafetensorError) as err:
+        raise InputError(f"{path}: not a readable safetensors file ({err})") from err
+
+
 def digest(*parts: object) -> str:
     """Short stable hash of JSON-serialisable parts, used to key caches."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -88,8 +97,9 @@ class RunDir:
     def heads(self) -> Path:
         return self.root / "heads.json"
 
-    def lora(self, adapter: str) -> Path:
-        return self.root / f"{adapter}_lora.safetensors"
+    def lora(self, adapter: str, expert_suffix: str = "") -> Path:
+        """An adapter's LoRA file (diffusers format); one per expert of a model with several."""
+        return self.root / f"{adapter}_lora{expert_suffix}.safetensors"
 
     @property
     def samples(self) -> Path:

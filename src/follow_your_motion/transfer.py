@@ -17,16 +17,16 @@ import torch
 from accelerate import PartialState
 
 from .backbones import backbone_class, load_backbone
-from .backbones.base import Backbone
-from .config import GenerateSettings, TransferConfig, model_family
+from .backbones.base import Backbone, Conditioning, Expert
+from .config import GenerateSettings, TrainSettings, TransferConfig, model_family
 from .errors import InputError
 from .fitting import fit_video
 from .method.export import FORMATS, export_file, export_lora
 from .method.generate import generate_video, write_outputs
-from .method.heads import HeadMap, classify_heads, plot_head_map
+from .method.heads import HeadMap, classify_heads, head_maps_json, load_head_maps, plot_head_map
 from .method.lora import add_masked_lora
 from .method.train import StepCallback, motion_inputs, spatial_inputs, train_adapter
-from .runs import RunDir, atomic_save_tensors, atomic_write_text, digest, load_tensors
+from .runs import RunDir, atomic_save_tensors, atomic_write_text, digest, load_tensors, read_metadata
 from .video import VideoClip, fit_reference, load_reference, read_video, to_tensor, write_video
 
 log = logging.getLogger("follow_your_motion")
@@ -41,8 +41,8 @@ REFERENCE_COPY = "reference.mp4"  # the reference as the model saw it, kept in t
 class Reference:
     frames: np.ndarray  # (T, H, W, 3) uint8, as the model sees it
     fps: float
-    latents: torch.Tensor  # (1, C, F, h, w)
-    text: torch.Tensor  # (1, L, D)
+    latents: torch.Tensor  # (1, C, F, h, w), on the backbone's device
+    cond: Conditioning  # the caption's conditioning, on the backbone's device
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, object]:
@@ -85,18 +85,19 @@ def open_config(run: Path) -> TransferConfig:
 
 
 def export_run(run: Path, fmt: str, out_dir: Path | None = None) -> list[Path]:
-    """Write every tuned LoRA of the run in `fmt` (diffusers or comfyui) to `out_dir` (default
-    <run>/export/<fmt>), reading only the run's LoRA files and config: no model is loaded."""
+    """Write every tuned LoRA of the run (one per adapter and expert) in `fmt` (diffusers or comfyui) to
+    `out_dir` (default <run>/export/<fmt>), reading only the run's LoRA files and config: no model is loaded."""
     if fmt not in FORMATS:
         raise InputError(f"unknown LoRA format {fmt!r} (choose from {', '.join(FORMATS)})")
     run_dir = RunDir(run)
     comfyui_key = backbone_class(model_family(open_config(run).model.model_dump())).comfyui_key
     folder = Path(out_dir) if out_dir else run_dir.root / "export" / fmt
-    written = [
-        export_file(run_dir.lora(adapter), folder / f"{adapter}_lora_{fmt}.safetensors", fmt, comfyui_key)
-        for adapter in ("spatial", "motion")
-        if run_dir.lora(adapter).exists()
-    ]
+    written = []
+    for adapter in ("spatial", "motion"):
+        for source in sorted(run_dir.root.glob(f"{adapter}_lora*.safetensors")):
+            suffix = source.name.removeprefix(f"{adapter}_lora").removesuffix(".safetensors")
+            target = folder / f"{adapter}_lora{suffix}_{fmt}.safetensors"
+            written.append(export_file(source, target, fmt, comfyui_key, adapter))
     if not written:
         raise InputError(f"{run_dir.root}: no tuned LoRA to export (run the tuning stages first)")
     return written
@@ -155,16 +156,21 @@ class Transfer:
         return cls(cfg, run, backbone)
 
     def _cached(self, what: str, key: str, compute) -> torch.Tensor:
+        return self._cached_conditioning(what, key, lambda: Conditioning({what: compute()})).tensors[what]
+
+    def _cached_conditioning(self, what: str, key: str, compute) -> Conditioning:
+        """`compute()` once per key: the named tensors (and which run along frames) are kept in cache/."""
         path = self.run.cache(what, key)
         if path.exists():
-            return load_tensors(path)[what]
-        value = compute()
-        if self.state.is_main_process:
-            atomic_save_tensors(path, {what: value})
-        return value
+            cond = Conditioning(load_tensors(path), json.loads(read_metadata(path).get("frame_axis", "{}")))
+        else:
+            cond = compute()
+            if self.state.is_main_process:
+                atomic_save_tensors(path, cond.tensors, {"frame_axis": json.dumps(cond.frame_axis)})
+        return cond.to(self.backbone.device)
 
     def reference(self) -> Reference:
-        """The reference as frames, latents and caption embeddings (computed once, cached on disk)."""
+        """The reference as frames, latents and caption conditioning (computed once, cached on disk)."""
         if self._reference is None:
             cfg, source = self.cfg, Path(self.cfg.reference)
             v = cfg.video
@@ -179,8 +185,9 @@ class Transfer:
             self._key = digest(model, str(source.resolve()), stat.st_size, stat.st_mtime_ns, v.model_dump())
             frames = to_tensor(clip.frames)
             latents = self._cached("latents", self._key, lambda: self.backbone.encode_video(frames))
-            text = self._cached("text", digest(model, cfg.prompt), lambda: self.backbone.encode_prompt(cfg.prompt))
-            self._reference = Reference(clip.frames, clip.fps, latents, text)
+            cond = self._cached_conditioning("text", digest(model, cfg.prompt),
+                                             lambda: self.backbone.encode_prompt(cfg.prompt))
+            self._reference = Reference(clip.frames, clip.fps, latents, cond)
         return self._reference
 
     def frame_latents(self) -> torch.Tensor:
@@ -194,64 +201,76 @@ class Transfer:
         return self._cached("frame_latents", self._key, encode)
 
     # -- stages ---------------------------------------------------------------------------------
-    def classify(self) -> HeadMap:
+    def classify(self) -> dict[str, HeadMap]:
+        """Stage 1 for every expert: expert name -> its head map (heads.json; a heads*.png per expert)."""
         if self.run.heads.exists():
-            return HeadMap.load(self.run.heads)
+            return load_head_maps(self.run.heads)
         ref = self.reference()
-        head_map = classify_heads(self.backbone, ref.latents, ref.text, self.cfg.heads)
+        maps = {e.name: classify_heads(self.backbone, e, ref.latents, ref.cond, self.cfg.heads)
+                for e in self.backbone.experts}
         if self.state.is_main_process:
-            plot_head_map(head_map, self.run.path("heads.png"))
-            atomic_write_text(self.run.heads, json.dumps(head_map.to_json(), indent=1))
-            self.run.log("heads", **head_map.to_json()["total"])
-        return head_map
+            for expert in self.backbone.experts:
+                plot_head_map(maps[expert.name], self.run.path(f"heads{expert.suffix}.png"))
+                self.run.log("heads", expert=expert.name, **maps[expert.name].to_json()["total"])
+            atomic_write_text(self.run.heads, json.dumps(head_maps_json(maps), indent=1))
+        return maps
 
-    def _has_adapter(self, name: str) -> bool:
-        return name in self.backbone.loaded_adapters()
+    def stage_experts(self, settings: TrainSettings) -> list[Expert]:
+        """The experts a LoRA stage tunes: all, or the high-noise one only (`experts: high_noise`)."""
+        return [e for e in self.backbone.experts if settings.experts == "all" or e.name != "low_noise"]
 
-    def _load_saved(self, adapter: str) -> bool:
-        """Make the run's saved LoRA file of `adapter` available in the backbone; False if there is none."""
-        path = self.run.lora(adapter)
-        if not path.exists():
-            return False
-        if not self._has_adapter(adapter):
-            self.backbone.load_lora(str(path), adapter)
-        return True
+    def stage_done(self, stage: str) -> bool:
+        """Whether a stage's artifacts are all complete ("classify", "spatial", "motion")."""
+        if stage == "classify":
+            return self.run.heads.exists()
+        settings = {"spatial": self.cfg.spatial, "motion": self.cfg.motion}[stage]
+        return all(self.run.lora(stage, e.suffix).exists() for e in self.stage_experts(settings))
 
-    def _tune(self, adapter: str, kind: str, settings, inputs, stop_after: int | None, **loss) -> Path | None:
-        """Train one adapter on the heads of `kind` unless its LoRA file exists; load it either way."""
-        path = self.run.lora(adapter)
-        if self._load_saved(adapter):
-            return path
-        if self.cfg.heads.select == "all":  # ablation: no decoupling, every head of every layer
-            selection = {layer: list(range(self.backbone.num_heads)) for layer in range(self.backbone.num_layers)}
-        else:
-            selection = self.classify().heads(kind)
-        add_masked_lora(
-            self.backbone, adapter, selection, settings.rank, settings.lora_alpha, settings.include_out,
-            seed=settings.seed,
-        )
-        stage_adapters = {"spatial": 1.0, adapter: 1.0} if self._has_adapter("spatial") else {adapter: 1.0}
-        self.backbone.set_active_adapters(stage_adapters)
-        train_adapter(self.backbone, self.run, adapter, adapter, settings, inputs, stop_after=stop_after,
-                      on_step=self.on_step, **loss)
-        done = self.run.checkpoints(adapter)
-        if not done or done[-1][0] < settings.steps:
-            return None  # interrupted on purpose (stop_after); the next call resumes
-        if self.state.is_main_process:
-            export_lora(self.backbone, adapter, path)
-            self.run.log("saved", adapter=adapter, path=path.name)
-        self.state.wait_for_everyone()
-        return path
+    def _load_saved(self, adapter: str) -> None:
+        """Load every expert's saved LoRA file of `adapter` that is not loaded yet."""
+        for expert in self.backbone.experts:
+            path = self.run.lora(adapter, expert.suffix)
+            if path.exists() and adapter not in expert.loaded_adapters():
+                self.backbone.load_lora(expert, str(path), adapter)
 
-    def tune_spatial(self, stop_after: int | None = None) -> Path | None:
+    def _tune(self, adapter: str, kind: str, settings: TrainSettings, inputs, stop_after: int | None, **loss
+              ) -> list[Path] | None:
+        """Train one adapter per expert of the stage on the heads of `kind`, each on its own noise levels, unless
+        its LoRA file exists; load it either way. None if a training was stopped before its last step."""
+        self._load_saved(adapter)
+        paths = []
+        for expert in self.stage_experts(settings):
+            path, stage = self.run.lora(adapter, expert.suffix), f"{adapter}{expert.suffix}"
+            paths.append(path)
+            if path.exists():
+                continue
+            if self.cfg.heads.select == "all":  # ablation: no decoupling, every head of every layer
+                selection = {layer: list(range(site.heads)) for layer, site in enumerate(expert.sites)}
+            else:
+                selection = self.classify()[expert.name].heads(kind)
+            add_masked_lora(expert, adapter, selection, settings.rank, settings.lora_alpha, settings.include_out,
+                            seed=settings.seed)
+            self.backbone.set_active_adapters({"spatial": 1.0, adapter: 1.0})
+            train_adapter(self.backbone, expert, self.run, stage, adapter, settings, inputs, stop_after=stop_after,
+                          on_step=self.on_step, **loss)
+            done = self.run.checkpoints(stage)
+            if not done or done[-1][0] < settings.steps:
+                return None  # interrupted on purpose (stop_after, on_step); the next call resumes
+            if self.state.is_main_process:
+                export_lora(self.backbone, expert, adapter, path)
+                self.run.log("saved", adapter=adapter, expert=expert.name, path=path.name)
+            self.state.wait_for_everyone()
+        return paths
+
+    def tune_spatial(self, stop_after: int | None = None) -> list[Path] | None:
         """Stage 2: spatial-head LoRA on single random frames. Skipped when spatial.steps == 0."""
         s = self.cfg.spatial
         if s.steps == 0:
             return None
-        inputs = spatial_inputs(self.frame_latents(), self.reference().text, s.batch_size)
+        inputs = spatial_inputs(self.frame_latents(), self.reference().cond, s.batch_size)
         return self._tune("spatial", "spatial", s, inputs, stop_after)
 
-    def tune_motion(self, stop_after: int | None = None) -> Path | None:
+    def tune_motion(self, stop_after: int | None = None) -> list[Path] | None:
         """Stage 3: temporal-head LoRA on sparse frames with adaptive RoPE, spatial LoRA frozen.
         Skipped when motion.steps == 0 (the untuned base model)."""
         if self.cfg.spatial.steps and self.tune_spatial() is None:
@@ -259,7 +278,7 @@ class Transfer:
         m = self.cfg.motion
         if m.steps == 0:
             return None
-        inputs = motion_inputs(self.reference().latents, self.reference().text, m)
+        inputs = motion_inputs(self.reference().latents, self.reference().cond, m)
         return self._tune(
             "motion", "temporal", m, inputs, stop_after, motion_weight=m.motion_weight, motion_form=m.motion_loss
         )

@@ -2,8 +2,11 @@
 
 The method (head classification, head-masked LoRA, sparse sampling, adaptive RoPE, losses, training,
 generation) is written once against `Backbone`. Everything that differs between Wan, the toy model and
-later families lives in a subclass: how to load, encode, run the transformer on a subset of frames with
-chosen temporal RoPE positions, expose queries/keys of self-attention, name LoRA targets and export keys.
+later families lives in a subclass: how to load and encode (to an opaque `Conditioning`), which transformers
+(`Expert`s) serve which noise levels, where each one's self-attention projections are (`AttentionSite`), how
+to run an expert on a subset of frames with chosen temporal positions, how to hand over the queries and keys
+of the video tokens, and how LoRA files are named for the family's tools. The training objective (flow
+matching) is the method's (`method/objective.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import contextlib
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,8 +24,8 @@ from torch import nn
 
 from ..errors import InputError
 
-# Called once per self-attention layer during a capture pass with queries and keys after q/k norm and
-# RoPE, both shaped (batch, tokens, heads, head_dim).
+# Called once per self-attention layer during a capture pass with the queries and keys of the VIDEO tokens
+# (frame-major order) after q/k norm and RoPE, both shaped (batch, video tokens, heads, head_dim).
 QKCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 # Projections of one self-attention layer that LoRA may target, by role. "q", "k", "v" are split into
@@ -36,6 +40,71 @@ def second_adapter_allowed() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
         yield
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    """One self-attention layer as the method sees it: its projections (module names relative to the expert's
+    transformer), its heads, and where the video tokens sit among the tokens it attends over."""
+
+    q: str
+    k: str
+    v: str
+    o: str
+    heads: int
+    head_dim: int
+    text_tokens: Literal["none", "before", "after"] = "none"  # joint text+video attention: where the text is
+    qk_norm: Literal["across_heads", "per_head", "none"] = "across_heads"  # across: a q/k row of one head
+    # is rescaled by the others' (a head-local LoRA leaks a little there; v and o are exactly head-local)
+
+    def targets(self) -> dict[str, str]:
+        """Module name of each projection by role ("q", "k", "v" split by output rows, "o" by input columns)."""
+        return {"q": self.q, "k": self.k, "v": self.v, "o": self.o}
+
+
+@dataclass
+class Expert:
+    """One transformer of a backbone and the noise levels it serves (most families have one for all; Wan2.2-A14B
+    has a high-noise and a low-noise one). Heads, LoRA adapters, timesteps and files are per expert."""
+
+    name: str  # "" for a backbone's only expert; "high_noise" / "low_noise": file and folder suffixes
+    module: nn.Module
+    sites: list[AttentionSite]
+    sigma_range: tuple[float, float] = (0.0, 1.0)  # serves noise levels lo <= sigma < hi (hi = 1 inclusive)
+
+    @property
+    def suffix(self) -> str:
+        """What the expert adds to artifact names: nothing for an only expert, "_high_noise" etc. otherwise."""
+        return f"_{self.name}" if self.name else ""
+
+    def serves(self, sigma: float) -> bool:
+        lo, hi = self.sigma_range
+        return lo <= sigma < hi or (hi >= 1.0 and sigma >= 1.0)
+
+    def loaded_adapters(self) -> set[str]:
+        return set(getattr(self.module, "peft_config", None) or {})
+
+
+@dataclass
+class Conditioning:
+    """What a transformer takes besides the noisy latents, made once per prompt (and image): named tensors with
+    the batch first. The method only batches it (`expand`) and cuts it to the kept frames (`select_frames`);
+    what the names mean is the family's business. `frame_axis` names the tensors that run along the latent
+    frames (image-to-video condition latents) and their frame axis."""
+
+    tensors: dict[str, torch.Tensor]
+    frame_axis: dict[str, int] = field(default_factory=dict)
+
+    def expand(self, batch: int) -> Conditioning:
+        return Conditioning({k: v.expand(batch, *v.shape[1:]) for k, v in self.tensors.items()}, self.frame_axis)
+
+    def select_frames(self, indices: torch.Tensor) -> Conditioning:
+        cut = {k: v.index_select(self.frame_axis[k], indices.to(v.device)) if k in self.frame_axis else v
+               for k, v in self.tensors.items()}
+        return Conditioning(cut, self.frame_axis)
+
+    def to(self, device: torch.device | str) -> Conditioning:
+        return Conditioning({k: v.to(device) for k, v in self.tensors.items()}, self.frame_axis)
 
 
 @dataclass(frozen=True)
@@ -88,20 +157,19 @@ class VideoGeometry:
 
 
 class Backbone(ABC):
-    """A loaded text-to-video diffusion transformer, seen through what the method needs."""
+    """A loaded video diffusion model, seen through what the method needs."""
 
     name: str
-    transformer: nn.Module
+    experts: list[Expert]
     geometry: VideoGeometry
-    num_layers: int
-    num_heads: int
-    head_dim: int
     device: torch.device
     dtype: torch.dtype
+    num_train_timesteps: int = 1000
+    flow_shift: float = 1.0  # the family's sampler shift, the default shift of training noise levels
 
     def __init__(self) -> None:
-        # The module the training loop calls; a distributed wrapper of `transformer` while training.
-        self.denoiser: nn.Module | None = None
+        # Expert name -> the module `predict` calls instead of the expert's own (a DDP wrapper while training).
+        self.denoisers: dict[str, nn.Module] = {}
 
     # -- encoding ---------------------------------------------------------------------------------
     @abstractmethod
@@ -109,34 +177,37 @@ class Backbone(ABC):
         """(3, T, H, W) in [-1, 1] -> normalised latents (1, C, F, h, w) on `device`."""
 
     @abstractmethod
-    def encode_prompt(self, prompt: str) -> torch.Tensor:
-        """Prompt -> text embeddings (1, L, D), the conditioning the transformer takes."""
+    def encode_prompt(self, prompt: str) -> Conditioning:
+        """Prompt -> the conditioning the transformers take (batch 1)."""
 
     def token_grid(self, latents: torch.Tensor) -> tuple[int, int, int]:
-        """(frames, rows, cols) of the transformer's token grid for latents (B, C, F, h, w)."""
+        """(frames, rows, cols) of the transformer's video-token grid for latents (B, C, F, h, w)."""
         pt, ph, pw = self.geometry.patch
         _, _, f, h, w = latents.shape
         return f // pt, h // ph, w // pw
 
-    # -- the transformer ------------------------------------------------------------------------
+    # -- the transformers -----------------------------------------------------------------------
+    def expert_for(self, sigma: float) -> Expert:
+        """The expert that serves noise level `sigma`."""
+        return next(e for e in self.experts if e.serves(sigma))
+
     @abstractmethod
     def predict(
         self,
+        expert: Expert,
         latents: torch.Tensor,
         timesteps: torch.Tensor,
-        text: torch.Tensor,
+        cond: Conditioning,
         frame_positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Model output for noisy latents; `frame_positions` (one per latent frame, possibly fractional)
-        replace the temporal RoPE positions 0..F-1, so a subset of frames keeps its place in time."""
+        """`expert`'s output for noisy latents; `frame_positions` (one per latent frame, possibly fractional)
+        replace the temporal positions 0..F-1, so a subset of frames keeps its place in time (a family with
+        absolute positions refuses them with an InputError naming the setting)."""
 
     @abstractmethod
-    def capture_qk(self, callback: QKCallback) -> contextlib.AbstractContextManager[None]:
-        """While active, every forward pass calls `callback(layer, q, k)` for each self-attention layer."""
-
-    @abstractmethod
-    def lora_targets(self, layer: int) -> dict[str, str]:
-        """Module names (relative to `transformer`) of the layer's self-attention projections by role."""
+    def capture_qk(self, expert: Expert, callback: QKCallback) -> contextlib.AbstractContextManager[None]:
+        """While active, every forward pass of `expert` calls `callback(layer, q, k)` for each self-attention
+        layer, with the video tokens' queries and keys (see `QKCallback`)."""
 
     @staticmethod
     @abstractmethod
@@ -146,45 +217,19 @@ class Backbone(ABC):
 
     @abstractmethod
     def save_diffusers_lora(self, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
-        """Write a LoRA state dict (PEFT names relative to `transformer`) the way the family's diffusers
-        pipeline `load_lora_weights` reads it."""
+        """Write a LoRA state dict (PEFT names relative to an expert's transformer) the way the family's
+        diffusers pipeline `load_lora_weights` reads it."""
 
     @abstractmethod
-    def load_lora(self, path: str, adapter: str) -> None:
-        """Load a LoRA file (diffusers or ComfyUI keys) as adapter `adapter`, the way the family's
+    def load_lora(self, expert: Expert, path: str, adapter: str) -> None:
+        """Load a LoRA file (diffusers or ComfyUI keys) into `expert` as adapter `adapter`, the way the family's
         diffusers pipeline loads it for users."""
-
-    # -- flow matching --------------------------------------------------------------------------
-    num_train_timesteps: int = 1000
-    flow_shift: float = 1.0  # the family's sampler shift, the default shift of training noise levels
 
     def draw_noise(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
         """Gaussian noise for latents of `shape` (B, C, F, H, W), on the CPU: i.i.d., as diffusers' pipelines
         draw it. A family may correlate it across frames (the toy model's `noise_correlation`); every stage
         draws its noise here, so training and sampling always see the same prior."""
         return torch.randn(shape, generator=generator)
-
-    def sample_sigmas(
-        self, n: int, generator: torch.Generator, weighting: str, shift: float | None = None
-    ) -> torch.Tensor:
-        """Noise levels in (0, 1) for training: "uniform" or "logit_normal", then shifted towards noise by
-        `shift` (default: the family's `flow_shift`), s' = shift s / (1 + (shift - 1) s)."""
-        if weighting == "uniform":
-            u = torch.rand(n, generator=generator)
-        elif weighting == "logit_normal":
-            u = torch.sigmoid(torch.randn(n, generator=generator))
-        else:
-            raise InputError(f"unknown timestep weighting {weighting!r} (uniform, logit_normal)")
-        s = self.flow_shift if shift is None else shift
-        return (s * u / (1 + (s - 1) * u)).clamp(1e-4, 1.0)
-
-    def noisy_sample(
-        self, latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Rectified flow: x_t = (1 - s) x0 + s n, target velocity n - x0, timestep s * T."""
-        s = sigmas.view(-1, *([1] * (latents.ndim - 1))).to(latents)
-        noisy = (1 - s) * latents + s * noise
-        return noisy, sigmas * self.num_train_timesteps, noise - latents
 
     # -- generation -----------------------------------------------------------------------------
     @abstractmethod
@@ -198,27 +243,31 @@ class Backbone(ABC):
         width: int,
         steps: int,
         guidance: float,
+        guidance_2: float | None = None,
         seed: int,
         adapter_scales: dict[str, float],
     ) -> np.ndarray:
-        """Sample a video (T, H, W, 3) uint8 with the named LoRA adapters at the given scales."""
+        """Sample a video (T, H, W, 3) uint8 with the named LoRA adapters at the given scales (`guidance_2`: the
+        low-noise expert's guidance, where there is one; None = `guidance`)."""
 
     def loaded_adapters(self) -> set[str]:
-        return set(getattr(self.transformer, "peft_config", None) or {})
+        """Adapters loaded into any expert."""
+        return set().union(*(e.loaded_adapters() for e in self.experts))
 
     def set_active_adapters(self, scales: dict[str, float]) -> None:
-        """Make exactly the adapters in `scales` with a non-zero scale active, at those scales; no adapter
-        at all when none is. Raises ValueError for a requested adapter that is not loaded."""
-        loaded = self.loaded_adapters()
-        missing = [name for name, scale in scales.items() if scale != 0 and name not in loaded]
+        """In every expert, make exactly its loaded adapters with a non-zero scale in `scales` active, at those
+        scales; no adapter at all where none is. Raises InputError for a requested adapter no expert has."""
+        missing = [name for name, scale in scales.items() if scale != 0 and name not in self.loaded_adapters()]
         if missing:
             raise InputError(f"LoRA adapter(s) {', '.join(missing)} requested but not loaded")
-        active = {name: scale for name, scale in scales.items() if scale != 0}
-        if active:
-            self.transformer.enable_adapters()
-            self.transformer.set_adapters(list(active), list(active.values()))
-        elif loaded:
-            self.transformer.disable_adapters()
+        for expert in self.experts:
+            loaded = expert.loaded_adapters()
+            active = {name: scale for name, scale in scales.items() if scale != 0 and name in loaded}
+            if active:
+                expert.module.enable_adapters()
+                expert.module.set_adapters(list(active), list(active.values()))
+            elif loaded:
+                expert.module.disable_adapters()
 
     @contextlib.contextmanager
     def adapters(self, scales: dict[str, float]) -> Iterator[None]:
@@ -232,10 +281,14 @@ class Backbone(ABC):
                 self.set_active_adapters(dict.fromkeys(loaded, 1.0))
 
     @contextlib.contextmanager
-    def denoiser_as(self, module: nn.Module) -> Iterator[None]:
-        """Route `predict` through `module` (e.g. a DDP wrapper of the transformer) for a while."""
-        previous, self.denoiser = self.denoiser, module
+    def denoiser_as(self, expert: Expert, module: nn.Module) -> Iterator[None]:
+        """Route `predict` for `expert` through `module` (e.g. a DDP wrapper of its transformer) for a while."""
+        previous = self.denoisers.get(expert.name)
+        self.denoisers[expert.name] = module
         try:
             yield
         finally:
-            self.denoiser = previous
+            if previous is None:
+                del self.denoisers[expert.name]
+            else:
+                self.denoisers[expert.name] = previous

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import InputError
-from .base import VideoGeometry
+from .base import Conditioning, Expert, VideoGeometry
 from .wan import ModelLoadError, WanBackbone
 
 PAD, UNK = "<pad>", "<unk>"
@@ -81,6 +81,7 @@ class ToyBackbone(WanBackbone):
         scheduler = FlowMatchEulerDiscreteScheduler(shift=sampler.get("shift", 1.0))
         pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=transformer, scheduler=scheduler)
         super().__init__(pipe, device=device, text_length=text_encoder.max_words)
+        self.transformer = transformer  # the toy's only expert's transformer, which pretraining trains
         self.text_encoder = text_encoder.to(self.device).eval().requires_grad_(False)
         self.sampler = sampler
         self.flow_shift = float(sampler.get("shift", 1.0))
@@ -167,26 +168,30 @@ class ToyBackbone(WanBackbone):
         own = torch.randn(shape, generator=generator)
         return self.noise_correlation ** 0.5 * shared + (1 - self.noise_correlation) ** 0.5 * own
 
-    def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
+    def predict(self, expert: Expert, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning,
                 frame_positions: torch.Tensor | None = None) -> torch.Tensor:
         extra = [self.time_channel(latents, frame_positions)] if self.time_span else []
         if self.coordinate_channels:
             extra.append(self.coordinates(latents))
         if extra:
             latents = torch.cat([latents, *extra], dim=1)
-        return super().predict(latents, timesteps, text, frame_positions)
+        return super().predict(expert, latents, timesteps, cond, frame_positions)
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         return video[None].float().to(self.device)
 
-    def encode_prompt(self, prompt: str) -> torch.Tensor:
+    def encode_prompt(self, prompt: str) -> Conditioning:
         with torch.no_grad():
-            return self.text_encoder(self.text_encoder.tokenize([prompt]).to(self.device))
+            return Conditioning({"text": self.text_encoder(self.text_encoder.tokenize([prompt]).to(self.device))})
 
     @torch.no_grad()
     def generate(self, prompt: str, *, negative_prompt: str, num_frames: int, height: int, width: int,
-                 steps: int, guidance: float, seed: int, adapter_scales: dict[str, float]) -> np.ndarray:
+                 steps: int, guidance: float, seed: int, guidance_2: float | None = None,
+                 adapter_scales: dict[str, float]) -> np.ndarray:
         self.geometry.check(num_frames, height, width)
+        if guidance_2 is not None:
+            raise InputError("generate.guidance_2 is the low-noise expert's guidance; the toy model has one")
+        expert = self.experts[0]
         cond = self.encode_prompt(prompt)
         uncond = self.encode_prompt(negative_prompt)
         generator = torch.Generator("cpu").manual_seed(seed)
@@ -196,9 +201,9 @@ class ToyBackbone(WanBackbone):
         with self.adapters(adapter_scales):
             for t in scheduler.timesteps:
                 timestep = t.expand(1)
-                v = self.predict(x, timestep, cond)
+                v = self.predict(expert, x, timestep, cond)
                 if guidance != 1.0:
-                    v_uncond = self.predict(x, timestep, uncond)
+                    v_uncond = self.predict(expert, x, timestep, uncond)
                     v = v_uncond + guidance * (v - v_uncond)
                 x = scheduler.step(v, t, x, return_dict=False)[0]
         frames = ((x[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

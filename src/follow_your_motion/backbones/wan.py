@@ -1,4 +1,6 @@
-"""Wan2.1 text-to-video (diffusers `WanPipeline` / `WanTransformer3DModel`) behind the backbone interface.
+"""The Wan text-to-video family (diffusers `WanPipeline` / `WanTransformer3DModel`) behind the backbone
+interface: Wan2.1-T2V (one transformer), Wan2.2-T2V-A14B (a high-noise `transformer` and a low-noise
+`transformer_2`, switched at `boundary_ratio`) and Wan2.2-TI2V-5B used for text-to-video.
 
 Self-attention is `blocks.N.attn1` with separate to_q/to_k/to_v/to_out.0 projections; q and k are
 RMS-normalised across all heads before RoPE (so a LoRA delta on one head's q/k rows slightly rescales
@@ -21,7 +23,15 @@ from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from torch import nn
 
 from ..errors import InputError
-from .base import Backbone, QKCallback, VideoGeometry, second_adapter_allowed
+from .base import (
+    AttentionSite,
+    Backbone,
+    Conditioning,
+    Expert,
+    QKCallback,
+    VideoGeometry,
+    second_adapter_allowed,
+)
 
 ROPE_THETA = 10000.0  # WanRotaryPosEmbed's default; every released Wan2.1 checkpoint uses it
 _COMFY_ROLE = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o"}
@@ -99,8 +109,33 @@ def load_wan_pipeline(source: str, dtype: torch.dtype) -> WanPipeline:
     return pipe  # the VAE stays in float32: Wan's VAE is numerically fragile in half precision
 
 
+def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
+    """Wan's self-attention (`blocks.N.attn1`): video tokens only, q/k RMS-normalised across all heads."""
+    config = transformer.config
+    return [
+        AttentionSite(q=f"blocks.{i}.attn1.to_q", k=f"blocks.{i}.attn1.to_k", v=f"blocks.{i}.attn1.to_v",
+                      o=f"blocks.{i}.attn1.to_out.0", heads=config.num_attention_heads,
+                      head_dim=config.attention_head_dim, text_tokens="none", qk_norm="across_heads")
+        for i in range(config.num_layers)
+    ]
+
+
+def wan_experts(pipe: WanPipeline) -> list[Expert]:
+    """One expert for all noise levels, or Wan2.2-A14B's two: `transformer` serves timesteps >= boundary_ratio *
+    1000 (noise levels sigma >= boundary_ratio, as the pipeline switches), `transformer_2` the rest."""
+    transformer_2 = getattr(pipe, "transformer_2", None)
+    if transformer_2 is None:
+        return [Expert("", pipe.transformer, attention_sites(pipe.transformer))]
+    boundary = pipe.config.boundary_ratio
+    if boundary is None:
+        raise InputError("a Wan pipeline with transformer_2 but no boundary_ratio: which expert serves which noise "
+                         "level is unknown (set boundary_ratio in model_index.json)")
+    return [Expert("high_noise", pipe.transformer, attention_sites(pipe.transformer), (float(boundary), 1.0)),
+            Expert("low_noise", transformer_2, attention_sites(transformer_2), (0.0, float(boundary)))]
+
+
 class WanBackbone(Backbone):
-    """Wan2.1-T2V through diffusers. `text_length` is the padded prompt length (Wan: 512)."""
+    """The Wan family through diffusers. `text_length` is the padded prompt length (Wan: 512)."""
 
     name = "wan"
 
@@ -113,25 +148,22 @@ class WanBackbone(Backbone):
     ) -> None:
         super().__init__()
         self.pipe = pipe
-        self.transformer = pipe.transformer
-        self.transformer.rope = PositionedRope(self.transformer.rope)
-        self.transformer.requires_grad_(False)
+        self.experts = wan_experts(pipe)
+        for expert in self.experts:
+            expert.module.rope = PositionedRope(expert.module.rope)
+            expert.module.requires_grad_(False)
         self.device = torch.device(device)
-        self.dtype = self.transformer.dtype
+        self.dtype = self.experts[0].module.dtype
         self.text_length = text_length
         if offload:
             pipe.enable_model_cpu_offload(device=self.device)
         else:
             pipe.to(self.device)
         self.flow_shift = float(pipe.scheduler.config.get("flow_shift", 1.0) or 1.0)
-        config = self.transformer.config
-        self.num_layers = config.num_layers
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.attention_head_dim
         self.geometry = VideoGeometry(
             temporal_stride=pipe.vae_scale_factor_temporal,
             spatial_stride=pipe.vae_scale_factor_spatial,
-            patch=tuple(config.patch_size),
+            patch=tuple(self.experts[0].module.config.patch_size),
         )
 
     @classmethod
@@ -155,28 +187,29 @@ class WanBackbone(Backbone):
         return latents.to(self.device)
 
     @torch.no_grad()
-    def encode_prompt(self, prompt: str) -> torch.Tensor:
+    def encode_prompt(self, prompt: str) -> Conditioning:
         embeds, _ = self.pipe.encode_prompt(
             prompt, do_classifier_free_guidance=False, max_sequence_length=self.text_length, device=self.device
         )
-        return embeds.to(self.dtype)
+        return Conditioning({"text": embeds.to(self.dtype)})
 
-    # -- the transformer ------------------------------------------------------------------------
+    # -- the transformers -----------------------------------------------------------------------
     def predict(
         self,
+        expert: Expert,
         latents: torch.Tensor,
         timesteps: torch.Tensor,
-        text: torch.Tensor,
+        cond: Conditioning,
         frame_positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        rope = self.transformer.rope
+        rope = expert.module.rope
         rope.frame_positions = frame_positions
         try:
-            model = self.denoiser or self.transformer
+            model = self.denoisers.get(expert.name, expert.module)
             out = model(
                 hidden_states=latents.to(self.dtype),
                 timestep=timesteps.to(latents.device),
-                encoder_hidden_states=text.to(self.dtype),
+                encoder_hidden_states=cond.tensors["text"].to(self.dtype),
                 return_dict=False,
             )[0]
         finally:
@@ -184,7 +217,7 @@ class WanBackbone(Backbone):
         return out.float()
 
     @contextlib.contextmanager
-    def capture_qk(self, callback: QKCallback) -> Iterator[None]:
+    def capture_qk(self, expert: Expert, callback: QKCallback) -> Iterator[None]:
         def hook_for(layer: int):
             def hook(attn: nn.Module, args: tuple, kwargs: dict) -> None:
                 hidden = args[0] if args else kwargs["hidden_states"]
@@ -196,17 +229,13 @@ class WanBackbone(Backbone):
 
             return hook
 
-        blocks = self.transformer.blocks
+        blocks = expert.module.blocks
         handles = [b.attn1.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, b in enumerate(blocks)]
         try:
             yield
         finally:
             for handle in handles:
                 handle.remove()
-
-    def lora_targets(self, layer: int) -> dict[str, str]:
-        prefix = f"blocks.{layer}.attn1"
-        return {"q": f"{prefix}.to_q", "k": f"{prefix}.to_k", "v": f"{prefix}.to_v", "o": f"{prefix}.to_out.0"}
 
     @staticmethod
     def comfyui_key(module_name: str) -> str:
@@ -224,17 +253,19 @@ class WanBackbone(Backbone):
             )
             os.replace(Path(tmp) / target.name, target)
 
-    def load_lora(self, path: str, adapter: str) -> None:
+    def load_lora(self, expert: Expert, path: str, adapter: str) -> None:
+        low_noise = expert.module is getattr(self.pipe, "transformer_2", None)
         try:
             with second_adapter_allowed():
-                # from the file, as users load it, so diffusers reads the adapter config (rank, alpha) it holds
-                self.pipe.load_lora_weights(str(path), adapter_name=adapter)
+                # from the file, as users load it, so diffusers reads the adapter config (rank, alpha) it holds;
+                # a low-noise expert's file goes into transformer_2 as diffusers users load Wan2.2 LoRAs
+                self.pipe.load_lora_weights(str(path), adapter_name=adapter, load_into_transformer_2=low_noise)
             state = WanPipeline.lora_state_dict(str(path))
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise InputError(f"{path}: cannot load as a Wan LoRA ({str(err).splitlines()[0]})") from err
         # diffusers creates the adapter in the model's dtype; keep the file's exact float32 values instead,
         # so a reloaded LoRA computes what the trained one did (and can keep training).
-        for name, param in self.transformer.named_parameters():
+        for name, param in expert.module.named_parameters():
             if ".lora_" in name and name.endswith(f".{adapter}.weight"):
                 key = "transformer." + name.removesuffix(f".{adapter}.weight") + ".weight"
                 param.data = state[key].to(param.device, torch.float32).clone()
@@ -250,10 +281,15 @@ class WanBackbone(Backbone):
         width: int,
         steps: int,
         guidance: float,
+        guidance_2: float | None = None,
         seed: int,
         adapter_scales: dict[str, float],
     ) -> np.ndarray:
         self.geometry.check(num_frames, height, width)
+        two_experts = len(self.experts) > 1
+        if guidance_2 is not None and not two_experts:
+            raise InputError("generate.guidance_2 is the low-noise expert's guidance; this model has one transformer")
+        extra = {"guidance_scale_2": guidance_2} if two_experts else {}
         with self.adapters(adapter_scales):
             frames = self.pipe(
                 prompt=prompt,
@@ -263,6 +299,7 @@ class WanBackbone(Backbone):
                 width=width,
                 num_inference_steps=steps,
                 guidance_scale=guidance,
+                **extra,
                 generator=torch.Generator("cpu").manual_seed(seed),
                 max_sequence_length=self.text_length,
                 output_type="np",

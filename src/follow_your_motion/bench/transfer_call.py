@@ -74,12 +74,12 @@ def _tune(job: Any, tune: bool) -> dict:
     cfg = job.cfg
     stages = []
     if cfg.heads.select == "classified":
-        stages.append(("classify", job.run.heads, job.classify))
+        stages.append(("classify", job.classify))
     if cfg.spatial.steps:
-        stages.append(("spatial", job.run.lora("spatial"), job.tune_spatial))
-    stages.append(("motion", job.run.lora("motion"), job.tune_motion))
-    for name, artifact, stage in stages:
-        if artifact.exists():
+        stages.append(("spatial", job.tune_spatial))
+    stages.append(("motion", job.tune_motion))
+    for name, stage in stages:
+        if job.stage_done(name):
             continue
         _cuda_reset()
         began = time.perf_counter()

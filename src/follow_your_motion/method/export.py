@@ -14,11 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
-from ..backbones.base import Backbone
+from ..backbones.base import Backbone, Expert
 from ..errors import InputError
-from ..runs import atomic_save_tensors, atomic_write, load_tensors
+from ..runs import atomic_save_tensors, atomic_write, load_tensors, read_metadata
 from .lora import adapter_state
 
 FORMATS = ("diffusers", "comfyui")
@@ -26,8 +25,6 @@ PREFIX = "transformer"  # diffusers' key prefix of the transformer's LoRA weight
 LORA_METADATA_KEY = "lora_adapter_metadata"  # where diffusers' save_lora_weights puts the adapter config
 
 
-def lora_metadata(backbone: Backbone, adapter: str) -> dict:
-    return backbone.transformer.peft_config[adapter].to_dict()
 
 
 def comfyui_state(comfyui_key: Callable[[str], str], state: dict[str, torch.Tensor], alpha: float
@@ -42,34 +39,33 @@ def comfyui_state(comfyui_key: Callable[[str], str], state: dict[str, torch.Tens
     return out
 
 
-def export_lora(backbone: Backbone, adapter: str, path: Path, fmt: str = "diffusers") -> Path:
-    """Write the in-memory adapter `adapter` to `path` in format `fmt` (atomically)."""
+def export_lora(backbone: Backbone, expert: Expert, adapter: str, path: Path, fmt: str = "diffusers") -> Path:
+    """Write `expert`'s in-memory adapter `adapter` to `path` in format `fmt` (atomically)."""
     if fmt not in FORMATS:
         raise InputError(f"unknown LoRA format {fmt!r} (choose from {', '.join(FORMATS)})")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = adapter_state(backbone.transformer, adapter)
+    state = adapter_state(expert.module, adapter)
+    config = expert.module.peft_config[adapter]
     if fmt == "diffusers":
-        backbone.save_diffusers_lora(str(path), state, lora_metadata(backbone, adapter))
+        backbone.save_diffusers_lora(str(path), state, config.to_dict())
     else:
-        alpha = backbone.transformer.peft_config[adapter].lora_alpha
-        atomic_save_tensors(path, comfyui_state(backbone.comfyui_key, state, alpha),
+        atomic_save_tensors(path, comfyui_state(backbone.comfyui_key, state, config.lora_alpha),
                             {"format": "comfyui", "adapter": adapter})
     return path
 
 
 def saved_adapter_config(path: Path) -> dict:
     """The adapter config (rank, alpha, targets) a diffusers-format LoRA file of ours holds in its metadata."""
+    metadata = read_metadata(path)
     try:
-        with safe_open(str(path), "pt") as f:
-            metadata = f.metadata() or {}
         config = json.loads(metadata[LORA_METADATA_KEY])
         return {key.removeprefix(f"{PREFIX}."): value for key, value in config.items()}
-    except (OSError, KeyError, ValueError) as err:
+    except (KeyError, ValueError) as err:
         raise InputError(f"{path}: not a LoRA file with its adapter config in the metadata ({err})") from err
 
 
-def export_file(source: Path, path: Path, fmt: str, comfyui_key: Callable[[str], str]) -> Path:
+def export_file(source: Path, path: Path, fmt: str, comfyui_key: Callable[[str], str], adapter: str) -> Path:
     """Write a run's saved LoRA file (diffusers format, adapter config in the metadata) in format `fmt`, reading
     nothing but that file: diffusers is a verified copy, comfyui renames the keys and adds the saved alpha."""
     if fmt not in FORMATS:
@@ -79,6 +75,5 @@ def export_file(source: Path, path: Path, fmt: str, comfyui_key: Callable[[str],
     if fmt == "diffusers":
         return atomic_write(Path(path), lambda tmp: tmp.write_bytes(Path(source).read_bytes()))
     peft_state = {key.removeprefix(f"{PREFIX}."): tensor for key, tensor in state.items()}
-    adapter = Path(source).name.removesuffix("_lora.safetensors")
     return atomic_save_tensors(Path(path), comfyui_state(comfyui_key, peft_state, float(config["lora_alpha"])),
                                {"format": "comfyui", "adapter": adapter})

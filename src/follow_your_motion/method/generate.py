@@ -23,6 +23,7 @@ def generate_video(
         width=settings.width or width,
         steps=settings.steps,
         guidance=settings.guidance,
+        guidance_2=settings.guidance_2,
         seed=settings.seed,
         adapter_scales={"motion": settings.motion_scale, "spatial": settings.spatial_scale},
     )

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-from ..backbones.base import Backbone
+from ..backbones.base import Backbone, Conditioning, Expert
 from ..config import HeadSettings
 from ..errors import InputError
+from .objective import noisy_sample
 
 
 @dataclass
@@ -92,10 +93,28 @@ class HeadMap:
 
     @classmethod
     def load(cls, path: Path) -> HeadMap:
-        try:
-            return cls.from_json(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise InputError(f"{path}: not a valid heads.json ({err})") from err
+        """The map of a one-expert heads.json."""
+        maps = load_head_maps(path)
+        if list(maps) != [""]:
+            raise InputError(f"{path}: holds the head maps of several experts ({', '.join(maps)})")
+        return maps[""]
+
+
+def head_maps_json(maps: dict[str, HeadMap]) -> dict:
+    """heads.json: one expert's map as it is; several under "experts", by expert name."""
+    if list(maps) == [""]:
+        return maps[""].to_json()
+    return {"experts": {name: head_map.to_json() for name, head_map in maps.items()}}
+
+
+def load_head_maps(path: Path) -> dict[str, HeadMap]:
+    """Expert name -> its map, from a heads.json of either layout."""
+    try:
+        data = json.loads(Path(path).read_text())
+        experts = data.get("experts", {"": data})
+        return {name: HeadMap.from_json(entry) for name, entry in experts.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise InputError(f"{path}: not a valid heads.json ({err})") from err
 
 
 def template_masks(
@@ -170,27 +189,40 @@ def ensure_minimum(temporal: list[list[bool]], score: list[list[float]], minimum
     return forced
 
 
+def capture_sigma(expert: Expert, sigma: float) -> float:
+    """The noise level of the capture pass: `sigma` if the expert serves it, else the middle of its range (each
+    expert is classified on noise it sees)."""
+    lo, hi = expert.sigma_range
+    return sigma if expert.serves(sigma) else (lo + hi) / 2
+
+
 @torch.no_grad()
 def classify_heads(
-    backbone: Backbone, latents: torch.Tensor, text: torch.Tensor, settings: HeadSettings
+    backbone: Backbone, expert: Expert, latents: torch.Tensor, cond: Conditioning, settings: HeadSettings
 ) -> HeadMap:
-    """One no-grad pass of the frozen transformer over the noised reference latents."""
+    """One no-grad pass of the frozen expert over the noised reference latents."""
     generator = torch.Generator().manual_seed(settings.seed)
     grid = backbone.token_grid(latents)
     tokens = math.prod(grid)
     n = min(settings.num_queries, tokens)
     queries = torch.randperm(tokens, generator=generator)[:n].sort().values
     noise = backbone.draw_noise(latents.shape, generator).to(latents)
-    sigma = torch.full((latents.shape[0],), settings.sigma)
-    noisy, timesteps, _ = backbone.noisy_sample(latents, noise, sigma)
+    sigma_used = capture_sigma(expert, settings.sigma)
+    sigma = torch.full((latents.shape[0],), sigma_used)
+    noisy, timesteps, _ = noisy_sample(latents, noise, sigma, backbone.num_train_timesteps)
     scores: dict[int, HeadScores] = {}
 
     def collect(layer: int, q: torch.Tensor, k: torch.Tensor) -> None:
+        if q.shape[1] != tokens:
+            raise RuntimeError(f"layer {layer} handed {q.shape[1]} video tokens for a {grid} grid")
         scores[layer] = score_layer(q, k, queries.to(q.device), grid, settings.radius)
 
-    with backbone.capture_qk(collect):
-        backbone.predict(noisy, timesteps, text)
-    return classify([scores[i] for i in range(backbone.num_layers)], settings)
+    with backbone.capture_qk(expert, collect):
+        backbone.predict(expert, noisy, timesteps, cond)
+    head_map = classify([scores[i] for i in range(len(expert.sites))], settings)
+    if sigma_used != settings.sigma:
+        head_map.settings["sigma_used"] = sigma_used
+    return head_map
 
 
 def plot_head_map(head_map: HeadMap, path: Path) -> None:

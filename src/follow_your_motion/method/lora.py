@@ -15,7 +15,7 @@ import torch
 from peft import LoraConfig
 from torch import nn
 
-from ..backbones.base import COLUMN_ROLES, ROW_ROLES, Backbone, second_adapter_allowed
+from ..backbones.base import COLUMN_ROLES, ROW_ROLES, Expert, second_adapter_allowed
 from ..errors import InputError
 
 ADAPTERS = ("spatial", "motion")
@@ -29,15 +29,15 @@ def head_mask(heads: list[int], num_heads: int, head_dim: int) -> torch.Tensor:
 
 
 def target_modules(
-    backbone: Backbone, selection: dict[int, list[int]], include_out: bool
-) -> dict[str, tuple[str, list[int]]]:
-    """Module name -> (role, selected heads), for each projection of every layer with at least one head."""
+    expert: Expert, selection: dict[int, list[int]], include_out: bool
+) -> dict[str, tuple[str, int, list[int]]]:
+    """Module name -> (role, layer, selected heads), for each projection of every layer with at least one head."""
     roles = ROW_ROLES + (COLUMN_ROLES if include_out else ())
     return {
-        name: (role, heads)
+        name: (role, layer, heads)
         for layer, heads in selection.items()
         if heads
-        for role, name in backbone.lora_targets(layer).items()
+        for role, name in expert.sites[layer].targets().items()
         if role in roles
     }
 
@@ -47,7 +47,7 @@ def _lora_pair(module: nn.Module, adapter: str) -> tuple[nn.Parameter, nn.Parame
 
 
 def add_masked_lora(
-    backbone: Backbone,
+    expert: Expert,
     adapter: str,
     selection: dict[int, list[int]],
     rank: int,
@@ -58,18 +58,19 @@ def add_masked_lora(
     """Add adapter `adapter` on the selected heads; returns module name -> mask, applied to weights and grads.
 
     Raises ValueError when no layer has a selected head (an empty LoRA would be a silent no-op)."""
-    targets = target_modules(backbone, selection, include_out)
+    targets = target_modules(expert, selection, include_out)
     if not targets:
         raise InputError(f"no heads selected for the {adapter!r} LoRA: nothing to train")
-    transformer = backbone.transformer
+    transformer = expert.module
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=sorted(targets), init_lora_weights=True)
     with torch.random.fork_rng(devices=[]), second_adapter_allowed():
         torch.manual_seed(seed)
         transformer.add_adapter(config, adapter_name=adapter)
     masks = {}
-    for name, (role, heads) in targets.items():
+    for name, (role, layer, heads) in targets.items():
         module = transformer.get_submodule(name)
-        mask = head_mask(heads, backbone.num_heads, backbone.head_dim)
+        site = expert.sites[layer]
+        mask = head_mask(heads, site.heads, site.head_dim)
         lora_a, lora_b = _lora_pair(module, adapter)
         for param in (lora_a, lora_b):  # train in float32 even over a bf16 base model
             param.data = param.data.float()

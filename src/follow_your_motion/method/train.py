@@ -17,19 +17,20 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from ..backbones.base import Backbone
+from ..backbones.base import Backbone, Conditioning, Expert
 from ..config import MotionSettings, TrainSettings
 from ..errors import InputError
 from ..runs import RunDir, atomic_save_tensors, load_tensors
 from .lora import adapter_state, load_adapter_state, set_trainable
 from .losses import flow_matching_loss, motion_loss
+from .objective import noisy_sample, sample_sigmas
 from .sparse import rope_positions, sample_frames, step_generator
 
 
 @dataclass
 class StepInputs:
     latents: torch.Tensor  # clean latents (B, C, F, h, w)
-    text: torch.Tensor  # (B, L, D)
+    cond: Conditioning  # batch B, cut to the step's frames
     frame_positions: torch.Tensor | None = None
 
 
@@ -39,27 +40,29 @@ InputFn = Callable[[int, torch.Generator], StepInputs]
 StepCallback = Callable[[str, int, int, dict[str, float]], bool | None]
 
 
-def spatial_inputs(frame_latents: torch.Tensor, text: torch.Tensor, batch_size: int) -> InputFn:
+def spatial_inputs(frame_latents: torch.Tensor, cond: Conditioning, batch_size: int) -> InputFn:
     """Stage 2: `batch_size` random single frames of the reference (an image objective).
 
     `frame_latents` is (T, C, 1, h, w): every pixel frame encoded on its own as an image."""
 
     def inputs(step: int, generator: torch.Generator) -> StepInputs:
         picks = torch.randint(len(frame_latents), (batch_size,), generator=generator)
-        return StepInputs(frame_latents[picks], text.expand(batch_size, -1, -1))
+        return StepInputs(frame_latents[picks], cond.expand(batch_size))
 
     return inputs
 
 
-def motion_inputs(latents: torch.Tensor, text: torch.Tensor, settings: MotionSettings) -> InputFn:
-    """Stage 3: K of the F latent frames of the clip, with their adaptive RoPE positions."""
+def motion_inputs(latents: torch.Tensor, cond: Conditioning, settings: MotionSettings) -> InputFn:
+    """Stage 3: K of the F latent frames of the clip (and of any per-frame conditioning), with their adaptive
+    RoPE positions."""
     total = latents.shape[2]
 
     def inputs(step: int, generator: torch.Generator) -> StepInputs:
         kept = sample_frames(total, settings.keep_frames or total, settings.sampling, settings.seed, step)
         positions = rope_positions(kept, total, settings.rope)
         batch = settings.batch_size
-        return StepInputs(latents[:, :, kept].expand(batch, -1, -1, -1, -1), text.expand(batch, -1, -1), positions)
+        return StepInputs(latents[:, :, kept].expand(batch, -1, -1, -1, -1), cond.select_frames(kept).expand(batch),
+                          positions)
 
     return inputs
 
@@ -105,6 +108,7 @@ def _restore(folder: Path, transformer: torch.nn.Module, adapter: str, optimizer
 
 def train_adapter(
     backbone: Backbone,
+    expert: Expert,
     run: RunDir,
     stage: str,
     adapter: str,
@@ -115,12 +119,13 @@ def train_adapter(
     stop_after: int | None = None,
     on_step: StepCallback | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Train `adapter` (already added to the transformer) for `settings.steps` optimizer steps.
+    """Train `expert`'s `adapter` (already added to it) for `settings.steps` optimizer steps, on noise levels of
+    the expert's range.
 
     Resumes from the stage's newest complete checkpoint. `stop_after` ends the call after that many
     steps in total (checkpointing first), which is how tests and schedulers interrupt a run; so does `on_step`
     returning True."""
-    transformer = backbone.transformer
+    transformer = expert.module
     params = set_trainable(transformer, adapter)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     warmup = settings.warmup_steps
@@ -143,7 +148,8 @@ def train_adapter(
     bar = tqdm(range(start, end), desc=f"{stage} LoRA", initial=start, total=settings.steps,
                disable=not accelerator.is_main_process)
     transformer.train()
-    with backbone.denoiser_as(model):
+    shift = backbone.flow_shift if settings.timestep_shift is None else settings.timestep_shift
+    with backbone.denoiser_as(expert, model):
         for step in bar:
             began = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
@@ -154,11 +160,10 @@ def train_adapter(
                 batch = inputs(step, generator)
                 latents = batch.latents.to(backbone.device)
                 noise = backbone.draw_noise(latents.shape, generator).to(latents)
-                sigmas = backbone.sample_sigmas(len(latents), generator, settings.timestep_weighting,
-                                                settings.timestep_shift)
-                noisy, timesteps, target = backbone.noisy_sample(latents, noise, sigmas)
+                sigmas = sample_sigmas(len(latents), generator, settings.timestep_weighting, shift, expert.sigma_range)
+                noisy, timesteps, target = noisy_sample(latents, noise, sigmas, backbone.num_train_timesteps)
                 with torch.autocast(backbone.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    pred = backbone.predict(noisy, timesteps, batch.text, batch.frame_positions)
+                    pred = backbone.predict(expert, noisy, timesteps, batch.cond, batch.frame_positions)
                 fm = flow_matching_loss(pred, target)
                 mo = motion_loss(pred, target, motion_form) if motion_weight else fm.new_zeros(())
                 ((fm + motion_weight * mo) / settings.grad_accum).backward()

@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..backbones.base import Conditioning
 from ..backbones.toy import ToyBackbone
 from ..errors import InputError
+from ..method.objective import noisy_sample, sample_sigmas
 from ..runs import RunDir, atomic_save_tensors, atomic_write_text
 from . import render
 
@@ -132,11 +134,11 @@ def learning_rate(step: int, settings: PretrainSettings) -> float:
 def flow_loss(model: ToyBackbone, clips: torch.Tensor, captions: list[str], generator: torch.Generator,
               settings: PretrainSettings) -> torch.Tensor:
     """Rectified-flow MSE of the whole model (text encoder included) on clips (B, 3, T, H, W)."""
-    text = model.text_encoder(model.text_encoder.tokenize(captions).to(model.device))
+    text = Conditioning({"text": model.text_encoder(model.text_encoder.tokenize(captions).to(model.device))})
     noise = model.draw_noise(clips.shape, generator).to(model.device)
-    sigmas = model.sample_sigmas(len(clips), generator, settings.timestep_weighting, settings.timestep_shift)
-    noisy, timesteps, target = model.noisy_sample(clips, noise, sigmas)
-    return torch.nn.functional.mse_loss(model.predict(noisy, timesteps, text), target)
+    sigmas = sample_sigmas(len(clips), generator, settings.timestep_weighting, settings.timestep_shift)
+    noisy, timesteps, target = noisy_sample(clips, noise, sigmas, model.num_train_timesteps)
+    return torch.nn.functional.mse_loss(model.predict(model.experts[0], noisy, timesteps, text), target)
 
 
 def weights(model: ToyBackbone) -> list[torch.nn.Parameter]:

@@ -41,7 +41,7 @@ def denoise_from(model: ToyBackbone, clip: torch.Tensor, caption: str, sigma: fl
     levels = np.linspace(sigma, 0.0, steps + 1)
     with torch.no_grad():
         for a, b in zip(levels[:-1], levels[1:], strict=True):
-            x = x + (b - a) * model.predict(x, torch.tensor([a * model.num_train_timesteps]), text)
+            x = x + (b - a) * model.predict(model.experts[0], x, torch.tensor([a * model.num_train_timesteps]), text)
     return ((x[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
 
 
