@@ -28,8 +28,19 @@ def _tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
-def build_tiny_wan_pipeline(path: Path, num_heads: int = 4, num_layers: int = 2, seed: int = 0) -> Path:
-    """Write a tiny WanPipeline to `path` (4 heads of 12 channels, 2 layers, VAE with 8x/4x strides)."""
+def _tiny_transformer(num_heads: int, num_layers: int) -> WanTransformer3DModel:
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=num_heads, attention_head_dim=12, in_channels=16,
+        out_channels=16, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=num_layers,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+    )
+
+
+def build_tiny_wan_pipeline(path: Path, num_heads: int = 4, num_layers: int = 2, seed: int = 0,
+                            boundary_ratio: float | None = None) -> Path:
+    """Write a tiny WanPipeline to `path` (4 heads of 12 channels, 2 layers, VAE with 8x/4x strides). With
+    `boundary_ratio`, a Wan2.2-T2V-A14B layout: a second transformer (`transformer_2`, the low-noise expert, its
+    own random weights) and the ratio where the pipeline switches to it."""
     torch.manual_seed(seed)
     tokenizer = _tokenizer()
     text_encoder = UMT5EncoderModel(
@@ -42,16 +53,15 @@ def build_tiny_wan_pipeline(path: Path, num_heads: int = 4, num_layers: int = 2,
     vae = AutoencoderKLWan(
         base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
     )
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=num_heads, attention_head_dim=12, in_channels=16,
-        out_channels=16, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=num_layers,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
-    )
+    transformer = _tiny_transformer(num_heads, num_layers)
+    experts = {} if boundary_ratio is None else {"transformer_2": _tiny_transformer(num_heads, num_layers),
+                                                 "boundary_ratio": boundary_ratio}
     scheduler = UniPCMultistepScheduler(
         prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=3.0
     )
     pipe = WanPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler,
+        **experts,
     )
     pipe.save_pretrained(path)
     return path

@@ -164,6 +164,13 @@ RECIPES: dict[str, dict] = {
                    "mixed_precision": "bf16"},
         "generate": {"steps": 50, "guidance": 5.0},
     },
+    # Wan2.2-T2V-A14B on top of "wan" (the Wan2.2 release's t2v-A14B config: 40 sampling steps, guidance 4.0 for
+    # the high-noise and 3.0 for the low-noise expert, 81 frames; it samples 480P and 720P, the 480P size is kept).
+    "wan2.2-t2v-a14b": {"generate": {"steps": 40, "guidance": 4.0, "guidance_2": 3.0}},
+    # Wan2.2-TI2V-5B on top of "wan" (the release's ti2v-5B config: 121 frames of 704x1280 at 24 fps, 50 steps,
+    # guidance 5.0).
+    "wan2.2-ti2v-5b": {"video": {"auto_frames": 121, "auto_size": (704, 1280), "fps": 24.0},
+                       "generate": {"steps": 50, "guidance": 5.0}},
     # The embedded ShapesWorld model: 9 frames of 32x32 pixels, seconds per stage on a CPU.
     "toy": {
         "video": {"auto_frames": 9, "auto_size": (32, 32)},
@@ -189,7 +196,7 @@ def recipe_config(family: str, overrides: dict) -> TransferConfig:
 
 
 def model_family(model: dict) -> str:
-    """The recipe family of a `model` section: its `family`, or the one its `source` is (None: the toy)."""
+    """The family of a `model` section: its `family`, or the one its `source` is (None: the toy)."""
     family = model.get("family", "auto")
     if family != "auto":
         return family
@@ -198,6 +205,17 @@ def model_family(model: dict) -> str:
     from .backbones import detect_family  # reads model_index.json only
 
     return detect_family(model["source"])
+
+
+def model_recipe(model: dict) -> dict:
+    """The recipe of a `model` section: its family's, with its variant's on top (Wan2.2-A14B, TI2V-5B)."""
+    family = model_family(model)
+    recipe = RECIPES.get(family, {})
+    if model.get("source") is not None and family == "wan":
+        from .backbones import detect_variant
+
+        recipe = merge(recipe, RECIPES.get(detect_variant(model["source"]) or "", {}))
+    return recipe
 
 
 def _absolute_paths(data: dict) -> dict:
@@ -224,9 +242,8 @@ def resolve_config(flags: dict | None = None, yaml_file: Path | None = None, set
     the user actually gave). The family comes from the merged `model` section, so a YAML can choose the model."""
     user = merge(settings or {}, load_yaml_settings(yaml_file) if yaml_file is not None else {})
     user = _absolute_paths(merge(user, flags or {}))
-    family = model_family(user.get("model") or {})
     try:
-        return TransferConfig.model_validate(merge(RECIPES.get(family, {}), user))
+        return TransferConfig.model_validate(merge(model_recipe(user.get("model") or {}), user))
     except ValidationError as err:
         raise InputError(f"invalid settings: {describe_validation_error(err)}") from err
 

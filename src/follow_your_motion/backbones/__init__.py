@@ -12,6 +12,18 @@ from .base import Backbone
 
 # diffusers pipeline class (model_index.json "_class_name") -> family
 PIPELINE_FAMILIES = {"WanPipeline": "wan"}
+# pipelines of a supported family that this project does not run (yet): refused by name, never loaded as another
+REFUSED_PIPELINES = {
+    "WanImageToVideoPipeline": "Wan image-to-video (Wan2.1-I2V, Wan2.2-I2V-A14B)",
+    "WanVACEPipeline": "Wan VACE",
+    "WanAnimatePipeline": "Wan Animate",
+    "WanVideoToVideoPipeline": "Wan video-to-video",
+}
+# hub ids whose variant is known without their model_index.json (which is read from the cache when present)
+HUB_VARIANTS = {
+    "Wan-AI/Wan2.2-T2V-A14B-Diffusers": "wan2.2-t2v-a14b",
+    "Wan-AI/Wan2.2-TI2V-5B-Diffusers": "wan2.2-ti2v-5b",
+}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -24,20 +36,56 @@ def is_toy_model_dir(folder: Path) -> bool:
     return isinstance(config, dict) and {"transformer", "vocabulary"} <= config.keys()
 
 
-def detect_family(source: str) -> str:
-    """Family of a local directory (a toy model folder, or a pipeline's model_index.json); hub ids are Wan."""
+def model_index(source: str) -> tuple[dict | None, Path | None]:
+    """A pipeline's model_index.json: from a local directory, or from the Hugging Face cache for a hub id that
+    was downloaded before (nothing is fetched). (None, None) when there is none to read."""
     folder = Path(source).expanduser()
     index = folder / "model_index.json"
+    if not index.is_file() and not folder.exists() and source.count("/") == 1:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source, "model_index.json")
+        index = Path(cached) if isinstance(cached, str) else index
     if not index.is_file():
-        return "toy" if is_toy_model_dir(folder) else "wan"
+        return None, None
     try:
-        name = json.loads(index.read_text()).get("_class_name", "")
+        data = json.loads(index.read_text())
     except (OSError, ValueError) as err:
         raise InputError(f"{index}: unreadable model_index.json ({err})") from err
+    if not isinstance(data, dict):
+        raise InputError(f"{index}: not a diffusers model_index.json (not a JSON object)")
+    return data, index
+
+
+def detect_family(source: str) -> str:
+    """Family of a local directory (a toy model folder, or a pipeline's model_index.json); a hub id that is not
+    in the local cache is taken for Wan."""
+    index, _ = model_index(source)
+    if index is None:
+        return "toy" if is_toy_model_dir(Path(source).expanduser()) else "wan"
+    name = index.get("_class_name", "")
+    if name in REFUSED_PIPELINES:
+        raise InputError(f"model {source!r} is a {REFUSED_PIPELINES[name]} pipeline ({name}), which this project "
+                         f"does not support yet (supported: {', '.join(sorted(PIPELINE_FAMILIES))})")
     if name not in PIPELINE_FAMILIES:
         known = ", ".join(sorted(PIPELINE_FAMILIES))
         raise InputError(f"model {source!r}: unsupported pipeline {name!r} (supported: {known})")
     return PIPELINE_FAMILIES[name]
+
+
+def detect_variant(source: str) -> str | None:
+    """The recipe of a known variant within its family, from the pipeline's model_index.json (a second
+    transformer: Wan2.2-A14B; expand_timesteps: Wan2.2-TI2V-5B), or from a known hub id; None = the family's."""
+    index, _ = model_index(source)
+    if index is None:
+        return HUB_VARIANTS.get(source)
+    if index.get("_class_name") != "WanPipeline":
+        return None
+    if (index.get("transformer_2") or [None])[0] is not None:
+        return "wan2.2-t2v-a14b"
+    if index.get("expand_timesteps"):
+        return "wan2.2-ti2v-5b"
+    return None
 
 
 def backbone_class(family: str) -> type[Backbone]:
