@@ -222,3 +222,30 @@ def test_cli_end_to_end_on_a14b(a14b_dir, inputs, tmp_path):
 
     g2, g3 = (read_video(run / "samples" / f"{name}.mp4").frames for name in ("g2", "g3"))
     assert not np.array_equal(g2, g3)
+
+
+def test_ti2v_5b_is_recognised_and_transfers_text_to_video(tmp_path):
+    """A TI2V-5B directory is known as what it is (its recipe, its 16x VAE and 48 channels), not Wan2.1 by luck."""
+    from test_cli import ok
+    from tiny_wan import build_tiny_ti2v_pipeline
+
+    from follow_your_motion.config import TransferConfig
+
+    model = build_tiny_ti2v_pipeline(tmp_path / "ti2v")
+    assert detect_variant(str(model)) == "wan2.2-ti2v-5b"
+    cfg = resolve_config({"model": {"source": str(model)}})
+    assert (cfg.video.auto_frames, cfg.video.auto_size, cfg.video.fps) == (121, (704, 1280), 24.0)
+    backbone = load_backbone(str(model))
+    assert backbone.geometry.spatial_stride == 16 and backbone.geometry.size_multiple == 32
+    assert len(backbone.experts) == 1 and backbone.pipe.config.expand_timesteps
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({
+        "model": {"dtype": "float32"}, "video": {"frames": 9, "height": 64, "width": 64, "fps": None},
+        "heads": {"num_queries": 16}, "spatial": {"steps": 2, "rank": 4}, "motion": {"steps": 2, "rank": 4,
+                                                                                    "keep_frames": 2},
+        "generate": {"steps": 2},
+    }))
+    ref = write_video(tmp_path / "ref.mp4", np.repeat(moving_square(9), 2, axis=1).repeat(2, axis=2), 8)
+    ok("transfer", ref, "-p", PROMPT, "-m", model, "-o", tmp_path / "run", "-c", settings)
+    assert TransferConfig.load(tmp_path / "run" / "config.yaml").video.auto_frames == 121
+    assert load_file(str(tmp_path / "run" / "motion_lora.safetensors"))

@@ -28,12 +28,42 @@ def _tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
-def _tiny_transformer(num_heads: int, num_layers: int) -> WanTransformer3DModel:
+def _tiny_transformer(num_heads: int, num_layers: int, channels: int = 16) -> WanTransformer3DModel:
     return WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=num_heads, attention_head_dim=12, in_channels=16,
-        out_channels=16, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=num_layers,
+        patch_size=(1, 2, 2), num_attention_heads=num_heads, attention_head_dim=12, in_channels=channels,
+        out_channels=channels, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=num_layers,
         cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
     )
+
+
+def _tiny_text_encoder(tokenizer: PreTrainedTokenizerFast) -> UMT5EncoderModel:
+    return UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+            relative_attention_num_buckets=8, relative_attention_max_distance=16,
+            pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        )
+    )
+
+
+def build_tiny_ti2v_pipeline(path: Path, seed: int = 0) -> Path:
+    """Write a tiny Wan2.2-TI2V-5B layout to `path`: the Wan2.2 VAE's shape (48 latent channels, a 2x2 pixel
+    patch before a residual encoder: 16x spatial, 4x temporal stride), a 48-channel transformer, per-token
+    timesteps (`expand_timesteps`)."""
+    torch.manual_seed(seed)
+    tokenizer = _tokenizer()
+    vae = AutoencoderKLWan(
+        base_dim=8, decoder_base_dim=8, z_dim=48, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+        temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12, patch_size=2,
+        scale_factor_temporal=4, scale_factor_spatial=16, latents_mean=[0.0] * 48, latents_std=[1.0] * 48,
+    )
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=5.0
+    )
+    WanPipeline(tokenizer=tokenizer, text_encoder=_tiny_text_encoder(tokenizer), vae=vae,
+                transformer=_tiny_transformer(4, 2, channels=48), scheduler=scheduler,
+                expand_timesteps=True).save_pretrained(path)
+    return path
 
 
 def build_tiny_wan_pipeline(path: Path, num_heads: int = 4, num_layers: int = 2, seed: int = 0,
@@ -43,13 +73,7 @@ def build_tiny_wan_pipeline(path: Path, num_heads: int = 4, num_layers: int = 2,
     own random weights) and the ratio where the pipeline switches to it."""
     torch.manual_seed(seed)
     tokenizer = _tokenizer()
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
-            relative_attention_num_buckets=8, relative_attention_max_distance=16,
-            pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-        )
-    )
+    text_encoder = _tiny_text_encoder(tokenizer)
     vae = AutoencoderKLWan(
         base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
     )
