@@ -75,7 +75,7 @@ def test_a14b_is_recognised_with_its_recipe_and_two_experts(a14b_dir, inputs):
 
 @pytest.mark.parametrize(("pipeline", "named"), [
     ("WanVACEPipeline", "Wan VACE"), ("WanAnimatePipeline", "Wan Animate"),
-    ("WanImageToVideoPipeline", "Wan image-to-video (Wan2.1-I2V, Wan2.2-I2V-A14B)"),
+    ("WanVideoToVideoPipeline", "Wan video-to-video"),
 ])
 def test_unsupported_wan_variants_are_refused_by_name(tmp_path, pipeline, named):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": pipeline}))

@@ -10,9 +10,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+from diffusers import (
+    AutoencoderKLWan,
+    UniPCMultistepScheduler,
+    WanImageToVideoPipeline,
+    WanPipeline,
+    WanTransformer3DModel,
+)
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    PreTrainedTokenizerFast,
+    UMT5Config,
+    UMT5EncoderModel,
+)
 
 WORDS = (
     "a", "tiger", "walks", "through", "snow", "robot", "dog", "runs", "cat", "jumps", "red", "blue", "green",
@@ -28,11 +41,13 @@ def _tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
-def _tiny_transformer(num_heads: int, num_layers: int, channels: int = 16) -> WanTransformer3DModel:
+def _tiny_transformer(num_heads: int, num_layers: int, channels: int = 16, in_channels: int | None = None,
+                      image_dim: int | None = None) -> WanTransformer3DModel:
     return WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=num_heads, attention_head_dim=12, in_channels=channels,
-        out_channels=channels, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=num_layers,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        patch_size=(1, 2, 2), num_attention_heads=num_heads, attention_head_dim=12,
+        in_channels=in_channels or channels, out_channels=channels, text_dim=32, freq_dim=32, ffn_dim=32,
+        num_layers=num_layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        image_dim=image_dim, added_kv_proj_dim=None if image_dim is None else num_heads * 12,
     )
 
 
@@ -63,6 +78,32 @@ def build_tiny_ti2v_pipeline(path: Path, seed: int = 0) -> Path:
     WanPipeline(tokenizer=tokenizer, text_encoder=_tiny_text_encoder(tokenizer), vae=vae,
                 transformer=_tiny_transformer(4, 2, channels=48), scheduler=scheduler,
                 expand_timesteps=True).save_pretrained(path)
+    return path
+
+
+def build_tiny_wan_i2v_pipeline(path: Path, boundary_ratio: float | None = None, seed: int = 0) -> Path:
+    """Write a tiny WanImageToVideoPipeline to `path`: Wan2.1-I2V's layout (36 input channels: 16 latent, 4 mask,
+    16 first-frame condition; a CLIP image encoder whose embeddings the transformer attends to), or with
+    `boundary_ratio` Wan2.2-I2V-A14B's (two experts, no image encoder)."""
+    torch.manual_seed(seed)
+    tokenizer = _tokenizer()
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=3.0
+    )
+    if boundary_ratio is None:
+        image = {"image_encoder": CLIPVisionModel(CLIPVisionConfig(
+                     hidden_size=4, projection_dim=4, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                     intermediate_size=16, patch_size=1)),
+                 "image_processor": CLIPImageProcessor(crop_size=32, size=32),
+                 "transformer": _tiny_transformer(4, 2, in_channels=36, image_dim=4)}
+    else:
+        image = {"transformer": _tiny_transformer(4, 2, in_channels=36),
+                 "transformer_2": _tiny_transformer(4, 2, in_channels=36), "boundary_ratio": boundary_ratio}
+    WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=_tiny_text_encoder(tokenizer), vae=vae,
+                            scheduler=scheduler, **image).save_pretrained(path)
     return path
 
 

@@ -37,6 +37,7 @@ Size = Annotated[str | None, typer.Option(help="HxW to tune at, e.g. 832x480 (de
 Side = Annotated[int | None, typer.Option(min=1, help="with --width / --height: the size to tune at")]
 Fps = Annotated[float | None, typer.Option(help="take the frames at this rate (default: spread over the clip)")]
 Start = Annotated[float | None, typer.Option(min=0, help="seconds into the clip where the frames start")]
+Image = Annotated[Path | None, typer.Option(help="image-to-video models: the picture to animate with the motion")]
 
 MEMORY_HINT = ("out of memory: try --config with spatial/motion grad_checkpointing: true and mixed_precision: bf16, "
                "model.offload: true, fewer motion.keep_frames, a smaller --size or fewer --frames")
@@ -102,13 +103,13 @@ def video_flags(frames: int | None, size: str | None, height: int | None, width:
 
 def _flags(reference: Path | None = None, prompt: str | None = None, model: str | None = None,
            device: str | None = None, target_prompt: str | None = None, spatial_steps: int | None = None,
-           motion_steps: int | None = None, video: dict | None = None) -> dict:
+           motion_steps: int | None = None, video: dict | None = None, image: Path | None = None) -> dict:
     """The nested settings of the flags the user actually gave (None = not given)."""
     flags: dict = {k: v for k, v in (("reference", reference and str(reference)), ("prompt", prompt),
                                      ("target_prompt", target_prompt)) if v}
     model_given = {k: v for k, v in (("source", model), ("device", device)) if v is not None}
     sections = {"model": model_given, "video": video or {}, "spatial": {"steps": spatial_steps},
-                "motion": {"steps": motion_steps}}
+                "motion": {"steps": motion_steps}, "generate": {"image": image and str(image)}}
     for name, section in sections.items():
         section = {k: v for k, v in section.items() if v is not None}
         if section:
@@ -131,14 +132,15 @@ def transfer(
     target_prompt: Annotated[str | None, typer.Option(help="the new content; default: --prompt")] = None,
     spatial_steps: Steps = None, motion_steps: Steps = None, device: Device = None,
     frames: Frames = None, size: Size = None, height: Side = None, width: Side = None, fps: Fps = None,
-    start: Start = None,
+    start: Start = None, image: Image = None,
 ) -> None:
     """All stages (classify, spatial LoRA, motion LoRA, generate); reuses what is already done."""
 
     def act() -> None:
         video = video_flags(frames, size, height, width, fps, start)
         job = _open(config, out, reference=reference, prompt=prompt, model=model, device=device,
-                    target_prompt=target_prompt, spatial_steps=spatial_steps, motion_steps=motion_steps, video=video)
+                    target_prompt=target_prompt, spatial_steps=spatial_steps, motion_steps=motion_steps, video=video,
+                    image=image)
         for name, path in job.all().paths.items():
             typer.echo(f"{name}: {path}")
 
@@ -214,6 +216,7 @@ def generate(
     height: int | None = None, width: int | None = None,
     name: Annotated[str, typer.Option(help="output name under samples/")] = "result",
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: the run's)")] = None,
+    image: Image = None,
 ) -> None:
     """Generate a video with the run's motion LoRA and a new prompt (needs the model, not the reference)."""
 
@@ -224,7 +227,7 @@ def generate(
         job = Transfer.open(run, device)
         given = {"motion_scale": motion_scale, "spatial_scale": spatial_scale, "seed": seed, "steps": steps,
                  "guidance": guidance, "guidance_2": guidance_2, "negative_prompt": negative_prompt, "frames": frames,
-                 "height": height, "width": width}
+                 "height": height, "width": width, "image": image and str(image.expanduser().resolve())}
         update = {k: v for k, v in given.items() if v is not None}
         try:
             settings = GenerateSettings.model_validate(job.cfg.generate.model_dump() | update)

@@ -120,6 +120,7 @@ class GenerateSettings(Settings):
     steps: int = Field(50, ge=1)
     guidance: float = Field(5.0, ge=0)
     guidance_2: float | None = Field(None, ge=0)  # the low-noise expert's (Wan2.2-A14B); None: `guidance`
+    image: str | None = None  # image-to-video models: the picture to animate (its first frame)
     frames: int | None = None  # None: the reference's frame count and size
     height: int | None = None
     width: int | None = None
@@ -171,6 +172,11 @@ RECIPES: dict[str, dict] = {
     # guidance 5.0).
     "wan2.2-ti2v-5b": {"video": {"auto_frames": 121, "auto_size": (704, 1280), "fps": 24.0},
                        "generate": {"steps": 50, "guidance": 5.0}},
+    # Wan2.1-I2V-14B on top of "wan" (the Wan2.1 release's i2v-14B config: 40 sampling steps, guidance 5.0).
+    "wan2.1-i2v": {"generate": {"steps": 40, "guidance": 5.0}},
+    # Wan2.2-I2V-A14B on top of "wan" (the Wan2.2 release's i2v-A14B config: 40 steps, guidance 3.5 for both
+    # experts).
+    "wan2.2-i2v-a14b": {"generate": {"steps": 40, "guidance": 3.5, "guidance_2": 3.5}},
     # The embedded ShapesWorld model: 9 frames of 32x32 pixels, seconds per stage on a CPU.
     "toy": {
         "video": {"auto_frames": 9, "auto_size": (32, 32)},
@@ -219,14 +225,17 @@ def model_recipe(model: dict) -> dict:
 
 
 def _absolute_paths(data: dict) -> dict:
-    """The reference, and a model source that is a local path, made absolute, so a run's config.yaml means the
-    same files from any working directory."""
+    """The reference, the image to animate, and a model source that is a local path, made absolute, so a run's
+    config.yaml means the same files from any working directory."""
     data = dict(data)
     if data.get("reference"):
         data["reference"] = str(Path(data["reference"]).expanduser().resolve())
     source = (data.get("model") or {}).get("source")
     if source and Path(source).expanduser().exists():
         data["model"] = {**data["model"], "source": str(Path(source).expanduser().resolve())}
+    image = (data.get("generate") or {}).get("image")
+    if image:
+        data["generate"] = {**data["generate"], "image": str(Path(image).expanduser().resolve())}
     return data
 
 

@@ -27,7 +27,7 @@ from .method.heads import HeadMap, classify_heads, head_maps_json, load_head_map
 from .method.lora import add_masked_lora
 from .method.train import StepCallback, motion_inputs, spatial_inputs, train_adapter
 from .runs import RunDir, atomic_save_tensors, atomic_write_text, digest, load_tensors, read_metadata
-from .video import VideoClip, fit_reference, load_reference, read_video, to_tensor, write_video
+from .video import VideoClip, fit_reference, load_reference, read_image, read_video, to_tensor, write_video
 
 log = logging.getLogger("follow_your_motion")
 
@@ -187,6 +187,10 @@ class Transfer:
             latents = self._cached("latents", self._key, lambda: self.backbone.encode_video(frames))
             cond = self._cached_conditioning("text", digest(model, cfg.prompt),
                                              lambda: self.backbone.encode_prompt(cfg.prompt))
+            if self.backbone.image_mode == "required":  # tuned on the reference's own first frame
+                first = self._cached_conditioning("image", self._key, lambda: self.backbone.encode_image(
+                    clip.frames[0], v.frames, v.height, v.width))
+                cond = cond.merged(first)
             self._reference = Reference(clip.frames, clip.fps, latents, cond)
         return self._reference
 
@@ -291,7 +295,9 @@ class Transfer:
         settings = settings or self.cfg.generate
         prompt = prompt or self.cfg.target_prompt or self.cfg.prompt
         v = self.cfg.video
-        result = generate_video(self.backbone, prompt, settings, v.frames, v.height, v.width)
+        self.backbone.check_image(settings.image is not None)
+        image = read_image(settings.image) if settings.image else None
+        result = generate_video(self.backbone, prompt, settings, v.frames, v.height, v.width, image)
         shown = self.clip
         paths = {}
         if self.state.is_main_process:
@@ -301,6 +307,7 @@ class Transfer:
 
     def all(self) -> Sample:
         """Every stage in order, reusing whatever is already complete."""
+        self.backbone.check_image(self.cfg.generate.image is not None)  # before tuning, not after
         self.classify()
         self.tune_motion()
         return self.generate()

@@ -116,6 +116,20 @@ def read_video(path: str | Path, max_frames: int | None = None) -> VideoClip:
     return VideoClip(np.stack(frames), rate or DEFAULT_FPS)
 
 
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file (any format Pillow reads) as uint8 (H, W, 3) RGB; bad input raises VideoError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as image:
+            frame = np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as err:
+        raise VideoError(f"{path}: not a readable image ({err})") from err
+    _check_size(path, 1, *frame.shape[:2])
+    return frame
+
+
 def round_half_up(x: np.ndarray) -> np.ndarray:
     """Round half up (not to even), with slack for float noise such as 0.1 * 30 = 3.0000000000000004."""
     return np.floor(np.asarray(x) + 0.5 + 1e-9).astype(np.int64)

@@ -11,10 +11,9 @@ from ..errors import InputError
 from .base import Backbone
 
 # diffusers pipeline class (model_index.json "_class_name") -> family
-PIPELINE_FAMILIES = {"WanPipeline": "wan"}
+PIPELINE_FAMILIES = {"WanPipeline": "wan", "WanImageToVideoPipeline": "wan"}
 # pipelines of a supported family that this project does not run (yet): refused by name, never loaded as another
 REFUSED_PIPELINES = {
-    "WanImageToVideoPipeline": "Wan image-to-video (Wan2.1-I2V, Wan2.2-I2V-A14B)",
     "WanVACEPipeline": "Wan VACE",
     "WanAnimatePipeline": "Wan Animate",
     "WanVideoToVideoPipeline": "Wan video-to-video",
@@ -23,6 +22,9 @@ REFUSED_PIPELINES = {
 HUB_VARIANTS = {
     "Wan-AI/Wan2.2-T2V-A14B-Diffusers": "wan2.2-t2v-a14b",
     "Wan-AI/Wan2.2-TI2V-5B-Diffusers": "wan2.2-ti2v-5b",
+    "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers": "wan2.1-i2v",
+    "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers": "wan2.1-i2v",
+    "Wan-AI/Wan2.2-I2V-A14B-Diffusers": "wan2.2-i2v-a14b",
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -74,14 +76,18 @@ def detect_family(source: str) -> str:
 
 
 def detect_variant(source: str) -> str | None:
-    """The recipe of a known variant within its family, from the pipeline's model_index.json (a second
-    transformer: Wan2.2-A14B; expand_timesteps: Wan2.2-TI2V-5B), or from a known hub id; None = the family's."""
+    """The recipe of a known variant within its family, from the pipeline's model_index.json (image-to-video; a
+    second transformer: Wan2.2-A14B; expand_timesteps: Wan2.2-TI2V-5B), or from a known hub id; None = the
+    family's."""
     index, _ = model_index(source)
     if index is None:
         return HUB_VARIANTS.get(source)
+    two_experts = (index.get("transformer_2") or [None])[0] is not None
+    if index.get("_class_name") == "WanImageToVideoPipeline":
+        return "wan2.2-i2v-a14b" if two_experts else "wan2.1-i2v"
     if index.get("_class_name") != "WanPipeline":
         return None
-    if (index.get("transformer_2") or [None])[0] is not None:
+    if two_experts:
         return "wan2.2-t2v-a14b"
     if index.get("expand_timesteps"):
         return "wan2.2-ti2v-5b"

@@ -103,6 +103,10 @@ class Conditioning:
                for k, v in self.tensors.items()}
         return Conditioning(cut, self.frame_axis)
 
+    def merged(self, other: Conditioning) -> Conditioning:
+        """Both conditionings' tensors in one (a prompt's and an image's)."""
+        return Conditioning(self.tensors | other.tensors, self.frame_axis | other.frame_axis)
+
     def to(self, device: torch.device | str) -> Conditioning:
         return Conditioning({k: v.to(device) for k, v in self.tensors.items()}, self.frame_axis)
 
@@ -166,6 +170,8 @@ class Backbone(ABC):
     dtype: torch.dtype
     num_train_timesteps: int = 1000
     flow_shift: float = 1.0  # the family's sampler shift, the default shift of training noise levels
+    # whether the model animates a given first frame: never (text-to-video), or always (image-to-video)
+    image_mode: Literal["none", "required"] = "none"
 
     def __init__(self) -> None:
         # Expert name -> the module `predict` calls instead of the expert's own (a DDP wrapper while training).
@@ -179,6 +185,19 @@ class Backbone(ABC):
     @abstractmethod
     def encode_prompt(self, prompt: str) -> Conditioning:
         """Prompt -> the conditioning the transformers take (batch 1)."""
+
+    def encode_image(self, image: np.ndarray, num_frames: int, height: int, width: int) -> Conditioning:
+        """Image-to-video: the conditioning of a first frame (H, W, 3) uint8 for a clip of that size, to be
+        merged with the prompt's (`Conditioning.merged`)."""
+        self.check_image(True)
+        raise NotImplementedError(f"{type(self).__name__} declares an image mode but cannot encode images")
+
+    def check_image(self, given: bool) -> None:
+        """Refuse an image for a text-to-video model, and its absence for an image-to-video one."""
+        if given and self.image_mode == "none":
+            raise InputError("this model has no image mode: --image is for image-to-video models (Wan I2V)")
+        if not given and self.image_mode == "required":
+            raise InputError("this is an image-to-video model: give --image (the picture to animate)")
 
     def token_grid(self, latents: torch.Tensor) -> tuple[int, int, int]:
         """(frames, rows, cols) of the transformer's video-token grid for latents (B, C, F, h, w)."""
@@ -246,9 +265,11 @@ class Backbone(ABC):
         guidance_2: float | None = None,
         seed: int,
         adapter_scales: dict[str, float],
+        image: np.ndarray | None = None,
     ) -> np.ndarray:
         """Sample a video (T, H, W, 3) uint8 with the named LoRA adapters at the given scales (`guidance_2`: the
-        low-noise expert's guidance, where there is one; None = `guidance`)."""
+        low-noise expert's guidance, where there is one; None = `guidance`; `image`: the first frame to animate,
+        for an image-to-video model, fitted to the size)."""
 
     def loaded_adapters(self) -> set[str]:
         """Adapters loaded into any expert."""

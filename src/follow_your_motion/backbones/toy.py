@@ -187,8 +187,9 @@ class ToyBackbone(WanBackbone):
     @torch.no_grad()
     def generate(self, prompt: str, *, negative_prompt: str, num_frames: int, height: int, width: int,
                  steps: int, guidance: float, seed: int, guidance_2: float | None = None,
-                 adapter_scales: dict[str, float]) -> np.ndarray:
+                 adapter_scales: dict[str, float], image: np.ndarray | None = None) -> np.ndarray:
         self.geometry.check(num_frames, height, width)
+        self.check_image(image is not None)
         if guidance_2 is not None:
             raise InputError("generate.guidance_2 is the low-noise expert's guidance; the toy model has one")
         expert = self.experts[0]

@@ -1,6 +1,12 @@
-"""The Wan text-to-video family (diffusers `WanPipeline` / `WanTransformer3DModel`) behind the backbone
-interface: Wan2.1-T2V (one transformer), Wan2.2-T2V-A14B (a high-noise `transformer` and a low-noise
-`transformer_2`, switched at `boundary_ratio`) and Wan2.2-TI2V-5B used for text-to-video.
+"""The Wan family (diffusers `WanPipeline`, `WanImageToVideoPipeline`, `WanTransformer3DModel`) behind the
+backbone interface: Wan2.1-T2V (one transformer), Wan2.2-T2V-A14B (a high-noise `transformer` and a low-noise
+`transformer_2`, switched at `boundary_ratio`), Wan2.2-TI2V-5B used for text-to-video, and the image-to-video
+models Wan2.1-I2V (CLIP image embeddings) and Wan2.2-I2V-A14B (two experts, no image encoder).
+
+Image-to-video conditions the transformer on the first frame: its input is the noisy latents concatenated
+with 4 mask channels (ones on the first latent frame) and the latents of [image, black frames...], as the
+pipeline builds them; both travel in the conditioning as `image_latents`, a per-frame tensor, so sparse
+sampling cuts them with the kept frames.
 
 Self-attention is `blocks.N.attn1` with separate to_q/to_k/to_v/to_out.0 projections; q and k are
 RMS-normalised across all heads before RoPE (so a LoRA delta on one head's q/k rows slightly rescales
@@ -18,11 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import WanPipeline
+from diffusers import DiffusionPipeline, WanImageToVideoPipeline, WanPipeline
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
+from PIL import Image
 from torch import nn
 
 from ..errors import InputError
+from ..video import resize_center_crop, to_tensor
 from .base import (
     AttentionSite,
     Backbone,
@@ -91,8 +99,12 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return out
 
 
-def load_wan_pipeline(source: str, dtype: torch.dtype) -> WanPipeline:
-    """Load a diffusers Wan pipeline from a hub id or a `save_pretrained` directory, with clear errors."""
+WanPipelines = WanPipeline | WanImageToVideoPipeline
+
+
+def load_wan_pipeline(source: str, dtype: torch.dtype) -> WanPipelines:
+    """Load a diffusers Wan pipeline (text- or image-to-video, as its model_index.json says) from a hub id or a
+    `save_pretrained` directory, with clear errors."""
     path = Path(source).expanduser()
     looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1
     if looks_local and not (path / "model_index.json").is_file():
@@ -100,12 +112,14 @@ def load_wan_pipeline(source: str, dtype: torch.dtype) -> WanPipeline:
             f"model {source!r}: not a diffusers pipeline directory (no model_index.json) and not a hub id"
         )
     try:
-        pipe = WanPipeline.from_pretrained(
+        pipe = DiffusionPipeline.from_pretrained(
             str(path) if looks_local else source, dtype={"default": dtype, "vae": torch.float32}
         )
     except (OSError, ValueError, RuntimeError) as err:  # missing files, bad weights, offline hub
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"model {source!r} could not be loaded: {first}") from err
+    if not isinstance(pipe, WanPipeline | WanImageToVideoPipeline):
+        raise ModelLoadError(f"model {source!r} is a {type(pipe).__name__}, not a Wan text- or image-to-video pipeline")
     return pipe  # the VAE stays in float32: Wan's VAE is numerically fragile in half precision
 
 
@@ -141,7 +155,7 @@ class WanBackbone(Backbone):
 
     def __init__(
         self,
-        pipe: WanPipeline,
+        pipe: WanPipelines,
         device: str | torch.device = "cpu",
         offload: bool = False,
         text_length: int = 512,
@@ -160,6 +174,7 @@ class WanBackbone(Backbone):
         else:
             pipe.to(self.device)
         self.flow_shift = float(pipe.scheduler.config.get("flow_shift", 1.0) or 1.0)
+        self.image_mode = "required" if isinstance(pipe, WanImageToVideoPipeline) else "none"
         self.geometry = VideoGeometry(
             temporal_stride=pipe.vae_scale_factor_temporal,
             spatial_stride=pipe.vae_scale_factor_spatial,
@@ -193,6 +208,24 @@ class WanBackbone(Backbone):
         )
         return Conditioning({"text": embeds.to(self.dtype)})
 
+    @torch.no_grad()
+    def encode_image(self, image: np.ndarray, num_frames: int, height: int, width: int) -> Conditioning:
+        """The first-frame conditioning of image-to-video, as the pipeline builds it: `image_latents` (1, 4 + C,
+        F, h, w), the mask channels then the latents of [image, black frames...], and (Wan2.1-I2V) the CLIP
+        `image_embeds` of the image. `image` (H, W, 3) uint8 is fitted to (height, width) first."""
+        self.check_image(True)
+        frame = resize_center_crop(image[None], height, width)
+        first = to_tensor(frame)
+        video = torch.cat([first, torch.zeros(3, num_frames - 1, height, width)], dim=1)
+        latents = self.encode_video(video)
+        mask = torch.zeros(1, self.geometry.temporal_stride, *latents.shape[2:], device=latents.device)
+        mask[:, :, 0] = 1.0
+        tensors = {"image_latents": torch.cat([mask, latents], dim=1).to(self.dtype)}
+        if getattr(self.pipe, "image_encoder", None) is not None:
+            embeds = self.pipe.encode_image(Image.fromarray(frame[0]), device=self.device)
+            tensors["image_embeds"] = embeds.to(self.dtype)
+        return Conditioning(tensors, {"image_latents": 2})
+
     # -- the transformers -----------------------------------------------------------------------
     def predict(
         self,
@@ -206,10 +239,15 @@ class WanBackbone(Backbone):
         rope.frame_positions = frame_positions
         try:
             model = self.denoisers.get(expert.name, expert.module)
+            hidden = latents.to(self.dtype)
+            if "image_latents" in cond.tensors:  # image-to-video: the first-frame condition beside the latents
+                hidden = torch.cat([hidden, cond.tensors["image_latents"].to(hidden)], dim=1)
+            image = cond.tensors.get("image_embeds")
             out = model(
-                hidden_states=latents.to(self.dtype),
+                hidden_states=hidden,
                 timestep=timesteps.to(latents.device),
                 encoder_hidden_states=cond.tensors["text"].to(self.dtype),
+                encoder_hidden_states_image=None if image is None else image.to(self.dtype),
                 return_dict=False,
             )[0]
         finally:
@@ -284,12 +322,16 @@ class WanBackbone(Backbone):
         guidance_2: float | None = None,
         seed: int,
         adapter_scales: dict[str, float],
+        image: np.ndarray | None = None,
     ) -> np.ndarray:
         self.geometry.check(num_frames, height, width)
+        self.check_image(image is not None)
         two_experts = len(self.experts) > 1
         if guidance_2 is not None and not two_experts:
             raise InputError("generate.guidance_2 is the low-noise expert's guidance; this model has one transformer")
         extra = {"guidance_scale_2": guidance_2} if two_experts else {}
+        if image is not None:
+            extra["image"] = Image.fromarray(resize_center_crop(image[None], height, width)[0])
         with self.adapters(adapter_scales):
             frames = self.pipe(
                 prompt=prompt,

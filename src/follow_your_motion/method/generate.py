@@ -12,9 +12,11 @@ from ..video import side_by_side, write_video
 
 
 def generate_video(
-    backbone: Backbone, prompt: str, settings: GenerateSettings, frames: int, height: int, width: int
+    backbone: Backbone, prompt: str, settings: GenerateSettings, frames: int, height: int, width: int,
+    image: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Sample a video (T, H, W, 3) uint8 with standard RoPE positions over all frames."""
+    """Sample a video (T, H, W, 3) uint8 with standard RoPE positions over all frames (from `image`, the first
+    frame, for an image-to-video model)."""
     return backbone.generate(
         prompt,
         negative_prompt=settings.negative_prompt,
@@ -26,6 +28,7 @@ def generate_video(
         guidance_2=settings.guidance_2,
         seed=settings.seed,
         adapter_scales={"motion": settings.motion_scale, "spatial": settings.spatial_scale},
+        image=image,
     )
 
 

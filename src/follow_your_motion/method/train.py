@@ -43,11 +43,14 @@ StepCallback = Callable[[str, int, int, dict[str, float]], bool | None]
 def spatial_inputs(frame_latents: torch.Tensor, cond: Conditioning, batch_size: int) -> InputFn:
     """Stage 2: `batch_size` random single frames of the reference (an image objective).
 
-    `frame_latents` is (T, C, 1, h, w): every pixel frame encoded on its own as an image."""
+    `frame_latents` is (T, C, 1, h, w): every pixel frame encoded on its own as an image. Per-frame
+    conditioning (image-to-video's first-frame latents) is cut to its first latent frame, so each frame is
+    learnt given the reference's first frame."""
+    single = cond.select_frames(torch.tensor([0]))
 
     def inputs(step: int, generator: torch.Generator) -> StepInputs:
         picks = torch.randint(len(frame_latents), (batch_size,), generator=generator)
-        return StepInputs(frame_latents[picks], cond.expand(batch_size))
+        return StepInputs(frame_latents[picks], single.expand(batch_size))
 
     return inputs
 
