@@ -247,5 +247,7 @@ def test_ti2v_5b_is_recognised_and_transfers_text_to_video(tmp_path):
     }))
     ref = write_video(tmp_path / "ref.mp4", np.repeat(moving_square(9), 2, axis=1).repeat(2, axis=2), 8)
     ok("transfer", ref, "-p", PROMPT, "-m", model, "-o", tmp_path / "run", "-c", settings)
+    with pytest.raises(InputError, match="TI2V-5B's image mode \\(--image\\) is not supported yet"):
+        backbone.check_image(True)
     assert TransferConfig.load(tmp_path / "run" / "config.yaml").video.auto_frames == 121
     assert load_file(str(tmp_path / "run" / "motion_lora.safetensors"))

@@ -208,6 +208,11 @@ class WanBackbone(Backbone):
         )
         return Conditioning({"text": embeds.to(self.dtype)})
 
+    def check_image(self, given: bool) -> None:
+        if given and self.pipe.config.get("expand_timesteps") and self.image_mode == "none":
+            raise InputError("Wan2.2-TI2V-5B's image mode (--image) is not supported yet: use it for text-to-video")
+        super().check_image(given)
+
     @torch.no_grad()
     def encode_image(self, image: np.ndarray, num_frames: int, height: int, width: int) -> Conditioning:
         """The first-frame conditioning of image-to-video, as the pipeline builds it: `image_latents` (1, 4 + C,
