@@ -1,0 +1,374 @@
+"""Cost model of a Wan transformer step: FLOPs split into linear layers, attention and LoRA, and activation memory.
+
+Why a model: the method's speed claims (sparse motion sampling, head-masked LoRA) are ratios of work, and a
+GPU is not always at hand. The model predicts those ratios for any Wan size from the published configs, and the
+CPU benchmarks check the prediction against measured step times on small random models.
+
+What is counted (diffusers `WanTransformer3DModel`, Wan2.1 and Wan2.2 share it): every matrix product, at
+2 FLOPs per multiply-add, exactly as `torch.utils.flop_counter.FlopCounterMode` counts them (the tests check
+this on a tiny model). Normalisations, RoPE, softmax, GELU and the optimizer are not counted.
+  linear    patch embedding, time and text embedders, per block q/k/v/o of self-attention, q/o of
+            cross-attention on the video tokens and k/v on the text tokens, the FFN, the output projection;
+  attention q k^T and p v of self-attention (S x S) and of cross-attention (S x text);
+  lora      x A^T and (x A^T) B^T of every LoRA module (q/k/v/o of self-attention). A head-masked LoRA costs
+            what a full one does: PEFT computes the whole low-rank product, the masked rows are zeros.
+A training step freezes the base model, so a frozen linear costs 1x its forward in the backward (gradient of
+its input only), none at all where its input needs no gradient (block 0's q/k/v, the text path, the
+embedders); attention costs 2.5x (four gradient products and the recomputed q k^T of flash attention); a
+trained LoRA costs 2x (input and weight gradients), a frozen one (stage 3's spatial LoRA) 1x. Gradient
+checkpointing recomputes every block's forward once more. Stage 1 is a forward plus, per layer, the q/k the
+capture hook recomputes and the sampled query rows against all keys. Activation memory is what autograd saves
+per block (`ACTIVATION_BYTES`), or with checkpointing each block's input plus one block recomputed.
+
+    python -m benchmarks.cost_model --tflops 400     # the three published models at their recipe sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WanConfig:
+    """The sizes of a Wan transformer that set its cost (the `WanTransformer3DModel` arguments) and its VAE."""
+
+    name: str
+    layers: int
+    heads: int
+    head_dim: int
+    ffn_dim: int
+    text_dim: int = 4096
+    in_channels: int = 16
+    out_channels: int = 16
+    patch: tuple[int, int, int] = (1, 2, 2)
+    freq_dim: int = 256
+    temporal_stride: int = 4  # VAE: pixel frames per latent frame (after the first)
+    spatial_stride: int = 8  # VAE: pixels per latent cell
+
+    @property
+    def dim(self) -> int:
+        return self.heads * self.head_dim
+
+    def transformer_kwargs(self, rope_max_seq_len: int = 1024) -> dict:
+        """Arguments that build this transformer with `WanTransformer3DModel(**kwargs)`."""
+        return {
+            "patch_size": self.patch, "num_attention_heads": self.heads, "attention_head_dim": self.head_dim,
+            "in_channels": self.in_channels, "out_channels": self.out_channels, "text_dim": self.text_dim,
+            "freq_dim": self.freq_dim, "ffn_dim": self.ffn_dim, "num_layers": self.layers, "cross_attn_norm": True,
+            "qk_norm": "rms_norm_across_heads", "rope_max_seq_len": rope_max_seq_len,
+        }
+
+    def token_grid(self, pixel_frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """(latent frames, token rows, token columns) of a video of that size."""
+        pt, ph, pw = self.patch
+        frames = (pixel_frames - 1) // self.temporal_stride + 1
+        return frames // pt, height // self.spatial_stride // ph, width // self.spatial_stride // pw
+
+
+# Published configs (the diffusers checkpoints' transformer/config.json and VAE strides).
+MODELS: dict[str, WanConfig] = {
+    "wan2.1-1.3b": WanConfig("Wan2.1-T2V-1.3B", layers=30, heads=12, head_dim=128, ffn_dim=8960),
+    "wan2.1-14b": WanConfig("Wan2.1-T2V-14B", layers=40, heads=40, head_dim=128, ffn_dim=13824),
+    "wan2.2-ti2v-5b": WanConfig("Wan2.2-TI2V-5B", layers=30, heads=24, head_dim=128, ffn_dim=14336, in_channels=48,
+                                out_channels=48, spatial_stride=16),
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A model's tuning recipe: clip size, kept frames, LoRA rank, step counts (paper: 3,000 + 2,000)."""
+
+    frames: int = 81
+    height: int = 480
+    width: int = 832
+    keep: int = 5  # latent frames per stage-3 step (paper: 17 of 81 pixel frames = 5 of 21 latent frames)
+    rank: int = 128
+    text_length: int = 512
+    spatial_steps: int = 3000
+    motion_steps: int = 2000
+    generate_steps: int = 50
+    guidance: bool = True  # classifier-free guidance: two forwards per generation step
+
+
+# The project's recipes (`follow_your_motion.config.RECIPES`, checked in the tests): Wan2.1 at the paper's sizes;
+# Wan2.2-TI2V-5B at its release's 121 frames of 704x1280 (31 latent frames), keeping the Wan recipe's K = 5.
+RECIPES: dict[str, Recipe] = {
+    "wan2.1-1.3b": Recipe(),
+    "wan2.1-14b": Recipe(),
+    "wan2.2-ti2v-5b": Recipe(frames=121, height=704, width=1280),
+}
+VARIANT_RECIPES = {"wan2.1-1.3b": "wan", "wan2.1-14b": "wan", "wan2.2-ti2v-5b": "wan2.2-ti2v-5b"}
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """What one transformer call sees: the token grid, batch, text length and the LoRAs on its self-attention."""
+
+    frames: int  # latent frames given to the transformer (K when sparse)
+    rows: int  # token rows per frame (after the patch)
+    cols: int
+    batch: int = 1
+    text_length: int = 512
+    rank: int = 0  # rank of the LoRA being trained (0: none)
+    frozen_rank: int = 0  # rank of an active frozen LoRA (stage 3 runs with the spatial LoRA on)
+    lora_out: bool = True  # LoRA on the output projection too (the method's default)
+    per_token_timesteps: bool = False  # Wan2.2-TI2V's sampler embeds a timestep per token
+
+    @property
+    def tokens(self) -> int:
+        return self.frames * self.rows * self.cols
+
+    @property
+    def lora_modules(self) -> int:
+        return 4 if self.lora_out else 3
+
+
+@dataclass(frozen=True)
+class Flops:
+    """FLOPs by kind (2 per multiply-add)."""
+
+    linear: int = 0
+    attention: int = 0
+    lora: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.linear + self.attention + self.lora
+
+    def __add__(self, other: Flops) -> Flops:
+        return Flops(self.linear + other.linear, self.attention + other.attention, self.lora + other.lora)
+
+    def times(self, factor: int) -> Flops:
+        return Flops(self.linear * factor, self.attention * factor, self.lora * factor)
+
+
+def embedding_flops(cfg: WanConfig, s: Shapes) -> Flops:
+    """Patch embedding, time embedder + projection (per sample, or per token), text embedder."""
+    d, b = cfg.dim, s.batch
+    patch = cfg.in_channels * math.prod(cfg.patch)
+    time_rows = b * s.tokens if s.per_token_timesteps else b
+    time = 2 * time_rows * (cfg.freq_dim * d + d * d + d * 6 * d)
+    text = 2 * b * s.text_length * (cfg.text_dim * d + d * d)
+    return Flops(linear=2 * b * s.tokens * patch * d + time + text)
+
+
+def output_flops(cfg: WanConfig, s: Shapes) -> Flops:
+    return Flops(linear=2 * s.batch * s.tokens * cfg.dim * cfg.out_channels * math.prod(cfg.patch))
+
+
+def block_flops(cfg: WanConfig, s: Shapes) -> Flops:
+    """Forward FLOPs of one transformer block."""
+    d, n, t, b = cfg.dim, s.tokens, s.text_length, s.batch
+    linear = b * (2 * n * d * d * 4  # self-attention q, k, v, o
+                  + 2 * n * d * d * 2  # cross-attention q, o on the video tokens
+                  + 2 * t * d * d * 2  # cross-attention k, v on the text tokens
+                  + 2 * n * d * cfg.ffn_dim * 2)  # FFN up and down
+    attention = b * (4 * n * n * d + 4 * n * t * d)  # (q k^T, p v) of self- and cross-attention
+    lora = b * 4 * n * d * (s.rank + s.frozen_rank) * s.lora_modules
+    return Flops(linear, attention, lora)
+
+
+def forward_flops(cfg: WanConfig, s: Shapes) -> Flops:
+    """FLOPs of one forward pass of the transformer."""
+    return embedding_flops(cfg, s) + block_flops(cfg, s).times(cfg.layers) + output_flops(cfg, s)
+
+
+def backward_block_flops(cfg: WanConfig, s: Shapes, input_grad: bool) -> Flops:
+    """Backward FLOPs of one block with a frozen base; `input_grad`: the block's input needs a gradient."""
+    d, n, b = cfg.dim, s.tokens, s.batch
+    fwd = block_flops(cfg, s)
+    qkv = 3 * 2 * n * d * d if input_grad else 0
+    linear = b * (qkv + 2 * n * d * d + 2 * 2 * n * d * d + 2 * 2 * n * d * cfg.ffn_dim)  # self o, cross q/o, FFN
+    rows = 3 if input_grad else 0  # q/k/v LoRA modules whose input needs a gradient
+    trained = s.rank * (6 * 3 + 2 * rows + 8 * (s.lora_modules - 3))  # x 2nd: dB, d(xA), dA, (dx)
+    frozen = s.frozen_rank * (4 * rows + 4 * (s.lora_modules - 3))  # d(xA), dx
+    return Flops(linear, fwd.attention * 5 // 2, b * n * d * (trained + frozen))
+
+
+def train_flops(cfg: WanConfig, s: Shapes, checkpointing: bool = False, input_grad: bool = False) -> Flops:
+    """FLOPs of one training step (forward + backward, + recomputed blocks with gradient checkpointing).
+
+    The base model is frozen; gradients flow from the first LoRA on: block 0's own input needs none unless
+    `input_grad` (a backward that reaches the patch embedding's output, what a LoRA-free baseline measures).
+    Without a trained LoRA and without `input_grad` there is nothing to differentiate: the step is a forward."""
+    total = forward_flops(cfg, s)
+    if s.rank == 0 and not input_grad:
+        return total
+    total += output_flops(cfg, s)
+    for layer in range(cfg.layers):
+        total += backward_block_flops(cfg, s, input_grad=input_grad or layer > 0)
+    if checkpointing:
+        total += block_flops(cfg, s).times(cfg.layers)
+    return total
+
+
+def classify_flops(cfg: WanConfig, s: Shapes, queries: int) -> Flops:
+    """Stage 1: one forward pass, plus per layer the q/k projections the capture hook recomputes and the
+    sampled query rows q k^T against all keys."""
+    n, d = s.tokens, cfg.dim
+    extra = Flops(linear=s.batch * 2 * 2 * n * d * d, attention=s.batch * 2 * min(queries, n) * n * d)
+    return forward_flops(cfg, s) + extra.times(cfg.layers)
+
+
+def parameter_count(cfg: WanConfig) -> int:
+    """Parameters of the transformer (checked against `WanTransformer3DModel` in the tests)."""
+    d, f, out = cfg.dim, cfg.ffn_dim, cfg.out_channels * math.prod(cfg.patch)
+    embed = cfg.in_channels * math.prod(cfg.patch) * d + d
+    embed += cfg.freq_dim * d + d + d * d + d + d * 6 * d + 6 * d + cfg.text_dim * d + d + d * d + d
+    attention = 4 * (d * d + d) + 2 * d  # q, k, v, o with biases; RMS norms of q and k
+    block = 2 * attention + 2 * d + (d * f + f + f * d + d) + 6 * d  # self, cross, norm2, FFN, modulation
+    return embed + cfg.layers * block + d * out + out + 2 * d
+
+
+def lora_parameter_count(cfg: WanConfig, rank: int, lora_out: bool = True) -> int:
+    return cfg.layers * (4 if lora_out else 3) * 2 * cfg.dim * rank
+
+
+# Bytes autograd keeps per block for the backward, measured with torch.autograd.graph.saved_tensors_hooks on
+# diffusers 0.42 (tests/test_benchmarks.py re-measures them): per token 13 (S, D) tensors (the three norms'
+# inputs, the LoRA's input, q/k before their RMS norm and after RoPE, v, the attention output, cross-attention
+# q before/after its norm and its output), Wan's nine norm statistics, two softmax log-sum-exps per head, the
+# GELU input (S, F) and each LoRA's x A^T; per text token the cross-attention k and v. Under bf16 autocast most
+# of the (S, D) tensors stay float32 (Wan's norms run in float32): 44 bytes per channel instead of 13 x 2.
+ACTIVATION_BYTES = {
+    # dtype: (per token per channel, per token per head, per token per LoRA rank and module, per token per FFN
+    #         channel, per token, per text token per channel, per LoRA module per channel per rank, per channel)
+    "bf16": (44, 8, 2, 2, 36, 4, 4, 32),
+    "fp32": (52, 8, 4, 4, 36, 8, 0, 32),
+}
+
+
+def block_activation_bytes(cfg: WanConfig, s: Shapes, dtype: str = "bf16") -> int:
+    """Bytes saved for the backward by one block (not the first) while training a LoRA of rank `s.rank`."""
+    per_d, per_h, per_r, per_f, per_token, per_text, weights, per_dim = ACTIVATION_BYTES[dtype]
+    d, m = cfg.dim, s.lora_modules
+    token = per_d * d + per_h * cfg.heads + per_r * m * s.rank + per_f * cfg.ffn_dim + per_token
+    return s.batch * (s.tokens * token + per_text * s.text_length * d) + weights * m * d * s.rank + per_dim * d
+
+
+def activation_bytes(cfg: WanConfig, s: Shapes, checkpointing: bool, dtype: str = "bf16") -> int:
+    """Activation memory of a training step: every block's saved tensors, or with gradient checkpointing each
+    block's input plus one block recomputed during the backward; plus the RoPE tables (float64) they share."""
+    block = block_activation_bytes(cfg, s, dtype)
+    hidden = s.batch * s.tokens * cfg.dim * (2 if dtype == "bf16" else 4)
+    rope = 2 * s.tokens * cfg.head_dim * 8
+    return (cfg.layers * hidden + block if checkpointing else cfg.layers * block) + rope
+
+
+@dataclass
+class StagePrediction:
+    """One stage at a recipe size: its per-step FLOPs, how many steps the recipe runs, its activations."""
+
+    name: str
+    shapes: Shapes
+    flops: Flops
+    steps: int
+    activation_bytes: int = 0
+    activation_bytes_checkpointed: int = 0
+
+
+def recipe_stages(cfg: WanConfig, recipe: Recipe, checkpointing: bool = True,
+                  queries: int = 1024) -> list[StagePrediction]:
+    """Stage 1, stage 2 (one frame), stage 3 dense and sparse (spatial LoRA frozen and on), a generation step."""
+    frames, rows, cols = cfg.token_grid(recipe.frames, recipe.height, recipe.width)
+    base = Shapes(frames, rows, cols, text_length=recipe.text_length, rank=recipe.rank)
+    out = [StagePrediction("stage 1 (classify)", base, classify_flops(cfg, replace(base, rank=0), queries), 1)]
+    stages = {
+        "stage 2 (1 frame)": (replace(base, frames=1), recipe.spatial_steps),
+        f"stage 3 dense ({frames} frames)": (replace(base, frozen_rank=recipe.rank), recipe.motion_steps),
+        f"stage 3 sparse ({recipe.keep} of {frames})": (replace(base, frames=recipe.keep, frozen_rank=recipe.rank),
+                                                        recipe.motion_steps),
+    }
+    for name, (shapes, steps) in stages.items():
+        out.append(StagePrediction(name, shapes, train_flops(cfg, shapes, checkpointing), steps,
+                                   activation_bytes(cfg, shapes, False), activation_bytes(cfg, shapes, True)))
+    gen = replace(base, rank=0, per_token_timesteps=cfg.in_channels == 48)
+    passes = 2 if recipe.guidance else 1
+    out.append(StagePrediction("generation step", gen, forward_flops(cfg, gen).times(passes), recipe.generate_steps))
+    return out
+
+
+def sparse_dense_ratio(cfg: WanConfig, dense: Shapes, keep: int, checkpointing: bool = False) -> float:
+    """Predicted time of a sparse training step (K kept frames) relative to the dense one."""
+    return train_flops(cfg, replace(dense, frames=keep), checkpointing).total / train_flops(
+        cfg, dense, checkpointing).total
+
+
+def predictions(tflops: float, checkpointing: bool = True) -> dict:
+    """The cost model at each published model's recipe size, as JSON."""
+    models = {}
+    for key, cfg in MODELS.items():
+        recipe = RECIPES[key]
+        stages = recipe_stages(cfg, recipe, checkpointing)
+        rows = []
+        for stage in stages:
+            seconds = stage.flops.total / (tflops * 1e12)
+            flops = stage.flops
+            rows.append({
+                "stage": stage.name, "tokens": stage.shapes.tokens, "tflop": flops.total / 1e12,
+                "linear": flops.linear / flops.total, "attention": flops.attention / flops.total,
+                "lora": flops.lora / flops.total, "seconds_per_step": seconds, "steps": stage.steps,
+                "activation_gib": stage.activation_bytes / 2**30,
+                "activation_gib_checkpointed": stage.activation_bytes_checkpointed / 2**30,
+            })
+        dense, sparse = stages[2].flops.total, stages[3].flops.total
+        seconds = {stage.name: row["seconds_per_step"] * row["steps"] for stage, row in zip(stages, rows, strict=True)}
+        skip = {"sparse": stages[2].name, "dense": stages[3].name}
+        models[key] = {
+            "name": cfg.name, "config": {k: v for k, v in vars(cfg).items() if k != "name"}, "recipe": vars(recipe),
+            "parameters": parameter_count(cfg), "lora_parameters": lora_parameter_count(cfg, recipe.rank),
+            "stages": rows, "sparse_dense_ratio": sparse / dense,
+            "sparse_dense_ratio_no_checkpointing": sparse_dense_ratio(cfg, stages[2].shapes, recipe.keep, False),
+            # stages 1-3 and generation at the recipe's step counts, stage 3 sparse or dense
+            "projected_transfer_seconds": {
+                kind: sum(v for name, v in seconds.items() if name != other) for kind, other in skip.items()
+            },
+        }
+    return {"tflops": tflops, "gradient_checkpointing": checkpointing, "models": models}
+
+
+def markdown(result: dict) -> str:
+    """Two tables: per stage of every model, and per model the sparse/dense ratio and projected tuning time."""
+    from .common import markdown_table
+
+    rows = []
+    for m in result["models"].values():
+        for r in m["stages"]:
+            memory = (f"{r['activation_gib']:.1f} / {r['activation_gib_checkpointed']:.1f}"
+                      if r["activation_gib"] else "-")
+            rows.append([m["name"], r["stage"], f"{r['tokens']:,}", f"{r['tflop']:.1f}",
+                         f"{r['linear']:.0%} / {r['attention']:.0%} / {r['lora']:.1%}", f"{r['seconds_per_step']:.2f}",
+                         memory])
+    stage_table = markdown_table(
+        ["model", "stage", "tokens", "TFLOP / step", "linear / attention / LoRA", "s / step",
+         "activations GiB (plain / checkpointed)"], rows)
+    summary = markdown_table(
+        ["model", "parameters", "LoRA parameters (r = 128)", "sparse / dense step", "(no checkpointing)",
+         "whole transfer, transformer only (s): sparse stage 3", "dense stage 3"],
+        [[m["name"], f"{m['parameters'] / 1e9:.2f} B", f"{m['lora_parameters'] / 1e6:.0f} M",
+          f"{m['sparse_dense_ratio']:.3f}", f"{m['sparse_dense_ratio_no_checkpointing']:.3f}",
+          f"{m['projected_transfer_seconds']['sparse']:,.0f}", f"{m['projected_transfer_seconds']['dense']:,.0f}"]
+         for m in result["models"].values()])
+    check = "on" if result["gradient_checkpointing"] else "off"
+    return (f"At {result['tflops']:g} TFLOP/s achieved, bf16, gradient checkpointing {check} for training steps.\n\n"
+            f"{stage_table}\n\n{summary}\n")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from .common import write_result
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tflops", type=float, default=400.0, help="achieved TFLOP/s of the device (bf16)")
+    parser.add_argument("--no-checkpointing", action="store_true", help="training steps without recomputation")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cost_model"))
+    args = parser.parse_args(argv)
+    result = predictions(args.tflops, not args.no_checkpointing)
+    write_result(args.out, result, markdown(result), "cost_model", argv)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Seconds per optimizer step of stage 2 and stage 3, dense and sparse, against the cost model's prediction.
+
+Runs the project's own training loop (`train_adapter` with head-masked LoRAs from `add_masked_lora`, inputs
+from `spatial_inputs` / `motion_inputs`, flow-matching + motion loss, AdamW) on a random Wan2.1-architecture
+transformer small enough for one CPU thread. Stage 3 trains the motion LoRA with the spatial LoRA frozen and
+on, as `fym transfer` does. F = 84 latent frames lets K/F be exactly 1, 1/2, 1/4 and 5/21 (K = 84, 42, 21,
+20). Variants run in interleaved rounds; each reports its median step, and a ratio is the median over rounds
+of the ratio within a round. The cost model predicts each ratio to
+the dense step from FLOPs alone; measured / predicted above 1 is time the FLOPs do not explain (fixed
+per-step work, elementwise ops).
+
+    OMP_NUM_THREADS=1 python -m benchmarks.stage_step
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from follow_your_motion.config import MotionSettings, SpatialSettings
+from follow_your_motion.method.train import motion_inputs, spatial_inputs
+
+from . import cost_model as cm
+from .common import (
+    add_lora,
+    half_heads,
+    interleaved,
+    markdown_table,
+    one_thread,
+    small_config,
+    text_condition,
+    train_steps,
+    transformer_backbone,
+    write_result,
+)
+
+
+def fit_overhead(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares seconds = fixed + flops / rate over (flops, seconds); returns (fixed s, GFLOP/s)."""
+    n = len(points)
+    mx = sum(f for f, _ in points) / n
+    my = sum(s for _, s in points) / n
+    slope = sum((f - mx) * (s - my) for f, s in points) / sum((f - mx) ** 2 for f, _ in points)
+    return my - slope * mx, 1 / slope / 1e9
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=6)
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=84, help="F latent frames of the clip")
+    parser.add_argument("--keep", default="84,42,21,20", help="K values of stage 3 (comma-separated)")
+    parser.add_argument("--latent", default="12x16", help="latent height x width of a frame (patch 2x2)")
+    parser.add_argument("--text-length", type=int, default=128)
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per call (after one warm-up step)")
+    parser.add_argument("--repeats", type=int, default=4, help="interleaved rounds")
+    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (the Wan recipe)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stage_step"))
+    args = parser.parse_args(argv)
+    one_thread()
+
+    cfg = small_config(args.layers, args.heads, args.head_dim)
+    backbone = transformer_backbone(cfg, rope_max_seq_len=max(128, args.frames))
+    height, width = map(int, args.latent.split("x"))
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, cfg.in_channels, args.frames, height, width, generator=generator)
+    text = text_condition(torch.randn(1, args.text_length, cfg.text_dim, generator=generator))
+    selection = half_heads(cfg)
+    other = {layer: [h for h in range(cfg.heads) if h not in heads] for layer, heads in selection.items()}
+    add_lora(backbone, "spatial", selection, args.rank)
+    add_lora(backbone, "motion", other, args.rank)
+    common = {"steps": args.steps + 1, "rank": args.rank, "grad_checkpointing": args.checkpointing}
+
+    def stage2() -> list[float]:
+        backbone.set_active_adapters({"spatial": 1.0})
+        frames = latents[0].transpose(0, 1)[:, :, None]  # (F, C, 1, h, w): every frame an image
+        return train_steps(backbone, "spatial", SpatialSettings(**common), spatial_inputs(frames, text, 1))
+
+    def stage3(keep: int):
+        def run() -> list[float]:
+            backbone.set_active_adapters({"spatial": 1.0, "motion": 1.0})
+            settings = MotionSettings(**common, keep_frames=keep)
+            return train_steps(backbone, "motion", settings, motion_inputs(latents, text, settings), motion_weight=1.0)
+
+        return run
+
+    keeps = [int(k) for k in args.keep.split(",")]
+    dense_keep = args.frames
+    variants = {"stage 2": stage2} | {f"stage 3, K={k}": stage3(k) for k in keeps}
+    samples = interleaved(variants, args.repeats)
+
+    rows_tokens, cols_tokens = height // cfg.patch[1], width // cfg.patch[2]
+    base = cm.Shapes(args.frames, rows_tokens, cols_tokens, text_length=args.text_length, rank=args.rank)
+    shapes = {"stage 2": replace(base, frames=1)} | {
+        f"stage 3, K={k}": replace(base, frames=k, frozen_rank=args.rank) for k in keeps}
+    dense_name = f"stage 3, K={dense_keep}"
+    results = []
+    for name, s in shapes.items():
+        flops = cm.train_flops(cfg, s, args.checkpointing)
+        results.append({
+            "variant": name, "frames": s.frames, "tokens": s.tokens, "gflop": flops.total / 1e9,
+            "seconds_per_step": samples.median(name), "samples": samples.pooled(name),
+            "predicted_activation_mib": cm.activation_bytes(cfg, s, args.checkpointing, "fp32") / 2**20,
+        })
+    dense = next((r for r in results if r["variant"] == dense_name), None)
+    for r in results:
+        if dense is not None:
+            r["measured_ratio"] = samples.ratio(r["variant"], dense_name)
+            r["predicted_ratio"] = r["gflop"] / dense["gflop"]
+            r["measured_over_predicted"] = r["measured_ratio"] / r["predicted_ratio"]
+    fixed, rate = fit_overhead([(r["gflop"] * 1e9, r["seconds_per_step"]) for r in results if r["frames"] > 1])
+    data = {"config": vars(args) | {"out": str(args.out)}, "model": vars(cfg), "results": results,
+            "fit": {"fixed_seconds": fixed, "gflops": rate}}
+    table = markdown_table(
+        ["variant", "frames", "tokens", "GFLOP / step", "s / step (median)", "measured / dense", "predicted / dense",
+         "measured / predicted",
+         "predicted activations MiB"],
+        [[r["variant"], f"{r['frames']} of {args.frames}", r["tokens"], f"{r['gflop']:.2f}",
+          f"{r['seconds_per_step']:.3f}", f"{r.get('measured_ratio', float('nan')):.3f}",
+          f"{r.get('predicted_ratio', float('nan')):.3f}", f"{r.get('measured_over_predicted', float('nan')):.2f}",
+          f"{r['predicted_activation_mib']:.0f}"] for r in results])
+    table += (f"\n\nStage-3 fit: seconds = {fixed:.3f} + GFLOP / {rate:.1f} "
+              f"({len(samples.pooled(dense_name))} timed steps per variant in {args.repeats} rounds; ratios: median "
+              "over rounds of the ratio within a round).\n")
+    write_result(args.out, data, table, "stage_step", argv)
+    return data
+
+
+if __name__ == "__main__":
+    main()

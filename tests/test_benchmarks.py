@@ -1,0 +1,243 @@
+"""The benchmarks' cost model against hand counts and against what torch really computes, and the real-size
+GPU benchmark run at a tiny size on the CPU so that it cannot rot. No wall-clock assertions."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import cost_model as cm  # noqa: E402
+
+# One layer, D = 24 (2 heads of 12), FFN 40, 4 latent channels, patch 1x2x2, text 5 tokens of width 8,
+# 3 frames of 2 x 3 tokens (S = 18), LoRA rank 3 on q/k/v/o.
+TINY = cm.WanConfig("hand", layers=1, heads=2, head_dim=12, ffn_dim=40, text_dim=8, in_channels=4, out_channels=4,
+                    freq_dim=16)
+SHAPES = cm.Shapes(frames=3, rows=2, cols=3, text_length=5, rank=3)
+
+
+def test_forward_flops_counted_by_hand():
+    s, d, f, t, r = 18, 24, 40, 5, 3
+    patch = 2 * s * (4 * 4) * d  # conv over 4 channels x 1x2x2 patch
+    time = 2 * (16 * d + d * d + d * 6 * d)  # time embedder (2 linears) + the 6-way projection
+    text = 2 * t * (8 * d + d * d)
+    out = 2 * s * d * (4 * 4)
+    self_proj = 4 * 2 * s * d * d
+    cross_proj = 2 * 2 * s * d * d + 2 * 2 * t * d * d
+    ffn = 2 * 2 * s * d * f
+    attention = 2 * (2 * s * s * d) + 2 * (2 * s * t * d)  # q k^T and p v, self and cross
+    lora = 4 * (2 * s * d * r + 2 * s * r * d)
+    flops = cm.forward_flops(TINY, SHAPES)
+    assert flops.linear == patch + time + text + out + self_proj + cross_proj + ffn == 249_216
+    assert flops.attention == attention == 39_744
+    assert flops.lora == lora == 20_736
+    assert flops.total == 309_696
+
+
+def test_training_step_flops_counted_by_hand():
+    s, d, f, t, r = 18, 24, 40, 5, 3
+    forward = cm.forward_flops(TINY, SHAPES).total
+    # Block 0's q/k/v input is a constant: no input gradient there; o, cross q/o, FFN and the output projection
+    # take one input gradient each; text k/v none.
+    linear = 2 * s * d * d + 2 * (2 * s * d * d) + 2 * (2 * s * d * f) + 2 * s * d * 16
+    attention = 5 * (2 * (2 * s * s * d) + 2 * (2 * s * t * d)) // 2  # 4 gradient products + recomputed q k^T
+    lora = 3 * (3 * 2 * s * d * r) + 4 * 2 * s * d * r  # q/k/v: dB, d(xA), dA; o: also dx
+    step = cm.train_flops(TINY, SHAPES)
+    assert step.total - forward == linear + attention + lora == 278_208
+    block_forward = cm.block_flops(TINY, SHAPES).total
+    assert cm.train_flops(TINY, SHAPES, checkpointing=True).total == step.total + block_forward
+    no_lora = replace(SHAPES, rank=0)
+    assert cm.train_flops(TINY, no_lora) == cm.forward_flops(TINY, no_lora)  # nothing to train: a forward
+
+
+def _flop_counter():
+    """FlopCounterMode, also counting the CPU flash-attention kernels it has no formula for."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+    mapping = {
+        aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(
+            q, k, v),
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: (
+            lambda g, q, k, v, *a, out_shape=None, **kw: sdpa_backward_flop_count(g, q, k, v)),
+    }
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
+def _tiny_model(cfg: cm.WanConfig, rank: int, frozen_rank: int):
+    """The diffusers transformer with a trained LoRA and a frozen one (stage 3) on every layer's q/k/v/o."""
+    from diffusers import WanTransformer3DModel
+    from peft import LoraConfig
+
+    torch.manual_seed(0)
+    model = WanTransformer3DModel(**cfg.transformer_kwargs(rope_max_seq_len=32)).requires_grad_(False)
+    targets = [f"blocks.{i}.attn1.{p}" for i in range(cfg.layers) for p in ("to_q", "to_k", "to_v", "to_out.0")]
+    model.add_adapter(LoraConfig(r=frozen_rank, lora_alpha=frozen_rank, target_modules=targets), "frozen")
+    model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets), "trained")
+    model.set_adapters(["frozen", "trained"])
+    for name, param in model.named_parameters():
+        param.requires_grad_(".trained." in name)
+    return model.train()
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_flops_match_what_torch_computes(checkpointing):
+    cfg = replace(TINY, layers=2)
+    shapes = replace(SHAPES, rank=3, frozen_rank=2)
+    model = _tiny_model(cfg, shapes.rank, shapes.frozen_rank)
+    if checkpointing:
+        model.enable_gradient_checkpointing()
+    latents = torch.randn(1, 4, 3, 4, 6)  # 3 frames of 2 x 3 tokens
+    with _flop_counter() as counter:
+        out = model(latents, torch.tensor([500.0]), torch.randn(1, 5, 8), return_dict=False)[0]
+    assert counter.get_total_flops() == cm.forward_flops(cfg, shapes).total
+    with _flop_counter() as counter:
+        out.square().mean().backward()
+    expected = cm.train_flops(cfg, shapes, checkpointing).total - cm.forward_flops(cfg, shapes).total
+    assert counter.get_total_flops() == expected
+
+
+@pytest.mark.parametrize("key", ["tiny", *cm.MODELS])
+def test_parameter_count_matches_the_model(key):
+    from diffusers import WanTransformer3DModel
+
+    cfg = TINY if key == "tiny" else cm.MODELS[key]
+    with torch.device("meta"):
+        model = WanTransformer3DModel(**cfg.transformer_kwargs())
+    assert cm.parameter_count(cfg) == sum(p.numel() for p in model.parameters())
+
+
+def _saved_bytes(cfg: cm.WanConfig, shapes: cm.Shapes, dtype: str) -> int:
+    """Bytes of the tensors autograd saves in a forward (parameters excluded, shared storage counted once)."""
+    model = _tiny_model(cfg, shapes.rank, 1)
+    model.set_adapters(["trained"])
+    low = torch.bfloat16 if dtype == "bf16" else torch.float32
+    for name, param in model.named_parameters():
+        if ".lora_" not in name and not any(k in name for k in model._keep_in_fp32_modules):
+            param.data = param.data.to(low)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    torch.manual_seed(1)
+    latents = torch.randn(1, cfg.in_channels, shapes.frames, shapes.rows * 2, shapes.cols * 2, dtype=low)
+    text = torch.randn(1, shapes.text_length, cfg.text_dim, dtype=low)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        model(latents, torch.tensor([500.0]), text, return_dict=False)
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_block_activation_bytes_match_saved_tensors(dtype):
+    cfg = cm.WanConfig("mem", layers=1, heads=3, head_dim=20, ffn_dim=72, text_dim=8, in_channels=4, out_channels=4,
+                       freq_dim=16)
+    shapes = cm.Shapes(frames=5, rows=3, cols=5, text_length=11, rank=6)
+    one = _saved_bytes(cfg, shapes, dtype)
+    two = _saved_bytes(replace(cfg, layers=2), shapes, dtype)
+    assert two - one == cm.block_activation_bytes(cfg, shapes, dtype)
+
+
+def test_checkpointing_keeps_one_block_and_every_block_input():
+    cfg, shapes = cm.MODELS["wan2.1-1.3b"], cm.Shapes(21, 30, 52, rank=128)
+    block = cm.block_activation_bytes(cfg, shapes)
+    rope = 2 * shapes.tokens * cfg.head_dim * 8
+    assert cm.activation_bytes(cfg, shapes, False) == 30 * block + rope
+    assert cm.activation_bytes(cfg, shapes, True) == 30 * shapes.tokens * cfg.dim * 2 + block + rope
+
+
+def test_sparse_dense_ratio_properties():
+    for cfg in cm.MODELS.values():
+        dense = cm.Shapes(21, 30, 52, text_length=0, rank=128, frozen_rank=128)
+        ratios = [cm.sparse_dense_ratio(cfg, dense, k) for k in range(1, 22)]
+        assert ratios[-1] == 1.0
+        assert all(a < b for a, b in zip(ratios, ratios[1:], strict=False))  # more frames, more work
+        for k, ratio in zip(range(1, 21), ratios, strict=False):
+            # tokens drop K/F and attention (K/F)^2: the step's ratio lies between
+            assert (k / 21) ** 2 < ratio < k / 21
+        with_text = replace(dense, text_length=512)
+        assert cm.sparse_dense_ratio(cfg, with_text, 5) > cm.sparse_dense_ratio(cfg, dense, 5)  # fixed text work
+
+
+def test_head_masked_lora_costs_what_a_full_lora_costs():
+    from benchmarks.common import (
+        add_lora,
+        half_heads,
+        lora_target_names,
+        predict,
+        small_config,
+        text_condition,
+        transformer_backbone,
+    )
+    from benchmarks.lora_overhead import add_plain_lora
+
+    cfg = small_config(layers=2, heads=4, head_dim=16)
+    masked, plain = transformer_backbone(cfg), transformer_backbone(cfg)
+    add_lora(masked, "masked", half_heads(cfg), 4)  # the method's LoRA on half of each layer's heads
+    add_plain_lora(plain, "plain", lora_target_names(masked, half_heads(cfg)), 4)
+    latents, cond = torch.randn(1, 16, 2, 4, 4), text_condition(torch.randn(1, 6, cfg.text_dim))
+    counts = []
+    for backbone in (masked, plain):
+        with torch.no_grad(), _flop_counter() as counter:
+            predict(backbone, latents, torch.tensor([500.0]), cond)
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] == cm.forward_flops(cfg, cm.Shapes(2, 2, 2, text_length=6, rank=4)).total
+
+
+def test_recipe_token_grids():
+    assert cm.MODELS["wan2.1-1.3b"].token_grid(81, 480, 832) == (21, 30, 52)  # 32,760 tokens
+    assert cm.MODELS["wan2.2-ti2v-5b"].token_grid(121, 704, 1280) == (31, 22, 40)
+    result = cm.predictions(400.0)
+    for model in result["models"].values():
+        stages = {row["stage"]: row for row in model["stages"]}
+        assert all(row["seconds_per_step"] > 0 for row in stages.values())
+        assert 0 < model["sparse_dense_ratio"] < 1
+
+
+def test_recipes_are_the_projects():
+    from follow_your_motion.config import RECIPES, merge
+
+    for key, recipe in cm.RECIPES.items():
+        project = merge(RECIPES["wan"], RECIPES.get(cm.VARIANT_RECIPES[key], {}))
+        assert (recipe.frames, (recipe.height, recipe.width)) == (project["video"]["auto_frames"],
+                                                                 tuple(project["video"]["auto_size"]))
+        assert recipe.keep == project["motion"]["keep_frames"]
+        assert recipe.rank == project["motion"]["rank"] == project["spatial"]["rank"]
+        assert (recipe.spatial_steps, recipe.motion_steps) == (project["spatial"]["steps"], project["motion"]["steps"])
+        assert recipe.generate_steps == project["generate"]["steps"]
+        assert recipe.guidance == (project["generate"]["guidance"] > 1)
+
+
+def test_real_scale_runs_tiny_on_cpu(tmp_path):
+    from benchmarks import real_scale
+
+    out = tmp_path / "real_scale"
+    real_scale.main(["--tiny", "--device", "cpu", "--steps", "1", "--out", str(out)])
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert out.with_suffix(".md").read_text().startswith("`python -m benchmarks.real_scale")
+    model = data["models"]["tiny"]
+    stages = {**data["encoding"], **model["stages"]}
+    for name in ("encode clip", "encode frames", "encode prompt", "stage 1", "stage 2", "stage 3 dense",
+                 "stage 3 sparse K=5", "generation step", "vae decode"):
+        assert stages[name]["seconds_per_step"] > 0, name
+        assert stages[name]["peak_mib"] > 0, name
+    for kind in ("paper", "paper, dense stage 3", "ours"):
+        projection = model["projections"][kind]
+        for part in projection["parts"]:
+            assert part["seconds"] == pytest.approx(part["steps"] * stages[part["stage"]]["seconds_per_step"])
+        assert projection["total_seconds"] == pytest.approx(sum(p["seconds"] for p in projection["parts"]))
+    paper = {p["stage"]: p["steps"] for p in model["projections"]["paper"]["parts"]}
+    assert paper["stage 2"] == 3000 and paper["stage 3 sparse K=5"] == 2000 and paper["generation step"] == 50
+    assert 0 < model["sparse_dense"]["K=5"]["predicted"] < 1
