@@ -131,11 +131,15 @@ def template_masks(
 
 
 def score_layer(
-    q: torch.Tensor, k: torch.Tensor, queries: torch.Tensor, grid: tuple[int, int, int], radius: int
+    q: torch.Tensor, k: torch.Tensor, queries: torch.Tensor, grid: tuple[int, int, int], radius: int,
+    templates: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> HeadScores:
-    """Template statistics of one layer from q, k (B, S, H, D), one head at a time to bound memory."""
-    spatial, temporal = template_masks(queries.cpu(), grid, radius)
-    spatial, temporal = spatial.to(q.device, q.dtype), temporal.to(q.device, q.dtype)
+    """Template statistics of one layer from q, k (B, S, H, D), one head at a time to bound memory.
+    `templates`: the (spatial, temporal) template rows already on q's device and dtype (the same for every layer
+    of a pass, so a pass builds them once)."""
+    if templates is None:
+        templates = tuple(m.to(q.device, q.dtype) for m in template_masks(queries.cpu(), grid, radius))
+    spatial, temporal = templates
     heads = q.shape[2]
     mass_s, mass_t, sq = (torch.zeros(heads, dtype=torch.float64) for _ in range(3))
     scale = 1 / math.sqrt(q.shape[-1])
@@ -211,11 +215,16 @@ def classify_heads(
     sigma = torch.full((latents.shape[0],), sigma_used)
     noisy, timesteps, _ = noisy_sample(latents, noise, sigma, backbone.num_train_timesteps)
     scores: dict[int, HeadScores] = {}
+    masks = template_masks(queries, grid, settings.radius)
+    on_device: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # the template rows, moved once per pass
 
     def collect(layer: int, q: torch.Tensor, k: torch.Tensor) -> None:
         if q.shape[1] != tokens:
             raise RuntimeError(f"layer {layer} handed {q.shape[1]} video tokens for a {grid} grid")
-        scores[layer] = score_layer(q, k, queries.to(q.device), grid, settings.radius)
+        where = (q.device, q.dtype)
+        if where not in on_device:
+            on_device[where] = tuple(m.to(*where) for m in masks)
+        scores[layer] = score_layer(q, k, queries.to(q.device), grid, settings.radius, on_device[where])
 
     with backbone.capture_qk(expert, collect):
         backbone.predict(expert, noisy, timesteps, cond)
