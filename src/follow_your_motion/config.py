@@ -30,6 +30,7 @@ class ModelSettings(Settings):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
     offload: bool = False
+    attention_backend: str | None = None  # diffusers' attention backend (native, flash, sage, ...); None: default
 
 
 class VideoSettings(Settings):

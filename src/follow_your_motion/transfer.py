@@ -33,7 +33,7 @@ log = logging.getLogger("follow_your_motion")
 
 # Settings that do not change what tuning produces; a run may be reused with different values
 # (e.g. tuned on a GPU, generated from on a laptop).
-UNTUNED = {"generate": True, "target_prompt": True, "model": {"device", "offload"}}
+UNTUNED = {"generate": True, "target_prompt": True, "model": {"device", "offload", "attention_backend"}}
 REFERENCE_COPY = "reference.mp4"  # the reference as the model saw it, kept in the run for generation and reports
 
 
@@ -121,6 +121,8 @@ class Transfer:
         self.state = PartialState()
         m = cfg.model
         self.backbone = backbone or load_backbone(m.source, m.family, m.dtype, m.device, m.offload)
+        if m.attention_backend is not None:
+            self.backbone.set_attention_backend(m.attention_backend)
         # Validate the reference before anything is written, so bad input never touches the run directory.
         from_run = seen is not None
         if not from_run:

@@ -271,6 +271,21 @@ class Backbone(ABC):
         low-noise expert's guidance, where there is one; None = `guidance`; `image`: the first frame to animate,
         for an image-to-video model, fitted to the size)."""
 
+    def set_attention_backend(self, name: str) -> None:
+        """Run every expert's attention through diffusers' backend `name` (native, flash, sage, ...: diffusers'
+        `AttentionBackendName`); a backend that is unknown or not installed is refused naming the setting."""
+        from diffusers.models.attention_dispatch import AttentionBackendName
+
+        known = [b.value for b in AttentionBackendName]
+        if name not in known:
+            raise InputError(f"model.attention_backend {name!r} is not one of diffusers' backends: {', '.join(known)}")
+        try:
+            for expert in self.experts:
+                expert.module.set_attention_backend(name)
+        except (ImportError, RuntimeError, ValueError) as err:
+            raise InputError(f"model.attention_backend {name!r} cannot be used here: {str(err).splitlines()[0]}"
+                             ) from err
+
     def loaded_adapters(self) -> set[str]:
         """Adapters loaded into any expert."""
         return set().union(*(e.loaded_adapters() for e in self.experts))

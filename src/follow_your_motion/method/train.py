@@ -156,7 +156,7 @@ def train_adapter(
         for step in bar:
             began = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            parts = {"fm": 0.0, "motion": 0.0}
+            totals = torch.zeros(2, dtype=torch.float64, device=backbone.device)  # fm, motion: read once a step
             for micro in range(settings.grad_accum):
                 stream = (step * world + rank) * settings.grad_accum + micro
                 generator = step_generator(settings.seed, stream, 3)
@@ -170,8 +170,7 @@ def train_adapter(
                 fm = flow_matching_loss(pred, target)
                 mo = motion_loss(pred, target, motion_form) if motion_weight else fm.new_zeros(())
                 ((fm + motion_weight * mo) / settings.grad_accum).backward()
-                parts["fm"] += fm.item() / settings.grad_accum
-                parts["motion"] += mo.item() / settings.grad_accum
+                totals += torch.stack([fm.detach(), mo.detach()]).double() / settings.grad_accum
             if fsdp:
                 average_gradients(params, world)
             if settings.max_grad_norm:
@@ -179,6 +178,7 @@ def train_adapter(
             optimizer.step()
             scheduler.step()
             done = step + 1
+            parts = dict(zip(("fm", "motion"), totals.tolist(), strict=True))  # the step's one host-device sync
             seconds = time.perf_counter() - began
             bar.set_postfix(loss=f"{parts['fm'] + motion_weight * parts['motion']:.4f}")
             stop = bool(on_step and on_step(stage, done, settings.steps, parts))
