@@ -251,3 +251,20 @@ def test_ti2v_5b_is_recognised_and_transfers_text_to_video(tmp_path):
         backbone.check_image(True)
     assert TransferConfig.load(tmp_path / "run" / "config.yaml").video.auto_frames == 121
     assert load_file(str(tmp_path / "run" / "motion_lora.safetensors"))
+
+
+def test_adaptive_rope_on_each_expert(a14b_dir):
+    """Stock positions given explicitly are bit-identical to none, and other positions change the output, on
+    both experts (each has its own rotary module)."""
+    backbone = load_backbone(str(a14b_dir))
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 16, 3, 8, 8, generator=gen)
+    cond = backbone.encode_prompt(PROMPT)
+    with torch.no_grad():
+        for expert, t in zip(backbone.experts, (950.0, 300.0), strict=True):
+            stock = backbone.predict(expert, latents, torch.tensor([t]), cond)
+            same = backbone.predict(expert, latents, torch.tensor([t]), cond, torch.arange(3, dtype=torch.float64))
+            moved = backbone.predict(expert, latents, torch.tensor([t]), cond, torch.tensor([0.0, 4.0, 8.0]))
+            assert torch.equal(stock, same), expert.name
+            assert (stock - moved).abs().max() > 1e-5, expert.name
+            assert expert.module.rope.frame_positions is None
