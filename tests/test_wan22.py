@@ -247,10 +247,66 @@ def test_ti2v_5b_is_recognised_and_transfers_text_to_video(tmp_path):
     }))
     ref = write_video(tmp_path / "ref.mp4", np.repeat(moving_square(9), 2, axis=1).repeat(2, axis=2), 8)
     ok("transfer", ref, "-p", PROMPT, "-m", model, "-o", tmp_path / "run", "-c", settings)
-    with pytest.raises(InputError, match="TI2V-5B's image mode \\(--image\\) is not supported yet"):
-        backbone.check_image(True)
-    assert TransferConfig.load(tmp_path / "run" / "config.yaml").video.auto_frames == 121
+    assert backbone.image_mode == "optional"  # text-to-video here; --image below
+    saved = TransferConfig.load(tmp_path / "run" / "config.yaml").video
+    assert saved.auto_frames == 121 and saved.first_frame_condition is False
     assert load_file(str(tmp_path / "run" / "motion_lora.safetensors"))
+
+
+def test_ti2v_image_mode_keeps_the_first_frame_clean_in_tuning_and_generation(tmp_path, monkeypatch):
+    """With --image, TI2V is tuned with the reference's first frame given clean (timestep 0 on its tokens, kept
+    in every sparse step, left out of the losses) and generates from the picture."""
+    from PIL import Image
+    from test_cli import ok
+    from tiny_wan import build_tiny_ti2v_pipeline
+
+    from follow_your_motion.config import MotionSettings, TransferConfig
+    from follow_your_motion.method import train
+    from follow_your_motion.method.sparse import sample_frames
+    from follow_your_motion.video import read_video
+
+    model = build_tiny_ti2v_pipeline(tmp_path / "ti2v")
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({
+        "model": {"dtype": "float32"}, "video": {"frames": 17, "height": 64, "width": 64, "fps": None},
+        "heads": {"num_queries": 16}, "spatial": {"steps": 2, "rank": 4},
+        "motion": {"steps": 3, "rank": 4, "keep_frames": 2}, "generate": {"steps": 2},
+    }))
+    ref = write_video(tmp_path / "ref.mp4", np.repeat(moving_square(17), 2, axis=1).repeat(2, axis=2), 8)
+    pictures = []
+    for i, value in enumerate((40, 220)):
+        pictures.append(tmp_path / f"p{i}.png")
+        Image.fromarray(np.full((64, 64, 3), value, np.uint8)).save(pictures[-1])
+    scored = []
+    loss = train.flow_matching_loss
+    monkeypatch.setattr(train, "flow_matching_loss", lambda pred, target: scored.append(pred.shape[2]) or
+                        loss(pred, target))
+    run = tmp_path / "run"
+    ok("transfer", ref, "-p", PROMPT, "-m", model, "-o", run, "-c", settings, "--image", pictures[0])
+    assert TransferConfig.load(run / "config.yaml").video.first_frame_condition is True
+    # stage 2: single frames, all learnt; stage 3: K = 2 kept frames plus the clean first one, which is not scored
+    kept = [set(sample_frames(5, 2, "uniform-random-phase", 0, step).tolist()) | {0} for step in range(3)]
+    assert scored == [1, 1] + [len(k) - 1 for k in kept]
+
+    job = Transfer.open(run)
+    cond = job.reference().cond
+    assert cond.fixed_frames == (0,) and set(cond.tensors) == {"text", "first_frame"}
+    m = MotionSettings(keep_frames=2)
+    for step in range(6):
+        batch = train.motion_inputs(job.reference().latents, cond, m)(step, torch.Generator())
+        assert batch.cond.fixed_frames == (0,) and batch.frame_positions[0] == 0  # frame 0 at its own position
+    # the noisy first frame does not matter: the clean one is put in its place
+    expert = job.backbone.experts[0]
+    gen = torch.Generator().manual_seed(0)
+    noisy = torch.randn(job.reference().latents.shape, generator=gen)
+    other = noisy.clone()
+    other[:, :, 0] = torch.randn(other[:, :, 0].shape, generator=gen)
+    with torch.no_grad():
+        a, b = (job.backbone.predict(expert, x, torch.tensor([600.0]), cond) for x in (noisy, other))
+    assert torch.equal(a[:, :, 1:], b[:, :, 1:])
+    ok("generate", "--run", run, "--image", pictures[1], "--name", "other")
+    first, second = (read_video(run / "samples" / f"{n}.mp4").frames for n in ("result", "other"))
+    assert first.shape == (17, 64, 64, 3) and not np.array_equal(first, second)
 
 
 def test_adaptive_rope_on_each_expert(a14b_dir):

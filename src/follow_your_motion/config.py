@@ -43,6 +43,9 @@ class VideoSettings(Settings):
     width: int | None = Field(None, ge=1)
     fps: float | None = Field(None, gt=0)  # None: spread the frames over the whole clip
     start: float = Field(0.0, ge=0)
+    # tune conditioned on the reference's first frame (image-to-video); None: the model's way (always for I2V,
+    # for TI2V when the run is given --image), recorded in the run's config
+    first_frame_condition: bool | None = None
     auto_frames: int = Field(81, ge=1)
     auto_size: tuple[int, int] = (480, 832)  # (height, width): its pixel count and orientation
 

@@ -77,6 +77,17 @@ class Sample:
     paths: dict[str, Path]  # video, side_by_side, side_by_side_gif
 
 
+def first_frame_condition(backbone: Backbone, cfg: TransferConfig) -> bool:
+    """Whether tuning conditions on the reference's first frame: always for an image-to-video model, never for
+    a text-to-video one, and for one that does both (Wan2.2-TI2V) when the run animates a picture (--image)."""
+    given = cfg.video.first_frame_condition
+    wanted = {"required": True, "none": False}.get(backbone.image_mode, cfg.generate.image is not None)
+    if given is not None and given != wanted and backbone.image_mode != "optional":
+        raise InputError(f"video.first_frame_condition: {given} is not possible with this model (image mode "
+                         f"{backbone.image_mode!r})")
+    return wanted if given is None else given
+
+
 def open_config(run: Path) -> TransferConfig:
     """The config.yaml of an existing run directory (a clear error if `run` is not one)."""
     if not (Path(run) / "config.yaml").is_file():
@@ -128,6 +139,7 @@ class Transfer:
         if not from_run:
             clip = read_video(cfg.reference)
             video, notes = fit_video(cfg.video, clip, self.backbone.geometry, cfg.reference)
+            video.first_frame_condition = first_frame_condition(self.backbone, cfg)
             cfg = cfg.model_copy(update={"video": video})
             for note in notes:
                 log.info(note)
@@ -164,11 +176,14 @@ class Transfer:
         """`compute()` once per key: the named tensors (and which run along frames) are kept in cache/."""
         path = self.run.cache(what, key)
         if path.exists():
-            cond = Conditioning(load_tensors(path), json.loads(read_metadata(path).get("frame_axis", "{}")))
+            meta = read_metadata(path)
+            cond = Conditioning(load_tensors(path), json.loads(meta.get("frame_axis", "{}")),
+                                tuple(json.loads(meta.get("fixed_frames", "[]"))))
         else:
             cond = compute()
             if self.state.is_main_process:
-                atomic_save_tensors(path, cond.tensors, {"frame_axis": json.dumps(cond.frame_axis)})
+                atomic_save_tensors(path, cond.tensors, {"frame_axis": json.dumps(cond.frame_axis),
+                                                         "fixed_frames": json.dumps(cond.fixed_frames)})
         return cond.to(self.backbone.device)
 
     def reference(self) -> Reference:
@@ -189,7 +204,7 @@ class Transfer:
             latents = self._cached("latents", self._key, lambda: self.backbone.encode_video(frames))
             cond = self._cached_conditioning("text", digest(model, cfg.prompt),
                                              lambda: self.backbone.encode_prompt(cfg.prompt))
-            if self.backbone.image_mode == "required":  # tuned on the reference's own first frame
+            if v.first_frame_condition:  # image-to-video: tuned on the reference's own first frame
                 first = self._cached_conditioning("image", self._key, lambda: self.backbone.encode_image(
                     clip.frames[0], v.frames, v.height, v.width))
                 cond = cond.merged(first)

@@ -15,7 +15,7 @@ import contextlib
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -90,25 +90,34 @@ class Conditioning:
     """What a transformer takes besides the noisy latents, made once per prompt (and image): named tensors with
     the batch first. The method only batches it (`expand`) and cuts it to the kept frames (`select_frames`);
     what the names mean is the family's business. `frame_axis` names the tensors that run along the latent
-    frames (image-to-video condition latents) and their frame axis."""
+    frames (image-to-video condition latents) and their frame axis. `fixed_frames` are latent frames the model
+    is given clean rather than denoising (Wan2.2-TI2V's first frame): sparse sampling always keeps them, and
+    the losses leave them out."""
 
     tensors: dict[str, torch.Tensor]
     frame_axis: dict[str, int] = field(default_factory=dict)
+    fixed_frames: tuple[int, ...] = ()
 
     def expand(self, batch: int) -> Conditioning:
-        return Conditioning({k: v.expand(batch, *v.shape[1:]) for k, v in self.tensors.items()}, self.frame_axis)
+        return replace(self, tensors={k: v.expand(batch, *v.shape[1:]) for k, v in self.tensors.items()})
 
     def select_frames(self, indices: torch.Tensor) -> Conditioning:
         cut = {k: v.index_select(self.frame_axis[k], indices.to(v.device)) if k in self.frame_axis else v
                for k, v in self.tensors.items()}
-        return Conditioning(cut, self.frame_axis)
+        fixed = tuple(i for i, frame in enumerate(indices.tolist()) if frame in self.fixed_frames)
+        return replace(self, tensors=cut, fixed_frames=fixed)
+
+    def without_fixed(self) -> Conditioning:
+        """The same conditioning with no frame given clean (stage 2's single frames are all learnt)."""
+        return replace(self, fixed_frames=())
 
     def merged(self, other: Conditioning) -> Conditioning:
         """Both conditionings' tensors in one (a prompt's and an image's)."""
-        return Conditioning(self.tensors | other.tensors, self.frame_axis | other.frame_axis)
+        return Conditioning(self.tensors | other.tensors, self.frame_axis | other.frame_axis,
+                            tuple(sorted(set(self.fixed_frames) | set(other.fixed_frames))))
 
     def to(self, device: torch.device | str) -> Conditioning:
-        return Conditioning({k: v.to(device) for k, v in self.tensors.items()}, self.frame_axis)
+        return replace(self, tensors={k: v.to(device) for k, v in self.tensors.items()})
 
 
 @dataclass(frozen=True)
@@ -170,8 +179,9 @@ class Backbone(ABC):
     dtype: torch.dtype
     num_train_timesteps: int = 1000
     flow_shift: float = 1.0  # the family's sampler shift, the default shift of training noise levels
-    # whether the model animates a given first frame: never (text-to-video), or always (image-to-video)
-    image_mode: Literal["none", "required"] = "none"
+    # whether the model animates a given first frame: never (text-to-video), always (image-to-video), or when
+    # given one (Wan2.2-TI2V)
+    image_mode: Literal["none", "required", "optional"] = "none"
 
     def __init__(self) -> None:
         # Expert name -> the module `predict` calls instead of the expert's own (a DDP wrapper while training).

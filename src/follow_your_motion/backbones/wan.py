@@ -174,7 +174,11 @@ class WanBackbone(Backbone):
         else:
             pipe.to(self.device)
         self.flow_shift = float(pipe.scheduler.config.get("flow_shift", 1.0) or 1.0)
-        self.image_mode = "required" if isinstance(pipe, WanImageToVideoPipeline) else "none"
+        self.per_token_timesteps = bool(pipe.config.get("expand_timesteps"))  # Wan2.2-TI2V: a clean first frame
+        if isinstance(pipe, WanImageToVideoPipeline):
+            self.image_mode = "required"
+        else:
+            self.image_mode = "optional" if self.per_token_timesteps else "none"
         self.geometry = VideoGeometry(
             temporal_stride=pipe.vae_scale_factor_temporal,
             spatial_stride=pipe.vae_scale_factor_spatial,
@@ -208,19 +212,17 @@ class WanBackbone(Backbone):
         )
         return Conditioning({"text": embeds.to(self.dtype)})
 
-    def check_image(self, given: bool) -> None:
-        if given and self.pipe.config.get("expand_timesteps") and self.image_mode == "none":
-            raise InputError("Wan2.2-TI2V-5B's image mode (--image) is not supported yet: use it for text-to-video")
-        super().check_image(given)
-
     @torch.no_grad()
     def encode_image(self, image: np.ndarray, num_frames: int, height: int, width: int) -> Conditioning:
-        """The first-frame conditioning of image-to-video, as the pipeline builds it: `image_latents` (1, 4 + C,
-        F, h, w), the mask channels then the latents of [image, black frames...], and (Wan2.1-I2V) the CLIP
-        `image_embeds` of the image. `image` (H, W, 3) uint8 is fitted to (height, width) first."""
+        """The first-frame conditioning, as the pipeline builds it. Wan2.2-TI2V: the image's latents as
+        `first_frame`, given clean in place of latent frame 0 (a fixed frame). Image-to-video: `image_latents`
+        (1, 4 + C, F, h, w), the mask channels then the latents of [image, black frames...], and (Wan2.1-I2V)
+        the CLIP `image_embeds` of the image. `image` (H, W, 3) uint8 is fitted to (height, width) first."""
         self.check_image(True)
         frame = resize_center_crop(image[None], height, width)
         first = to_tensor(frame)
+        if self.per_token_timesteps:
+            return Conditioning({"first_frame": self.encode_video(first).to(self.dtype)}, fixed_frames=(0,))
         video = torch.cat([first, torch.zeros(3, num_frames - 1, height, width)], dim=1)
         latents = self.encode_video(video)
         mask = torch.zeros(1, self.geometry.temporal_stride, *latents.shape[2:], device=latents.device)
@@ -245,6 +247,8 @@ class WanBackbone(Backbone):
         try:
             model = self.denoisers.get(expert.name, expert.module)
             hidden = latents.to(self.dtype)
+            if cond.fixed_frames:  # TI2V: the clean first frame in place, with timestep 0 on its tokens
+                hidden, timesteps = self._fix_frames(hidden, timesteps, cond)
             if "image_latents" in cond.tensors:  # image-to-video: the first-frame condition beside the latents
                 hidden = torch.cat([hidden, cond.tensors["image_latents"].to(hidden)], dim=1)
             image = cond.tensors.get("image_embeds")
@@ -258,6 +262,19 @@ class WanBackbone(Backbone):
         finally:
             rope.frame_positions = None
         return out.float()
+
+    def _fix_frames(self, hidden: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Wan2.2-TI2V's image mode, as its pipeline runs it: the fixed frames hold the clean condition latents,
+        and the timestep is given per token, 0 on those frames' tokens."""
+        fixed = list(cond.fixed_frames)
+        hidden = hidden.clone()
+        hidden[:, :, fixed] = cond.tensors["first_frame"].to(hidden)
+        frames, rows, cols = self.token_grid(hidden)
+        per_token = timesteps.to(hidden.device, torch.float32).view(-1, 1, 1).repeat(
+            hidden.shape[0] // len(timesteps), frames, rows * cols)
+        per_token[:, fixed] = 0.0
+        return hidden, per_token.flatten(1)
 
     @contextlib.contextmanager
     def capture_qk(self, expert: Expert, callback: QKCallback) -> Iterator[None]:
@@ -335,10 +352,15 @@ class WanBackbone(Backbone):
         if guidance_2 is not None and not two_experts:
             raise InputError("generate.guidance_2 is the low-noise expert's guidance; this model has one transformer")
         extra = {"guidance_scale_2": guidance_2} if two_experts else {}
+        pipe = self.pipe
         if image is not None:
             extra["image"] = Image.fromarray(resize_center_crop(image[None], height, width)[0])
+            if not isinstance(pipe, WanImageToVideoPipeline):  # TI2V's image mode runs in diffusers' I2V pipeline
+                pipe = WanImageToVideoPipeline(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder,
+                                               vae=pipe.vae, scheduler=pipe.scheduler, transformer=pipe.transformer,
+                                               expand_timesteps=True)
         with self.adapters(adapter_scales):
-            frames = self.pipe(
+            frames = pipe(
                 prompt=prompt,
                 negative_prompt=negative_prompt or None,
                 num_frames=num_frames,

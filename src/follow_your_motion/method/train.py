@@ -45,8 +45,8 @@ def spatial_inputs(frame_latents: torch.Tensor, cond: Conditioning, batch_size: 
 
     `frame_latents` is (T, C, 1, h, w): every pixel frame encoded on its own as an image. Per-frame
     conditioning (image-to-video's first-frame latents) is cut to its first latent frame, so each frame is
-    learnt given the reference's first frame."""
-    single = cond.select_frames(torch.tensor([0]))
+    learnt given the reference's first frame; no frame is given clean (each one is the image to learn)."""
+    single = cond.select_frames(torch.tensor([0])).without_fixed()
 
     def inputs(step: int, generator: torch.Generator) -> StepInputs:
         picks = torch.randint(len(frame_latents), (batch_size,), generator=generator)
@@ -57,11 +57,14 @@ def spatial_inputs(frame_latents: torch.Tensor, cond: Conditioning, batch_size: 
 
 def motion_inputs(latents: torch.Tensor, cond: Conditioning, settings: MotionSettings) -> InputFn:
     """Stage 3: K of the F latent frames of the clip (and of any per-frame conditioning), with their adaptive
-    RoPE positions."""
+    RoPE positions; frames the model is given clean (TI2V's first frame) are kept on top of the K."""
     total = latents.shape[2]
+    fixed = torch.tensor(cond.fixed_frames, dtype=torch.long)
 
     def inputs(step: int, generator: torch.Generator) -> StepInputs:
         kept = sample_frames(total, settings.keep_frames or total, settings.sampling, settings.seed, step)
+        if len(fixed):
+            kept = torch.cat([kept, fixed]).unique()
         positions = rope_positions(kept, total, settings.rope)
         batch = settings.batch_size
         return StepInputs(latents[:, :, kept].expand(batch, -1, -1, -1, -1), cond.select_frames(kept).expand(batch),
@@ -167,6 +170,9 @@ def train_adapter(
                 noisy, timesteps, target = noisy_sample(latents, noise, sigmas, backbone.num_train_timesteps)
                 with torch.autocast(backbone.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     pred = backbone.predict(expert, noisy, timesteps, batch.cond, batch.frame_positions)
+                if batch.cond.fixed_frames:  # frames given clean are not predicted: leave them out
+                    learnt = [f for f in range(pred.shape[2]) if f not in batch.cond.fixed_frames]
+                    pred, target = pred[:, :, learnt], target[:, :, learnt]
                 fm = flow_matching_loss(pred, target)
                 mo = motion_loss(pred, target, motion_form) if motion_weight else fm.new_zeros(())
                 ((fm + motion_weight * mo) / settings.grad_accum).backward()
