@@ -273,6 +273,19 @@ def demo(
     _run(act)
 
 
+@app.command("app")
+def app_command(
+    runs: Annotated[Path, typer.Option("--runs", help="runs folder: the page lists its runs and writes new ones "
+                                                      "there")] = Path("runs"),
+    host: Annotated[str, typer.Option(help="address to listen on; 127.0.0.1 = this machine only")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 7860,
+) -> None:
+    """A local web page (Gradio) for motion transfer over a runs folder; no public link is made."""
+    from .app import serve
+
+    _run(lambda: serve(runs, host, port))
+
+
 toyworld = typer.Typer(no_args_is_help=True, help="The ShapesWorld toy model: pretraining.")
 app.add_typer(toyworld, name="toyworld")
 

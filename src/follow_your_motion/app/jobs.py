@@ -63,6 +63,7 @@ class Job:
     result: dict | None = None
     progress: Progress = field(default_factory=Progress)
     listeners: list[Callable[[Job], None]] = field(default_factory=list)  # called after every step report
+    on_dropped: Callable[[], None] | None = None  # called if the job is cancelled before it started
     clock: Callable[[], float] = time.monotonic
     started: float | None = None
     finished: float | None = None
@@ -132,6 +133,11 @@ class JobQueue:
                     return place
             return 0
 
+    def busy(self, run_dir: Path) -> bool:
+        """Whether a waiting or running job uses `run_dir` (identical submissions share one)."""
+        with self._cv:
+            return any(job.run_dir == run_dir and job.state not in FINISHED for job in self._jobs.values())
+
     def cancel(self, job_id: str | None) -> bool:
         """A waiting job leaves the line at once; a running one stops at its next step. False if unknown/over."""
         with self._cv:
@@ -139,12 +145,15 @@ class JobQueue:
             if job is None or job.state in FINISHED:
                 return False
             job.cancel_requested.set()
-            if job in self._waiting:
+            dropped = job in self._waiting
+            if dropped:
                 self._waiting.remove(job)
                 job.state, job.message = CANCELLED, "cancelled before it started"
                 job.finished = job.clock()
                 self._cv.notify_all()
-            return True
+        if dropped and job.on_dropped is not None:
+            job.on_dropped()
+        return True
 
     def wait(self, job: Job, timeout: float | None = None) -> bool:
         """Block until `job` has finished; False on timeout (for tests and shutdown)."""

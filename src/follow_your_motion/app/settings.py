@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..backbones import detect_image_mode
 from ..config import TransferConfig, merge, model_family, resolve_config
 from ..errors import InputError
 
@@ -15,9 +16,6 @@ PRESETS = ("fast", "paper")
 FAST_STEPS = {"toy": {"spatial": 20, "motion": 60}, "wan": {"spatial": 300, "motion": 200}}
 ROPE_MODES = ("index", "scaled", "none")
 HEAD_RULES = ("paper", "release")
-# Families whose pipelines take a first frame. None today: the Image field stays hidden until a backbone
-# for an image-to-video pipeline is registered and named here.
-IMAGE_TO_VIDEO_FAMILIES: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -27,7 +25,7 @@ class Advanced:
     spatial_steps: int | None = None
     motion_steps: int | None = None
     rank: int | None = None
-    keep_frames: int | None = None  # sparse K: latent frames per motion step
+    keep_frames: int | None = None  # sparse K: latent frames per motion step; 0 = all of them
     rope: str = "index"
     head_rule: str = "paper"
     head_alpha: float = 1.25
@@ -59,9 +57,9 @@ def model_source(model: str | None) -> str | None:
 
 
 def image_to_video(model: str | None) -> bool:
-    """Whether the chosen model takes a first frame (shows the Image field). False for every model today."""
+    """Whether the chosen model animates a picture (shows the Image field): Wan I2V and TI2V."""
     try:
-        return model_family({"source": model_source(model)}) in IMAGE_TO_VIDEO_FAMILIES
+        return detect_image_mode(model_source(model)) != "none"
     except InputError:
         return False
 
@@ -88,11 +86,19 @@ def form_flags(request: TransferRequest) -> dict:
         "generate": {"motion_scale": a.motion_scale, "spatial_scale": a.spatial_scale, "seed": a.seed},
     }
     for section, key, value in (("spatial", "steps", a.spatial_steps), ("motion", "steps", a.motion_steps),
-                                ("spatial", "rank", a.rank), ("motion", "rank", a.rank),
-                                ("motion", "keep_frames", a.keep_frames)):
+                                ("spatial", "rank", a.rank), ("motion", "rank", a.rank)):
         if value is not None:
             flags.setdefault(section, {})[key] = value
+    if a.keep_frames is not None:
+        flags.setdefault("motion", {})["keep_frames"] = a.keep_frames or None  # 0 = every latent frame (dense)
     return flags
+
+
+def _resolve(request: TransferRequest) -> TransferConfig:
+    flags = form_flags(request)
+    family = model_family(flags["model"])
+    preset = merge(preset_settings(request.preset, family), request.extra)
+    return resolve_config(flags, settings=preset)
 
 
 def resolve_request(request: TransferRequest) -> TransferConfig:
@@ -102,7 +108,14 @@ def resolve_request(request: TransferRequest) -> TransferConfig:
         raise InputError("no prompt given: fill in the Reference caption (what the reference shows)")
     if request.image and not image_to_video(request.model):
         raise InputError("the Image field is for image-to-video models; the chosen model is text-to-video")
-    flags = form_flags(request)
-    family = model_family(flags["model"])
-    preset = merge(preset_settings(request.preset, family), request.extra)
-    return resolve_config(flags, settings=preset)
+    if not request.image and detect_image_mode(model_source(request.model)) == "required":
+        raise InputError("the chosen model is image-to-video: give an Image (the picture to animate)")
+    return _resolve(request)
+
+
+def preset_fields(model: str | None, preset: str) -> Advanced:
+    """The Advanced panel as the preset fills it for the model: the page shows the values a run will use (a number
+    field cannot show "unset": Gradio displays and sends 0 for it)."""
+    cfg = _resolve(TransferRequest(None, "", "", model=model or TOY_MODEL, preset=preset))
+    return Advanced(spatial_steps=cfg.spatial.steps, motion_steps=cfg.motion.steps, rank=cfg.motion.rank,
+                    keep_frames=cfg.motion.keep_frames or 0)

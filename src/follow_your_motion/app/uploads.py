@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..video import read_video
+from ..video import read_image, read_video
 
 INPUT_STEM = "input"  # the staged reference is <run>/input<suffix>
+IMAGE_STEM = "image"  # the staged picture to animate (image-to-video) is <run>/image<suffix>
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".gif"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 UPLOAD_DIR = ".gradio"  # inside the runs folder: where the web layer stores uploads (GRADIO_TEMP_DIR)
 EXAMPLES_DIR = ".examples"  # inside the runs folder: the rendered bundled examples
 
@@ -33,6 +35,7 @@ class Staged:
     run_dir: Path
     video: Path
     fresh: bool
+    source: Path | None = None  # the upload it was copied from (deleted again if the model refuses the video)
 
 
 def inside(root: Path, path: str | Path) -> Path:
@@ -65,10 +68,10 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def safe_suffix(path: str | Path) -> str:
-    """A known video suffix of `path` (lower case), else `.mp4`: the only part of a name the app keeps."""
+def safe_suffix(path: str | Path, known: frozenset[str] = VIDEO_SUFFIXES, default: str = ".mp4") -> str:
+    """A known suffix of `path` (lower case), else `default`: the only part of a name the app keeps."""
     suffix = Path(path).suffix.lower()
-    return suffix if suffix in VIDEO_SUFFIXES else ".mp4"
+    return suffix if suffix in known else default
 
 
 def run_name(key: str, now: float | None = None) -> str:
@@ -102,18 +105,36 @@ def stage_reference(upload: Path, runs_root: Path, key: str) -> Staged:
     fresh = existing is None
     target = run_dir / f"{INPUT_STEM}{safe_suffix(upload)}"
     if not fresh and target.is_file():
-        return Staged(run_dir, target, fresh)  # same key: the same bytes are already there
+        return Staged(run_dir, target, fresh, Path(upload))  # same key: the same bytes are already there
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         _copy_atomic(Path(upload), target)
         read_video(target, max_frames=2)  # InputError for anything that is not a decodable video
-    except BaseException:
+    except BaseException as err:
         if fresh:
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
             target.unlink(missing_ok=True)
+        if isinstance(err, InputError):  # name the file the user gave, not the copy that no longer exists
+            raise InputError(str(err).replace(str(target), Path(upload).name)) from err
         raise
-    return Staged(run_dir, target, fresh)
+    return Staged(run_dir, target, fresh, Path(upload))
+
+
+def stage_image(upload: Path, staged: Staged) -> Path:
+    """Copy the picture to animate into the run directory as image<suffix> and check it decodes; a refused one
+    leaves nothing behind (nor the run directory, if this job made it)."""
+    target = staged.run_dir / f"{IMAGE_STEM}{safe_suffix(upload, IMAGE_SUFFIXES, '.png')}"
+    try:
+        _copy_atomic(Path(upload), target)
+        read_image(target)
+    except BaseException as err:
+        target.unlink(missing_ok=True)
+        discard_run(staged)
+        if isinstance(err, InputError):
+            raise InputError(str(err).replace(str(target), Path(upload).name)) from err
+        raise
+    return target
 
 
 def discard_upload(path: str | Path, upload_root: Path) -> None:

@@ -17,7 +17,7 @@ from ..runs import RunDir, atomic_write_text, digest
 from ..transfer import REFERENCE_COPY, Transfer, export_run
 from .jobs import Cancelled, Job
 from .scoring import result_metrics
-from .uploads import Staged, discard_run
+from .uploads import Staged, discard_run, discard_upload
 
 DOWNLOADS = ("Motion LoRA (diffusers)", "Motion LoRA (ComfyUI)", "Run config")
 
@@ -64,26 +64,35 @@ def result_record(run_dir: Path, sample_paths: dict[str, Path], metrics: dict, p
     return record | {"downloads": {k: str(v) for k, v in downloads(run_dir).items()}}
 
 
-def _validated(cfg: TransferConfig, staged: Staged) -> Transfer:
+def _validated(cfg: TransferConfig, staged: Staged, upload_root: Path | None) -> Transfer:
     """Open the run and check everything the user gave before any tuning: the video fits the model, both prompts
-    encode (the toy model refuses unknown words). A refusal removes a run directory this job made."""
+    encode (the toy model refuses unknown words). Failing here removes a run directory this job made (nothing was
+    tuned in it yet); a video the model refuses is deleted from the uploads too, and named as the user named it."""
     try:
         job = Transfer(cfg, staged.run_dir)
         job.reference()
         if cfg.target_prompt:
             job.backbone.encode_prompt(cfg.target_prompt)
         return job
-    except InputError:
+    except InputError as err:
+        discard_run(staged)
+        if str(staged.video) not in str(err):
+            raise
+        if staged.source is not None and upload_root is not None:
+            discard_upload(staged.source, upload_root)
+        name = staged.source.name if staged.source is not None else staged.video.name
+        raise InputError(str(err).replace(str(staged.video), name)) from err
+    except BaseException:
         discard_run(staged)
         raise
 
 
-def transfer_work(cfg: TransferConfig, staged: Staged):
+def transfer_work(cfg: TransferConfig, staged: Staged, upload_root: Path | None = None):
     """The work of a "Transfer" job: stages 1-3 (resuming what exists), generation, metrics, downloads."""
 
     def work(job: Job) -> dict:
         job.set_stage("loading model")
-        transfer = _validated(cfg, staged)
+        transfer = _validated(cfg, staged, upload_root)
         run = transfer.run
         job.progress.plan = tuning_plan(transfer.cfg, run)
         transfer.on_step = job.report

@@ -26,6 +26,7 @@ HUB_VARIANTS = {
     "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers": "wan2.1-i2v",
     "Wan-AI/Wan2.2-I2V-A14B-Diffusers": "wan2.2-i2v-a14b",
 }
+VARIANT_IMAGE_MODES = {"wan2.1-i2v": "required", "wan2.2-i2v-a14b": "required", "wan2.2-ti2v-5b": "optional"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -92,6 +93,12 @@ def detect_variant(source: str) -> str | None:
     if index.get("expand_timesteps"):
         return "wan2.2-ti2v-5b"
     return None
+
+
+def detect_image_mode(source: str | None) -> str:
+    """Whether a model animates a given picture, from its variant, without loading it: "required"
+    (image-to-video), "optional" (Wan2.2-TI2V) or "none"."""
+    return VARIANT_IMAGE_MODES.get((source and detect_variant(source)) or "", "none")
 
 
 def backbone_class(family: str) -> type[Backbone]:
