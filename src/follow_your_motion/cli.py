@@ -6,85 +6,56 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
-from .config import GenerateSettings, load_yaml_settings, resolve_config
+from .cli_bench import bench
+from .cli_options import (
+    MEMORY_HINT,
+    Clip,
+    ConfigFile,
+    CpuDevice,
+    Device,
+    Dino,
+    Fps,
+    Frames,
+    Image,
+    Model,
+    NoteHandler,
+    Out,
+    Prompt,
+    Reference,
+    RunOpt,
+    Side,
+    Size,
+    Start,
+    Steps,
+    debug,
+    handle_errors,
+)
+from .cli_toyworld import toyworld
+from .config import GenerateSettings, resolve_config
 from .errors import InputError
 
-if TYPE_CHECKING:
-    from .backbones.toy import ToyBackbone
-
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Follow-Your-Motion: video motion transfer.")
-
-Reference = Annotated[Path, typer.Argument(help="reference video (the motion)")]
-Prompt = Annotated[str, typer.Option("--prompt", "-p", help="caption of the reference, used while tuning")]
-Out = Annotated[Path, typer.Option("--out", "-o", help="run directory")]
-Model = Annotated[
-    str | None, typer.Option("--model", "-m", help="hub id or local diffusers directory; default: the toy model")
-]
-ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="YAML with any settings to override")]
-Steps = Annotated[int | None, typer.Option(help="override the training steps of the stage(s)")]
-Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default cpu)")]
-CpuDevice = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")]
-RunOpt = Annotated[Path, typer.Option("--run", "-r", help="an existing run directory")]
-Frames = Annotated[int | None, typer.Option(min=1, help="pixel frames to tune on (default: the recipe's, or the "
-                                                        "most the clip has)")]
-Size = Annotated[str | None, typer.Option(help="HxW to tune at, e.g. 832x480 (default: the recipe's pixel count "
-                                               "at the clip's shape)")]
-Side = Annotated[int | None, typer.Option(min=1, help="with --width / --height: the size to tune at")]
-Fps = Annotated[float | None, typer.Option(help="take the frames at this rate (default: spread over the clip)")]
-Start = Annotated[float | None, typer.Option(min=0, help="seconds into the clip where the frames start")]
-Image = Annotated[Path | None, typer.Option(help="image-to-video models: the picture to animate with the motion")]
-
-MEMORY_HINT = ("out of memory: try --config with spatial/motion grad_checkpointing: true and mixed_precision: bf16, "
-               "model.offload: true, fewer motion.keep_frames, a smaller --size or fewer --frames")
-_debug = {"on": False}
+app.add_typer(toyworld, name="toyworld")
+app.add_typer(bench, name="bench")
+__all__ = ["MEMORY_HINT", "app"]
 
 
 @app.callback()
 def main_options(
-    debug: Annotated[bool, typer.Option("--debug", envvar="FYM_DEBUG",
-                                        help="show the traceback of input errors too")] = False,
+    debug_flag: Annotated[bool, typer.Option("--debug", envvar="FYM_DEBUG",
+                                             help="show the traceback of input errors too")] = False,
 ) -> None:
     """Follow-Your-Motion: video motion transfer."""
-    _debug["on"] = debug
+    debug["on"] = debug_flag
     logger = logging.getLogger("follow_your_motion")
-    if not any(isinstance(h, _NoteHandler) for h in logger.handlers):
-        logger.addHandler(_NoteHandler())
+    if not any(isinstance(h, NoteHandler) for h in logger.handlers):
+        logger.addHandler(NoteHandler())
         logger.setLevel(logging.INFO)
-
-
-class _NoteHandler(logging.Handler):
-    """The package's notes (e.g. the frame count chosen for a short clip) as one `note:` line each on the
-    current stderr."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        typer.echo(f"note: {record.getMessage()}", err=True)
-
-
-def _fail(err: Exception) -> None:
-    typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(2)
-
-
-def _run(action) -> None:
-    """Run `action`; bad input (an InputError, a file that cannot be read or written) becomes one clear line on
-    stderr and exit code 2, unless --debug. Anything else is a bug or a resource problem: it keeps its traceback
-    (out of memory gets one more line naming the memory options)."""
-    import torch
-
-    try:
-        action()
-    except (InputError, OSError) as err:
-        if _debug["on"]:
-            raise
-        _fail(err)
-    except torch.OutOfMemoryError:
-        typer.echo(f"error: {MEMORY_HINT}", err=True)
-        raise
 
 
 def video_flags(frames: int | None, size: str | None, height: int | None, width: int | None, fps: float | None,
@@ -144,7 +115,7 @@ def transfer(
         for name, path in job.all().paths.items():
             typer.echo(f"{name}: {path}")
 
-    _run(act)
+    handle_errors(act)
 
 
 @app.command()
@@ -163,7 +134,7 @@ def classify(
             where = f" ({expert} expert)" if expert else ""
             typer.echo(f"{job.run.heads}{where}: {total['spatial']} spatial, {total['temporal']} temporal heads")
 
-    _run(act)
+    handle_errors(act)
 
 
 def _echo_paths(paths: list[Path] | None) -> None:
@@ -185,7 +156,7 @@ def tune_spatial(
         _echo_paths(_open(config, out, reference=reference, prompt=prompt, model=model, device=device,
                           spatial_steps=steps, video=video).tune_spatial())
 
-    _run(act)
+    handle_errors(act)
 
 
 @app.command("tune-motion")
@@ -201,7 +172,7 @@ def tune_motion(
         _echo_paths(_open(config, out, reference=reference, prompt=prompt, model=model, device=device,
                           motion_steps=steps, video=video).tune_motion())
 
-    _run(act)
+    handle_errors(act)
 
 
 @app.command()
@@ -236,7 +207,7 @@ def generate(
         for key, path in job.generate(prompt, settings, name).paths.items():
             typer.echo(f"{key}: {path}")
 
-    _run(act)
+    handle_errors(act)
 
 
 @app.command()
@@ -253,7 +224,7 @@ def export(
         for path in export_run(run, fmt, out):
             typer.echo(str(path))
 
-    _run(act)
+    handle_errors(act)
 
 
 @app.command()
@@ -270,7 +241,7 @@ def demo(
         metrics = run_demo(out, example, target_prompt, device)
         typer.echo(json.dumps({k: metrics[k] for k in ("fym", "base_model", "outputs")}, indent=1))
 
-    _run(act)
+    handle_errors(act)
 
 
 @app.command("app")
@@ -283,115 +254,7 @@ def app_command(
     """A local web page (Gradio) for motion transfer over a runs folder; no public link is made."""
     from .app import serve
 
-    _run(lambda: serve(runs, host, port))
-
-
-toyworld = typer.Typer(no_args_is_help=True, help="The ShapesWorld toy model: pretraining.")
-app.add_typer(toyworld, name="toyworld")
-
-
-@toyworld.command("pretrain")
-def toyworld_pretrain(
-    out: Out,
-    steps: Annotated[int, typer.Option(help="total optimizer steps (resumes if out has checkpoints)")] = 20000,
-    batch_size: int = 16,
-    lr: float = 4e-4,
-    decay_start: Annotated[int | None, typer.Option(help="step where lr starts its linear decay to 0")] = None,
-    caption_dropout: Annotated[float, typer.Option(help="share of empty captions (for guidance)")] = 0.1,
-    anchor_spread: Annotated[float, typer.Option(
-        help="paths start from the middle share of where they fit (1 = anywhere, 0 = centred)")] = 1.0,
-    noise_correlation: Annotated[float | None, typer.Option(
-        help="new run: noise shared across frames, in [0, 1) (toy model's noise prior); default 0")] = None,
-    init: Annotated[Path | None, typer.Option(
-        help="new run: start from this toy model folder's weights (input channels it lacks start at zero)")] = None,
-    layers: Annotated[int | None, typer.Option(min=1, help="new run: transformer blocks (default 6)")] = None,
-    heads: Annotated[int | None, typer.Option(min=1,
-        help="new run: attention heads of 32 channels, setting the width (default 6)")] = None,
-    checkpoint_every: int = 250,
-    seed: int = 0,
-    threads: Annotated[int, typer.Option(help="torch threads; 0 = default")] = 0,
-    device: CpuDevice = "cpu",
-    workers: Annotated[int, typer.Option(
-        min=0, help="processes rendering batches ahead (the same batches for any number)")] = 0,
-) -> None:
-    """Pretrain (or resume) the toy text-to-video model; the EMA weights are written to <out>/model."""
-    from .toyworld.pretrain import PretrainSettings, new_run_meta, pretrain
-
-    if decay_start is not None and not 0 <= decay_start < steps:
-        _fail(ValueError(f"--decay-start {decay_start} must lie in [0, --steps {steps})"))
-    settings = PretrainSettings(steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
-                                seed=seed, threads=threads, decay_start=decay_start,
-                                caption_dropout=caption_dropout, anchor_spread=anchor_spread, device=device,
-                                workers=workers)
-    meta = new_run_meta(noise_correlation, layers, heads)
-    _run(lambda: typer.echo(pretrain(out, settings, meta, init=init)))
-
-
-ToyModel = Annotated[Path | None, typer.Option("--model", "-m", help="toy model folder; default: the shipped one")]
-
-
-NoiseCorrelation = Annotated[float | None, typer.Option(
-    help="use this noise prior (share of the noise common to all frames, in [0, 1)) instead of the model's own")]
-
-
-def _with_noise_prior(toy: ToyBackbone, noise_correlation: float | None) -> ToyBackbone:
-    """`toy` with its noise prior replaced when one is given (ToyBackbone validates the value)."""
-    if noise_correlation is not None:
-        toy.noise_correlation = noise_correlation
-    return toy
-
-
-@toyworld.command("eval")
-def toyworld_eval(
-    model: ToyModel = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder for eval.json")] = Path("runs/toy-eval"),
-    prompts: int = 64,
-    steps: int = 20,
-    guidance: float = 3.0,
-    seed: int = 0,
-    noise_correlation: NoiseCorrelation = None,
-) -> None:
-    """Colour, shape, direction and smoothness of the base toy model's generations."""
-    from .backbones.toy import ToyBackbone
-    from .toyworld.evaluate import evaluate
-
-    def act() -> None:
-        toy = _with_noise_prior(ToyBackbone.load(str(model) if model else None), noise_correlation)
-        summary = evaluate(toy, prompts, steps, guidance=guidance, seed=seed, out=out)
-        typer.echo(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
-
-    _run(act)
-
-
-@toyworld.command("sanity")
-def toyworld_sanity(
-    program: Annotated[str, typer.Argument(help="motion program of the one clip, e.g. zigzag")],
-    model: ToyModel = None,
-    steps: int = 500,
-    fresh: Annotated[bool, typer.Option(help="start from random weights instead of the pretrained model")] = False,
-    noise_correlation: NoiseCorrelation = None,
-    device: CpuDevice = "cpu",
-) -> None:
-    """One-clip sanity gate: tune every weight on one clip and check its trajectory comes back."""
-    from .backbones.toy import ToyBackbone
-    from .toyworld.pretrain import DEFAULT_META
-    from .toyworld.sanity import sanity_gate
-
-    def act() -> None:
-        import torch
-
-        torch.manual_seed(0)  # a fresh model's initial weights
-        toy = ToyBackbone.build(DEFAULT_META) if fresh else ToyBackbone.load(str(model) if model else None)
-        toy.to_device(device)
-        typer.echo(json.dumps(sanity_gate(_with_noise_prior(toy, noise_correlation), program, steps=steps), indent=1))
-
-    _run(act)
-
-
-Clip = Annotated[str | None, typer.Option(help="CLIP model (a directory, or a hub id already in the HF cache): "
-                                                "text similarity and CLIP temporal consistency")]
-Dino = Annotated[str | None, typer.Option(help="DINO / DINOv2 model (a directory or a cached hub id): DINO "
-                                                "temporal consistency (DeT's definition)")]
+    handle_errors(lambda: serve(runs, host, port))
 
 
 @app.command("metrics")
@@ -424,67 +287,7 @@ def metrics_command(
             atomic_write_text(json_out, text + "\n")
         typer.echo(text)
 
-    _run(act)
-
-
-bench = typer.Typer(no_args_is_help=True, help="FYM MotionBench: run suites and report.")
-app.add_typer(bench, name="bench")
-
-
-@bench.command("run")
-def bench_run(
-    manifest: Annotated[str, typer.Argument(help="suite YAML, a folder of videos (prompts.txt / MTBench), or "
-                                                 "'shapesworld' (the shipped suite)")],
-    out: Out,
-    methods: Annotated[str, typer.Option(help="comma-separated: fym, fym-no-heads, fym-no-rope, fym-dense, "
-                                              "fym-spatial-on, two-stage-lora, full-lora, base")] = "fym",
-    model: Model = None,
-    device: Device = None,
-    config: ConfigFile = None,
-    seeds: Annotated[str, typer.Option(help="comma-separated generation seeds")] = "0",
-    clip: Clip = None,
-    dino: Dino = None,
-) -> None:
-    """Run every case x target prompt x method x seed not done yet; results in OUT/results.jsonl."""
-
-    def act() -> None:
-        from .bench.runner import run_suite
-
-        overrides = load_yaml_settings(config) if config is not None else {}
-        try:
-            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-        except ValueError:
-            raise InputError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
-        typer.echo(str(run_suite(manifest, methods, out, model, device, overrides, seed_list, clip, dino)))
-
-    _run(act)
-
-
-@bench.command("report")
-def bench_report(
-    bench_dir: Annotated[Path, typer.Argument(help="a benchmark directory (the --out of `fym bench run`)")],
-) -> None:
-    """Write results.csv, results.json, results.md, plots/ and index.html from BENCH_DIR's results."""
-    from .bench.report import write_report
-
-    def act() -> None:
-        for name, path in write_report(bench_dir).items():
-            typer.echo(f"{name}: {path}")
-
-    _run(act)
-
-
-@bench.command("fetch")
-def bench_fetch(
-    suite: Annotated[str, typer.Option(help="a shipped suite or a suite YAML with DAVIS cases")] = "fym-motionbench-v1",
-    data: Annotated[Path, typer.Option(help="folder for the archive, clips and manifest to run")] = Path("data"),
-    url: Annotated[str | None, typer.Option(help="download from here instead (same pinned SHA-256)")] = None,
-    archive: Annotated[Path | None, typer.Option(help="the archive, downloaded by hand: verified, not fetched")] = None,
-) -> None:
-    """Download and verify the DAVIS archive, cut each case's clip, print the manifest for `fym bench run`."""
-    from .bench.fetch import fetch_suite
-
-    _run(lambda: typer.echo(str(fetch_suite(suite, data, url, archive))))
+    handle_errors(act)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m follow_your_motion.cli`
