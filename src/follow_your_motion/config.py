@@ -26,7 +26,7 @@ class Settings(BaseModel):
 
 class ModelSettings(Settings):
     source: str | None = None  # hub id or local diffusers directory; None = the embedded toy model
-    family: Literal["auto", "wan", "toy"] = "auto"
+    family: Literal["auto", "wan", "ltx", "cogvideox", "toy"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
     offload: bool = False
@@ -181,6 +181,10 @@ RECIPES: dict[str, dict] = {
     # Wan2.2-I2V-A14B on top of "wan" (the Wan2.2 release's i2v-A14B config: 40 steps, guidance 3.5 for both
     # experts).
     "wan2.2-i2v-a14b": {"generate": {"steps": 40, "guidance": 3.5, "guidance_2": 3.5}},
+    # LTX-Video 0.9.x (backbones/ltx.py)
+    "ltx": {},
+    # CogVideoX 1.0 / 1.5 (backbones/cogvideox.py)
+    "cogvideox": {},
     # The embedded ShapesWorld model: 9 frames of 32x32 pixels, seconds per stage on a CPU.
     "toy": {
         "video": {"auto_frames": 9, "auto_size": (32, 32)},

@@ -11,12 +11,24 @@ from ..errors import InputError
 from .base import Backbone
 
 # diffusers pipeline class (model_index.json "_class_name") -> family
-PIPELINE_FAMILIES = {"WanPipeline": "wan", "WanImageToVideoPipeline": "wan"}
+PIPELINE_FAMILIES = {"WanPipeline": "wan", "WanImageToVideoPipeline": "wan", "LTXPipeline": "ltx",
+                     "CogVideoXPipeline": "cogvideox"}
 # pipelines of a supported family that this project does not run (yet): refused by name, never loaded as another
 REFUSED_PIPELINES = {
     "WanVACEPipeline": "Wan VACE",
     "WanAnimatePipeline": "Wan Animate",
     "WanVideoToVideoPipeline": "Wan video-to-video",
+    "LTXImageToVideoPipeline": "LTX-Video image-to-video",
+    "LTXConditionPipeline": "LTX-Video conditioning",
+    "CogVideoXImageToVideoPipeline": "CogVideoX image-to-video",
+    "CogVideoXVideoToVideoPipeline": "CogVideoX video-to-video",
+    "CogVideoXFunControlPipeline": "CogVideoX Fun control",
+}
+# hub ids of other families, known without their model_index.json (read from the cache when present)
+HUB_FAMILIES = {
+    "Lightricks/LTX-Video": "ltx", "Lightricks/LTX-Video-0.9.5": "ltx", "Lightricks/LTX-Video-0.9.7-dev": "ltx",
+    "THUDM/CogVideoX-2b": "cogvideox", "THUDM/CogVideoX-5b": "cogvideox", "THUDM/CogVideoX1.5-5B": "cogvideox",
+    "zai-org/CogVideoX-2b": "cogvideox", "zai-org/CogVideoX-5b": "cogvideox", "zai-org/CogVideoX1.5-5B": "cogvideox",
 }
 # hub ids whose variant is known without their model_index.json (which is read from the cache when present)
 HUB_VARIANTS = {
@@ -62,10 +74,10 @@ def model_index(source: str) -> tuple[dict | None, Path | None]:
 
 def detect_family(source: str) -> str:
     """Family of a local directory (a toy model folder, or a pipeline's model_index.json); a hub id that is not
-    in the local cache is taken for Wan."""
+    in the local cache is looked up in `HUB_FAMILIES`, else taken for Wan."""
     index, _ = model_index(source)
     if index is None:
-        return "toy" if is_toy_model_dir(Path(source).expanduser()) else "wan"
+        return "toy" if is_toy_model_dir(Path(source).expanduser()) else HUB_FAMILIES.get(source, "wan")
     name = index.get("_class_name", "")
     if name in REFUSED_PIPELINES:
         raise InputError(f"model {source!r} is a {REFUSED_PIPELINES[name]} pipeline ({name}), which this project "
@@ -111,7 +123,15 @@ def backbone_class(family: str) -> type[Backbone]:
         from .wan import WanBackbone
 
         return WanBackbone
-    raise InputError(f"unknown model family {family!r} (supported: wan, toy)")
+    if family == "ltx":
+        from .ltx import LTXBackbone
+
+        return LTXBackbone
+    if family == "cogvideox":
+        from .cogvideox import CogVideoXBackbone
+
+        return CogVideoXBackbone
+    raise InputError(f"unknown model family {family!r} (supported: wan, ltx, cogvideox, toy)")
 
 
 def load_backbone(
