@@ -157,18 +157,31 @@ class TransferConfig(Settings):
             raise InputError(f"{path}: invalid config ({str(err).splitlines()[0]})") from err
 
 
+def merge(base: dict, override: dict) -> dict:
+    """Recursive dict update: `override` wins, nested sections merge."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+# The paper's tuning (rank 128, ~3000 / ~2000 steps) in bf16 with gradient checkpointing, for the real models; each
+# family's recipe adds its frames, size, K and sampler.
+PAPER_TUNING: dict[str, dict] = {
+    "model": {"dtype": "bfloat16"},
+    "spatial": {"rank": 128, "steps": 3000, "grad_checkpointing": True, "mixed_precision": "bf16"},
+    "motion": {"rank": 128, "steps": 2000, "grad_checkpointing": True, "mixed_precision": "bf16"},
+}
+
 # Per-backbone defaults; a user's explicit settings override them.
 RECIPES: dict[str, dict] = {
-    # The paper's settings where known (rank 128, ~3000 / ~2000 steps, 81 frames at 480x832, K=5 latent
-    # frames), the release's optimiser (AdamW 1e-4, weight decay 0.1 / 0.5), Wan's sampler defaults.
-    "wan": {
-        "model": {"dtype": "bfloat16"},
+    # The paper's settings where known (81 frames at 480x832, K=5 latent frames), the release's optimiser (AdamW
+    # 1e-4, weight decay 0.1 / 0.5), Wan's sampler defaults.
+    "wan": merge(PAPER_TUNING, {
         "video": {"auto_frames": 81, "auto_size": (480, 832)},
-        "spatial": {"rank": 128, "steps": 3000, "grad_checkpointing": True, "mixed_precision": "bf16"},
-        "motion": {"rank": 128, "steps": 2000, "keep_frames": 5, "grad_checkpointing": True,
-                   "mixed_precision": "bf16"},
+        "motion": {"keep_frames": 5},
         "generate": {"steps": 50, "guidance": 5.0},
-    },
+    }),
     # Wan2.2-T2V-A14B on top of "wan" (the Wan2.2 release's t2v-A14B config: 40 sampling steps, guidance 4.0 for
     # the high-noise and 3.0 for the low-noise expert, 81 frames; it samples 480P and 720P, the 480P size is kept).
     "wan2.2-t2v-a14b": {"generate": {"steps": 40, "guidance": 4.0, "guidance_2": 3.0}},
@@ -181,10 +194,27 @@ RECIPES: dict[str, dict] = {
     # Wan2.2-I2V-A14B on top of "wan" (the Wan2.2 release's i2v-A14B config: 40 steps, guidance 3.5 for both
     # experts).
     "wan2.2-i2v-a14b": {"generate": {"steps": 40, "guidance": 3.5, "guidance_2": 3.5}},
-    # LTX-Video 0.9.x (backbones/ltx.py)
-    "ltx": {},
-    # CogVideoX 1.0 / 1.5 (backbones/cogvideox.py)
-    "cogvideox": {},
+    # LTX-Video 0.9.x (backbones/ltx.py). bf16: the dtype diffusers' LTX-Video docs recommend. 161 frames of
+    # 512x704 at 25 fps: LTXPipeline.__call__'s defaults (num_frames, height, width, frame_rate; the RoPE's time
+    # axis assumes the frame rate); 161 frames are 21 latent frames, as Wan's 81, so K = 5 keeps the paper's
+    # ratio. Rank, steps and K: the paper's, as for Wan. Training noise levels are shifted by the sampler's
+    # shift at this size (LTXBackbone.flow_shift). 50 steps, guidance 3: LTXPipeline.__call__'s defaults.
+    "ltx": merge(PAPER_TUNING, {
+        "video": {"auto_frames": 161, "auto_size": (512, 704), "fps": 25.0},
+        "motion": {"keep_frames": 5},
+        "generate": {"steps": 50, "guidance": 3.0},
+    }),
+    # CogVideoX (backbones/cogvideox.py), for CogVideoX-5B (and 2B). bf16: the model card's precision for 5B.
+    # 49 frames of 480x720 at 8 fps: the model cards ("6 seconds, 8 frames per second, 720 x 480") and
+    # CogVideoXPipeline.__call__'s defaults (the transformer's sample_frames 49, sample_height/width 60/90 latent
+    # cells). 49 frames are 13 latent frames: K = 3 keeps the paper's ratio (5 of Wan's 21). Rank and steps: the
+    # paper's, as for Wan. 50 steps, guidance 6: CogVideoXPipeline.__call__'s defaults (num_inference_steps,
+    # guidance_scale), as in the model card's example.
+    "cogvideox": merge(PAPER_TUNING, {
+        "video": {"auto_frames": 49, "auto_size": (480, 720), "fps": 8.0},
+        "motion": {"keep_frames": 3},
+        "generate": {"steps": 50, "guidance": 6.0},
+    }),
     # The embedded ShapesWorld model: 9 frames of 32x32 pixels, seconds per stage on a CPU.
     "toy": {
         "video": {"auto_frames": 9, "auto_size": (32, 32)},
@@ -194,14 +224,6 @@ RECIPES: dict[str, dict] = {
         "generate": {"steps": 20, "guidance": 3.0},
     },
 }
-
-
-def merge(base: dict, override: dict) -> dict:
-    """Recursive dict update: `override` wins, nested sections merge."""
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def recipe_config(family: str, overrides: dict) -> TransferConfig:

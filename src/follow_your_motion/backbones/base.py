@@ -5,8 +5,8 @@ generation) is written once against `Backbone`. Everything that differs between 
 later families lives in a subclass: how to load and encode (to an opaque `Conditioning`), which transformers
 (`Expert`s) serve which noise levels, where each one's self-attention projections are (`AttentionSite`), how
 to run an expert on a subset of frames with chosen temporal positions, how to hand over the queries and keys
-of the video tokens, and how LoRA files are named for the family's tools. The training objective (flow
-matching) is the method's (`method/objective.py`).
+of the video tokens, and how LoRA files are named for the family's tools. The training objectives (rectified flow,
+v-prediction) are the method's (`method/objective.py`); a backbone only says which one it was trained with.
 """
 
 from __future__ import annotations
@@ -179,6 +179,10 @@ class Backbone(ABC):
     dtype: torch.dtype
     num_train_timesteps: int = 1000
     flow_shift: float = 1.0  # the family's sampler shift, the default shift of training noise levels
+    # The objective the family was trained with (method/objective.py): rectified flow (Wan, the toy model), or
+    # v-prediction on a DDPM schedule (CogVideoX), whose alphas_cumprod (num_train_timesteps,) the backbone gives.
+    objective: Literal["flow", "v_prediction"] = "flow"
+    alphas_cumprod: torch.Tensor | None = None
     # whether the model animates a given first frame: never (text-to-video), always (image-to-video), or when
     # given one (Wan2.2-TI2V)
     image_mode: Literal["none", "required", "optional"] = "none"

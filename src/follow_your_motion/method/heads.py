@@ -22,7 +22,7 @@ import torch
 from ..backbones.base import Backbone, Conditioning, Expert
 from ..config import HeadSettings
 from ..errors import InputError
-from .objective import noisy_sample
+from .objective import capture_sample
 
 
 @dataclass
@@ -212,8 +212,7 @@ def classify_heads(
     queries = torch.randperm(tokens, generator=generator)[:n].sort().values
     noise = backbone.draw_noise(latents.shape, generator).to(latents)
     sigma_used = capture_sigma(expert, settings.sigma)
-    sigma = torch.full((latents.shape[0],), sigma_used)
-    noisy, timesteps, _ = noisy_sample(latents, noise, sigma, backbone.num_train_timesteps)
+    noisy, timesteps, recorded = capture_sample(backbone, latents, noise, sigma_used)  # v-prediction: its timestep
     scores: dict[int, HeadScores] = {}
     masks = template_masks(queries, grid, settings.radius)
     on_device: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # the template rows, moved once per pass
@@ -231,6 +230,7 @@ def classify_heads(
     head_map = classify([scores[i] for i in range(len(expert.sites))], settings)
     if sigma_used != settings.sigma:
         head_map.settings["sigma_used"] = sigma_used
+    head_map.settings.update(recorded)
     return head_map
 
 

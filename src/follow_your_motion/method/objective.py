@@ -1,15 +1,27 @@
-"""The training objective: rectified flow matching (noise levels, noising, the velocity target).
+"""The training objectives: rectified flow matching (Wan, LTX-Video, the toy model) and v-prediction on a DDPM
+schedule (CogVideoX).
 
-It belongs to the method, not to a model family: a family only gives its sampler shift (`flow_shift`), its
-timestep scale (`num_train_timesteps`) and its noise prior (`draw_noise`); an expert gives the noise levels it
-serves.
+They belong to the method, not to a model family: a family only says which one it was trained with
+(`Backbone.objective`), and gives its sampler shift (`flow_shift`), its timestep scale (`num_train_timesteps`), its
+noise prior (`draw_noise`) and, for v-prediction, its schedule (`alphas_cumprod`); an expert gives the noise levels it
+serves. The training loop and stage 1 call `training_sample` and `capture_sample`, which choose by that attribute, so
+the method never asks which family it runs.
+
+Noise levels are sigma in (0, 1] for both: the weight of the noise in the noisy sample (rectified flow: x_t =
+(1 - sigma) x0 + sigma n; v-prediction: sigma_t = sqrt(1 - a_t)), so an expert's `sigma_range` and `heads.sigma` mean
+the same thing for every family.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..backbones.base import Backbone
 
 
 def shift_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
@@ -46,3 +58,82 @@ def noisy_sample(latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tenso
     s = sigmas.view(-1, *([1] * (latents.ndim - 1))).to(latents)
     noisy = (1 - s) * latents + s * noise
     return noisy, sigmas * num_train_timesteps, noise - latents
+
+
+# -- v-prediction on a DDPM schedule (CogVideoX) ------------------------------------------------------------------
+def schedule_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """sigma_t = sqrt(1 - a_t) of every timestep t: the noise's weight, increasing with t."""
+    return (1 - alphas_cumprod.double()).sqrt()
+
+
+def timestep_range(alphas_cumprod: torch.Tensor, sigma_range: tuple[float, float]) -> tuple[int, int]:
+    """The timesteps [lo, hi) whose sigma_t lies in `sigma_range` (lo <= sigma_t < hi; hi = 1 takes the last one)."""
+    sigmas = schedule_sigmas(alphas_cumprod)
+    lo, hi = sigma_range
+    first = int(torch.searchsorted(sigmas, torch.tensor(lo, dtype=torch.float64)))
+    end = len(sigmas) if hi >= 1.0 else int(torch.searchsorted(sigmas, torch.tensor(hi, dtype=torch.float64)))
+    if end <= first:
+        raise InputError(f"no timestep of the schedule has a noise level in [{lo}, {hi})")
+    return first, end
+
+
+def timestep_for_sigma(alphas_cumprod: torch.Tensor, sigma: float) -> int:
+    """The timestep whose sigma_t = sqrt(1 - a_t) is closest to `sigma` (stage 1's `heads.sigma`)."""
+    return int((schedule_sigmas(alphas_cumprod) - sigma).abs().argmin())
+
+
+def sample_timesteps(n: int, generator: torch.Generator, weighting: str, shift: float, steps: tuple[int, int],
+                     num_train_timesteps: int) -> torch.Tensor:
+    """Integer training timesteps in [lo, hi): the levels of `sample_sigmas` read on the timestep axis (t = level *
+    T), so "uniform" with shift 1 over the whole schedule is uniform over 0..T-1, as CogVideoX's own fine-tuning
+    draws them, and the same u is drawn from `generator` as for rectified flow."""
+    lo, hi = steps
+    levels = sample_sigmas(n, generator, weighting, shift, (lo / num_train_timesteps, hi / num_train_timesteps))
+    return (levels.double() * num_train_timesteps).floor().long().clamp(lo, hi - 1)
+
+
+def v_prediction_sample(latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+                        alphas_cumprod: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DDPM noising with a velocity target, as diffusers' schedulers compute them (`add_noise`, `get_velocity`):
+    x_t = sqrt(a_t) x0 + sqrt(1 - a_t) n, v = sqrt(a_t) n - sqrt(1 - a_t) x0, with a_t = alphas_cumprod[t]. The MSE
+    on v equals CogVideoX's own fine-tuning loss (the x0 error weighted by 1 / (1 - a_t))."""
+    a = alphas_cumprod.to(latents.device, latents.dtype)[timesteps.to(latents.device)]
+    a = a.view(-1, *([1] * (latents.ndim - 1)))
+    sqrt_a, sqrt_one_minus_a = a**0.5, (1 - a) ** 0.5
+    noisy = sqrt_a * latents + sqrt_one_minus_a * noise
+    return noisy, timesteps, sqrt_a * noise - sqrt_one_minus_a * latents
+
+
+# -- what the method calls ----------------------------------------------------------------------------------------
+def _schedule(backbone: Backbone) -> torch.Tensor:
+    if backbone.alphas_cumprod is None:
+        raise InputError(f"{type(backbone).__name__} is a v-prediction model but gives no alphas_cumprod")
+    return backbone.alphas_cumprod
+
+
+def training_sample(backbone: Backbone, latents: torch.Tensor, noise: torch.Tensor, generator: torch.Generator,
+                    weighting: str, shift: float, sigma_range: tuple[float, float] = (0.0, 1.0)
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training step's (noisy latents, model timesteps, target), by the backbone's objective: noise levels drawn
+    with `weighting` and `shift` within the expert's `sigma_range` (v-prediction: the timesteps of that range)."""
+    if backbone.objective == "v_prediction":
+        schedule = _schedule(backbone)
+        steps = timestep_range(schedule, sigma_range)
+        timesteps = sample_timesteps(len(latents), generator, weighting, shift, steps, len(schedule))
+        return v_prediction_sample(latents, noise, timesteps, schedule)
+    sigmas = sample_sigmas(len(latents), generator, weighting, shift, sigma_range)
+    return noisy_sample(latents, noise, sigmas, backbone.num_train_timesteps)
+
+
+def capture_sample(backbone: Backbone, latents: torch.Tensor, noise: torch.Tensor, sigma: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float | int]]:
+    """Stage 1's noisy latents and timesteps at noise level `sigma`, and what to record about them: nothing for
+    rectified flow (the level is exact); for v-prediction the timestep whose sigma_t is closest and that sigma_t."""
+    batch = latents.shape[0]
+    if backbone.objective == "v_prediction":
+        schedule = _schedule(backbone)
+        t = timestep_for_sigma(schedule, sigma)
+        noisy, timesteps, _ = v_prediction_sample(latents, noise, torch.full((batch,), t), schedule)
+        return noisy, timesteps, {"timestep_used": t, "sigma_of_timestep": float(schedule_sigmas(schedule)[t])}
+    noisy, timesteps, _ = noisy_sample(latents, noise, torch.full((batch,), sigma), backbone.num_train_timesteps)
+    return noisy, timesteps, {}

@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..runs import RunDir, atomic_save_tensors, load_tensors
 from .lora import adapter_state, load_adapter_state, set_trainable
 from .losses import flow_matching_loss, motion_loss
-from .objective import noisy_sample, sample_sigmas
+from .objective import training_sample
 from .sparse import rope_positions, sample_frames, step_generator
 
 
@@ -76,11 +76,13 @@ def motion_inputs(latents: torch.Tensor, cond: Conditioning, settings: MotionSet
 def shard_frozen_base(transformer: torch.nn.Module, trainable: list[torch.nn.Parameter]) -> None:
     """FSDP2: shard every transformer block's frozen weights across the processes (what lets a 14B model
     fit), leaving the small LoRA weights replicated, so optimizer state and checkpoints stay plain tensors
-    exactly as in a single process. Blocks are the model's `_no_split_modules` classes."""
+    exactly as in a single process."""
     from torch.distributed.fsdp import fully_shard
 
     ignored = set(trainable)
-    block_types = set(getattr(transformer, "_no_split_modules", None) or ())
+    # blocks: the model's `_no_split_modules` classes, else its `_repeated_blocks` (LTX-Video declares only those)
+    block_types = set(getattr(transformer, "_no_split_modules", None) or getattr(transformer, "_repeated_blocks", None)
+                      or ())
     for module in transformer.modules():
         if type(module).__name__ in block_types:
             fully_shard(module, ignored_params=ignored)
@@ -166,8 +168,8 @@ def train_adapter(
                 batch = inputs(step, generator)
                 latents = batch.latents.to(backbone.device)
                 noise = backbone.draw_noise(latents.shape, generator).to(latents)
-                sigmas = sample_sigmas(len(latents), generator, settings.timestep_weighting, shift, expert.sigma_range)
-                noisy, timesteps, target = noisy_sample(latents, noise, sigmas, backbone.num_train_timesteps)
+                noisy, timesteps, target = training_sample(backbone, latents, noise, generator,
+                                                           settings.timestep_weighting, shift, expert.sigma_range)
                 with torch.autocast(backbone.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     pred = backbone.predict(expert, noisy, timesteps, batch.cond, batch.frame_positions)
                 if batch.cond.fixed_frames:  # frames given clean are not predicted: leave them out

@@ -1,0 +1,374 @@
+"""The LTX-Video family (diffusers `LTXPipeline`, `LTXVideoTransformer3DModel`, `AutoencoderKLLTXVideo`) behind
+the backbone interface: LTX-Video 0.9.x text-to-video, one transformer for all noise levels.
+
+The VAE compresses 32x in space and 8x in time (pixel frames 8k+1) and the transformer's patch is 1, so every
+latent cell is one token. The pipeline packs latents (B, C, F, h, w) into tokens itself, frame-major (f, h, w),
+and `predict` does the same (`LTXPipeline._pack_latents` / `_unpack_latents`).
+
+Self-attention is `transformer_blocks.N.attn1` with separate to_q/to_k/to_v/to_out.0 projections; `attn2` is
+cross-attention to the T5 prompt and not a LoRA target. q and k are RMS-normalised across all heads (like Wan),
+and the rotary embedding is applied over the whole inner width before the heads are split: its channel pairs
+cycle through (time, row, column) coordinates, which the transformer computes from the latent grid scaled by
+`rope_interpolation_scale` (time: vae temporal stride / frame rate, i.e. seconds; space: the vae stride).
+Adaptive RoPE replaces only the time coordinate of each frame's tokens, through the transformer's own
+`video_coords` input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, LTXPipeline
+from diffusers.models.transformers.transformer_ltx import apply_rotary_emb
+from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
+from safetensors.torch import load_file
+from torch import nn
+
+from ..errors import InputError
+from .base import (
+    AttentionSite,
+    Backbone,
+    Conditioning,
+    Expert,
+    QKCallback,
+    VideoGeometry,
+    second_adapter_allowed,
+)
+
+FRAME_RATE = 25  # LTXPipeline.__call__'s default `frame_rate`: the time axis of the RoPE is in seconds of it
+TEXT_LENGTH = 128  # LTXPipeline.__call__'s default `max_sequence_length` of the T5 prompt
+# The clip size the training noise levels are shifted for: LTXPipeline.__call__'s defaults (161 frames of
+# 512x704), as the `ltx` recipe in config.py. The sampler shifts by exp(mu), mu growing with the token count.
+SHIFT_FRAMES, SHIFT_SIZE = 161, (512, 704)
+# diffusers' LTX-Video docs, for the timestep-aware VAE of LTX-Video 0.9.1 and later
+DECODE_TIMESTEP, DECODE_NOISE_SCALE = 0.05, 0.025
+COMFY_PREFIX = "diffusion_model"  # ComfyUI's LTXV model names its modules as diffusers does, under this prefix
+
+
+class ModelLoadError(InputError):
+    """The model source could not be loaded; the message says which and why."""
+
+
+class PositionedRope(nn.Module):
+    """LTX-Video's rotary embedding whose temporal coordinates can be replaced for one forward pass.
+
+    With `frame_positions` unset it is the stock module, untouched (bit-identical outputs). With positions set,
+    it builds the video coordinates the stock module would build from the grid, with the frame axis at the given
+    (possibly fractional) positions, and hands them to the stock module as `video_coords`."""
+
+    def __init__(self, rope: nn.Module) -> None:
+        super().__init__()
+        self.inner = rope
+        self.frame_positions: torch.Tensor | None = None
+
+    def video_coords(self, batch: int, num_frames: int, height: int, width: int,
+                     scale: tuple[float, float, float], device: torch.device) -> torch.Tensor:
+        """(B, 3, S) coordinates, scaled as `_prepare_video_coords` scales them, before its division by the base
+        sizes (which the stock module applies to `video_coords`): the same float32 operations in the same order,
+        so positions 0..F-1 give exactly the stock tables."""
+        rope = self.inner
+        grid_f = self.frame_positions.detach().to(device, torch.float32)
+        grid_h = torch.arange(height, dtype=torch.float32, device=device)
+        grid_w = torch.arange(width, dtype=torch.float32, device=device)
+        grid = torch.stack(torch.meshgrid(grid_f, grid_h, grid_w, indexing="ij"), dim=0)
+        coords = torch.stack([grid[0] * scale[0] * rope.patch_size_t,
+                              grid[1] * scale[1] * rope.patch_size,
+                              grid[2] * scale[2] * rope.patch_size])
+        return coords.flatten(1, 3).unsqueeze(0).expand(batch, -1, -1)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        rope_interpolation_scale: tuple[float, float, float] | None = None,
+        video_coords: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.frame_positions is None:
+            return self.inner(hidden_states, num_frames, height, width, rope_interpolation_scale, video_coords)
+        if video_coords is not None or rope_interpolation_scale is None:
+            raise InputError("frame positions need the grid and rope_interpolation_scale, not video_coords")
+        if len(self.frame_positions) != num_frames:
+            raise InputError(f"{len(self.frame_positions)} frame positions for {num_frames} latent frames")
+        coords = self.video_coords(hidden_states.shape[0], num_frames, height, width, rope_interpolation_scale,
+                                   hidden_states.device)
+        return self.inner(hidden_states, video_coords=coords)
+
+
+def load_ltx_pipeline(source: str, dtype: torch.dtype) -> LTXPipeline:
+    """Load a diffusers LTXPipeline from a hub id or a `save_pretrained` directory, with clear errors."""
+    path = Path(source).expanduser()
+    looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1
+    if looks_local and not (path / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"model {source!r}: not a diffusers pipeline directory (no model_index.json) and not a hub id"
+        )
+    try:
+        pipe = DiffusionPipeline.from_pretrained(
+            str(path) if looks_local else source, dtype={"default": dtype, "vae": torch.float32}
+        )
+    except (OSError, ValueError, RuntimeError) as err:  # missing files, bad weights, offline hub
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"model {source!r} could not be loaded: {first}") from err
+    if not isinstance(pipe, LTXPipeline):
+        raise ModelLoadError(f"model {source!r} is a {type(pipe).__name__}, not an LTX-Video text-to-video pipeline")
+    return pipe  # the VAE stays in float32, as for Wan: latents are cached once and reused by every stage
+
+
+def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
+    """LTX's self-attention (`transformer_blocks.N.attn1`): video tokens only, q/k RMS-normalised across heads."""
+    config = transformer.config
+    return [
+        AttentionSite(q=f"transformer_blocks.{i}.attn1.to_q", k=f"transformer_blocks.{i}.attn1.to_k",
+                      v=f"transformer_blocks.{i}.attn1.to_v", o=f"transformer_blocks.{i}.attn1.to_out.0",
+                      heads=config.num_attention_heads, head_dim=config.attention_head_dim, text_tokens="none",
+                      qk_norm="across_heads")
+        for i in range(config.num_layers)
+    ]
+
+
+def sampler_shift(scheduler_config: dict, tokens: int) -> float:
+    """The shift LTXPipeline's sampler applies to a video of `tokens` tokens: it passes mu = calculate_shift(tokens)
+    to the scheduler, whose exponential time shift exp(mu) / (exp(mu) + 1/s - 1) is the flow shift exp(mu) (the
+    linear one is the shift mu). A scheduler without dynamic shifting uses its fixed `shift`."""
+    if not scheduler_config.get("use_dynamic_shifting"):
+        return float(scheduler_config.get("shift", 1.0))
+    mu = calculate_shift(
+        tokens,
+        scheduler_config.get("base_image_seq_len", 256),
+        scheduler_config.get("max_image_seq_len", 4096),
+        scheduler_config.get("base_shift", 0.5),
+        scheduler_config.get("max_shift", 1.15),
+    )
+    return math.exp(mu) if scheduler_config.get("time_shift_type", "exponential") == "exponential" else mu
+
+
+def comfyui_to_diffusers(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
+    """A ComfyUI-native LTXV LoRA (`diffusion_model.<module>.lora_A.weight`, `.lora_B.weight`, optional `.alpha`)
+    as diffusers' keys and the adapter config they need: diffusers' own converter renames the weights, but its
+    `load_lora_weights` refuses `.alpha` keys, so the (single) alpha goes into the config instead; without alpha
+    keys the alpha is the rank, as ComfyUI reads such a file (scale 1)."""
+    alphas = {float(v) for k, v in state.items() if k.endswith(".alpha")}
+    weights = {k: v for k, v in state.items() if not k.endswith(".alpha")}
+    converted = LTXPipeline.lora_state_dict(weights)
+    ranks = {v.shape[0] for k, v in converted.items() if k.endswith(".lora_A.weight")}
+    if len(ranks) != 1 or len(alphas) > 1:
+        raise InputError(f"a LoRA with several ranks {sorted(ranks)} or alphas {sorted(alphas)} (one of each is "
+                         "supported)")
+    rank = ranks.pop()
+    modules = sorted({k.removeprefix("transformer.").rsplit(".", 2)[0] for k in converted})
+    config = {"r": rank, "lora_alpha": alphas.pop() if alphas else float(rank), "target_modules": modules}
+    return converted, {f"transformer.{key}": value for key, value in config.items()}
+
+
+class LTXBackbone(Backbone):
+    """LTX-Video through diffusers. `frame_rate` is the rate the RoPE's time axis assumes in tuning and sampling
+    (LTXPipeline's default 25); `text_length` the padded T5 prompt length (128)."""
+
+    name = "ltx"
+
+    def __init__(
+        self,
+        pipe: LTXPipeline,
+        device: str | torch.device = "cpu",
+        offload: bool = False,
+        frame_rate: int = FRAME_RATE,
+        text_length: int = TEXT_LENGTH,
+    ) -> None:
+        super().__init__()
+        self.pipe = pipe
+        transformer = pipe.transformer
+        transformer.rope = PositionedRope(transformer.rope)
+        transformer.requires_grad_(False)
+        self.experts = [Expert("", transformer, attention_sites(transformer))]
+        self.device = torch.device(device)
+        self.dtype = transformer.dtype
+        self.frame_rate = frame_rate
+        self.text_length = text_length
+        if offload:
+            pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            pipe.to(self.device)
+        self.geometry = VideoGeometry(
+            temporal_stride=pipe.vae_temporal_compression_ratio,
+            spatial_stride=pipe.vae_spatial_compression_ratio,
+            patch=(transformer.config.patch_size_t, transformer.config.patch_size, transformer.config.patch_size),
+        )
+        # as LTXPipeline.__call__ builds it: time in seconds per latent frame, space in pixels per latent cell
+        self.rope_interpolation_scale = (
+            pipe.vae_temporal_compression_ratio / frame_rate,
+            pipe.vae_spatial_compression_ratio,
+            pipe.vae_spatial_compression_ratio,
+        )
+        # training noise levels are shifted as the sampler shifts them for the recipe's clip size
+        pt, p, _ = self.geometry.patch
+        height, width = SHIFT_SIZE
+        stride = self.geometry.spatial_stride
+        tokens = (self.geometry.latent_frames(SHIFT_FRAMES) // pt) * (height // stride // p) * (width // stride // p)
+        self.flow_shift = sampler_shift(dict(pipe.scheduler.config), tokens)
+
+    @classmethod
+    def load(
+        cls, source: str, dtype: torch.dtype = torch.float32, device: str = "cpu", offload: bool = False
+    ) -> LTXBackbone:
+        return cls(load_ltx_pipeline(source, dtype), device=device, offload=offload)
+
+    # -- encoding ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """The VAE latent's mode, normalised with the VAE's latents_mean/std as the pipeline does."""
+        vae = self.pipe.vae
+        dist = vae.encode(video[None].to(vae.device, vae.dtype)).latent_dist
+        latents = LTXPipeline._normalize_latents(dist.mode().float().cpu(), vae.latents_mean.float().cpu(),
+                                                 vae.latents_std.float().cpu(), vae.config.scaling_factor)
+        return latents.to(self.device)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> Conditioning:
+        """The T5 embeddings (1, L, D) and their attention mask (1, L): LTX's cross-attention masks the padding."""
+        embeds, mask, _, _ = self.pipe.encode_prompt(
+            prompt, do_classifier_free_guidance=False, max_sequence_length=self.text_length, device=self.device
+        )
+        return Conditioning({"text": embeds.to(self.dtype), "text_mask": mask})
+
+    # -- the transformers -----------------------------------------------------------------------
+    def predict(
+        self,
+        expert: Expert,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        cond: Conditioning,
+        frame_positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """As one step of LTXPipeline: packed tokens, the timestep on the 0..1000 scale (sigma * 1000, what the
+        pipeline passes from the scheduler), the prompt with its mask, the grid and rope_interpolation_scale."""
+        pt, p, _ = self.geometry.patch
+        frames, rows, cols = self.token_grid(latents)
+        rope = expert.module.rope
+        rope.frame_positions = frame_positions
+        try:
+            model = self.denoisers.get(expert.name, expert.module)
+            out = model(
+                hidden_states=LTXPipeline._pack_latents(latents.to(self.dtype), p, pt),
+                encoder_hidden_states=cond.tensors["text"].to(self.dtype),
+                timestep=timesteps.to(latents.device),
+                encoder_attention_mask=cond.tensors["text_mask"],
+                num_frames=frames,
+                height=rows,
+                width=cols,
+                rope_interpolation_scale=self.rope_interpolation_scale,
+                return_dict=False,
+            )[0]
+        finally:
+            rope.frame_positions = None
+        return LTXPipeline._unpack_latents(out, frames, rows, cols, p, pt).float()
+
+    @contextlib.contextmanager
+    def capture_qk(self, expert: Expert, callback: QKCallback) -> Iterator[None]:
+        """A forward pre-hook on every `attn1` recomputes what LTXVideoAttnProcessor computes before attention:
+        norm_q(to_q(h)), the rotary embedding over the inner width, then the split into heads (B, S, H, d);
+        tokens are frame-major, as packed."""
+        def hook_for(layer: int):
+            def hook(attn: nn.Module, args: tuple, kwargs: dict) -> None:
+                hidden = args[0] if args else kwargs["hidden_states"]
+                rotary = args[3] if len(args) > 3 else kwargs["image_rotary_emb"]
+                with torch.no_grad():
+                    q = apply_rotary_emb(attn.norm_q(attn.to_q(hidden)), rotary).unflatten(2, (attn.heads, -1))
+                    k = apply_rotary_emb(attn.norm_k(attn.to_k(hidden)), rotary).unflatten(2, (attn.heads, -1))
+                    callback(layer, q.float(), k.float())
+
+            return hook
+
+        blocks = expert.module.transformer_blocks
+        handles = [b.attn1.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, b in enumerate(blocks)]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @staticmethod
+    def comfyui_key(module_name: str) -> str:
+        """ComfyUI's LTXV model has diffusers' module names (`transformer_blocks.N.attn1.to_q`), under
+        `diffusion_model.`: what diffusers' `_convert_non_diffusers_ltxv_lora_to_diffusers` strips."""
+        return f"{COMFY_PREFIX}.{module_name}"
+
+    def save_diffusers_lora(self, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
+        target = Path(path)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            LTXPipeline.save_lora_weights(
+                tmp,
+                transformer_lora_layers=state_dict,
+                weight_name=target.name,
+                transformer_lora_adapter_metadata=metadata,
+            )
+            os.replace(Path(tmp) / target.name, target)
+
+    def load_lora(self, expert: Expert, path: str, adapter: str) -> None:
+        """A diffusers file through `LTXPipeline.load_lora_weights`, as users load it; a ComfyUI-native file
+        through diffusers' LTXV key converter and loader, with its alpha in the adapter config."""
+        try:
+            state = load_file(str(path))
+            with second_adapter_allowed():
+                if any(key.startswith(f"{COMFY_PREFIX}.") for key in state):
+                    state, metadata = comfyui_to_diffusers(state)
+                    LTXPipeline.load_lora_into_transformer(state, transformer=expert.module, adapter_name=adapter,
+                                                           metadata=metadata, _pipeline=self.pipe)
+                else:
+                    self.pipe.load_lora_weights(str(path), adapter_name=adapter)
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise InputError(f"{path}: cannot load as an LTX-Video LoRA ({str(err).splitlines()[0]})") from err
+        # diffusers creates the adapter in the model's dtype; keep the file's exact float32 values instead,
+        # so a reloaded LoRA computes what the trained one did (and can keep training).
+        for name, param in expert.module.named_parameters():
+            if ".lora_" in name and name.endswith(f".{adapter}.weight"):
+                key = "transformer." + name.removesuffix(f".{adapter}.weight") + ".weight"
+                param.data = state[key].to(param.device, torch.float32).clone()
+
+    # -- generation -----------------------------------------------------------------------------
+    def generate(
+        self,
+        prompt: str,
+        *,
+        negative_prompt: str,
+        num_frames: int,
+        height: int,
+        width: int,
+        steps: int,
+        guidance: float,
+        guidance_2: float | None = None,
+        seed: int,
+        adapter_scales: dict[str, float],
+        image: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """LTXPipeline itself, at `frame_rate`, with a CPU generator; its resolution-dependent shift is its own."""
+        self.geometry.check(num_frames, height, width)
+        self.check_image(image is not None)
+        if guidance_2 is not None:
+            raise InputError("generate.guidance_2 is the low-noise expert's guidance; this model has one transformer")
+        decode = ({"decode_timestep": DECODE_TIMESTEP, "decode_noise_scale": DECODE_NOISE_SCALE}
+                  if self.pipe.vae.config.timestep_conditioning else {})
+        with self.adapters(adapter_scales):
+            frames = self.pipe(
+                prompt=prompt,
+                negative_prompt=negative_prompt or None,
+                num_frames=num_frames,
+                height=height,
+                width=width,
+                frame_rate=self.frame_rate,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=torch.Generator("cpu").manual_seed(seed),
+                max_sequence_length=self.text_length,
+                output_type="np",
+                **decode,
+            ).frames[0]
+        return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
