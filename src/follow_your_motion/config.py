@@ -26,7 +26,7 @@ class Settings(BaseModel):
 
 class ModelSettings(Settings):
     source: str | None = None  # hub id or local diffusers directory; None = the embedded toy model
-    family: Literal["auto", "wan", "ltx", "cogvideox", "toy"] = "auto"
+    family: Literal["auto", "wan", "ltx", "cogvideox", "hunyuan_video15", "toy"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
     offload: bool = False
@@ -215,6 +215,8 @@ RECIPES: dict[str, dict] = {
         "motion": {"keep_frames": 3},
         "generate": {"steps": 50, "guidance": 6.0},
     }),
+    # HunyuanVideo 1.5 (backbones/hunyuan_video15.py)
+    "hunyuan_video15": {},
     # The embedded ShapesWorld model: 9 frames of 32x32 pixels, seconds per stage on a CPU.
     "toy": {
         "video": {"auto_frames": 9, "auto_size": (32, 32)},

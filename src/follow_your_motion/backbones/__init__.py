@@ -12,7 +12,7 @@ from .base import Backbone
 
 # diffusers pipeline class (model_index.json "_class_name") -> family
 PIPELINE_FAMILIES = {"WanPipeline": "wan", "WanImageToVideoPipeline": "wan", "LTXPipeline": "ltx",
-                     "CogVideoXPipeline": "cogvideox"}
+                     "CogVideoXPipeline": "cogvideox", "HunyuanVideo15Pipeline": "hunyuan_video15"}
 # pipelines of a supported family that this project does not run (yet): refused by name, never loaded as another
 REFUSED_PIPELINES = {
     "WanVACEPipeline": "Wan VACE",
@@ -23,12 +23,16 @@ REFUSED_PIPELINES = {
     "CogVideoXImageToVideoPipeline": "CogVideoX image-to-video",
     "CogVideoXVideoToVideoPipeline": "CogVideoX video-to-video",
     "CogVideoXFunControlPipeline": "CogVideoX Fun control",
+    "HunyuanVideo15ImageToVideoPipeline": "HunyuanVideo 1.5 image-to-video",
+    "HunyuanVideoPipeline": "HunyuanVideo 1.0",
 }
 # hub ids of other families, known without their model_index.json (read from the cache when present)
 HUB_FAMILIES = {
     "Lightricks/LTX-Video": "ltx", "Lightricks/LTX-Video-0.9.5": "ltx", "Lightricks/LTX-Video-0.9.7-dev": "ltx",
     "THUDM/CogVideoX-2b": "cogvideox", "THUDM/CogVideoX-5b": "cogvideox", "THUDM/CogVideoX1.5-5B": "cogvideox",
     "zai-org/CogVideoX-2b": "cogvideox", "zai-org/CogVideoX-5b": "cogvideox", "zai-org/CogVideoX1.5-5B": "cogvideox",
+    "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v": "hunyuan_video15",
+    "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_t2v": "hunyuan_video15",
 }
 # hub ids whose variant is known without their model_index.json (which is read from the cache when present)
 HUB_VARIANTS = {
@@ -131,7 +135,11 @@ def backbone_class(family: str) -> type[Backbone]:
         from .cogvideox import CogVideoXBackbone
 
         return CogVideoXBackbone
-    raise InputError(f"unknown model family {family!r} (supported: wan, ltx, cogvideox, toy)")
+    if family == "hunyuan_video15":
+        from .hunyuan_video15 import HunyuanVideo15Backbone
+
+        return HunyuanVideo15Backbone
+    raise InputError(f"unknown model family {family!r} (supported: wan, ltx, cogvideox, hunyuan_video15, toy)")
 
 
 def load_backbone(
