@@ -278,14 +278,14 @@ def _bad_cases(inputs, b: Path, finished: Path, partial: Path) -> dict[str, tupl
         "text as video": (transfer_args(inputs, finished, ref=b / "text" / "ref.mp4"), finished,
                           "not a readable video"),
         "too few frames": (transfer_args(inputs, finished, ref=b / "short.mp4"), finished,
-                           "short.mp4: clip has 3 frames, but motion transfer on this model needs at least 5 (4k+1, "
-                           "two latent frames): use a longer clip"),
+                           "short.mp4: clip has 3 frames, but motion transfer on this model needs at least 5 (4k+1; "
+                           "fewer have no motion to learn): use a longer clip"),
         "more frames than the clip": ([*transfer_args(inputs, finished), "--frames", 13], finished,
                                       "ref.mp4: clip has 9 frames, but --frames (video.frames) asks for 13: pass "
                                       "--frames 9 or fewer"),
         "too few frames at fps": ([*transfer_args(inputs, finished), "--fps", 2], finished,
                                   "clip has 3 frames (at --fps 2), but motion transfer on this model needs at least 5 "
-                                  "(4k+1, two latent frames): use a longer clip or a higher --fps"),
+                                  "(4k+1; fewer have no motion to learn): use a longer clip or a higher --fps"),
         "bad size": ([*transfer_args(inputs, finished), "--size", "32by32"], finished,
                      "--size must be HxW in pixels"),
         "frames not 4k+1": (transfer_args(inputs, finished, ref=b / "long.mp4", config=b / "frames.yaml"), finished,

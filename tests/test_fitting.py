@@ -36,7 +36,7 @@ def test_a_short_clip_uses_the_most_valid_frames_it_has(have, expected):
 
 def test_too_short_for_motion_is_refused_naming_what_helps():
     with pytest.raises(InputError, match=r"c.mp4: clip has 4 frames, but motion transfer on this model needs at "
-                                         r"least 5 \(4k\+1, two latent frames\): use a longer clip$"):
+                                         r"least 5 \(4k\+1; fewer have no motion to learn\): use a longer clip$"):
         fit_frames(WAN_RECIPE, clip(4), WAN, "c.mp4")
     with pytest.raises(InputError, match=r"clip has 3 frames \(at --fps 12 from --start 1s\).*use a longer clip or a "
                                          r"higher --fps or an earlier --start"):  # 1.25 s at 24 fps

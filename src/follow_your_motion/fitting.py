@@ -46,7 +46,7 @@ def fit_frames(video: VideoSettings, clip: VideoClip, geometry: VideoGeometry, n
     if largest < geometry.min_frames:
         raise InputError(
             f"{name}: clip has {have} frames{where}, but motion transfer on this model needs at least "
-            f"{geometry.min_frames} ({geometry.frames_rule}, two latent frames): use {' or '.join(fixes)}"
+            f"{geometry.min_frames} ({geometry.frames_rule}; fewer have no motion to learn): use {' or '.join(fixes)}"
         )
     if video.frames is not None:
         if video.frames > have:

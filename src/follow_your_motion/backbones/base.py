@@ -148,7 +148,7 @@ class VideoGeometry:
 
     @property
     def min_frames(self) -> int:
-        """Fewest pixel frames for motion: two latent frames (one frame has no motion to learn)."""
+        """Fewest pixel frames with motion: two latent frames (a family may need more, e.g. CogVideoX)."""
         return self.pixel_frames(2)
 
     def largest_valid_frames(self, pixel_frames: int) -> int:
