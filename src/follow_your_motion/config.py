@@ -215,8 +215,17 @@ RECIPES: dict[str, dict] = {
         "motion": {"keep_frames": 3},
         "generate": {"steps": 50, "guidance": 6.0},
     }),
-    # HunyuanVideo 1.5 (backbones/hunyuan_video15.py)
-    "hunyuan_video15": {},
+    # HunyuanVideo 1.5 (backbones/hunyuan_video15.py), for the 480p text-to-video checkpoint. bf16: the released
+    # weights' dtype. 121 frames: HunyuanVideo15Pipeline.__call__'s default num_frames (5 s at the release's 24 fps);
+    # 480x848: the release's 480p size (848x480, a multiple of the VAE's 16). 121 frames are 31 latent frames, so
+    # K = 7 keeps the paper's ratio (5 of Wan's 21). Rank and steps: the paper's, as for Wan. 50 steps:
+    # HunyuanVideo15Pipeline.__call__'s default num_inference_steps; guidance 6: the release's CFG scale for
+    # text-to-video (its guider's guidance_scale). Training noise levels are shifted by the scheduler's `shift`.
+    "hunyuan_video15": merge(PAPER_TUNING, {
+        "video": {"auto_frames": 121, "auto_size": (480, 848), "fps": 24.0},
+        "motion": {"keep_frames": 7},
+        "generate": {"steps": 50, "guidance": 6.0},
+    }),
     # The embedded ShapesWorld model: 9 frames of 32x32 pixels, seconds per stage on a CPU.
     "toy": {
         "video": {"auto_frames": 9, "auto_size": (32, 32)},
@@ -280,11 +289,16 @@ def resolve_config(flags: dict | None = None, yaml_file: Path | None = None, set
                    ) -> TransferConfig:
     """The one settings precedence of the CLI, the benchmark and the Python API: the model family's recipe <
     `settings` (a dict of sections, e.g. a benchmark's overrides) < the YAML file < `flags` (only the options
-    the user actually gave). The family comes from the merged `model` section, so a YAML can choose the model."""
+    the user actually gave). The family comes from the merged `model` section, so a YAML can choose the model; it
+    is written into the result's `model.family`."""
     user = merge(settings or {}, load_yaml_settings(yaml_file) if yaml_file is not None else {})
     user = _absolute_paths(merge(user, flags or {}))
+    model = user.get("model") or {}
+    recipe = model_recipe(model)
+    # the family is recorded, so a run's config.yaml names its family even once its model directory is gone
+    user = merge(user, {"model": {"family": model_family(model)}})
     try:
-        return TransferConfig.model_validate(merge(model_recipe(user.get("model") or {}), user))
+        return TransferConfig.model_validate(merge(recipe, user))
     except ValidationError as err:
         raise InputError(f"invalid settings: {describe_validation_error(err)}") from err
 

@@ -157,6 +157,7 @@ class Transfer:
         self._reference: Reference | None = None
         self._key = ""  # cache key of the reference encodings, set by reference()
         self.on_step: StepCallback | None = None  # progress of the tuning stages; returning True stops them
+        self._head_maps: dict[str, HeadMap] | None = None  # stage 1's result, once made or read
 
     @classmethod
     def open(cls, run: Path, device: str | None = None, backbone: Backbone | None = None) -> Transfer:
@@ -224,17 +225,20 @@ class Transfer:
     # -- stages ---------------------------------------------------------------------------------
     def classify(self) -> dict[str, HeadMap]:
         """Stage 1 for every expert: expert name -> its head map (heads.json; a heads*.png per expert)."""
-        if self.run.heads.exists():
-            return load_head_maps(self.run.heads)
-        ref = self.reference()
-        maps = {e.name: classify_heads(self.backbone, e, ref.latents, ref.cond, self.cfg.heads)
-                for e in self.backbone.experts}
-        if self.state.is_main_process:
-            for expert in self.backbone.experts:
-                plot_head_map(maps[expert.name], self.run.path(f"heads{expert.suffix}.png"))
-                self.run.log("heads", expert=expert.name, **maps[expert.name].to_json()["total"])
-            atomic_write_text(self.run.heads, json.dumps(head_maps_json(maps), indent=1))
-        return maps
+        if self._head_maps is None and self.run.heads.exists():
+            self._head_maps = load_head_maps(self.run.heads)
+        if self._head_maps is None:
+            ref = self.reference()
+            maps = {e.name: classify_heads(self.backbone, e, ref.latents, ref.cond, self.cfg.heads)
+                    for e in self.backbone.experts}
+            if self.state.is_main_process:
+                for expert in self.backbone.experts:
+                    plot_head_map(maps[expert.name], self.run.path(f"heads{expert.suffix}.png"))
+                    self.run.log("heads", expert=expert.name, **maps[expert.name].to_json()["total"])
+                atomic_write_text(self.run.heads, json.dumps(head_maps_json(maps), indent=1))
+            self.state.wait_for_everyone()
+            self._head_maps = maps
+        return self._head_maps
 
     def stage_experts(self, settings: TrainSettings) -> list[Expert]:
         """The experts a LoRA stage tunes: all, or the high-noise one only (`experts: high_noise`)."""
@@ -269,9 +273,11 @@ class Transfer:
                 selection = {layer: list(range(site.heads)) for layer, site in enumerate(expert.sites)}
             else:
                 selection = self.classify()[expert.name].heads(kind)
-            add_masked_lora(expert, adapter, selection, settings.rank, settings.lora_alpha, settings.include_out,
-                            seed=settings.seed)
-            self.backbone.set_active_adapters({"spatial": 1.0, adapter: 1.0})
+            if adapter not in expert.loaded_adapters():  # made by an earlier, stopped call: its masks still hold
+                add_masked_lora(expert, adapter, selection, settings.rank, settings.lora_alpha, settings.include_out,
+                                seed=settings.seed)
+            frozen = {"spatial": 1.0} if "spatial" in expert.loaded_adapters() and adapter != "spatial" else {}
+            self.backbone.set_active_adapters(frozen | {adapter: 1.0})
             train_adapter(self.backbone, expert, self.run, stage, adapter, settings, inputs, stop_after=stop_after,
                           on_step=self.on_step, **loss)
             done = self.run.checkpoints(stage)
