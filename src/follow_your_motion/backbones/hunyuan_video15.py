@@ -1,0 +1,325 @@
+"""HunyuanVideo 1.5 (diffusers `HunyuanVideo15Pipeline`, `HunyuanVideo15Transformer3DModel`,
+`AutoencoderKLHunyuanVideo15`) behind the backbone interface: text-to-video, one transformer for all noise levels.
+
+The transformer has only dual-stream blocks (`transformer_blocks.N`, no single-stream ones). Each block's `attn` is
+JOINT attention over [video tokens, text tokens]: the video stream has its own to_q / to_k / to_v / to_out.0, the
+text stream its own add_q_proj / add_k_proj / add_v_proj / to_add_out, and q, k of both are RMS-normalised per head
+(head_dim channels). 3D RoPE is applied to the video tokens only, before the text tokens are appended
+(`HunyuanVideo15AttnProcessor2_0`), so the video tokens come first (`text_tokens="after"`). Every block is a site
+(video tokens attend to each other in each one); the LoRA targets are the video-stream projections only, so the text
+stream, and the token refiner's own self-attention over the prompt (`context_embedder...attn.to_q`), stay the base
+model's. With per-head norm and separate text projections, a head-masked LoRA here is exactly head-local.
+
+Conditioning: the Qwen2.5-VL prompt embeddings and their mask (1000 tokens after the template crop), the byT5 glyph
+embeddings and their mask (256 tokens; all zeros and masked when the prompt quotes no text), as the pipeline's
+`encode_prompt` makes them. Text-to-video feeds the transformer 2C + 1 channels, [latents, zero condition latents,
+zero mask], and 729 zero image tokens, as the pipeline does.
+
+Positions. `HunyuanVideo15RotaryPosEmbed` builds its cos / sin tables from the latent grid: per axis (time, rows,
+columns) `get_1d_rotary_pos_embed(rope_axes_dim[i], grid, rope_theta)`, concatenated. `PositionedRope` rebuilds the
+same tables with the time axis at given (possibly fractional) frame positions; stock positions are bit-identical.
+
+Objective: rectified flow (FlowMatchEulerDiscreteScheduler), timestep sigma * 1000, the scheduler's `shift` as the
+sampler shift. Guidance comes from the pipeline's `guider` component (ClassifierFreeGuidance), not a call argument.
+LoRA files: the transformer's own PEFT loader (`load_lora_adapter`) reads them; the pipeline has no LoRA mixin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, HunyuanVideo15Pipeline
+from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import nn
+
+from ..errors import InputError
+from ..runs import atomic_save_tensors
+from .base import (
+    AttentionSite,
+    Backbone,
+    Conditioning,
+    Expert,
+    QKCallback,
+    VideoGeometry,
+    second_adapter_allowed,
+)
+from .wan import ModelLoadError
+
+PREFIX = "transformer"  # diffusers' key prefix of a transformer's LoRA weights and adapter config
+LORA_METADATA_KEY = "lora_adapter_metadata"  # where diffusers keeps the adapter config in a LoRA file
+IMAGE_TOKENS = 729  # HunyuanVideo15Pipeline.vision_num_semantic_tokens: zero SigLIP tokens for text-to-video
+
+
+class PositionedRope(nn.Module):
+    """HunyuanVideo 1.5's 3D rotary embedding whose temporal positions can be replaced for one forward pass.
+
+    Unset, it is the stock module (bit-identical outputs). Set, it builds the stock tables with the same float32
+    operations in the same order, the time axis of the grid at `frame_positions` (one per latent frame)."""
+
+    def __init__(self, rope: nn.Module) -> None:
+        super().__init__()
+        self.inner = rope
+        self.frame_positions: torch.Tensor | None = None
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.frame_positions is None:
+            return self.inner(hidden_states)
+        rope = self.inner
+        _, _, frames, height, width = hidden_states.shape
+        tokens = frames // rope.patch_size_t
+        if len(self.frame_positions) != tokens:
+            raise InputError(f"{len(self.frame_positions)} frame positions for {tokens} frames")
+        device = hidden_states.device
+        axes = [self.frame_positions.detach().to(device, torch.float32),
+                torch.arange(0, height // rope.patch_size, device=device, dtype=torch.float32),
+                torch.arange(0, width // rope.patch_size, device=device, dtype=torch.float32)]
+        grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
+        freqs = [get_1d_rotary_pos_embed(rope.rope_dim[i], grid[i].reshape(-1), rope.theta, use_real=True)
+                 for i in range(3)]
+        return torch.cat([f[0] for f in freqs], dim=1), torch.cat([f[1] for f in freqs], dim=1)
+
+
+def load_hunyuan_video15_pipeline(source: str, dtype: torch.dtype) -> HunyuanVideo15Pipeline:
+    """Load a diffusers HunyuanVideo15Pipeline from a hub id or a `save_pretrained` directory, with clear errors."""
+    path = Path(source).expanduser()
+    looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1
+    if looks_local and not (path / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"model {source!r}: not a diffusers pipeline directory (no model_index.json) and not a hub id"
+        )
+    try:
+        pipe = DiffusionPipeline.from_pretrained(
+            str(path) if looks_local else source, dtype={"default": dtype, "vae": torch.float32}
+        )
+    except (OSError, ValueError, RuntimeError) as err:  # missing files, bad weights, offline hub
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"model {source!r} could not be loaded: {first}") from err
+    if not isinstance(pipe, HunyuanVideo15Pipeline):
+        raise ModelLoadError(f"model {source!r} is a {type(pipe).__name__}, not a HunyuanVideo 1.5 text-to-video "
+                             "pipeline")
+    return pipe  # the VAE stays in float32, as for Wan: latents are cached once and reused by every stage
+
+
+def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
+    """Every dual-stream block's joint attention (`transformer_blocks.N.attn`): the video-stream projections, video
+    tokens first and text after, q/k RMS-normalised per head."""
+    config = transformer.config
+    return [
+        AttentionSite(q=f"transformer_blocks.{i}.attn.to_q", k=f"transformer_blocks.{i}.attn.to_k",
+                      v=f"transformer_blocks.{i}.attn.to_v", o=f"transformer_blocks.{i}.attn.to_out.0",
+                      heads=config.num_attention_heads, head_dim=config.attention_head_dim, text_tokens="after",
+                      qk_norm="per_head")
+        for i in range(config.num_layers)
+    ]
+
+
+def video_qk(attn: nn.Module, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The video tokens' q and k (B, S, heads, head_dim) exactly as `HunyuanVideo15AttnProcessor2_0` computes them:
+    the projections, the split into heads, the per-head norm, then RoPE on the sequence axis."""
+    q = attn.norm_q(attn.to_q(hidden).unflatten(2, (attn.heads, -1)))
+    k = attn.norm_k(attn.to_k(hidden).unflatten(2, (attn.heads, -1)))
+    if rotary is not None:
+        q = apply_rotary_emb(q, rotary, sequence_dim=1)
+        k = apply_rotary_emb(k, rotary, sequence_dim=1)
+    return q, k
+
+
+class HunyuanVideo15Backbone(Backbone):
+    """HunyuanVideo 1.5 text-to-video through diffusers."""
+
+    name = "hunyuan_video15"
+
+    def __init__(self, pipe: HunyuanVideo15Pipeline, device: str | torch.device = "cpu", offload: bool = False
+                 ) -> None:
+        super().__init__()
+        self.pipe = pipe
+        transformer = pipe.transformer
+        config = transformer.config
+        if config.patch_size_t != 1 or config.use_meanflow:
+            raise ModelLoadError("this HunyuanVideo 1.5 transformer (temporal patch or MeanFlow super-resolution) is "
+                                 "not supported; use a base text-to-video checkpoint")
+        transformer.rope = PositionedRope(transformer.rope)
+        transformer.requires_grad_(False)
+        self.experts = [Expert("", transformer, attention_sites(transformer))]
+        self.device = torch.device(device)
+        self.dtype = transformer.dtype
+        scheduler = pipe.scheduler.config
+        if scheduler.get("use_dynamic_shifting"):
+            raise ModelLoadError("HunyuanVideo 1.5 scheduler with dynamic shifting: the pipeline passes no mu, so it "
+                                 "cannot sample with it")
+        self.flow_shift = float(scheduler.get("shift", 1.0))
+        self.num_train_timesteps = int(scheduler.get("num_train_timesteps", 1000))
+        self.geometry = VideoGeometry(temporal_stride=pipe.vae_scale_factor_temporal,
+                                      spatial_stride=pipe.vae_scale_factor_spatial,
+                                      patch=(1, config.patch_size, config.patch_size))
+        if offload:
+            pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            pipe.to(self.device)
+
+    @classmethod
+    def load(cls, source: str, dtype: torch.dtype = torch.float32, device: str = "cpu", offload: bool = False
+             ) -> HunyuanVideo15Backbone:
+        return cls(load_hunyuan_video15_pipeline(source, dtype), device=device, offload=offload)
+
+    # -- encoding ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """The VAE latent's mode times `scaling_factor`: what the image-to-video pipeline does to its image, and what
+        the pipeline's decode divides by."""
+        vae = self.pipe.vae
+        dist = vae.encode(video[None].to(vae.device, vae.dtype)).latent_dist
+        return (dist.mode().float() * vae.config.scaling_factor).to(self.device)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> Conditioning:
+        """Both encoders' embeddings and masks, as the pipeline makes them: Qwen2.5-VL (`text`, `text_mask`) and the
+        byT5 glyph encoder (`text_2`, `text_mask_2`; zeros and masked out when the prompt quotes no text)."""
+        text, mask, text_2, mask_2 = self.pipe.encode_prompt(prompt, device=self.device, dtype=self.dtype)
+        return Conditioning({"text": text, "text_mask": mask, "text_2": text_2, "text_mask_2": mask_2})
+
+    # -- the transformer --------------------------------------------------------------------------------
+    def predict(
+        self,
+        expert: Expert,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        cond: Conditioning,
+        frame_positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """As one step of the pipeline: [latents, zero condition latents, zero mask] on the channel axis, the
+        timestep on the 0..1000 scale in the model's dtype, both prompts with their masks, zero image tokens."""
+        model = self.denoisers.get(expert.name, expert.module)
+        hidden = latents.to(self.dtype)
+        b, c, f, h, w = hidden.shape
+        hidden = torch.cat([hidden, hidden.new_zeros(b, c, f, h, w), hidden.new_zeros(b, 1, f, h, w)], dim=1)
+        image_embeds = hidden.new_zeros(b, IMAGE_TOKENS, expert.module.config.image_embed_dim)
+        t = cond.tensors
+        rope = expert.module.rope
+        rope.frame_positions = frame_positions
+        try:
+            out = model(
+                hidden_states=hidden,
+                timestep=timesteps.to(latents.device, self.dtype),
+                encoder_hidden_states=t["text"].to(self.dtype),
+                encoder_attention_mask=t["text_mask"],
+                encoder_hidden_states_2=t["text_2"].to(self.dtype),
+                encoder_attention_mask_2=t["text_mask_2"],
+                image_embeds=image_embeds,
+                return_dict=False,
+            )[0]
+        finally:
+            rope.frame_positions = None
+        return out.float()
+
+    @contextlib.contextmanager
+    def capture_qk(self, expert: Expert, callback: QKCallback) -> Iterator[None]:
+        """A forward pre-hook on every block's `attn` recomputes the video tokens' q and k as the processor does
+        (`video_qk`); video tokens come first and are frame-major, as the patch embedding flattens them."""
+        def hook_for(layer: int):
+            def hook(attn: nn.Module, args: tuple, kwargs: dict) -> None:
+                hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+                with torch.no_grad():
+                    q, k = video_qk(attn, hidden, kwargs.get("image_rotary_emb"))
+                    callback(layer, q.float(), k.float())
+
+            return hook
+
+        blocks = expert.module.transformer_blocks
+        handles = [b.attn.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, b in enumerate(blocks)]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    # -- LoRA files -------------------------------------------------------------------------------------
+    @staticmethod
+    def comfyui_key(module_name: str) -> str:
+        """Refused: ComfyUI's native HunyuanVideo model is not mapped here (see docs/backbones.md); diffusers-format
+        files load through the transformer's `load_lora_adapter`."""
+        raise InputError("HunyuanVideo 1.5: ComfyUI-native LoRA files are not supported yet (its native model's "
+                         "key names are not mapped here); export with --format diffusers")
+
+    def save_diffusers_lora(self, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
+        """diffusers' layout, as `save_lora_weights` writes it for other pipelines: `transformer.<module>.lora_A.weight`
+        and the adapter config under `lora_adapter_metadata` with `transformer.` keys, which the transformer's
+        `load_lora_adapter(path, use_safetensors=True)` reads (this pipeline has no `save_lora_weights`)."""
+        config = {f"{PREFIX}.{key}": sorted(value) if isinstance(value, set) else value
+                  for key, value in metadata.items()}
+        atomic_save_tensors(Path(path), {f"{PREFIX}.{key}": value for key, value in state_dict.items()},
+                            {"format": "pt", LORA_METADATA_KEY: json.dumps(config, indent=2, sort_keys=True)})
+
+    def load_lora(self, expert: Expert, path: str, adapter: str) -> None:
+        """A diffusers-format file through the transformer's `load_lora_adapter`, as users load it; its adapter
+        config (rank, alpha) comes from the file's metadata."""
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                keys = list(handle.keys())
+        except (OSError, ValueError, RuntimeError) as err:  # missing or not a safetensors file
+            raise InputError(f"{path}: cannot read as a LoRA file ({str(err).splitlines()[0]})") from err
+        if any(not key.startswith(f"{PREFIX}.") for key in keys):
+            raise InputError(f"{path}: not a diffusers-format HunyuanVideo 1.5 LoRA (keys must start with "
+                             f"'{PREFIX}.'; ComfyUI-native files are not supported for this model)")
+        try:
+            with second_adapter_allowed():
+                # use_safetensors: without it diffusers' load_lora_adapter skips the file's metadata (alpha = rank)
+                expert.module.load_lora_adapter(str(path), prefix=PREFIX, adapter_name=adapter, use_safetensors=True)
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise InputError(f"{path}: cannot load as a HunyuanVideo 1.5 LoRA ({str(err).splitlines()[0]})") from err
+        # diffusers creates the adapter in the model's dtype; keep the file's exact float32 values instead, so a
+        # reloaded LoRA computes what the trained one did (and can keep training).
+        state = load_file(str(path))
+        for name, param in expert.module.named_parameters():
+            if ".lora_" in name and name.endswith(f".{adapter}.weight"):
+                key = f"{PREFIX}." + name.removesuffix(f".{adapter}.weight") + ".weight"
+                param.data = state[key].to(param.device, torch.float32).clone()
+
+    # -- generation -------------------------------------------------------------------------------------
+    def generate(
+        self,
+        prompt: str,
+        *,
+        negative_prompt: str,
+        num_frames: int,
+        height: int,
+        width: int,
+        steps: int,
+        guidance: float,
+        guidance_2: float | None = None,
+        seed: int,
+        adapter_scales: dict[str, float],
+        image: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """HunyuanVideo15Pipeline itself, with the adapters active and a seeded CPU generator. Guidance is the
+        guider's: a copy of the pipeline's guider with `guidance_scale = guidance` for this call (1 switches
+        classifier-free guidance off, as the guider does), the pipeline's own restored after."""
+        self.geometry.check(num_frames, height, width)
+        self.check_image(image is not None)
+        if guidance_2 is not None:
+            raise InputError("generate.guidance_2 is the low-noise expert's guidance; this model has one transformer")
+        guider = self.pipe.guider
+        self.pipe.guider = guider.new(guidance_scale=guidance)
+        try:
+            with self.adapters(adapter_scales):
+                frames = self.pipe(
+                    prompt=prompt,
+                    negative_prompt=negative_prompt or None,
+                    num_frames=num_frames,
+                    height=height,
+                    width=width,
+                    num_inference_steps=steps,
+                    generator=torch.Generator("cpu").manual_seed(seed),
+                    output_type="np",
+                ).frames[0]
+        finally:
+            self.pipe.guider = guider
+        return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)

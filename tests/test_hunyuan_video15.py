@@ -1,0 +1,312 @@
+"""HunyuanVideo 1.5: detection, video-token capture against diffusers' joint-attention processor, adaptive RoPE,
+head masks, the LoRA file through the transformer's own diffusers loader, the guider's scale, the refused ComfyUI
+format, and the CLI end to end, on a tiny pipeline."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from diffusers import HunyuanVideo15Pipeline
+from diffusers.models.transformers import transformer_hunyuan_video15 as hv_module
+from safetensors.torch import load_file, save_file
+from test_cli import fym, moving_square, ok
+from tiny_hunyuan_video15 import GUIDANCE, HEAD_DIM, HEADS, LAYERS, SHIFT, build_tiny_hunyuan_video15_pipeline
+
+from follow_your_motion.backbones import detect_family, load_backbone
+from follow_your_motion.backbones.hunyuan_video15 import HunyuanVideo15Backbone
+from follow_your_motion.config import MotionSettings, resolve_config
+from follow_your_motion.errors import InputError
+from follow_your_motion.method.export import export_lora
+from follow_your_motion.method.lora import add_masked_lora
+from follow_your_motion.method.train import motion_inputs, train_adapter
+from follow_your_motion.runs import RunDir
+from follow_your_motion.video import read_video, write_video
+
+PROMPT = "a tiger walks through snow"
+SELECTION = {0: [0], 1: [1]}  # one head of two in each layer
+RANK, ALPHA = 4, 8.0  # alpha != rank: a lost alpha would change the output
+ROLES = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    return build_tiny_hunyuan_video15_pipeline(tmp_path_factory.mktemp("tiny-hv15") / "pipe")
+
+
+@pytest.fixture(scope="module")
+def backbone(tiny_dir) -> HunyuanVideo15Backbone:
+    """One loaded backbone for the read-only tests (no adapters are added to it)."""
+    return load_backbone(str(tiny_dir))
+
+
+def _latents(backbone: HunyuanVideo15Backbone, frames: int = 3, seed: int = 0) -> torch.Tensor:
+    pixel = backbone.geometry.pixel_frames(frames)
+    video = torch.rand(3, pixel, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    latents = backbone.encode_video(video)
+    assert latents.shape == (1, 4, frames, 2, 2)
+    return latents
+
+
+# -- detection, sites, recipe, geometry, conditioning ---------------------------------------------------------
+
+
+def test_detected_with_one_expert_joint_attention_sites_and_its_recipe(tiny_dir, backbone):
+    assert detect_family(str(tiny_dir)) == "hunyuan_video15"
+    assert isinstance(backbone, HunyuanVideo15Backbone)
+    assert [(e.name, e.sigma_range) for e in backbone.experts] == [("", (0.0, 1.0))]
+    sites = backbone.experts[0].sites
+    assert len(sites) == LAYERS == len(backbone.experts[0].module.transformer_blocks)
+    for i, site in enumerate(sites):
+        assert (site.q, site.k, site.v, site.o) == tuple(f"transformer_blocks.{i}.attn.{r}" for r in ROLES)
+        assert (site.heads, site.head_dim, site.text_tokens, site.qk_norm) == (HEADS, HEAD_DIM, "after", "per_head")
+    assert (backbone.objective, backbone.flow_shift, backbone.num_train_timesteps) == ("flow", SHIFT, 1000)
+    geometry = backbone.geometry
+    assert (geometry.temporal_stride, geometry.spatial_stride, geometry.patch) == (4, 16, (1, 1, 1))
+    with pytest.raises(InputError, match="height must be a positive multiple of 16"):
+        geometry.check(9, 24, 32)
+    cfg = resolve_config({"model": {"source": str(tiny_dir)}})
+    assert (cfg.model.dtype, cfg.motion.keep_frames, cfg.motion.rank, cfg.generate.steps, cfg.generate.guidance,
+            cfg.video.auto_frames, cfg.video.auto_size, cfg.video.fps) == (
+        "bfloat16", 7, 128, 50, 6.0, 121, (480, 848), 24.0)
+
+
+def test_conditioning_carries_both_encoders_and_their_masks(backbone):
+    cond = backbone.encode_prompt(PROMPT)
+    ref = backbone.pipe.encode_prompt(PROMPT, device=torch.device("cpu"), dtype=backbone.dtype)
+    names = ("text", "text_mask", "text_2", "text_mask_2")
+    assert all(torch.equal(cond.tensors[n], r) for n, r in zip(names, ref, strict=True))
+    assert int(cond.tensors["text_mask"].sum()) == len(PROMPT.split())  # the template's 108 tokens are cropped
+    assert int(cond.tensors["text_mask_2"].sum()) == 0  # no quoted text: the glyph prompt is masked out
+    quoted = backbone.encode_prompt('a sign that says "snow"')
+    assert int(quoted.tensors["text_mask_2"].sum()) > 0
+    assert cond.expand(2).tensors["text"].shape[0] == 2
+
+
+def test_lora_targets_are_the_video_stream_projections_only(tiny_dir):
+    fresh = load_backbone(str(tiny_dir))
+    add_masked_lora(fresh.experts[0], "motion", SELECTION, rank=RANK, alpha=ALPHA)
+    wrapped = {name for name, module in fresh.experts[0].module.named_modules() if hasattr(module, "lora_A")}
+    assert wrapped == {f"transformer_blocks.{i}.attn.{r}" for i in range(LAYERS) for r in ROLES}
+    # the text stream and the token refiner's own self-attention over the prompt are untouched
+    assert not any("add_" in n or "to_add_out" in n or "context_embedder" in n for n in wrapped)
+
+
+# -- capture and positions ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def processor_qk(monkeypatch):
+    """Every (query, key) that HunyuanVideo15AttnProcessor2_0 hands to attention (B, S, heads, d), in call order:
+    it calls its module's `dispatch_attention_fn` (the token refiner's processor does not)."""
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+    original = hv_module.dispatch_attention_fn
+
+    def recording(query, key, *args, **kwargs):
+        calls.append((query.detach().clone(), key.detach().clone()))
+        return original(query, key, *args, **kwargs)
+
+    monkeypatch.setattr(hv_module, "dispatch_attention_fn", recording)
+    return calls
+
+
+@pytest.mark.parametrize("positions", [None, [0.0, 2.0, 5.5]], ids=["stock", "replaced"])
+def test_capture_qk_is_the_video_part_of_the_processors_q_and_k(backbone, processor_qk, positions):
+    """Stage 1 scores the video tokens' q and k the model attends with (after per-head RMS norm and RoPE, with
+    replaced frame positions when given), exactly as the processor computes them over [video, text]."""
+    expert = backbone.experts[0]
+    latents = _latents(backbone)
+    cond = backbone.encode_prompt(PROMPT)
+    frame_positions = None if positions is None else torch.tensor(positions, dtype=torch.float64)
+    captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    processor_qk.clear()
+    with torch.no_grad(), backbone.capture_qk(expert, lambda layer, q, k: captured.update({layer: (q, k)})):
+        backbone.predict(expert, latents, torch.tensor([700.0]), cond, frame_positions)
+    video = math.prod(backbone.token_grid(latents))
+    assert len(captured) == len(processor_qk) == LAYERS
+    for layer, (q, k) in captured.items():
+        ref_q, ref_k = processor_qk[layer]
+        assert ref_q.shape[1] > video  # text tokens follow the video tokens
+        assert q.shape == (1, video, HEADS, HEAD_DIM)
+        assert torch.equal(q, ref_q[:, :video].float()), layer
+        assert torch.equal(k, ref_k[:, :video].float()), layer
+    if positions is not None:  # the replaced positions reach the queries (so the comparison above can tell)
+        stock: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        with torch.no_grad(), backbone.capture_qk(expert, lambda layer, q, k: stock.update({layer: (q, k)})):
+            backbone.predict(expert, latents, torch.tensor([700.0]), cond)
+        assert not torch.equal(stock[0][0], captured[0][0])
+
+
+def test_stock_positions_are_bit_identical_and_others_change_the_output(backbone):
+    expert = backbone.experts[0]
+    latents = _latents(backbone)
+    cond = backbone.encode_prompt(PROMPT)
+    t = torch.tensor([500.0])
+    with torch.no_grad():
+        stock = backbone.predict(expert, latents, t, cond)
+        same = backbone.predict(expert, latents, t, cond, torch.arange(3, dtype=torch.float64))
+        moved = backbone.predict(expert, latents, t, cond, torch.tensor([0.0, 4.0, 8.0]))
+    assert torch.equal(stock, same)
+    assert (stock - moved).abs().max() > 1e-4
+    assert expert.module.rope.frame_positions is None  # restored after the call
+    with pytest.raises(InputError, match="2 frame positions for 3 frames"):
+        backbone.predict(expert, latents, t, cond, torch.tensor([0.0, 1.0]))
+
+
+def test_kept_frames_keep_their_rows_of_the_whole_clips_rope_tables(backbone):
+    rope = backbone.experts[0].module.rope
+    whole = torch.zeros(1, 9, 5, 2, 2)
+    kept = torch.tensor([0, 2, 4])
+    full = rope(whole)
+    rope.frame_positions = kept.double()
+    try:
+        part = rope(whole[:, :, kept])
+    finally:
+        rope.frame_positions = None
+    for f, p in zip(full, part, strict=True):
+        assert torch.equal(f.view(5, 4, -1)[kept].reshape(-1, f.shape[-1]), p)
+
+
+# -- training, masks, the LoRA file -----------------------------------------------------------------------------
+
+
+def _train(backbone: HunyuanVideo15Backbone, run: Path, stop_after: int | None = None) -> dict[str, torch.Tensor]:
+    expert = backbone.experts[0]
+    if "motion" not in expert.loaded_adapters():
+        add_masked_lora(expert, "motion", SELECTION, rank=RANK, alpha=ALPHA)
+    settings = MotionSettings(steps=4, keep_frames=3, lr=5e-2, rank=RANK, alpha=ALPHA, max_grad_norm=None,
+                              checkpoint_every=2)
+    return train_adapter(backbone, expert, RunDir(run), "motion", "motion", settings,
+                         motion_inputs(_latents(backbone, 5), backbone.encode_prompt(PROMPT), settings),
+                         motion_weight=1.0, stop_after=stop_after)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dir, tmp_path_factory):
+    """The tiny model with a trained head-masked motion adapter, a probe input and its output."""
+    backbone = load_backbone(str(tiny_dir))
+    expert = backbone.experts[0]
+    cond = backbone.encode_prompt(PROMPT)
+    state = _train(backbone, tmp_path_factory.mktemp("hv15-train") / "run")
+    noisy = torch.randn(1, 4, 3, 2, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), backbone.adapters({"motion": 1.0}):
+        out = backbone.predict(expert, noisy, torch.tensor([600.0]), cond)
+    return SimpleNamespace(backbone=backbone, state=state, noisy=noisy, cond=cond, out=out)
+
+
+def test_training_keeps_head_masks_exact(trained):
+    for layer, selected in SELECTION.items():
+        for proj in ROLES:
+            a = trained.state[f"transformer_blocks.{layer}.attn.{proj}.lora_A.weight"]
+            b = trained.state[f"transformer_blocks.{layer}.attn.{proj}.lora_B.weight"]
+            for head in range(HEADS):
+                cut = slice(head * HEAD_DIM, (head + 1) * HEAD_DIM)
+                block = a[:, cut] if proj == "to_out.0" else b[cut]
+                assert (block.abs().sum() > 0) == (head in selected), (layer, proj, head)
+
+
+def test_resume_is_bit_identical(trained, tiny_dir, tmp_path):
+    _train(load_backbone(str(tiny_dir)), tmp_path / "run", stop_after=2)
+    state = _train(load_backbone(str(tiny_dir)), tmp_path / "run")
+    assert state.keys() == trained.state.keys()
+    assert all(torch.equal(state[k], trained.state[k]) for k in state)
+
+
+def _pipe_output(pipe: HunyuanVideo15Pipeline, noisy: torch.Tensor, cond) -> torch.Tensor:
+    """diffusers' own transformer on the probe, with the inputs the pipeline builds for text-to-video."""
+    b, c, f, h, w = noisy.shape
+    hidden = torch.cat([noisy, torch.zeros(b, c, f, h, w), torch.zeros(b, 1, f, h, w)], dim=1)
+    t = cond.tensors
+    with torch.no_grad():
+        return pipe.transformer(
+            hidden_states=hidden, timestep=torch.tensor([600.0]), encoder_hidden_states=t["text"],
+            encoder_attention_mask=t["text_mask"], encoder_hidden_states_2=t["text_2"],
+            encoder_attention_mask_2=t["text_mask_2"],
+            image_embeds=torch.zeros(b, pipe.vision_num_semantic_tokens, pipe.transformer.config.image_embed_dim),
+            return_dict=False)[0]
+
+
+def test_lora_file_loads_into_a_fresh_pipeline_with_diffusers_loader_and_reproduces_the_trained_model(
+        trained, tiny_dir, tmp_path):
+    backbone = trained.backbone
+    path = export_lora(backbone, backbone.experts[0], "motion", tmp_path / "motion.safetensors")
+    keys = set(load_file(str(path)))
+    assert keys == {f"transformer.{k}" for k in trained.state}
+    pipe = HunyuanVideo15Pipeline.from_pretrained(str(tiny_dir))
+    base = _pipe_output(pipe, trained.noisy, trained.cond)
+    # diffusers' own loader (prefix "transformer"); use_safetensors makes it read the adapter config in the metadata
+    pipe.transformer.load_lora_adapter(str(path), adapter_name="x", use_safetensors=True)
+    loaded = _pipe_output(pipe, trained.noisy, trained.cond)
+    assert torch.allclose(loaded, trained.out, atol=1e-5, rtol=0), (loaded - trained.out).abs().max()
+    assert (loaded - base).abs().max() > 1e-3
+    assert pipe.transformer.peft_config["x"].r == RANK and pipe.transformer.peft_config["x"].lora_alpha == ALPHA
+    # and our own loader reads the same file back into a fresh backbone
+    fresh = load_backbone(str(tiny_dir))
+    fresh.load_lora(fresh.experts[0], str(path), "motion")
+    with torch.no_grad(), fresh.adapters({"motion": 1.0}):
+        out = fresh.predict(fresh.experts[0], trained.noisy, torch.tensor([600.0]), trained.cond)
+    assert torch.allclose(out, trained.out, atol=1e-5, rtol=0), (out - trained.out).abs().max()
+
+
+def test_comfyui_format_is_refused_clearly(trained, tmp_path):
+    backbone = trained.backbone
+    with pytest.raises(InputError, match="ComfyUI-native LoRA files are not supported yet"):
+        export_lora(backbone, backbone.experts[0], "motion", tmp_path / "comfy.safetensors", "comfyui")
+    assert not (tmp_path / "comfy.safetensors").exists()
+    comfy = tmp_path / "native.safetensors"
+    save_file({"diffusion_model.double_blocks.0.img_attn_qkv.lora_A.weight": torch.zeros(4, 32)}, str(comfy))
+    with pytest.raises(InputError, match="not a diffusers-format HunyuanVideo 1.5 LoRA"):
+        backbone.load_lora(backbone.experts[0], str(comfy), "other")
+
+
+# -- generation and the CLI -----------------------------------------------------------------------------------
+
+
+def test_generate_sets_the_guiders_scale_and_restores_it(backbone):
+    calls: list[int] = []
+    handle = backbone.pipe.transformer.register_forward_pre_hook(lambda _m, _a: calls.append(1))
+    args = {"negative_prompt": "", "num_frames": 5, "height": 32, "width": 32, "steps": 2, "seed": 0,
+            "adapter_scales": {}}
+    try:
+        plain = backbone.generate(PROMPT, guidance=1.0, **args)
+        unguided = len(calls)
+        calls.clear()
+        guided = backbone.generate(PROMPT, guidance=3.0, **args)
+    finally:
+        handle.remove()
+    assert (unguided, len(calls)) == (2, 4)  # guidance 1: one pass a step; otherwise conditional + unconditional
+    assert plain.shape == guided.shape == (5, 32, 32, 3) and plain.dtype == np.uint8
+    assert not np.array_equal(plain, guided)
+    assert backbone.pipe.guider.guidance_scale == GUIDANCE
+    with pytest.raises(InputError, match="guidance_2"):
+        backbone.generate(PROMPT, guidance=3.0, guidance_2=2.0, **args)
+
+
+def test_cli_transfer_generate_export(tiny_dir, tmp_path):
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({
+        "model": {"dtype": "float32"}, "video": {"frames": 9, "height": 32, "width": 32},
+        "heads": {"num_queries": 8},
+        "spatial": {"steps": 2, "rank": 4, "grad_checkpointing": False, "mixed_precision": "no"},
+        "motion": {"steps": 2, "rank": 4, "keep_frames": 2, "grad_checkpointing": False, "mixed_precision": "no"},
+        "generate": {"steps": 2},
+    }))
+    ref = write_video(tmp_path / "ref.mp4", moving_square(9), 24)
+    run = tmp_path / "run"
+    ok("transfer", ref, "-p", PROMPT, "-m", tiny_dir, "-o", run, "-c", settings)
+    assert read_video(run / "samples" / "result.mp4").frames.shape == (9, 32, 32, 3)
+    ok("generate", "--run", run, "-p", "a robot runs on the road", "--name", "robot")
+    robot = read_video(run / "samples" / "robot.mp4").frames
+    assert robot.shape == (9, 32, 32, 3)
+    assert not np.array_equal(robot, read_video(run / "samples" / "result.mp4").frames)
+    ok("export", "--run", run, "-f", "diffusers")
+    assert sorted(p.name for p in (run / "export").rglob("*.safetensors")) == [
+        "motion_lora_diffusers.safetensors", "spatial_lora_diffusers.safetensors"]
+    refused = fym("export", "--run", run, "-f", "comfyui")
+    assert refused.exit_code != 0 and "export with --format diffusers" in refused.output
+    assert not list((run / "export").rglob("*comfyui*.safetensors"))
