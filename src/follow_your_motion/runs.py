@@ -101,6 +101,16 @@ class RunDir:
         """An adapter's LoRA file (diffusers format); one per expert of a model with several."""
         return self.root / f"{adapter}_lora{expert_suffix}.safetensors"
 
+    def loras(self, adapter: str) -> list[Path]:
+        """Every expert's LoRA file of an adapter, as they exist (for readers that load no model)."""
+        return sorted(self.root.glob(f"{adapter}_lora*.safetensors"))
+
+    def stage_finished(self, adapter: str) -> bool:
+        """Whether an adapter's stage has written its LoRA files, judged without the model: a file exists, and
+        every expert that started training (a checkpoint folder) has its file."""
+        started = [d.name.removeprefix(adapter) for d in self.root.glob(f"checkpoints/{adapter}*") if d.is_dir()]
+        return bool(self.loras(adapter)) and all(self.lora(adapter, suffix).exists() for suffix in started)
+
     @property
     def samples(self) -> Path:
         return self.root / "samples"

@@ -54,9 +54,9 @@ class VideoClip:
 def _check_frames(frames: np.ndarray, what: str = "frames") -> None:
     """Reject anything that is not a non-empty uint8 (T, H, W, 3) video, before it reaches an encoder."""
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
-        raise InputError(f"{what} must be a uint8 numpy array, got {getattr(frames, 'dtype', type(frames))}")
+        raise ValueError(f"{what} must be a uint8 numpy array, got {getattr(frames, 'dtype', type(frames))}")
     if frames.ndim != 4 or frames.shape[3] != 3 or min(frames.shape) < 1:
-        raise InputError(f"{what} must have shape (T>=1, H>=1, W>=1, 3), got {frames.shape}")
+        raise ValueError(f"{what} must have shape (T>=1, H>=1, W>=1, 3), got {frames.shape}")
 
 
 def _check_size(path: Path, num_frames: int, height: int, width: int) -> None:
@@ -77,7 +77,7 @@ def read_video(path: str | Path, max_frames: int | None = None) -> VideoClip:
     """Decode (at most `max_frames` of) a video file to RGB frames; any PyAV-readable format works."""
     path = Path(path)
     if max_frames is not None and max_frames < 1:
-        raise InputError(f"max_frames must be >= 1, got {max_frames}")
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
     if path.is_dir():
         raise VideoError(f"{path}: is a directory, not a video file")
     if not path.exists():
@@ -141,9 +141,9 @@ def select_frames(clip: VideoClip, num_frames: int, fps: float | None = None, st
     Without `fps` the returned rate keeps the selection's real-time duration (sparser picks play slower).
     """
     if num_frames < 1:
-        raise InputError(f"num_frames must be >= 1, got {num_frames}")
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if start < 0 or not math.isfinite(start):
-        raise InputError(f"start must be a finite number of seconds >= 0, got {start}")
+        raise ValueError(f"start must be a finite number of seconds >= 0, got {start}")
     total, src = len(clip.frames), clip.fps
     if fps is None:
         first = int(round_half_up(start * src))
@@ -155,7 +155,7 @@ def select_frames(clip: VideoClip, num_frames: int, fps: float | None = None, st
         out_fps = src * (num_frames - 1) / span if span else src
     else:
         if fps <= 0 or not math.isfinite(fps):
-            raise InputError(f"fps must be a finite number > 0, got {fps}")
+            raise ValueError(f"fps must be a finite number > 0, got {fps}")
         last_t = start + (num_frames - 1) / fps
         idx = round_half_up((start + np.arange(num_frames) / fps) * src)
         if idx[-1] > total - 1:
@@ -180,7 +180,7 @@ def resize_center_crop(frames: np.ndarray, height: int, width: int) -> np.ndarra
     """Scale to cover (height, width) keeping the aspect ratio, then crop the center: no bars, no stretch."""
     _check_frames(frames)
     if height < 1 or width < 1:
-        raise InputError(f"height and width must be > 0, got {height}x{width}")
+        raise ValueError(f"height and width must be > 0, got {height}x{width}")
     h, w = frames.shape[1:3]
     scale = max(height / h, width / w)
     new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
@@ -246,7 +246,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
         raise VideoError(f"{path}: unsupported output format {suffix or '(no suffix)'}; use one of {formats}")
     _check_frames(frames)
     if not fps > 0 or not math.isfinite(fps):
-        raise InputError(f"fps must be a finite number > 0, got {fps}")
+        raise ValueError(f"fps must be a finite number > 0, got {fps}")
     return atomic_write(path, lambda tmp: _encode(tmp, _ENCODERS[suffix][0], frames, fps, suffix))
 
 
@@ -255,7 +255,7 @@ def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 4) -> np.ndarra
     _check_frames(left, "left")
     _check_frames(right, "right")
     if gap < 0:
-        raise InputError(f"gap must be >= 0, got {gap}")
+        raise ValueError(f"gap must be >= 0, got {gap}")
     height = left.shape[1]
     if right.shape[1] != height:
         right = _resize(right, height, max(1, round(right.shape[2] * height / right.shape[1])))
@@ -275,6 +275,6 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
 def from_tensor(video: torch.Tensor) -> np.ndarray:
     """float (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3); out-of-range values are clamped, then rounded."""
     if video.ndim != 4 or video.shape[0] != 3:
-        raise InputError(f"video must have shape (3, T, H, W), got {tuple(video.shape)}")
+        raise ValueError(f"video must have shape (3, T, H, W), got {tuple(video.shape)}")
     pixels = ((video.detach().float().cpu().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
     return pixels.permute(1, 2, 3, 0).contiguous().numpy()

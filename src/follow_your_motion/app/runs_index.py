@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..config import TransferConfig
 from ..errors import InputError
+from ..runs import RunDir
 from ..transfer import REFERENCE_COPY
 from .uploads import inside
 
@@ -40,7 +41,7 @@ def samples(run_dir: Path) -> list[Path]:
 
 
 def run_status(run_dir: Path) -> str:
-    if (run_dir / "motion_lora.safetensors").is_file():
+    if RunDir(run_dir).stage_finished("motion"):
         return "tuned"
     if any((run_dir / "checkpoints").glob("*/step-*/COMPLETE")):
         return "stopped (resumable)"

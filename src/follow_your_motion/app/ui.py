@@ -17,6 +17,7 @@ import gradio as gr
 import pandas as pd
 
 from ..errors import InputError
+from ..runs import RunDir
 from ..transfer import open_config
 from .jobs import INTERNAL_ERROR
 from .runs_index import entry, list_runs, resolve_run
@@ -297,7 +298,7 @@ def runs_tab(service: AppService, device: gr.Textbox) -> tuple:
         except InputError as err:
             return None, None, page_error(err) if name else "", None, *[gr.skip()] * 3
         found = entry(run_dir)
-        files = [str(p) for p in (run_dir / "config.yaml", run_dir / "motion_lora.safetensors") if p.is_file()]
+        files = [str(p) for p in [run_dir / "config.yaml", *RunDir(run_dir).loras("motion")] if p.is_file()]
         return (str(found.reference) if found.reference else None, str(found.result) if found.result else None, "",
                 files or None, generate.seed, generate.motion_scale, generate.spatial_scale)
 

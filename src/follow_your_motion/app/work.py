@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import shlex
+import zipfile
 from pathlib import Path
 
 from ..config import GenerateSettings, TransferConfig, describe_validation_error
 from ..errors import InputError
-from ..runs import RunDir, atomic_write_text, digest
+from ..runs import RunDir, atomic_write, atomic_write_text, digest
 from ..transfer import REFERENCE_COPY, Transfer, export_run
 from .jobs import Cancelled, Job
 from .scoring import result_metrics
@@ -31,11 +32,11 @@ def resume_command(cfg: TransferConfig, run_dir: Path) -> str:
 def tuning_plan(cfg: TransferConfig, run: RunDir) -> dict[str, int]:
     """The tuning stages still to train, with their steps (finished LoRAs are skipped by Transfer)."""
     plan = {"spatial": cfg.spatial.steps, "motion": cfg.motion.steps}
-    return {stage: steps for stage, steps in plan.items() if steps and not run.lora(stage).exists()}
+    return {stage: steps for stage, steps in plan.items() if steps and not run.stage_finished(stage)}
 
 
 def tuning_finished(cfg: TransferConfig, run: RunDir) -> bool:
-    return all(not steps or run.lora(stage).exists()
+    return all(not steps or run.stage_finished(stage)
                for stage, steps in (("spatial", cfg.spatial.steps), ("motion", cfg.motion.steps)))
 
 
@@ -44,11 +45,26 @@ def downloads(run_dir: Path) -> dict[str, Path]:
     run_dir = Path(run_dir)
     found: dict[str, Path] = {}
     for label, fmt in (("Motion LoRA (diffusers)", "diffusers"), ("Motion LoRA (ComfyUI)", "comfyui")):
-        if RunDir(run_dir).lora("motion").exists():
-            found[label] = next(p for p in export_run(run_dir, fmt) if p.name.startswith("motion_"))
+        if not RunDir(run_dir).loras("motion"):
+            continue
+        try:
+            files = [p for p in export_run(run_dir, fmt) if p.name.startswith("motion_")]
+        except InputError:  # a family without that format (HunyuanVideo 1.5 has no ComfyUI-native LoRA)
+            continue
+        found[label] = files[0] if len(files) == 1 else zip_files(files, run_dir / "export" / f"motion_lora_{fmt}.zip")
     if (run_dir / "config.yaml").is_file():
         found["Run config"] = run_dir / "config.yaml"
     return found
+
+
+def zip_files(files: list[Path], target: Path) -> Path:
+    """One download for a model with several experts' files (Wan2.2-A14B: high- and low-noise)."""
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w") as archive:
+            for path in files:
+                archive.write(path, path.name)
+
+    return atomic_write(target, write)
 
 
 def result_record(run_dir: Path, sample_paths: dict[str, Path], metrics: dict, prompt: str) -> dict:
@@ -56,7 +72,7 @@ def result_record(run_dir: Path, sample_paths: dict[str, Path], metrics: dict, p
     record = {
         "run": str(run_dir), "prompt": prompt, "reference": str(Path(run_dir) / REFERENCE_COPY),
         "result": str(sample_paths["video"]), "side_by_side": str(sample_paths["side_by_side"]),
-        "heads": str(Path(run_dir) / "heads.png") if (Path(run_dir) / "heads.png").is_file() else None,
+        "heads": next((str(p) for p in sorted(Path(run_dir).glob("heads*.png"))), None),
         "metrics": metrics,
     }
     atomic_write_text(Path(sample_paths["video"]).with_name(Path(sample_paths["video"]).stem + "_metrics.json"),

@@ -51,7 +51,7 @@ class HeadMap:
     def heads(self, kind: str) -> dict[int, list[int]]:
         """Layer -> selected head indices of `kind` ("spatial" or "temporal")."""
         if kind not in ("spatial", "temporal"):
-            raise InputError(f"unknown head kind {kind!r}")
+            raise ValueError(f"unknown head kind {kind!r}")
         want = kind == "temporal"
         return {layer: [h for h, t in enumerate(row) if t == want] for layer, row in enumerate(self.temporal)}
 

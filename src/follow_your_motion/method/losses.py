@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from ..config import MotionLossForm
-from ..errors import InputError
 
 MOTION_FORMS: tuple[str, ...] = get_args(MotionLossForm)
 
@@ -23,7 +22,7 @@ def motion_loss(pred: torch.Tensor, target: torch.Tensor, form: str = "paper") -
     paper: dv_i = v_i - v_(i-1), cosine over channels at each position and frame pair;
     release: |dv|, cosine along the time axis at each channel and position (the authors' code)."""
     if form not in MOTION_FORMS:
-        raise InputError(f"unknown motion loss form {form!r} (choose from {', '.join(MOTION_FORMS)})")
+        raise ValueError(f"unknown motion loss form {form!r} (choose from {', '.join(MOTION_FORMS)})")
     if pred.shape[2] < 2:
         return pred.new_zeros(())
     dv_pred = pred.float().diff(dim=2)

@@ -12,7 +12,6 @@ from typing import get_args
 import torch
 
 from ..config import RopeMode, Sampling
-from ..errors import InputError
 
 STRATEGIES: tuple[str, ...] = get_args(Sampling)
 ROPE_MODES: tuple[str, ...] = get_args(RopeMode)
@@ -33,9 +32,9 @@ def sample_frames(total: int, keep: int, strategy: str, seed: int, step: int) ->
     random: a fresh random subset every step.
     """
     if strategy not in STRATEGIES:
-        raise InputError(f"unknown frame sampling {strategy!r} (choose from {', '.join(STRATEGIES)})")
+        raise ValueError(f"unknown frame sampling {strategy!r} (choose from {', '.join(STRATEGIES)})")
     if keep < 1:
-        raise InputError(f"keep_frames must be >= 1 (got {keep})")
+        raise ValueError(f"keep_frames must be >= 1 (got {keep})")
     if keep >= total:
         return torch.arange(total)
     stride = total / keep
@@ -56,7 +55,7 @@ def rope_positions(indices: torch.Tensor, total: int, mode: str) -> torch.Tensor
     scaled: the paper's formula F/2 + (F/K)(i - K/2) = i * F / K;
     none: 0..K-1, the ablation without adaptive RoPE."""
     if mode not in ROPE_MODES:
-        raise InputError(f"unknown rope mode {mode!r} (choose from {', '.join(ROPE_MODES)})")
+        raise ValueError(f"unknown rope mode {mode!r} (choose from {', '.join(ROPE_MODES)})")
     keep = len(indices)
     if mode == "index":
         return indices.to(torch.float64)
