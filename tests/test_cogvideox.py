@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from test_cli import moving_square, ok
 from tiny_cogvideox import HEAD_DIM, HEADS, LAYERS, build_tiny_cogvideox_pipeline
 
-from follow_your_motion.backbones import detect_family, load_backbone
+from follow_your_motion.backbones import detect_family, detect_variant, load_backbone
 from follow_your_motion.backbones.cogvideox import CogVideoXBackbone
 from follow_your_motion.config import MotionSettings, resolve_config
 from follow_your_motion.errors import InputError
@@ -396,3 +396,11 @@ def test_cli_transfer_generate_export(dirs, tmp_path):
         "spatial_lora_comfyui.safetensors", "spatial_lora_diffusers.safetensors"]
     comfy = load_file(str(run / "export" / "comfyui" / "motion_lora_comfyui.safetensors"))
     assert all(key.startswith("diffusion_model.blocks.") for key in comfy)
+
+
+def test_cogvideox_1_5_has_its_own_recipe(dirs):
+    """1.5 is told apart by its transformer's temporal patch and gets its model card's clip, not 1.0's."""
+    assert detect_variant(str(dirs["1.5"])) == "cogvideox1.5" and detect_variant(str(dirs["5b"])) is None
+    video = resolve_config({"model": {"source": str(dirs["1.5"])}}).video
+    assert (video.auto_frames, video.auto_size, video.fps) == (81, (768, 1360), 16.0)
+    assert resolve_config({"model": {"source": str(dirs["5b"])}}).video.auto_frames == 49

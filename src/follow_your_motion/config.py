@@ -215,6 +215,9 @@ RECIPES: dict[str, dict] = {
         "motion": {"keep_frames": 3},
         "generate": {"steps": 50, "guidance": 6.0},
     }),
+    # CogVideoX1.5-5B on top of "cogvideox": 81 frames of 768x1360 at 16 fps (its model card: 1360x768, 16 fps;
+    # CogVideoXPipeline's 81-frame default for 1.5); K = 3 of its 11 token frames (a token: two latent frames).
+    "cogvideox1.5": {"video": {"auto_frames": 81, "auto_size": (768, 1360), "fps": 16.0}, "motion": {"keep_frames": 3}},
     # HunyuanVideo 1.5 (backbones/hunyuan_video15.py), for the 480p text-to-video checkpoint. bf16: the released
     # weights' dtype. 121 frames: HunyuanVideo15Pipeline.__call__'s default num_frames (5 s at the release's 24 fps);
     # 480x848: the release's 480p size (848x480, a multiple of the VAE's 16). 121 frames are 31 latent frames, so
@@ -255,10 +258,9 @@ def model_family(model: dict) -> str:
 
 
 def model_recipe(model: dict) -> dict:
-    """The recipe of a `model` section: its family's, with its variant's on top (Wan2.2-A14B, TI2V-5B)."""
-    family = model_family(model)
-    recipe = RECIPES.get(family, {})
-    if model.get("source") is not None and family == "wan":
+    """The recipe of a `model` section: its family's, with its variant's on top (Wan2.2, Wan I2V, CogVideoX1.5)."""
+    recipe = RECIPES.get(model_family(model), {})
+    if model.get("source") is not None:
         from .backbones import detect_variant
 
         recipe = merge(recipe, RECIPES.get(detect_variant(model["source"]) or "", {}))

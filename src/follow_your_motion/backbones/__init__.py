@@ -41,6 +41,7 @@ HUB_VARIANTS = {
     "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers": "wan2.1-i2v",
     "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers": "wan2.1-i2v",
     "Wan-AI/Wan2.2-I2V-A14B-Diffusers": "wan2.2-i2v-a14b",
+    "THUDM/CogVideoX1.5-5B": "cogvideox1.5", "zai-org/CogVideoX1.5-5B": "cogvideox1.5",
 }
 VARIANT_IMAGE_MODES = {"wan2.1-i2v": "required", "wan2.2-i2v-a14b": "required", "wan2.2-ti2v-5b": "optional"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -92,6 +93,20 @@ def detect_family(source: str) -> str:
     return PIPELINE_FAMILIES[name]
 
 
+def _transformer_config(source: str) -> dict:
+    """A pipeline's transformer/config.json (local, or from the Hugging Face cache); {} when there is none."""
+    path = Path(source).expanduser() / "transformer" / "config.json"
+    if not path.is_file() and source.count("/") == 1:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source, "transformer/config.json")
+        path = Path(cached) if isinstance(cached, str) else path
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def detect_variant(source: str) -> str | None:
     """The recipe of a known variant within its family, from the pipeline's model_index.json (image-to-video; a
     second transformer: Wan2.2-A14B; expand_timesteps: Wan2.2-TI2V-5B), or from a known hub id; None = the
@@ -100,6 +115,8 @@ def detect_variant(source: str) -> str | None:
     if index is None:
         return HUB_VARIANTS.get(source)
     two_experts = (index.get("transformer_2") or [None])[0] is not None
+    if index.get("_class_name") == "CogVideoXPipeline":
+        return "cogvideox1.5" if _transformer_config(source).get("patch_size_t") == 2 else None
     if index.get("_class_name") == "WanImageToVideoPipeline":
         return "wan2.2-i2v-a14b" if two_experts else "wan2.1-i2v"
     if index.get("_class_name") != "WanPipeline":
