@@ -33,7 +33,6 @@ Objective: v-prediction on the scheduler's DDPM schedule (`objective = "v_predic
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import CogVideoXPipeline, DiffusionPipeline
+from diffusers import CogVideoXPipeline
 from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed, get_1d_sincos_pos_embed_from_grid
 from safetensors.torch import load_file
 from torch import nn
@@ -56,7 +55,7 @@ from .base import (
     VideoGeometry,
     second_adapter_allowed,
 )
-from .wan import ModelLoadError
+from .loading import ModelLoadError, load_pipeline, save_pipeline_lora
 
 ROPE_THETA = 10000.0  # get_3d_rotary_pos_embed's default, which the pipeline uses
 # diffusers module (inside transformer_blocks.N.attn1) -> ComfyUI's native CogVideoX module (inside blocks.N), as
@@ -99,20 +98,7 @@ class CogVideoXGeometry(VideoGeometry):
 
 def load_cogvideox_pipeline(source: str, dtype: torch.dtype) -> CogVideoXPipeline:
     """Load a diffusers CogVideoXPipeline from a hub id or a `save_pretrained` directory, with clear errors."""
-    path = Path(source).expanduser()
-    looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1
-    if looks_local and not (path / "model_index.json").is_file():
-        raise ModelLoadError(
-            f"model {source!r}: not a diffusers pipeline directory (no model_index.json) and not a hub id"
-        )
-    try:
-        pipe = DiffusionPipeline.from_pretrained(str(path) if looks_local else source, dtype=dtype)
-    except (OSError, ValueError, RuntimeError) as err:  # missing files, bad weights, offline hub
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"model {source!r} could not be loaded: {first}") from err
-    if not isinstance(pipe, CogVideoXPipeline):
-        raise ModelLoadError(f"model {source!r} is a {type(pipe).__name__}, not a CogVideoX text-to-video pipeline")
-    return pipe
+    return load_pipeline(source, dtype, (CogVideoXPipeline,), "a CogVideoX text-to-video pipeline", vae_float32=False)
 
 
 def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
@@ -350,15 +336,7 @@ class CogVideoXBackbone(Backbone):
         return f"transformer_blocks.{parts[1]}.attn1.{_DIFFUSERS_ROLE[parts[2]]}"
 
     def save_diffusers_lora(self, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
-        target = Path(path)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            CogVideoXPipeline.save_lora_weights(
-                tmp,
-                transformer_lora_layers=state_dict,
-                weight_name=target.name,
-                transformer_lora_adapter_metadata=metadata,
-            )
-            os.replace(Path(tmp) / target.name, target)
+        save_pipeline_lora(CogVideoXPipeline, path, state_dict, metadata)
 
     def _from_comfyui(self, path: str, folder: str) -> str:
         """A ComfyUI-format file rewritten as a diffusers one (keys renamed; rank and alpha into the adapter config),

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, HunyuanVideo15Pipeline
+from diffusers import HunyuanVideo15Pipeline
 from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -50,7 +50,7 @@ from .base import (
     VideoGeometry,
     second_adapter_allowed,
 )
-from .wan import ModelLoadError
+from .loading import ModelLoadError, load_pipeline
 
 PREFIX = "transformer"  # diffusers' key prefix of a transformer's LoRA weights and adapter config
 LORA_METADATA_KEY = "lora_adapter_metadata"  # where diffusers keeps the adapter config in a LoRA file
@@ -88,23 +88,7 @@ class PositionedRope(nn.Module):
 
 def load_hunyuan_video15_pipeline(source: str, dtype: torch.dtype) -> HunyuanVideo15Pipeline:
     """Load a diffusers HunyuanVideo15Pipeline from a hub id or a `save_pretrained` directory, with clear errors."""
-    path = Path(source).expanduser()
-    looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1
-    if looks_local and not (path / "model_index.json").is_file():
-        raise ModelLoadError(
-            f"model {source!r}: not a diffusers pipeline directory (no model_index.json) and not a hub id"
-        )
-    try:
-        pipe = DiffusionPipeline.from_pretrained(
-            str(path) if looks_local else source, dtype={"default": dtype, "vae": torch.float32}
-        )
-    except (OSError, ValueError, RuntimeError) as err:  # missing files, bad weights, offline hub
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"model {source!r} could not be loaded: {first}") from err
-    if not isinstance(pipe, HunyuanVideo15Pipeline):
-        raise ModelLoadError(f"model {source!r} is a {type(pipe).__name__}, not a HunyuanVideo 1.5 text-to-video "
-                             "pipeline")
-    return pipe  # the VAE stays in float32, as for Wan: latents are cached once and reused by every stage
+    return load_pipeline(source, dtype, (HunyuanVideo15Pipeline,), "a HunyuanVideo 1.5 text-to-video pipeline")
 
 
 def attention_sites(transformer: nn.Module) -> list[AttentionSite]:

@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, LTXPipeline
+from diffusers import LTXPipeline
 from diffusers.models.transformers.transformer_ltx import apply_rotary_emb
 from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
 from safetensors.torch import load_file
@@ -41,6 +38,7 @@ from .base import (
     VideoGeometry,
     second_adapter_allowed,
 )
+from .loading import load_pipeline, save_pipeline_lora
 
 FRAME_RATE = 25  # LTXPipeline.__call__'s default `frame_rate`: the time axis of the RoPE is in seconds of it
 TEXT_LENGTH = 128  # LTXPipeline.__call__'s default `max_sequence_length` of the T5 prompt
@@ -51,9 +49,6 @@ SHIFT_FRAMES, SHIFT_SIZE = 161, (512, 704)
 DECODE_TIMESTEP, DECODE_NOISE_SCALE = 0.05, 0.025
 COMFY_PREFIX = "diffusion_model"  # ComfyUI's LTXV model names its modules as diffusers does, under this prefix
 
-
-class ModelLoadError(InputError):
-    """The model source could not be loaded; the message says which and why."""
 
 
 class PositionedRope(nn.Module):
@@ -105,22 +100,7 @@ class PositionedRope(nn.Module):
 
 def load_ltx_pipeline(source: str, dtype: torch.dtype) -> LTXPipeline:
     """Load a diffusers LTXPipeline from a hub id or a `save_pretrained` directory, with clear errors."""
-    path = Path(source).expanduser()
-    looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1
-    if looks_local and not (path / "model_index.json").is_file():
-        raise ModelLoadError(
-            f"model {source!r}: not a diffusers pipeline directory (no model_index.json) and not a hub id"
-        )
-    try:
-        pipe = DiffusionPipeline.from_pretrained(
-            str(path) if looks_local else source, dtype={"default": dtype, "vae": torch.float32}
-        )
-    except (OSError, ValueError, RuntimeError) as err:  # missing files, bad weights, offline hub
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"model {source!r} could not be loaded: {first}") from err
-    if not isinstance(pipe, LTXPipeline):
-        raise ModelLoadError(f"model {source!r} is a {type(pipe).__name__}, not an LTX-Video text-to-video pipeline")
-    return pipe  # the VAE stays in float32, as for Wan: latents are cached once and reused by every stage
+    return load_pipeline(source, dtype, (LTXPipeline,), "an LTX-Video text-to-video pipeline")
 
 
 def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
@@ -302,15 +282,7 @@ class LTXBackbone(Backbone):
         return f"{COMFY_PREFIX}.{module_name}"
 
     def save_diffusers_lora(self, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
-        target = Path(path)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            LTXPipeline.save_lora_weights(
-                tmp,
-                transformer_lora_layers=state_dict,
-                weight_name=target.name,
-                transformer_lora_adapter_metadata=metadata,
-            )
-            os.replace(Path(tmp) / target.name, target)
+        save_pipeline_lora(LTXPipeline, path, state_dict, metadata)
 
     def load_lora(self, expert: Expert, path: str, adapter: str) -> None:
         """A diffusers file through `LTXPipeline.load_lora_weights`, as users load it; a ComfyUI-native file

@@ -20,7 +20,8 @@ from torch import nn
 
 from ..errors import InputError
 from .base import Conditioning, Expert, VideoGeometry
-from .wan import ModelLoadError, WanBackbone
+from .loading import ModelLoadError
+from .wan import WanBackbone
 
 PAD, UNK = "<pad>", "<unk>"
 

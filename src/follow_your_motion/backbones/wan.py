@@ -17,14 +17,11 @@ temporal, a row and a column part; adaptive RoPE replaces only the temporal part
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, WanImageToVideoPipeline, WanPipeline
+from diffusers import WanImageToVideoPipeline, WanPipeline
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from PIL import Image
 from torch import nn
@@ -40,13 +37,11 @@ from .base import (
     VideoGeometry,
     second_adapter_allowed,
 )
+from .loading import load_pipeline, save_pipeline_lora
 
 ROPE_THETA = 10000.0  # WanRotaryPosEmbed's default; every released Wan2.1 checkpoint uses it
 _COMFY_ROLE = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o"}
 
-
-class ModelLoadError(InputError):
-    """The model source could not be loaded; the message says which and why."""
 
 
 class PositionedRope(nn.Module):
@@ -105,22 +100,8 @@ WanPipelines = WanPipeline | WanImageToVideoPipeline
 def load_wan_pipeline(source: str, dtype: torch.dtype) -> WanPipelines:
     """Load a diffusers Wan pipeline (text- or image-to-video, as its model_index.json says) from a hub id or a
     `save_pretrained` directory, with clear errors."""
-    path = Path(source).expanduser()
-    looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1
-    if looks_local and not (path / "model_index.json").is_file():
-        raise ModelLoadError(
-            f"model {source!r}: not a diffusers pipeline directory (no model_index.json) and not a hub id"
-        )
-    try:
-        pipe = DiffusionPipeline.from_pretrained(
-            str(path) if looks_local else source, dtype={"default": dtype, "vae": torch.float32}
-        )
-    except (OSError, ValueError, RuntimeError) as err:  # missing files, bad weights, offline hub
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"model {source!r} could not be loaded: {first}") from err
-    if not isinstance(pipe, WanPipeline | WanImageToVideoPipeline):
-        raise ModelLoadError(f"model {source!r} is a {type(pipe).__name__}, not a Wan text- or image-to-video pipeline")
-    return pipe  # the VAE stays in float32: Wan's VAE is numerically fragile in half precision
+    return load_pipeline(source, dtype, (WanPipeline, WanImageToVideoPipeline),
+                         "a Wan text- or image-to-video pipeline")
 
 
 def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
@@ -303,15 +284,7 @@ class WanBackbone(Backbone):
         return f"diffusion_model.blocks.{layer}.self_attn.{_COMFY_ROLE[projection]}"
 
     def save_diffusers_lora(self, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
-        target = Path(path)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            WanPipeline.save_lora_weights(
-                tmp,
-                transformer_lora_layers=state_dict,
-                weight_name=target.name,
-                transformer_lora_adapter_metadata=metadata,
-            )
-            os.replace(Path(tmp) / target.name, target)
+        save_pipeline_lora(WanPipeline, path, state_dict, metadata)
 
     def load_lora(self, expert: Expert, path: str, adapter: str) -> None:
         low_noise = expert.module is getattr(self.pipe, "transformer_2", None)

@@ -1,0 +1,53 @@
+"""A backbone's diffusers pipeline: loading it (a hub id or a `save_pretrained` directory, with clear errors) and
+writing LoRA files the way its `load_lora_weights` reads them.
+
+Every family does both the same way; only the pipeline classes it accepts and whether its VAE stays in float32
+differ.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline
+
+from ..errors import InputError
+
+
+class ModelLoadError(InputError):
+    """The model source could not be loaded; the message says which and why."""
+
+
+def load_pipeline(source: str, dtype: torch.dtype, kinds: tuple[type, ...], what: str,
+                  vae_float32: bool = True) -> DiffusionPipeline:
+    """The pipeline at `source`, which must be one of `kinds` (`what` names them for the error). With
+    `vae_float32` the VAE stays float32 whatever `dtype` is (latents are encoded once and cached, and video VAEs
+    are fragile in half precision)."""
+    path = Path(source).expanduser()
+    looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1
+    if looks_local and not (path / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"model {source!r}: not a diffusers pipeline directory (no model_index.json) and not a hub id"
+        )
+    dtypes = {"default": dtype, "vae": torch.float32} if vae_float32 else dtype
+    try:
+        pipe = DiffusionPipeline.from_pretrained(str(path) if looks_local else source, dtype=dtypes)
+    except (OSError, ValueError, RuntimeError) as err:  # missing files, bad weights, offline hub
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"model {source!r} could not be loaded: {first}") from err
+    if not isinstance(pipe, kinds):
+        raise ModelLoadError(f"model {source!r} is a {type(pipe).__name__}, not {what}")
+    return pipe
+
+
+def save_pipeline_lora(pipeline: type, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
+    """Write one transformer's LoRA through `pipeline.save_lora_weights` (diffusers' keys and the adapter config
+    in the metadata), into a temporary folder beside `path` and then renamed onto it."""
+    target = Path(path)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        pipeline.save_lora_weights(tmp, transformer_lora_layers=state_dict, weight_name=target.name,
+                                   transformer_lora_adapter_metadata=metadata)
+        os.replace(Path(tmp) / target.name, target)
