@@ -55,7 +55,7 @@ from .base import (
     VideoGeometry,
     second_adapter_allowed,
 )
-from .loading import ModelLoadError, load_pipeline, save_pipeline_lora
+from .loading import ModelLoadError, keep_file_values, load_pipeline, save_pipeline_lora
 
 ROPE_THETA = 10000.0  # get_3d_rotary_pos_embed's default, which the pipeline uses
 # diffusers module (inside transformer_blocks.N.attn1) -> ComfyUI's native CogVideoX module (inside blocks.N), as
@@ -375,10 +375,7 @@ class CogVideoXBackbone(Backbone):
                 raise InputError(f"{path}: cannot load as a CogVideoX LoRA ({str(err).splitlines()[0]})") from err
         # diffusers creates the adapter in the model's dtype; keep the file's exact float32 values instead, so a
         # reloaded LoRA computes what the trained one did (and can keep training).
-        for name, param in expert.module.named_parameters():
-            if ".lora_" in name and name.endswith(f".{adapter}.weight"):
-                key = "transformer." + name.removesuffix(f".{adapter}.weight") + ".weight"
-                param.data = state[key].to(param.device, torch.float32).clone()
+        keep_file_values(expert.module, adapter, state)
 
     # -- generation -----------------------------------------------------------------------------------
     def generate(

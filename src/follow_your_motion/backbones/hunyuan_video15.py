@@ -50,7 +50,7 @@ from .base import (
     VideoGeometry,
     second_adapter_allowed,
 )
-from .loading import ModelLoadError, load_pipeline
+from .loading import ModelLoadError, keep_file_values, load_pipeline
 
 PREFIX = "transformer"  # diffusers' key prefix of a transformer's LoRA weights and adapter config
 LORA_METADATA_KEY = "lora_adapter_metadata"  # where diffusers keeps the adapter config in a LoRA file
@@ -262,10 +262,7 @@ class HunyuanVideo15Backbone(Backbone):
         # diffusers creates the adapter in the model's dtype; keep the file's exact float32 values instead, so a
         # reloaded LoRA computes what the trained one did (and can keep training).
         state = load_file(str(path))
-        for name, param in expert.module.named_parameters():
-            if ".lora_" in name and name.endswith(f".{adapter}.weight"):
-                key = f"{PREFIX}." + name.removesuffix(f".{adapter}.weight") + ".weight"
-                param.data = state[key].to(param.device, torch.float32).clone()
+        keep_file_values(expert.module, adapter, state)
 
     # -- generation -------------------------------------------------------------------------------------
     def generate(

@@ -51,3 +51,13 @@ def save_pipeline_lora(pipeline: type, path: str, state_dict: dict[str, torch.Te
         pipeline.save_lora_weights(tmp, transformer_lora_layers=state_dict, weight_name=target.name,
                                    transformer_lora_adapter_metadata=metadata)
         os.replace(Path(tmp) / target.name, target)
+
+
+def keep_file_values(module: torch.nn.Module, adapter: str, state: dict[str, torch.Tensor]) -> None:
+    """Put a loaded adapter's weights back to the file's exact float32 values (`state`: diffusers' keys,
+    `transformer.<module>.lora_A.weight`): diffusers creates the adapter in the model's dtype, and a reloaded
+    LoRA must compute what the trained one did (and can keep training)."""
+    for name, param in module.named_parameters():
+        if ".lora_" in name and name.endswith(f".{adapter}.weight"):
+            key = "transformer." + name.removesuffix(f".{adapter}.weight") + ".weight"
+            param.data = state[key].to(param.device, torch.float32).clone()

@@ -38,7 +38,7 @@ from .base import (
     VideoGeometry,
     second_adapter_allowed,
 )
-from .loading import load_pipeline, save_pipeline_lora
+from .loading import keep_file_values, load_pipeline, save_pipeline_lora
 
 FRAME_RATE = 25  # LTXPipeline.__call__'s default `frame_rate`: the time axis of the RoPE is in seconds of it
 TEXT_LENGTH = 128  # LTXPipeline.__call__'s default `max_sequence_length` of the T5 prompt
@@ -298,12 +298,7 @@ class LTXBackbone(Backbone):
                     self.pipe.load_lora_weights(str(path), adapter_name=adapter)
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise InputError(f"{path}: cannot load as an LTX-Video LoRA ({str(err).splitlines()[0]})") from err
-        # diffusers creates the adapter in the model's dtype; keep the file's exact float32 values instead,
-        # so a reloaded LoRA computes what the trained one did (and can keep training).
-        for name, param in expert.module.named_parameters():
-            if ".lora_" in name and name.endswith(f".{adapter}.weight"):
-                key = "transformer." + name.removesuffix(f".{adapter}.weight") + ".weight"
-                param.data = state[key].to(param.device, torch.float32).clone()
+        keep_file_values(expert.module, adapter, state)
 
     # -- generation -----------------------------------------------------------------------------
     def generate(

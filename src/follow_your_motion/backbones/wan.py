@@ -37,7 +37,7 @@ from .base import (
     VideoGeometry,
     second_adapter_allowed,
 )
-from .loading import load_pipeline, save_pipeline_lora
+from .loading import keep_file_values, load_pipeline, save_pipeline_lora
 
 ROPE_THETA = 10000.0  # WanRotaryPosEmbed's default; every released Wan2.1 checkpoint uses it
 _COMFY_ROLE = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o"}
@@ -296,12 +296,7 @@ class WanBackbone(Backbone):
             state = WanPipeline.lora_state_dict(str(path))
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise InputError(f"{path}: cannot load as a Wan LoRA ({str(err).splitlines()[0]})") from err
-        # diffusers creates the adapter in the model's dtype; keep the file's exact float32 values instead,
-        # so a reloaded LoRA computes what the trained one did (and can keep training).
-        for name, param in expert.module.named_parameters():
-            if ".lora_" in name and name.endswith(f".{adapter}.weight"):
-                key = "transformer." + name.removesuffix(f".{adapter}.weight") + ".weight"
-                param.data = state[key].to(param.device, torch.float32).clone()
+        keep_file_values(expert.module, adapter, state)
 
     # -- generation -----------------------------------------------------------------------------
     def generate(
