@@ -34,6 +34,11 @@ ROW_ROLES = ("q", "k", "v")
 COLUMN_ROLES = ("o",)
 
 
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """A pipeline's float frames in [0, 1] as uint8 (T, H, W, 3), as every `generate` returns them."""
+    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+
+
 @contextlib.contextmanager
 def second_adapter_allowed() -> Iterator[None]:
     """PEFT warns whenever a second adapter joins a model; two adapters (spatial, motion) is the method."""
@@ -205,6 +210,15 @@ class Backbone(ABC):
         merged with the prompt's (`Conditioning.merged`)."""
         self.check_image(True)
         raise NotImplementedError(f"{type(self).__name__} declares an image mode but cannot encode images")
+
+    def check_generation(self, num_frames: int, height: int, width: int, guidance_2: float | None,
+                         image: np.ndarray | None) -> None:
+        """What every family's `generate` refuses alike: a size the model cannot take, an image where it has no
+        image mode (or none where it needs one), a low-noise guidance for a model with one transformer."""
+        self.geometry.check(num_frames, height, width)
+        self.check_image(image is not None)
+        if guidance_2 is not None and len(self.experts) < 2:
+            raise InputError("generate.guidance_2 is the low-noise expert's guidance; this model has one transformer")
 
     def check_image(self, given: bool) -> None:
         """Refuse an image for a text-to-video model, and its absence for an image-to-video one."""

@@ -54,6 +54,7 @@ from .base import (
     QKCallback,
     VideoGeometry,
     second_adapter_allowed,
+    to_uint8,
 )
 from .loading import ModelLoadError, keep_file_values, load_pipeline, save_pipeline_lora
 
@@ -395,10 +396,7 @@ class CogVideoXBackbone(Backbone):
     ) -> np.ndarray:
         """CogVideoXPipeline itself, with the adapters active, a CPU generator seeded with `seed`, `output_type`
         np (1.5 pads and drops its extra latent frame itself)."""
-        self.geometry.check(num_frames, height, width)
-        self.check_image(image is not None)
-        if guidance_2 is not None:
-            raise InputError("generate.guidance_2 is the low-noise expert's guidance; this model has one transformer")
+        self.check_generation(num_frames, height, width, guidance_2, image)
         with self.adapters(adapter_scales):
             frames = self.pipe(
                 prompt=prompt,
@@ -412,4 +410,4 @@ class CogVideoXBackbone(Backbone):
                 max_sequence_length=self.text_length,
                 output_type="np",
             ).frames[0]
-        return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+        return to_uint8(frames)

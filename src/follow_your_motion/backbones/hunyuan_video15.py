@@ -49,6 +49,7 @@ from .base import (
     QKCallback,
     VideoGeometry,
     second_adapter_allowed,
+    to_uint8,
 )
 from .loading import ModelLoadError, keep_file_values, load_pipeline
 
@@ -283,10 +284,7 @@ class HunyuanVideo15Backbone(Backbone):
         """HunyuanVideo15Pipeline itself, with the adapters active and a seeded CPU generator. Guidance is the
         guider's: a copy of the pipeline's guider with `guidance_scale = guidance` for this call (1 switches
         classifier-free guidance off, as the guider does), the pipeline's own restored after."""
-        self.geometry.check(num_frames, height, width)
-        self.check_image(image is not None)
-        if guidance_2 is not None:
-            raise InputError("generate.guidance_2 is the low-noise expert's guidance; this model has one transformer")
+        self.check_generation(num_frames, height, width, guidance_2, image)
         guider = self.pipe.guider
         self.pipe.guider = guider.new(guidance_scale=guidance)
         try:
@@ -303,4 +301,4 @@ class HunyuanVideo15Backbone(Backbone):
                 ).frames[0]
         finally:
             self.pipe.guider = guider
-        return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+        return to_uint8(frames)

@@ -37,6 +37,7 @@ from .base import (
     QKCallback,
     VideoGeometry,
     second_adapter_allowed,
+    to_uint8,
 )
 from .loading import keep_file_values, load_pipeline, save_pipeline_lora
 
@@ -317,10 +318,7 @@ class LTXBackbone(Backbone):
         image: np.ndarray | None = None,
     ) -> np.ndarray:
         """LTXPipeline itself, at `frame_rate`, with a CPU generator; its resolution-dependent shift is its own."""
-        self.geometry.check(num_frames, height, width)
-        self.check_image(image is not None)
-        if guidance_2 is not None:
-            raise InputError("generate.guidance_2 is the low-noise expert's guidance; this model has one transformer")
+        self.check_generation(num_frames, height, width, guidance_2, image)
         decode = ({"decode_timestep": DECODE_TIMESTEP, "decode_noise_scale": DECODE_NOISE_SCALE}
                   if self.pipe.vae.config.timestep_conditioning else {})
         with self.adapters(adapter_scales):
@@ -338,4 +336,4 @@ class LTXBackbone(Backbone):
                 output_type="np",
                 **decode,
             ).frames[0]
-        return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+        return to_uint8(frames)

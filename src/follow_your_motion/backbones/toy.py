@@ -189,10 +189,7 @@ class ToyBackbone(WanBackbone):
     def generate(self, prompt: str, *, negative_prompt: str, num_frames: int, height: int, width: int,
                  steps: int, guidance: float, seed: int, guidance_2: float | None = None,
                  adapter_scales: dict[str, float], image: np.ndarray | None = None) -> np.ndarray:
-        self.geometry.check(num_frames, height, width)
-        self.check_image(image is not None)
-        if guidance_2 is not None:
-            raise InputError("generate.guidance_2 is the low-noise expert's guidance; the toy model has one")
+        self.check_generation(num_frames, height, width, guidance_2, image)
         expert = self.experts[0]
         cond = self.encode_prompt(prompt)
         uncond = self.encode_prompt(negative_prompt)

@@ -36,6 +36,7 @@ from .base import (
     QKCallback,
     VideoGeometry,
     second_adapter_allowed,
+    to_uint8,
 )
 from .loading import keep_file_values, load_pipeline, save_pipeline_lora
 
@@ -314,11 +315,8 @@ class WanBackbone(Backbone):
         adapter_scales: dict[str, float],
         image: np.ndarray | None = None,
     ) -> np.ndarray:
-        self.geometry.check(num_frames, height, width)
-        self.check_image(image is not None)
+        self.check_generation(num_frames, height, width, guidance_2, image)
         two_experts = len(self.experts) > 1
-        if guidance_2 is not None and not two_experts:
-            raise InputError("generate.guidance_2 is the low-noise expert's guidance; this model has one transformer")
         extra = {"guidance_scale_2": guidance_2} if two_experts else {}
         pipe = self.pipe
         if image is not None:
@@ -341,4 +339,4 @@ class WanBackbone(Backbone):
                 max_sequence_length=self.text_length,
                 output_type="np",
             ).frames[0]
-        return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+        return to_uint8(frames)
