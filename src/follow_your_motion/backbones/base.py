@@ -34,6 +34,18 @@ ROW_ROLES = ("q", "k", "v")
 COLUMN_ROLES = ("o",)
 
 
+@contextlib.contextmanager
+def attention_pre_hooks(modules: list[nn.Module], hook_for: Callable[[int], Callable]) -> Iterator[None]:
+    """`hook_for(layer)` as a forward pre-hook (with kwargs) on each self-attention module, for a `capture_qk`
+    block: the families differ in what the hook recomputes, not in how it is put on and taken off."""
+    handles = [m.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, m in enumerate(modules)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def to_uint8(frames: np.ndarray) -> np.ndarray:
     """A pipeline's float frames in [0, 1] as uint8 (T, H, W, 3), as every `generate` returns them."""
     return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)

@@ -48,6 +48,7 @@ from .base import (
     Expert,
     QKCallback,
     VideoGeometry,
+    attention_pre_hooks,
     second_adapter_allowed,
     to_uint8,
 )
@@ -218,13 +219,8 @@ class HunyuanVideo15Backbone(Backbone):
 
             return hook
 
-        blocks = expert.module.transformer_blocks
-        handles = [b.attn.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, b in enumerate(blocks)]
-        try:
+        with attention_pre_hooks([b.attn for b in expert.module.transformer_blocks], hook_for):
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
     # -- LoRA files -------------------------------------------------------------------------------------
     @staticmethod

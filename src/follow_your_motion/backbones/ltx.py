@@ -36,6 +36,7 @@ from .base import (
     Expert,
     QKCallback,
     VideoGeometry,
+    attention_pre_hooks,
     second_adapter_allowed,
     to_uint8,
 )
@@ -268,13 +269,8 @@ class LTXBackbone(Backbone):
 
             return hook
 
-        blocks = expert.module.transformer_blocks
-        handles = [b.attn1.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, b in enumerate(blocks)]
-        try:
+        with attention_pre_hooks([b.attn1 for b in expert.module.transformer_blocks], hook_for):
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
     @staticmethod
     def comfyui_key(module_name: str) -> str:

@@ -35,6 +35,7 @@ from .base import (
     Expert,
     QKCallback,
     VideoGeometry,
+    attention_pre_hooks,
     second_adapter_allowed,
     to_uint8,
 )
@@ -271,13 +272,8 @@ class WanBackbone(Backbone):
 
             return hook
 
-        blocks = expert.module.blocks
-        handles = [b.attn1.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, b in enumerate(blocks)]
-        try:
+        with attention_pre_hooks([b.attn1 for b in expert.module.blocks], hook_for):
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
     @staticmethod
     def comfyui_key(module_name: str) -> str:
