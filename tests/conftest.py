@@ -74,3 +74,17 @@ spatial: {{steps: {steps}, rank: 4, lr: 0.01, checkpoint_every: 2}}
 motion: {{steps: {steps}, rank: 4, lr: 0.01, keep_frames: 2, checkpoint_every: 2}}
 generate: {{steps: 2}}
 """
+
+
+def record_attention_inputs(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[tuple]:
+    """Every (query, key) passed to the attention function `owner.name` (what a family's processor calls),
+    in call order: the reference `capture_qk` is checked against, bit for bit."""
+    calls: list[tuple] = []
+    original = getattr(owner, name)
+
+    def recording(query, key, *args, **kwargs):
+        calls.append((query.detach().clone(), key.detach().clone()))
+        return original(query, key, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recording)
+    return calls

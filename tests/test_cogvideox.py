@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from conftest import record_attention_inputs
 from diffusers import CogVideoXDDIMScheduler, CogVideoXPipeline
 from safetensors.torch import load_file
 from test_cli import moving_square, ok
@@ -111,15 +112,7 @@ def test_frames_are_8k_plus_1_and_a_token_frame_is_two_latent_frames_on_1_5(dirs
 def processor_qk(monkeypatch):
     """Every (query, key) that diffusers' CogVideoXAttnProcessor2_0 hands to attention (B, heads, S, d), in call
     order; its `F` is torch.nn.functional."""
-    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
-    original = F.scaled_dot_product_attention
-
-    def recording(query, key, *args, **kwargs):
-        calls.append((query.detach().clone(), key.detach().clone()))
-        return original(query, key, *args, **kwargs)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
-    return calls
+    return record_attention_inputs(monkeypatch, F, "scaled_dot_product_attention")
 
 
 @pytest.mark.parametrize("positions", [None, [0.0, 2.0, 5.5]], ids=["stock", "replaced"])

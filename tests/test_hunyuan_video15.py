@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import record_attention_inputs
 from diffusers import HunyuanVideo15Pipeline
 from diffusers.models.transformers import transformer_hunyuan_video15 as hv_module
 from safetensors.torch import load_file, save_file
@@ -104,15 +105,7 @@ def test_lora_targets_are_the_video_stream_projections_only(tiny_dir):
 def processor_qk(monkeypatch):
     """Every (query, key) that HunyuanVideo15AttnProcessor2_0 hands to attention (B, S, heads, d), in call order:
     it calls its module's `dispatch_attention_fn` (the token refiner's processor does not)."""
-    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
-    original = hv_module.dispatch_attention_fn
-
-    def recording(query, key, *args, **kwargs):
-        calls.append((query.detach().clone(), key.detach().clone()))
-        return original(query, key, *args, **kwargs)
-
-    monkeypatch.setattr(hv_module, "dispatch_attention_fn", recording)
-    return calls
+    return record_attention_inputs(monkeypatch, hv_module, "dispatch_attention_fn")
 
 
 @pytest.mark.parametrize("positions", [None, [0.0, 2.0, 5.5]], ids=["stock", "replaced"])

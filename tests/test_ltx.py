@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import record_attention_inputs
 from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline
 from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_ltxv_lora_to_diffusers
 from diffusers.models.transformers import transformer_ltx
@@ -139,15 +140,7 @@ def test_predict_is_one_step_of_the_pipeline(ltx):
 @pytest.fixture
 def processor_qk(monkeypatch):
     """Every (query, key) that diffusers' LTXVideoAttnProcessor hands to attention, in call order."""
-    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
-    original = transformer_ltx.dispatch_attention_fn
-
-    def recording(query, key, *args, **kwargs):
-        calls.append((query.detach().clone(), key.detach().clone()))
-        return original(query, key, *args, **kwargs)
-
-    monkeypatch.setattr(transformer_ltx, "dispatch_attention_fn", recording)
-    return calls
+    return record_attention_inputs(monkeypatch, transformer_ltx, "dispatch_attention_fn")
 
 
 @pytest.mark.parametrize("positions", [None, [0.0, 2.0, 5.5]], ids=["stock", "replaced"])

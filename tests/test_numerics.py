@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import record_attention_inputs
 from diffusers.models.transformers import transformer_wan
 
 from follow_your_motion.method.losses import motion_loss
@@ -43,15 +44,7 @@ def test_motion_loss_of_one_frame_is_zero_and_forms_are_checked():
 @pytest.fixture
 def processor_qk(monkeypatch):
     """Every (query, key) that diffusers' WanAttnProcessor hands to attention, in call order."""
-    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
-    original = transformer_wan.dispatch_attention_fn
-
-    def recording(query, key, *args, **kwargs):
-        calls.append((query.detach().clone(), key.detach().clone()))
-        return original(query, key, *args, **kwargs)
-
-    monkeypatch.setattr(transformer_wan, "dispatch_attention_fn", recording)
-    return calls
+    return record_attention_inputs(monkeypatch, transformer_wan, "dispatch_attention_fn")
 
 
 @pytest.mark.parametrize("positions", [None, [0.0, 2.0, 5.5]], ids=["stock", "replaced"])
