@@ -15,7 +15,7 @@ import torch
 
 from follow_your_motion.bench import score as score_module
 from follow_your_motion.bench.metrics import motion_fidelity_det
-from follow_your_motion.bench.metrics.motion import det_frame_indices, det_trajectory_ids
+from follow_your_motion.bench.metrics.motion_det import det_frame_indices, det_trajectory_ids
 from follow_your_motion.bench.trackers import Tracks
 
 R2, R5 = math.sqrt(2.0), math.sqrt(5.0)

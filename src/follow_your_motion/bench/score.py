@@ -8,7 +8,7 @@ normalised tracks whenever the aspect ratios differ). DMT works in pixels and co
 same pixel units, so for DMT only the output is first fitted to the reference's frame size
 (``video.resize_center_crop``). Frame counts may differ: DeT aligns them itself (its release does), and for
 DMT - which compares step t with step t - the longer track set keeps frames
-``metrics.motion.det_frame_indices(T_long, T_short)`` first, the same rule.
+``metrics.motion_det.det_frame_indices(T_long, T_short)`` first, the same rule.
 
 Only tracks with a known position in every frame are scored (``TRACK_FILTER``). The metrics compare two
 tracks over the steps valid in both, so a KLT track lost after frame 0 or 1 is compared over one or two
@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import InputError
 from .metrics import DET_GRID, DMT_GRID, MotionFidelity, motion_fidelity_det, motion_fidelity_dmt
-from .metrics.motion import det_frame_indices
+from .metrics.motion_det import det_frame_indices
 from .trackers import Tracks, get_tracker
 
 TRACK_FILTER = "tracks with a finite position in every frame (partial tracks masked out)"

@@ -1,6 +1,6 @@
-"""Benchmark metrics: ``motion`` holds the track-based motion-fidelity scores (DMT and DeT definitions),
-``appearance`` text similarity and temporal consistency from the embeddings ``encoders`` computes (CLIP, DINO;
-import ``encoders`` itself, it loads torch)."""
+"""Benchmark metrics: ``motion`` and ``motion_det`` hold the track-based motion-fidelity scores (DMT and DeT
+definitions), ``appearance`` text similarity and temporal consistency from the embeddings ``encoders``
+computes (CLIP, DINO; import ``encoders`` itself, it loads torch)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,8 @@ from .appearance import (
     text_cosines,
     text_similarity,
 )
-from .motion import (
-    DET_GRID,
-    DMT_GRID,
-    MotionFidelity,
-    displacement_similarity,
-    motion_fidelity_det,
-    motion_fidelity_dmt,
-    trajectory_distance_matrix,
-)
+from .motion import DMT_GRID, MotionFidelity, displacement_similarity, motion_fidelity_dmt
+from .motion_det import DET_GRID, motion_fidelity_det, trajectory_distance_matrix
 
 __all__ = [
     "DET_GRID",
