@@ -30,7 +30,8 @@ RECORD_KEYS = {
 }
 METRIC_KEYS = {
     "motion_fidelity_det", "motion_fidelity_dmt", "result_tracks_complete", "centred_error", "static_baseline_error",
-    "displacement_cosine", "colour_leak", "target_found_frames", "target_shape_ok", "frames",
+    "displacement_cosine", "colour_leak", "target_found_frames", "target_shape_ok", "background_leak",
+    "object_colour_leak", "frames",
 }
 
 

@@ -16,7 +16,8 @@ A manifest is a YAML mapping::
         reference:                      # ... or a ShapesWorld generator spec, rendered on the fly
           shapesworld:
             objects: [{shape: circle, colour: red, program: orbit-cw, size: 0.25, anchor: [0.5, 0.5]}]
-            background: black           # optional: black | textured
+                                        # an object may add `stripes: <colour>` (bands of a second colour)
+            background: black           # optional: black | textured | dim-<colour> (e.g. dim-green)
             camera: pan-left            # optional: a camera program
             num_frames: 9               # optional: frames/height/width; default = the run's video settings
         caption: a red circle
@@ -92,16 +93,17 @@ class ShapesWorldObject(_Strict):
     size: float = Field(0.25, gt=0, le=1)
     anchor: tuple[float, float] = (0.5, 0.5)
     phase: float = Field(0.0, ge=0, lt=1)
+    stripes: str | None = None  # a second colour: the object is drawn in bands of both
 
     @field_validator("shape")
     @classmethod
     def _shape(cls, value: str) -> str:
         return _one_of("shape", value, (*sw.SHAPES, sw.FIGURE))
 
-    @field_validator("colour")
+    @field_validator("colour", "stripes")
     @classmethod
-    def _colour(cls, value: str) -> str:
-        return _one_of("colour", value, tuple(sw.COLOURS))
+    def _colour(cls, value: str | None) -> str | None:
+        return None if value is None else _one_of("colour", value, tuple(sw.COLOURS))
 
     @field_validator("program")
     @classmethod
@@ -109,18 +111,24 @@ class ShapesWorldObject(_Strict):
         return _one_of("program", value, sw.PRETRAIN_PROGRAMS + sw.HELDOUT_PROGRAMS + sw.HUMAN_PROGRAMS)
 
     def spec(self) -> sw.ObjectSpec:
-        return sw.ObjectSpec(self.shape, self.colour, self.program, self.size, tuple(self.anchor), self.phase)
+        return sw.ObjectSpec(self.shape, self.colour, self.program, self.size, tuple(self.anchor), self.phase,
+                             self.stripes)
 
 
 class ShapesWorldSpec(_Strict):
     """A ShapesWorld scene; frames/height/width left out (None) follow the run's video settings."""
 
     objects: list[ShapesWorldObject] = Field(min_length=1)
-    background: Literal["black", "textured"] = "black"
+    background: str = "black"
     camera: str | None = None
     num_frames: int | None = Field(None, ge=2)
     height: int | None = Field(None, ge=16)
     width: int | None = Field(None, ge=16)
+
+    @field_validator("background")
+    @classmethod
+    def _background(cls, value: str) -> str:
+        return _one_of("background", value, sw.BACKGROUNDS)
 
     @field_validator("camera")
     @classmethod

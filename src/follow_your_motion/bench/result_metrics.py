@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..toyworld import leakage
 from ..toyworld import render as sw
 from ..toyworld.metrics import FILL_RATIO, MIN_STEP, guess_shape, transfer_metrics
 from .score import appearance_metrics, score_appearance, score_pair, score_tracks
@@ -25,10 +26,11 @@ GROUND_TRUTH_CONSTANTS = {
     "pairing": "i-th reference object with the i-th colour word of the target prompt",
     "translation_invariant": True,
     "shape_fill_ratio": FILL_RATIO,  # drawn shape = nearest fill ratio, median over frames (toyworld.metrics)
+    "clean_background": leakage.CLEAN_BACKGROUND,  # what background_leak is measured against (toyworld.leakage)
 }
 GROUND_TRUTH_METRICS = (
     "centred_error", "static_baseline_error", "displacement_cosine", "colour_leak", "target_found_frames",
-    "target_shape_ok",
+    "target_shape_ok", "background_leak", "object_colour_leak",
 )
 _DEFINITIONS = ("motion_fidelity_det", "motion_fidelity_dmt")
 
@@ -142,7 +144,8 @@ class AppearanceModels:
 
 def ground_truth_scores(scene: sw.SceneSpec, reference: np.ndarray, result: np.ndarray, prompt: str) -> dict:
     """ShapesWorld trajectory metrics per reference object, the i-th object paired with the i-th colour named
-    in `prompt`. Raises ValueError when they cannot be computed."""
+    in `prompt`, and the leakage of the reference's appearance the prompt leaves out (``toyworld.leakage``).
+    Raises ValueError when they cannot be computed."""
     targets = colours_in(prompt)
     if not targets:
         raise InputError(f"target prompt {prompt!r} names no colour (known: {', '.join(sw.COLOURS)})")
@@ -152,12 +155,12 @@ def ground_truth_scores(scene: sw.SceneSpec, reference: np.ndarray, result: np.n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of a track that is never found
         for obj, colour, shape in zip(scene.objects, targets, shapes_after_colours(prompt), strict=False):
-            scores = transfer_metrics(reference, obj.colour, result, colour)
+            scores = transfer_metrics(reference, obj.colours, result, colour)
             drawn = guess_shape(result, colour)[0]
             shape_ok = None if shape is None or drawn is None else drawn == shape
             objects.append({"reference": obj.name, "reference_colour": obj.colour, "target_colour": colour, **scores,
                             "target_shape": shape, "drawn_shape": drawn, "target_shape_ok": shape_ok})
-    return {"objects": objects}
+    return {"objects": objects, "leakage": leakage.leakage_metrics(scene, reference, result, targets)}
 
 
 def _mean(values: list) -> float | None:
@@ -168,7 +171,8 @@ def _mean(values: list) -> float | None:
 def flat_ground_truth(gt: dict | None) -> dict:
     """The result's ground-truth metrics (``GROUND_TRUTH_METRICS``; None each without ground truth): means over
     the reference objects, ``colour_leak`` if any object leaked, ``target_found_frames`` the least found,
-    ``target_shape_ok`` whether every object whose shape can be judged was drawn as the prompt names it."""
+    ``target_shape_ok`` whether every object whose shape can be judged was drawn as the prompt names it, and the
+    two leakage scores (None where they do not apply: a black reference background, no colour left unnamed)."""
     if gt is None:
         return dict.fromkeys(GROUND_TRUTH_METRICS)
     objs = gt["objects"]
@@ -180,4 +184,6 @@ def flat_ground_truth(gt: dict | None) -> dict:
         "target_found_frames": min(o["target_found_frames"] for o in objs),
         "target_shape_ok": None if all(o["target_shape_ok"] is None for o in objs)
         else all(o["target_shape_ok"] is not False for o in objs),
+        "background_leak": gt["leakage"]["background_leak"],
+        "object_colour_leak": gt["leakage"]["object_colour_leak"],
     }

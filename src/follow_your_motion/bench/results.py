@@ -19,13 +19,18 @@ Result JSON (``SCHEMA``; NaN is written as null)::
       temporal_consistency_clip                   CLIP temporal consistency) / --dino (DINO temporal
       temporal_consistency_dino                   consistency): bench.score.score_appearance of the result
       centred_error, static_baseline_error, displacement_cosine, colour_leak, target_found_frames,
-      target_shape_ok                             ShapesWorld ground truth (toyworld.metrics), null otherwise;
+      target_shape_ok                             ShapesWorld ground truth (toyworld.metrics), or for a video
+                                                  case tagged rgb:R,G,B its shade's (bench.shade_truth); null
+                                                  otherwise;
                                                   means over the reference objects (colour_leak: any,
                                                   target_found_frames: min, target_shape_ok: all judged
                                                   objects drawn as the prompt's shape by fill ratio)
+      background_leak, object_colour_leak         ShapesWorld: the reference's appearance the prompt leaves out
+                                                  found in the result (toyworld.leakage); null where none can
+                                                  leak (black background / every colour named) or otherwise
       frames                                      frame count of the result
     ground_truth      null, or {"objects": [per object: reference, reference_colour, target_colour and the
-                      toyworld.metrics.transfer_metrics fields]}
+                      toyworld.metrics.transfer_metrics fields], "leakage": toyworld.leakage.leakage_metrics}
     metric_errors     {metric: message} for scores that could not be computed (value null in metrics)
     timings           seconds: classify, spatial, motion (null when not run: untuned method, stage off),
                       generate, metrics
@@ -36,7 +41,7 @@ Result JSON (``SCHEMA``; NaN is written as null)::
     video             result and reference shapes [T, H, W], fps
     constants         tracker, motion_fidelity_det, motion_fidelity_dmt (their constants as score_pair
                       records them), the appearance metrics computed (model, preprocessing, embedding),
-                      ground_truth (ShapesWorld only: tolerances, pairing), scored_frames
+                      ground_truth (ShapesWorld or rgb: cases: tolerances, pairing), scored_frames
     config            the run's TransferConfig (generate.seed = seed)
     device, process {rank, world, pid}, created (unix time)
 """
@@ -68,6 +73,8 @@ from .result_metrics import (
     motion_scores,
 )
 from .score import APPEARANCE_MODELS
+from .shade_truth import CONSTANTS as SHADE_CONSTANTS
+from .shade_truth import case_shade, shade_ground_truth
 from .sharding import Processes, WorkItem
 from .transfer_call import Generated
 
@@ -177,12 +184,14 @@ def build_record(item: WorkItem, case: Case, method: Method, cfg: TransferConfig
     app_scores, app_constants, app_errors = appearance.scores(result, item.prompt)
     scores, constants, errors = scores | app_scores, constants | app_constants, errors | app_errors
     gt = None
-    if ref.scene is not None:
+    shade = None if ref.scene is not None else case_shade(case.tags)
+    if ref.scene is not None or shade is not None:
         try:
-            gt = ground_truth_scores(ref.scene, reference, result, item.prompt)
+            gt = (ground_truth_scores(ref.scene, reference, result, item.prompt) if shade is None
+                  else shade_ground_truth(shade, case.caption, reference, result, item.prompt))
         except ValueError as err:
             errors["ground_truth"] = str(err)
-        constants["ground_truth"] = dict(GROUND_TRUTH_CONSTANTS)
+        constants["ground_truth"] = dict(GROUND_TRUTH_CONSTANTS) if shade is None else dict(SHADE_CONSTANTS)
     constants["scored_frames"] = (
         "raw generated frames (before video encoding) vs the reference "
         + ("as rendered" if exact else "as the model saw it (decoded, fitted to the run's size)")

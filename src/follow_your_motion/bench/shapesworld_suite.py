@@ -6,6 +6,8 @@ output for ``n_per_category=2, seed=0`` (a test checks that they still agree).
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +21,19 @@ SHAPESWORLD_SUITE = Path(__file__).with_name("suites") / "shapesworld.yaml"
 SHAPESWORLD_CATEGORIES = {"single": "single-object", "multi": "multi-object", "camera": "camera", "human": "human"}
 
 
-def _shapesworld_scene(rng: np.random.Generator, category: str) -> sw.SceneSpec:
-    """One scene of a category moving with motions the toy model never saw captioned: held-out programs for
-    objects (camera scenes: a held-out object program under the camera), the figure's own programs for
-    `human` (the only ones a figure has)."""
+def heldout_scene(
+    rng: np.random.Generator, category: str, programs: tuple[str, ...] = sw.HELDOUT_PROGRAMS
+) -> sw.SceneSpec:
+    """One scene of a category moving with motions the toy model never saw captioned: `programs` (held-out ones)
+    for objects (camera scenes: a held-out object program under the camera), the figure's own programs for
+    `human` (the only ones a figure has). Sizes, anchors and phases are rounded to 3 decimals, as a suite lists them."""
     for _ in range(100):
-        scene = sw.random_scene(rng, category, sw.HELDOUT_PROGRAMS)
+        scene = sw.random_scene(rng, category, programs)
         objects = scene.objects
         if category == "camera":  # random_scene's camera object is static; give it a held-out motion
-            objects = tuple(_replace(o, program=str(rng.choice(sw.HELDOUT_PROGRAMS)), size=0.2) for o in objects)
+            objects = tuple(replace(o, program=str(rng.choice(sw.HELDOUT_PROGRAMS)), size=0.2) for o in objects)
         objects = tuple(
-            _replace(o, size=round(o.size, 3), anchor=(round(o.anchor[0], 3), round(o.anchor[1], 3)),
+            replace(o, size=round(o.size, 3), anchor=(round(o.anchor[0], 3), round(o.anchor[1], 3)),
                      phase=round(o.phase, 3) % 1.0)
             for o in objects
         )
@@ -42,16 +46,20 @@ def _shapesworld_scene(rng: np.random.Generator, category: str) -> sw.SceneSpec:
     raise RuntimeError(f"could not draw a valid {category} scene")  # pragma: no cover - never seen
 
 
-def _replace(obj: sw.ObjectSpec, **changes: Any) -> sw.ObjectSpec:
-    fields = {"shape": obj.shape, "colour": obj.colour, "program": obj.program, "size": obj.size,
-              "anchor": obj.anchor, "phase": obj.phase}
-    return sw.ObjectSpec(**(fields | changes))
+def scene_spec(scene: sw.SceneSpec) -> dict[str, Any]:
+    """A scene as a manifest's ``shapesworld`` reference (frame count and size left open)."""
+    objects = []
+    for o in scene.objects:
+        objects.append({"shape": o.shape, "colour": o.colour, "program": o.program, "size": o.size,
+                        "anchor": list(o.anchor), "phase": o.phase, "stripes": o.stripes})
+    return {"objects": objects, "background": scene.background, "camera": scene.camera}
 
 
-def _target(rng: np.random.Generator, objects: tuple[sw.ObjectSpec, ...]) -> str:
-    """A prompt naming, for each reference object in order, a colour no reference object has and (except for
-    the figure, whose motions only a figure can make) another shape."""
-    free = [c for c in sw.COLOURS if c not in {o.colour for o in objects}]
+def target_prompt(rng: np.random.Generator, objects: tuple[sw.ObjectSpec, ...], exclude: Collection[str] = ()) -> str:
+    """A prompt naming, for each of `objects` in order, a colour none of them is drawn in (nor any of `exclude`)
+    and (except for the figure, whose motions only a figure can make) another shape."""
+    used = {c for o in objects for c in o.colours} | set(exclude)
+    free = [c for c in sw.COLOURS if c not in used]
     colours = rng.choice(len(free), size=len(objects), replace=False)
     phrases = []
     for o, c in zip(objects, colours, strict=True):
@@ -73,24 +81,15 @@ def shapesworld_suite(n_per_category: int = 2, seed: int = 0, n_targets: int = 1
     cases = []
     for category in sw.CATEGORIES:
         for i in range(n_per_category):
-            scene = _shapesworld_scene(rng, category)
-            spec = {
-                "objects": [
-                    {"shape": o.shape, "colour": o.colour, "program": o.program, "size": o.size,
-                     "anchor": list(o.anchor), "phase": o.phase}
-                    for o in scene.objects
-                ],
-                "background": scene.background,
-                "camera": scene.camera,
-            }
+            scene = heldout_scene(rng, category)
             targets: list[str] = []
             while len(targets) < n_targets:
-                target = _target(rng, scene.objects)
+                target = target_prompt(rng, scene.objects)
                 if target not in targets:
                     targets.append(target)
             cases.append({
                 "id": f"{category}-{i}", "category": SHAPESWORLD_CATEGORIES[category],
-                "reference": {"shapesworld": spec}, "caption": sw.caption(scene), "targets": targets,
+                "reference": {"shapesworld": scene_spec(scene)}, "caption": sw.caption(scene), "targets": targets,
             })
     description = (f"ShapesWorld: {n_per_category} case(s) per category, seed {seed}; "
                    "regenerate with bench.shapesworld_suite")

@@ -40,16 +40,18 @@ def displacement_cosine(reference: np.ndarray, generated: np.ndarray) -> float:
 
 
 def transfer_metrics(
-    reference: np.ndarray, reference_colour: str, result: np.ndarray, target_colour: str
+    reference: np.ndarray, reference_colour: str | tuple[str, ...], result: np.ndarray, target_colour: str
 ) -> dict[str, float | bool]:
     """Trajectory fidelity of the target-coloured object in `result` against the reference's object,
-    and whether the reference's colour leaked into the result."""
-    ref_track = track_colour(reference, reference_colour)
+    and whether the reference's colour leaked into the result. A striped reference object passes all its
+    colours (``ObjectSpec.colours``): its track is their union's, and any of them but the target colour leaks."""
+    colours = (reference_colour,) if isinstance(reference_colour, str) else tuple(reference_colour)
+    ref_track = track_colour(reference, colours)
     gen_track = track_colour(result, target_colour)
     size = float(max(reference.shape[1:3]))
     static = np.repeat(np.nanmean(ref_track, axis=0, keepdims=True), len(ref_track), axis=0)
-    leak_track = track_colour(result, reference_colour)
-    leaked = reference_colour != target_colour and bool((~np.isnan(leak_track).any(1)).any())
+    others = tuple(c for c in colours if c != target_colour)
+    leaked = bool(others) and bool((~np.isnan(track_colour(result, others)).any(1)).any())
     return {
         "centred_error": centred_error(ref_track, gen_track, size),
         "static_baseline_error": centred_error(ref_track, static, size),

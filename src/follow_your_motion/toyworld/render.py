@@ -32,10 +32,12 @@ HELDOUT_PROGRAMS = ("zigzag", "orbit-cw", "orbit-ccw", "bounce", "figure-eight",
 HUMAN_PROGRAMS: tuple[str, ...] = ("wave", "jump", "walk")
 CAMERA_PROGRAMS: tuple[str, ...] = tuple(f"pan-{d}" for d in LINE_PROGRAMS) + ("zoom-in", "zoom-out")
 CATEGORIES: tuple[str, ...] = ("single", "multi", "camera", "human")
-BACKGROUNDS: tuple[str, ...] = ("black", "textured")
+DIM_BACKGROUNDS: tuple[str, ...] = tuple(f"dim-{c}" for c in COLOURS)  # plain, each at half its colour's value
+BACKGROUNDS: tuple[str, ...] = ("black", "textured", *DIM_BACKGROUNDS)
 
 _DIRS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 _LINE_TRAVEL, _DIAG_TRAVEL, _PAN_TRAVEL, _ZOOM = 0.45, 0.35, 0.3, 1.5  # fractions of the frame / factor
+_STRIPE = 0.5  # stripe height as a fraction of the object's radius: 4 bands across its diameter
 _OBJECT_MOTION_WORDS = ("moves", "stays", "still", "left", "right", "up", "down")
 _MOTION_WORDS = (*_OBJECT_MOTION_WORDS, "the", "camera", "pans", "over", "zooms", "in", "on", "out", "from")
 VOCABULARY: tuple[str, ...] = tuple(sorted({"a", "and", *_MOTION_WORDS, *COLOURS, *SHAPES, FIGURE}))
@@ -46,7 +48,9 @@ class ObjectSpec:
     """One object. ``size`` is the diameter (figure: height) as a fraction of min(H, W). ``anchor`` places
     the path inside the range of positions that keep the object fully in frame (0 = left/top-most,
     1 = right/bottom-most), so any anchor is valid. ``phase`` in [0, 1) offsets periodic programs
-    (orbit/spiral/figure-eight start angle, zigzag phase, bounce diagonal = quadrant of phase)."""
+    (orbit/spiral/figure-eight start angle, zigzag phase, bounce diagonal = quadrant of phase). ``stripes``, a
+    second colour, draws the object in horizontal bands of ``colour`` and ``stripes`` that move and scale with
+    it (an appearance the captions cannot name, for leakage tests); its name and caption keep ``colour``."""
 
     shape: str
     colour: str
@@ -54,10 +58,16 @@ class ObjectSpec:
     size: float = 0.25
     anchor: tuple[float, float] = (0.5, 0.5)
     phase: float = 0.0
+    stripes: str | None = None
 
     @property
     def name(self) -> str:
         return f"{self.colour} {self.shape}"
+
+    @property
+    def colours(self) -> tuple[str, ...]:
+        """Every colour the object is drawn in: its mask is the union of their masks."""
+        return (self.colour,) if self.stripes is None else (self.colour, self.stripes)
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,11 @@ def _validate(scene: SceneSpec) -> None:
     for o in scene.objects:
         _check("shape", o.shape, (*SHAPES, FIGURE))
         _check("colour", o.colour, tuple(COLOURS))
+        if o.stripes is not None:
+            _check(f"stripes colour of the {o.name}", o.stripes, tuple(COLOURS))
+            if o.stripes == o.colour:
+                raise InputError(f"the {o.name}'s stripes are its own colour {o.colour!r}: give another colour "
+                                 "or leave stripes out")
         valid = HUMAN_PROGRAMS if o.shape == FIGURE else PRETRAIN_PROGRAMS + HELDOUT_PROGRAMS
         _check(f"program for {o.shape}", o.program, valid)
         if not 0.0 < o.size <= 1.0:
@@ -250,14 +265,32 @@ def _shape_mask(xx: np.ndarray, yy: np.ndarray, shape: str, x: float, y: float, 
     return (yy <= base) & (np.abs(xx - x) <= (yy - top) / (base - top) * r)
 
 
+def _stripe_mask(yy: np.ndarray, y: float, r: float) -> np.ndarray:
+    """The second colour's bands: every other band of height _STRIPE * r, counted from the top y - r."""
+    return np.floor((yy - (y - r)) / (_STRIPE * r)).astype(np.int64) % 2 == 1
+
+
+def dim_colour(colour: str) -> tuple[int, int, int]:
+    """The ``dim-<colour>`` background: each channel at half its value, rounded up (red -> (128, 0, 0)).
+
+    Every dim colour is at least 127 from every object colour and 128 from black on some channel, and 64 above
+    the texture's greys, so at the segmentation tolerance 40 it is never taken for an object or for black."""
+    _check("colour", colour, tuple(COLOURS))
+    r, g, b = ((v + 1) // 2 for v in COLOURS[colour])
+    return r, g, b
+
+
 _TEXTURE = np.random.default_rng(20240601).integers(20, 65, size=(64, 64)).astype(np.uint8)
 
 
 def _background(scene: SceneSpec, xx: np.ndarray, yy: np.ndarray, px: float, py: float, z: float):
-    """Fixed-seed blocky grey texture (values 20..64) in world coordinates, so it moves with the camera."""
+    """Black, a plain dim colour, or a fixed-seed blocky grey texture (values 20..64) in world coordinates, so
+    it moves with the camera."""
     h, w = scene.height, scene.width
     if scene.background == "black":
         return np.zeros((h, w, 3), dtype=np.uint8)
+    if scene.background in DIM_BACKGROUNDS:
+        return np.broadcast_to(np.array(dim_colour(scene.background[len("dim-"):]), np.uint8), (h, w, 3))
     cx, cy, cell = (w - 1) / 2, (h - 1) / 2, max(2, min(h, w) // 16)
     wx, wy = (xx + px - cx) / z + cx, (yy + py - cy) / z + cy
     ix, iy = np.floor(wx / cell).astype(int) % 64, np.floor(wy / cell).astype(int) % 64
@@ -282,6 +315,8 @@ def render(scene: SceneSpec) -> Clip:
             else:
                 m = _shape_mask(xx, yy, o.shape, x[t], y[t], r[t])
             frames[t][m] = COLOURS[o.colour]
+            if o.stripes is not None:
+                frames[t][m & _stripe_mask(yy, y[t], r[t])] = COLOURS[o.stripes]
             owner[t][m] = i
     tracks = {}
     for i, o in enumerate(scene.objects):
@@ -364,19 +399,25 @@ def caption(scene: SceneSpec, with_motion: bool = True) -> str:
     return text
 
 
-def segment_colour(frames: np.ndarray, colour: str, tol: int = 40) -> np.ndarray:
-    """(T, H, W) mask of pixels whose every channel is within ``tol`` of the colour (0..255 scale);
-    a per-channel (Chebyshev) tolerance keeps noisy generated pixels while separating the 8 colours."""
-    _check("colour", colour, tuple(COLOURS))
+def segment_colour(frames: np.ndarray, colour: str | tuple[str, ...], tol: int = 40) -> np.ndarray:
+    """(T, H, W) mask of pixels whose every channel is within ``tol`` of the colour (0..255 scale), or of any of
+    several colours (a striped object: ``ObjectSpec.colours``); a per-channel (Chebyshev) tolerance keeps noisy
+    generated pixels while separating the 8 colours."""
+    names = (colour,) if isinstance(colour, str) else tuple(colour)
+    for name in names:
+        _check("colour", name, tuple(COLOURS))
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise InputError(f"frames must have shape (T, H, W, 3), got {frames.shape}")
-    diff = np.abs(frames.astype(np.float64) - np.asarray(COLOURS[colour], dtype=np.float64))
-    return diff.max(axis=-1) <= tol
+    values = frames.astype(np.float64)
+    mask = np.zeros(frames.shape[:3], dtype=bool)
+    for name in names:
+        mask |= np.abs(values - np.asarray(COLOURS[name], dtype=np.float64)).max(axis=-1) <= tol
+    return mask
 
 
-def track_colour(frames: np.ndarray, colour: str, tol: int = 40, min_pixels: int = 3) -> np.ndarray:
-    """(T, 2) centroid (x, y) of the colour's pixels per frame, NaN where fewer than ``min_pixels``."""
+def track_colour(frames: np.ndarray, colour: str | tuple[str, ...], tol: int = 40, min_pixels: int = 3) -> np.ndarray:
+    """(T, 2) centroid (x, y) of the colour's (or colours') pixels per frame, NaN where fewer than ``min_pixels``."""
     mask = segment_colour(frames, colour, tol)
     out = np.full((mask.shape[0], 2), np.nan)
     for t, m in enumerate(mask):
