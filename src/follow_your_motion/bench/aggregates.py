@@ -134,7 +134,8 @@ def is_rate(records: list[dict], metric: str) -> bool:
     return bool(present) and all(isinstance(v, bool) for v in present)
 
 
-def _values(records: list[dict], metric: str) -> list[float]:
+def metric_values(records: list[dict], metric: str) -> list[float]:
+    """The metric's numeric values in `records` (tuning time for "tuning_time_s"), missing ones left out."""
     if metric == TUNING:
         found = (tuning_time(r) for r in records)
     else:
@@ -151,7 +152,7 @@ def aggregate(records: list[dict]) -> dict:
         groups = {c: [r for r in mine if category_of(r) == c] for c in ordered_categories(mine)}
         groups[OVERALL] = mine
         out[method] = {
-            name: {"n_results": len(group), **{m: summarize(_values(group, m)) for m in metrics}}
+            name: {"n_results": len(group), **{m: summarize(metric_values(group, m)) for m in metrics}}
             for name, group in groups.items()
         }
     return out

@@ -6,7 +6,8 @@
 * ``results.csv``  - one row per result, metrics / timings / memory / paths flattened to ``group.key`` columns;
 * ``results.json`` - the aggregates: per method, per category and overall, for every metric and the tuning
   time, n, mean and the 95% confidence interval of the mean;
-* ``results.md``   - the same aggregates as Markdown tables;
+* ``results.md``   - the same aggregates as Markdown tables, and each method's paired difference from the
+  baseline method (``paired``: fym when it ran) on the same cases;
 * ``index.html``   - a self-contained page (no scripts, no external resources): the overall table, the plots,
   and one row per case with the reference and every method's output side by side;
 * ``plots/fidelity_vs_time.png`` and ``plots/per_category.png``.
@@ -38,6 +39,7 @@ from .aggregates import (
     tuning_time,
 )
 from .html_page import index_page
+from .paired import baseline_of, paired_differences
 from .plots import plot_fidelity_vs_time, plot_per_category, plotted_metric
 from .stats import CI_LEVEL
 
@@ -97,7 +99,19 @@ def _write_csv(path: Path, records: list[dict]) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
-def _markdown(aggregates: dict, metrics: list[str], rates: set[str], source: str, n: int) -> str:
+def _paired_markdown(paired: dict, baseline: str, cols: list[str], rates: set[str]) -> list[str]:
+    lines = [f"## Paired differences from {baseline}", "",
+             f"Per method, (method - {baseline}) on each result both have (same case, prompt and seed): mean ±",
+             f"half-width of its {CI_LEVEL:.0%} interval (n pairs). An interval that excludes 0 separates the two.",
+             "", "| method | " + " | ".join(metric_label(m, rates) for m in cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for method, stats in paired.items():
+        lines.append(f"| {method} | " + " | ".join(_cell(stats[m], m) for m in cols) + " |")
+    return [*lines, ""]
+
+
+def _markdown(aggregates: dict, metrics: list[str], rates: set[str], source: str, n: int,
+              paired: dict, baseline: str) -> str:
     cols = [*metrics, TUNING]
     header = "| {} | results | " + " | ".join(metric_label(m, rates) for m in cols) + " |"
     rule = "|---|---:|" + "---:|" * len(cols)
@@ -117,7 +131,10 @@ def _markdown(aggregates: dict, metrics: list[str], rates: set[str], source: str
     for method, groups in aggregates.items():
         stats = groups[OVERALL]
         lines.append(f"| {method} | {stats['n_results']} | " + " | ".join(_cell(stats[m], m) for m in cols) + " |")
-    lines += ["", "## Per method and category", ""]
+    lines.append("")
+    if paired:
+        lines += _paired_markdown(paired, baseline, cols, rates)
+    lines += ["## Per method and category", ""]
     for method, groups in aggregates.items():
         lines += [f"### {method}", "", header.format("category"), rule]
         for name, stats in groups.items():
@@ -139,6 +156,8 @@ def write_report(bench_dir: Path) -> dict[str, Path]:
     rates = {m for m in metrics if is_rate(records, m)}
     categories = ordered_categories(records)
     aggregates = aggregate(records)
+    baseline = baseline_of(list(aggregates))
+    paired = paired_differences(records, baseline)
     primary = plotted_metric(metrics)
 
     written = {"csv": _write_csv(bench_dir / "results.csv", records)}
@@ -157,10 +176,12 @@ def write_report(bench_dir: Path) -> dict[str, Path]:
         },
         "tuning_time": f"0 if not tuned; else sum of timings {list(TUNING_STAGES)}; else total - generate",
         "aggregates": aggregates,
+        "paired": {"baseline": baseline, "difference": "method - baseline, per (case, prompt index, seed) both have",
+                   "methods": paired},
     }
     written["json"] = atomic_write_text(bench_dir / "results.json", json.dumps(summary, indent=1) + "\n")
     written["markdown"] = atomic_write_text(
-        bench_dir / "results.md", _markdown(aggregates, metrics, rates, source, len(records)) + "\n"
+        bench_dir / "results.md", _markdown(aggregates, metrics, rates, source, len(records), paired, baseline) + "\n"
     )
     written["plot_fidelity_vs_time"] = plot_fidelity_vs_time(
         bench_dir / PLOT_FIDELITY_VS_TIME, records, aggregates, primary
