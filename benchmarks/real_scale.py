@@ -1,13 +1,16 @@
 """Real-size benchmark: every stage of a transfer on Wan2.1-1.3B and Wan2.1-14B at 81 frames of 480x832.
 
 Builds each transformer from its published config with random weights (no download) on the device in bf16,
-the Wan2.1 VAE from its published config (diffusers' `AutoencoderKLWan` defaults) in float32, and a text-encoder
-stand-in (a one-layer UMT5 encoder with UMT5-XXL's output width, 4,096) behind a word-level tokenizer, puts
-them in a `WanPipeline` behind the project's `WanBackbone`, and runs the project's own code: encoding of the
-clip, of its frames one by one and of the prompt; stage 1 (`classify_heads`); N optimizer steps of stage 2
-and of stage 3 dense and sparse (`train_adapter` with head-masked LoRAs at the Wan recipe's rank, bf16 autocast
-and gradient checkpointing); N generation steps (`backbone.generate`, classifier-free guidance, VAE decode
-timed apart). The two LoRAs take half the heads of every layer each, not the classified heads: with random
+the Wan2.1 VAE from its published config (diffusers' `AutoencoderKLWan` defaults) in float32, and UMT5-XXL from
+its published config in bf16 (random weights, 11.4 GB: what parking the encoders frees) behind a word-level
+tokenizer, puts them in a `WanPipeline` behind the project's `WanBackbone`, and runs the project's own code:
+encoding of the clip, of its frames one by one and of the prompt; the encoders then go to the CPU as `Transfer`
+parks them (seconds and device memory freed recorded; not with `--keep-encoders`); stage 1 (`classify_heads`);
+N optimizer steps of stage 2 and of stage 3 dense and sparse (`train_adapter` with head-masked LoRAs at the Wan
+recipe's rank, bf16 autocast and gradient checkpointing), and stage 3 sparse once more with the encoders back on
+the device (the peak without parking, beside the parked one); N generation steps (`backbone.generate`, encoders
+on the device, classifier-free guidance, VAE decode timed apart). The two LoRAs take half the heads of every
+layer each, not the classified heads: with random
 weights the classification is arbitrary, and a split that left the early layers without a LoRA would skip
 their backward and time a step no real run takes. Records seconds per step and peak memory per stage, and
 projects the whole transfer for the paper's recipe (3,000 + 2,000 steps, K = 5, 50 generation steps), the
@@ -16,6 +19,8 @@ after every stage, so a run cut short keeps what it measured.
 
     timeout 420 python -m benchmarks.real_scale --device cuda     # one H100/H200-class GPU, under 7 minutes
     python -m benchmarks.real_scale --tiny                        # seconds on a CPU (the test suite runs this)
+
+`--tiny` builds a one-layer UMT5 stand-in instead of UMT5-XXL.
 """
 
 from __future__ import annotations
@@ -63,15 +68,20 @@ def build_vae(tiny: bool):
     return AutoencoderKLWan()
 
 
-def build_text_encoder(width: int):
-    """A word-level tokenizer and a one-layer UMT5 encoder whose output is `width` wide (UMT5-XXL: 4,096)."""
+def build_text_encoder(width: int, tiny: bool, device: torch.device):
+    """A word-level tokenizer and UMT5-XXL (random weights, bf16, built on `device`), or for `tiny` a one-layer
+    UMT5 encoder whose output is `width` wide."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+
+    from .memory_plan import umt5_xxl
 
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2} | {w: i + 3 for i, w in enumerate(WORDS)}
     raw = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    if not tiny:
+        return tokenizer, umt5_xxl(device).requires_grad_(False)
     heads = max(1, width // 64)
     config = UMT5Config(vocab_size=len(vocab), d_model=width, d_kv=width // heads, d_ff=256, num_layers=1,
                         num_heads=heads, relative_attention_num_buckets=8, relative_attention_max_distance=16,
@@ -155,6 +165,7 @@ def run_model(key: str, cfg: cm.WanConfig, shared: dict, args, rec: Recorder) ->
             [backbone.encode_video(video[:, i : i + 1]) for i in range(video.shape[1])])))
         rec.stage("encoding", "encode prompt", lambda: shared.update(text=backbone.encode_prompt(PROMPT)))
     latents, frame_latents, text = shared["latents"], shared["frame_latents"], shared["text"]
+    park(key, backbone, args, rec)
     found = {}
     rec.stage(key, "stage 1", lambda: found.update(heads=classify(
         backbone, latents, text, HeadSettings(num_queries=args.queries))))
@@ -178,7 +189,28 @@ def run_model(key: str, cfg: cm.WanConfig, shared: dict, args, rec: Recorder) ->
         motion = MotionSettings(**train, keep_frames=keep)
         rec.stage(key, name, lambda m=motion: train_steps(backbone, "motion", m, motion_inputs(latents, text, m),
                                                           motion_weight=m.motion_weight))
+    if backbone.park_device is not None:  # the same stage with the encoders back: the peak without parking
+        motion = MotionSettings(**train, keep_frames=args.keep[0])
+        with backbone.encoders_ready():
+            rec.stage(key, f"stage 3 sparse K={args.keep[0]}, encoders on the device",
+                      lambda: train_steps(backbone, "motion", motion, motion_inputs(latents, text, motion),
+                                          motion_weight=motion.motion_weight))
     generation(key, backbone, args, rec)
+
+
+def park(key: str, backbone, args, rec: Recorder) -> None:
+    """The encoders to the CPU once the encodings are made, as `Transfer.encode` does (not with
+    `--keep-encoders`): the seconds it takes and the device memory it frees."""
+    encoders = backbone.encoders().values()
+    rec.data["models"].setdefault(key, {"stages": {}})["encoder_mib"] = sum(
+        p.numel() * p.element_size() for m in encoders for p in m.parameters()) / 2**20
+    if args.keep_encoders:
+        return
+    backbone.park_device = torch.device("cpu")
+    before = torch.cuda.memory_allocated(rec.device) if rec.device.type == "cuda" else 0
+    rec.stage(key, "park encoders", backbone.park_encoders)
+    if rec.device.type == "cuda":
+        rec.data["models"][key]["parking_freed_mib"] = (before - torch.cuda.memory_allocated(rec.device)) / 2**20
 
 
 def generation(key: str, backbone, args, rec: Recorder) -> None:
@@ -200,8 +232,9 @@ def generation(key: str, backbone, args, rec: Recorder) -> None:
         return [(time.perf_counter() - began - sum(decode)) / args.steps]
 
     vae.decode = timed_decode
-    try:
-        rec.stage(key, "generation step", sample)
+    try:  # the encoders on the device for the call (not timed), as `Transfer.generate` brings them back
+        with backbone.encoders_ready():
+            rec.stage(key, "generation step", sample)
     finally:
         vae.decode = original
     stages = rec.stages(key)
@@ -245,6 +278,9 @@ def markdown(data: dict) -> str:
         for k, r in model.get("sparse_dense", {}).items():
             projections.append([key, f"stage 3 sparse / dense, {k}",
                                 f"measured {r['measured']:.3f}, cost model {r['predicted']:.3f}", "-"])
+        if "parking_freed_mib" in model:
+            projections.append([key, "encoders parked", f"{model['encoder_mib']:,.0f} MiB of encoder weights, "
+                                f"{model['parking_freed_mib']:,.0f} MiB freed on the device", "-"])
     table = markdown_table(["model", "stage", "timed steps", "s / step", "peak MiB"], rows)
     if projections:
         table += "\n\n" + markdown_table(["model", "recipe", "steps", "projected s"], projections)
@@ -260,6 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--keep", default="5", help="K values of the sparse stage 3 (comma-separated)")
     parser.add_argument("--rank", type=int, default=None, help="LoRA rank (default: the Wan recipe's)")
     parser.add_argument("--queries", type=int, default=None, help="stage-1 queries (default: the recipe's)")
+    parser.add_argument("--keep-encoders", action="store_true", help="never park the encoders (model.keep_encoders)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/real_scale"))
     args = parser.parse_args(argv)
     if args.device == "cpu":
@@ -291,7 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
     shared: dict = {"dtype": torch.float32 if args.tiny else torch.bfloat16}
 
     def build_shared() -> None:
-        shared["tokenizer"], shared["text_encoder"] = build_text_encoder(text_dim)
+        shared["tokenizer"], shared["text_encoder"] = build_text_encoder(text_dim, args.tiny, device)
         shared["vae"] = build_vae(args.tiny)
 
     rec.stage("encoding", "build VAE + text encoder", build_shared)

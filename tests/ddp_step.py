@@ -1,7 +1,7 @@
 """A short motion-LoRA training on the tiny Wan, run by tests/test_distributed.py.
 
     python ddp_step.py PIPE_DIR OUT_DIR
-    python -m torch.distributed.run --standalone --nproc_per_node 2 ddp_step.py PIPE_DIR OUT_DIR
+    python -m torch.distributed.run --standalone --nproc_per_node 2 ddp_step.py PIPE_DIR OUT_DIR [ddp|fsdp] [early-stop]
 
 Every process builds the same backbone (bfloat16, as the Wan recipe loads it) and seeded masked float32
 LoRA, trains it with `train_adapter` (which wraps the transformer in DDP when there are several processes)
@@ -19,7 +19,7 @@ from accelerate import PartialState
 from safetensors.torch import save_file
 
 from follow_your_motion.backbones.wan import WanBackbone
-from follow_your_motion.config import MotionSettings
+from follow_your_motion.config import EarlyStopSettings, MotionSettings
 from follow_your_motion.method.lora import adapter_state, add_masked_lora
 from follow_your_motion.method.train import motion_inputs, train_adapter
 from follow_your_motion.runs import RunDir
@@ -28,7 +28,7 @@ SELECTION = {0: [0, 1], 1: [2]}
 STEPS = 3
 
 
-def main(pipe_dir: Path, out: Path, distributed: str = "ddp") -> None:
+def main(pipe_dir: Path, out: Path, distributed: str = "ddp", early_stop: str = "") -> None:
     state = PartialState(cpu=True)
     world, rank = state.num_processes, state.process_index
     torch.manual_seed(1234)  # the same everywhere; train_adapter must not rely on it
@@ -41,6 +41,8 @@ def main(pipe_dir: Path, out: Path, distributed: str = "ddp") -> None:
     settings = MotionSettings(
         steps=STEPS, keep_frames=2, lr=1e-2, checkpoint_every=STEPS, seed=11, grad_checkpointing=True,
         mixed_precision="bf16", distributed=distributed,
+        # "early-stop": a plateau after step 1 (no window can improve by 99%): every rank must stop at step 2
+        early_stop=EarlyStopSettings(window=1, patience=1, min_improvement=0.99) if early_stop else None,
     )
     final = train_adapter(
         wan, wan.experts[0], RunDir(out / "run"), "motion", "motion", settings, motion_inputs(latents, text, settings),

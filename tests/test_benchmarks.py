@@ -229,8 +229,9 @@ def test_real_scale_runs_tiny_on_cpu(tmp_path):
     assert out.with_suffix(".md").read_text().startswith("`python -m benchmarks.real_scale")
     model = data["models"]["tiny"]
     stages = {**data["encoding"], **model["stages"]}
-    for name in ("encode clip", "encode frames", "encode prompt", "stage 1", "stage 2", "stage 3 dense",
-                 "stage 3 sparse K=5", "generation step", "vae decode"):
+    for name in ("encode clip", "encode frames", "encode prompt", "park encoders", "stage 1", "stage 2",
+                 "stage 3 dense", "stage 3 sparse K=5", "stage 3 sparse K=5, encoders on the device",
+                 "generation step", "vae decode"):
         assert stages[name]["seconds_per_step"] > 0, name
         assert stages[name]["peak_mib"] > 0, name
     for kind in ("paper", "paper, dense stage 3", "ours"):
@@ -241,3 +242,19 @@ def test_real_scale_runs_tiny_on_cpu(tmp_path):
     paper = {p["stage"]: p["steps"] for p in model["projections"]["paper"]["parts"]}
     assert paper["stage 2"] == 3000 and paper["stage 3 sparse K=5"] == 2000 and paper["generation step"] == 50
     assert 0 < model["sparse_dense"]["K=5"]["predicted"] < 1
+
+
+def test_memory_plan_counts_the_published_encoders_and_adds_up():
+    from benchmarks import memory_plan
+
+    encoders = memory_plan.encoder_bytes()
+    d, ff, layers = 4096, 10240, 24  # UMT5-XXL by hand: embedding, per layer q/k/v/o, gated FFN, 2 norms, bias
+    assert encoders["text_encoder"] == 2 * (256384 * d + layers * (4 * d * d + 3 * d * ff + 2 * d + 32 * 64) + d)
+    assert encoders["vae"] > 0
+    rows = memory_plan.plan("wan2.1-1.3b", encoders)
+    for row in rows:
+        assert row["total"] == sum(row["parts"].values())
+    by_option = {(r["stage"], r["option"]): r["total"] for r in rows}
+    kept, parked = (next(v for (s, o), v in by_option.items() if s.startswith("stage 3 sparse") and o.startswith(p))
+                    for p in ("bf16 base, checkpointing, encoders kept", "bf16 base, checkpointing, encoders parked"))
+    assert kept - parked == sum(encoders.values())

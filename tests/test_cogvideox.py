@@ -205,6 +205,13 @@ def test_learned_position_embeddings_refuse_other_positions(dirs):
                          torch.tensor([0.0, 2.0, 4.0]))
 
 
+
+def test_an_attention_backend_is_refused_not_ignored(dirs):
+    """CogVideoX's processor calls PyTorch's attention itself, so diffusers' backends would silently not apply."""
+    backbone = load_backbone(str(dirs["5b"]))
+    with pytest.raises(InputError, match="CogVideoXAttnProcessor2_0. do not go through diffusers' attention"):
+        backbone.set_attention_backend("native")
+
 # -- the objective ------------------------------------------------------------------------------------------------
 
 

@@ -78,3 +78,13 @@ def test_fsdp_shards_the_base_and_matches_ddp(tiny_wan_dir, tmp_path):
     assert _same(rank0, load_file(ddp / "final-w2-r0.safetensors"))
     assert not _same(rank0, load_file(fsdp / "initial-w2-r0.safetensors"))
     assert _steps(fsdp / "run") == [1, 2, 3]
+
+
+def test_early_stop_stops_every_rank_at_the_same_step(tiny_wan_dir, tmp_path):
+    """The plateau rule decides on the mean over the processes (one all-reduce per window): both ranks stop
+    after step 2 together, with the same LoRA, and the main process logs the stop once."""
+    run_script(SCRIPT, tiny_wan_dir, tmp_path, "ddp", "early-stop", nproc=2, cwd=tmp_path, timeout=TIMEOUT_S)
+    assert _same(load_file(tmp_path / "final-w2-r0.safetensors"), load_file(tmp_path / "final-w2-r1.safetensors"))
+    assert _steps(tmp_path / "run") == [1, 2]
+    events = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "early_stop"] == [2]

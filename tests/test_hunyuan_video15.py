@@ -1,6 +1,6 @@
 """HunyuanVideo 1.5: detection, video-token capture against diffusers' joint-attention processor, adaptive RoPE,
-head masks, the LoRA file through the transformer's own diffusers loader, the guider's scale, the refused ComfyUI
-format, and the CLI end to end, on a tiny pipeline."""
+head masks, the LoRA file through the transformer's own diffusers loader, the guider's scale, the ComfyUI file
+(fused qkv), and the CLI end to end, on a tiny pipeline."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import yaml
 from conftest import record_attention_inputs
 from diffusers import HunyuanVideo15Pipeline
 from diffusers.models.transformers import transformer_hunyuan_video15 as hv_module
-from safetensors.torch import load_file, save_file
-from test_cli import fym, moving_square, ok
+from safetensors.torch import load_file
+from test_cli import moving_square, ok
 from tiny_hunyuan_video15 import GUIDANCE, HEAD_DIM, HEADS, LAYERS, SHIFT, build_tiny_hunyuan_video15_pipeline
 
 from follow_your_motion.backbones import detect_family, load_backbone
@@ -246,15 +246,48 @@ def test_lora_file_loads_into_a_fresh_pipeline_with_diffusers_loader_and_reprodu
     assert torch.allclose(out, trained.out, atol=1e-5, rtol=0), (out - trained.out).abs().max()
 
 
-def test_comfyui_format_is_refused_clearly(trained, tmp_path):
+def _comfyui_patched(comfy: dict[str, torch.Tensor], weight: torch.Tensor, key: str) -> torch.Tensor:
+    """What ComfyUI's LoRA patch makes of a weight: W + alpha / rank * up @ down, rank = lora_down's rows
+    (comfy/weight_adapter/lora.py)."""
+    down, up = comfy[f"{key}.lora_A.weight"], comfy[f"{key}.lora_B.weight"]
+    return weight + float(comfy[f"{key}.alpha"]) / down.shape[0] * (up @ down)
+
+
+def test_comfyui_file_fuses_qkv_as_comfyuis_model_does(trained, tiny_dir, tmp_path):
     backbone = trained.backbone
-    with pytest.raises(InputError, match="ComfyUI-native LoRA files are not supported yet"):
-        export_lora(backbone, backbone.experts[0], "motion", tmp_path / "comfy.safetensors", "comfyui")
-    assert not (tmp_path / "comfy.safetensors").exists()
-    comfy = tmp_path / "native.safetensors"
-    save_file({"diffusion_model.double_blocks.0.img_attn_qkv.lora_A.weight": torch.zeros(4, 32)}, str(comfy))
-    with pytest.raises(InputError, match="not a diffusers-format HunyuanVideo 1.5 LoRA"):
-        backbone.load_lora(backbone.experts[0], str(comfy), "other")
+    path = export_lora(backbone, backbone.experts[0], "motion", tmp_path / "comfy.safetensors", "comfyui")
+    comfy = load_file(str(path))
+    assert set(comfy) == {f"diffusion_model.double_blocks.{i}.img_attn.{m}.{part}" for i in range(LAYERS)
+                          for m in ("qkv", "proj") for part in ("lora_A.weight", "lora_B.weight", "alpha")}
+    width = HEADS * HEAD_DIM
+    for layer, selected in SELECTION.items():
+        qkv = f"diffusion_model.double_blocks.{layer}.img_attn.qkv"
+        assert comfy[f"{qkv}.lora_A.weight"].shape == (3 * RANK, width)
+        assert comfy[f"{qkv}.lora_B.weight"].shape == (3 * width, 3 * RANK)
+        assert float(comfy[f"{qkv}.alpha"]) == 3 * ALPHA  # alpha / rank stays ALPHA / RANK
+        assert float(comfy[f"diffusion_model.double_blocks.{layer}.img_attn.proj.alpha"]) == ALPHA
+        b = comfy[f"{qkv}.lora_B.weight"]
+        for part in range(3):  # q, k, v rows of unselected heads exactly zero; selected ones trained
+            for head in range(HEADS):
+                rows = b[part * width + head * HEAD_DIM:part * width + (head + 1) * HEAD_DIM]
+                assert (rows.abs().sum() > 0) == (head in selected), (layer, part, head)
+    # a fresh model patched the way ComfyUI patches its fused weights computes what the trained adapter does
+    fresh = load_backbone(str(tiny_dir))
+    with torch.no_grad():
+        for layer in range(LAYERS):
+            attn = fresh.experts[0].module.transformer_blocks[layer].attn
+            key = f"diffusion_model.double_blocks.{layer}.img_attn"
+            fused = torch.cat([attn.to_q.weight, attn.to_k.weight, attn.to_v.weight])
+            for part, linear in zip(_comfyui_patched(comfy, fused, f"{key}.qkv").chunk(3), (
+                    attn.to_q, attn.to_k, attn.to_v), strict=True):
+                linear.weight.copy_(part)
+            attn.to_out[0].weight.copy_(_comfyui_patched(comfy, attn.to_out[0].weight, f"{key}.proj"))
+        out = fresh.predict(fresh.experts[0], trained.noisy, torch.tensor([600.0]), trained.cond)
+    assert torch.allclose(out, trained.out, atol=1e-5, rtol=0), (out - trained.out).abs().max()
+    with pytest.raises(InputError, match="a ComfyUI-native file .fused qkv. is for ComfyUI"):
+        backbone.load_lora(backbone.experts[0], str(path), "other")
+    with pytest.raises(InputError, match="not a HunyuanVideo 1.5 video-stream attention projection"):
+        HunyuanVideo15Backbone.comfyui_key("transformer_blocks.0.attn.add_q_proj")
 
 
 # -- generation and the CLI -----------------------------------------------------------------------------------
@@ -298,8 +331,9 @@ def test_cli_transfer_generate_export(tiny_dir, tmp_path):
     assert robot.shape == (9, 32, 32, 3)
     assert not np.array_equal(robot, read_video(run / "samples" / "result.mp4").frames)
     ok("export", "--run", run, "-f", "diffusers")
+    ok("export", "--run", run, "-f", "comfyui")
     assert sorted(p.name for p in (run / "export").rglob("*.safetensors")) == [
-        "motion_lora_diffusers.safetensors", "spatial_lora_diffusers.safetensors"]
-    refused = fym("export", "--run", run, "-f", "comfyui")
-    assert refused.exit_code != 0 and "export with --format diffusers" in refused.output
-    assert not list((run / "export").rglob("*comfyui*.safetensors"))
+        "motion_lora_comfyui.safetensors", "motion_lora_diffusers.safetensors",
+        "spatial_lora_comfyui.safetensors", "spatial_lora_diffusers.safetensors"]
+    comfy = load_file(str(run / "export" / "comfyui" / "motion_lora_comfyui.safetensors"))
+    assert all(key.startswith("diffusion_model.double_blocks.") for key in comfy)

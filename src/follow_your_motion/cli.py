@@ -15,6 +15,7 @@ from .cli_bench import bench
 from .cli_options import (
     MEMORY_HINT,
     Clip,
+    Compile,
     ConfigFile,
     CpuDevice,
     Device,
@@ -22,6 +23,7 @@ from .cli_options import (
     Fps,
     Frames,
     Image,
+    KeepEncoders,
     Model,
     NoteHandler,
     Out,
@@ -74,11 +76,13 @@ def video_flags(frames: int | None, size: str | None, height: int | None, width:
 
 def _flags(reference: Path | None = None, prompt: str | None = None, model: str | None = None,
            device: str | None = None, target_prompt: str | None = None, spatial_steps: int | None = None,
-           motion_steps: int | None = None, video: dict | None = None, image: Path | None = None) -> dict:
+           motion_steps: int | None = None, video: dict | None = None, image: Path | None = None,
+           keep_encoders: bool | None = None, compile: bool | None = None) -> dict:
     """The nested settings of the flags the user actually gave (None = not given)."""
     flags: dict = {k: v for k, v in (("reference", reference and str(reference)), ("prompt", prompt),
                                      ("target_prompt", target_prompt)) if v}
-    model_given = {k: v for k, v in (("source", model), ("device", device)) if v is not None}
+    model_given = {k: v for k, v in (("source", model), ("device", device), ("keep_encoders", keep_encoders),
+                                     ("compile", compile)) if v is not None}
     sections = {"model": model_given, "video": video or {}, "spatial": {"steps": spatial_steps},
                 "motion": {"steps": motion_steps}, "generate": {"image": image and str(image)}}
     for name, section in sections.items():
@@ -103,7 +107,7 @@ def transfer(
     target_prompt: Annotated[str | None, typer.Option(help="the new content; default: --prompt")] = None,
     spatial_steps: Steps = None, motion_steps: Steps = None, device: Device = None,
     frames: Frames = None, size: Size = None, height: Side = None, width: Side = None, fps: Fps = None,
-    start: Start = None, image: Image = None,
+    start: Start = None, image: Image = None, keep_encoders: KeepEncoders = None, compile: Compile = None,
 ) -> None:
     """All stages (classify, spatial LoRA, motion LoRA, generate); reuses what is already done."""
 
@@ -111,7 +115,7 @@ def transfer(
         video = video_flags(frames, size, height, width, fps, start)
         job = _open(config, out, reference=reference, prompt=prompt, model=model, device=device,
                     target_prompt=target_prompt, spatial_steps=spatial_steps, motion_steps=motion_steps, video=video,
-                    image=image)
+                    image=image, keep_encoders=keep_encoders, compile=compile)
         for name, path in job.all().paths.items():
             typer.echo(f"{name}: {path}")
 
@@ -122,13 +126,14 @@ def transfer(
 def classify(
     reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
     device: Device = None, frames: Frames = None, size: Size = None, height: Side = None, width: Side = None,
-    fps: Fps = None, start: Start = None,
+    fps: Fps = None, start: Start = None, keep_encoders: KeepEncoders = None,
 ) -> None:
     """Stage 1 only: write heads.json and heads.png."""
 
     def act() -> None:
         video = video_flags(frames, size, height, width, fps, start)
-        job = _open(config, out, reference=reference, prompt=prompt, model=model, device=device, video=video)
+        job = _open(config, out, reference=reference, prompt=prompt, model=model, device=device, video=video,
+                    keep_encoders=keep_encoders)
         for expert, head_map in job.classify().items():
             total = head_map.to_json()["total"]
             where = f" ({expert} expert)" if expert else ""
@@ -147,14 +152,16 @@ def _echo_paths(paths: list[Path] | None) -> None:
 def tune_spatial(
     reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
     steps: Steps = None, device: Device = None, frames: Frames = None, size: Size = None, height: Side = None,
-    width: Side = None, fps: Fps = None, start: Start = None,
+    width: Side = None, fps: Fps = None, start: Start = None, keep_encoders: KeepEncoders = None,
+    compile: Compile = None,
 ) -> None:
     """Stage 2: spatial-head LoRA (resumes from the newest checkpoint)."""
 
     def act() -> None:
         video = video_flags(frames, size, height, width, fps, start)
         _echo_paths(_open(config, out, reference=reference, prompt=prompt, model=model, device=device,
-                          spatial_steps=steps, video=video).tune_spatial())
+                          spatial_steps=steps, video=video, keep_encoders=keep_encoders,
+                          compile=compile).tune_spatial())
 
     handle_errors(act)
 
@@ -163,14 +170,16 @@ def tune_spatial(
 def tune_motion(
     reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
     steps: Steps = None, device: Device = None, frames: Frames = None, size: Size = None, height: Side = None,
-    width: Side = None, fps: Fps = None, start: Start = None,
+    width: Side = None, fps: Fps = None, start: Start = None, keep_encoders: KeepEncoders = None,
+    compile: Compile = None,
 ) -> None:
     """Stage 3: temporal-head motion LoRA (runs stage 2 first if needed; resumable)."""
 
     def act() -> None:
         video = video_flags(frames, size, height, width, fps, start)
         _echo_paths(_open(config, out, reference=reference, prompt=prompt, model=model, device=device,
-                          motion_steps=steps, video=video).tune_motion())
+                          motion_steps=steps, video=video, keep_encoders=keep_encoders,
+                          compile=compile).tune_motion())
 
     handle_errors(act)
 
@@ -187,7 +196,7 @@ def generate(
     height: int | None = None, width: int | None = None,
     name: Annotated[str, typer.Option(help="output name under samples/")] = "result",
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: the run's)")] = None,
-    image: Image = None,
+    image: Image = None, compile: Compile = None,
 ) -> None:
     """Generate a video with the run's motion LoRA and a new prompt (needs the model, not the reference)."""
 
@@ -195,7 +204,7 @@ def generate(
         from .config import describe_validation_error
         from .transfer import Transfer
 
-        job = Transfer.open(run, device)
+        job = Transfer.open(run, device, model={"compile": True} if compile else None)
         given = {"motion_scale": motion_scale, "spatial_scale": spatial_scale, "seed": seed, "steps": steps,
                  "guidance": guidance, "guidance_2": guidance_2, "negative_prompt": negative_prompt, "frames": frames,
                  "height": height, "width": width, "image": image and str(image.expanduser().resolve())}

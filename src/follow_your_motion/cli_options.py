@@ -29,6 +29,11 @@ Side = Annotated[int | None, typer.Option(min=1, help="with --width / --height: 
 Fps = Annotated[float | None, typer.Option(help="take the frames at this rate (default: spread over the clip)")]
 Start = Annotated[float | None, typer.Option(min=0, help="seconds into the clip where the frames start")]
 Image = Annotated[Path | None, typer.Option(help="image-to-video models: the picture to animate with the motion")]
+KeepEncoders = Annotated[bool | None, typer.Option(
+    "--keep-encoders", help="keep the text encoder(s) and VAE on the device while tuning (model.keep_encoders; "
+                            "default: they wait on the CPU once the reference is encoded)")]
+Compile = Annotated[bool | None, typer.Option(
+    "--compile", help="torch.compile the transformer blocks for tuning and generation (model.compile)")]
 
 MEMORY_HINT = ("out of memory: try --config with spatial/motion grad_checkpointing: true and mixed_precision: bf16, "
                "model.offload: true, fewer motion.keep_frames, a smaller --size or fewer --frames")

@@ -29,8 +29,19 @@ class ModelSettings(Settings):
     family: Literal["auto", "wan", "ltx", "cogvideox", "hunyuan_video15", "toy"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
-    offload: bool = False
+    offload: bool = False  # diffusers' model CPU offload: each component on the device only while it runs
     attention_backend: str | None = None  # diffusers' attention backend (native, flash, sage, ...); None: default
+    # Without offload, the text encoder(s), VAE and image encoder go to the CPU once tuning's encodings are cached
+    # (UMT5-XXL alone is about 11 GB in bf16) and come back only to encode or generate; true keeps them resident.
+    keep_encoders: bool = False
+    compile: bool = False  # torch.compile each transformer block (regional compilation) for tuning and generation
+
+    @model_validator(mode="after")
+    def _offload_moves_everything(self) -> ModelSettings:
+        if self.offload and self.keep_encoders:
+            raise ValueError("keep_encoders keeps the encoders on the device, offload moves every component off it "
+                             "between uses: choose one")
+        return self
 
 
 class VideoSettings(Settings):
@@ -73,6 +84,16 @@ class HeadSettings(Settings):
     seed: int = 0
 
 
+class EarlyStopSettings(Settings):
+    """Stop a tuning stage once its loss stops falling: every `window` steps the window's mean loss (the motion
+    loss in stage 3, the flow-matching loss in stage 2) is compared with the best window so far; `patience`
+    windows in a row that are not `min_improvement` (relative) below it end the stage."""
+
+    window: int = Field(100, ge=1)
+    patience: int = Field(3, ge=1)
+    min_improvement: float = Field(0.01, ge=0, lt=1)
+
+
 class TrainSettings(Settings):
     steps: int = Field(ge=0)
     lr: float = Field(1e-4, gt=0)
@@ -89,6 +110,7 @@ class TrainSettings(Settings):
     timestep_shift: float | None = Field(None, gt=0)  # None: the model's sampler shift (Wan: flow_shift)
     include_out: bool = True  # also LoRA the output projection's columns of the selected heads
     checkpoint_every: int = Field(100, ge=1)
+    early_stop: EarlyStopSettings | None = None  # stop on a loss plateau (method/early_stop.py); None: run all steps
     # Models with a high- and a low-noise expert (Wan2.2-A14B): tune a LoRA for each (each on its own noise
     # levels, `steps` each), or for the high-noise one only, where layout and motion are decided.
     experts: Literal["all", "high_noise"] = "all"

@@ -25,7 +25,7 @@ from .method.export import FORMATS, export_file, export_lora
 from .method.generate import generate_video, write_outputs
 from .method.heads import HeadMap, classify_heads, head_maps_json, load_head_maps, plot_head_map
 from .method.lora import add_masked_lora
-from .method.train import StepCallback, motion_inputs, spatial_inputs, train_adapter
+from .method.train import StepCallback, motion_inputs, spatial_inputs, train_adapter, training_finished
 from .runs import RunDir, atomic_save_tensors, atomic_write_text, digest, load_tensors, read_metadata
 from .video import VideoClip, fit_reference, load_reference, read_image, read_video, to_tensor, write_video
 
@@ -33,7 +33,8 @@ log = logging.getLogger("follow_your_motion")
 
 # Settings that do not change what tuning produces; a run may be reused with different values
 # (e.g. tuned on a GPU, generated from on a laptop).
-UNTUNED = {"generate": True, "target_prompt": True, "model": {"device", "offload", "attention_backend"}}
+UNTUNED = {"generate": True, "target_prompt": True,
+           "model": {"device", "offload", "attention_backend", "keep_encoders", "compile"}}
 REFERENCE_COPY = "reference.mp4"  # the reference as the model saw it, kept in the run for generation and reports
 
 
@@ -101,14 +102,14 @@ def export_run(run: Path, fmt: str, out_dir: Path | None = None) -> list[Path]:
     if fmt not in FORMATS:
         raise InputError(f"unknown LoRA format {fmt!r} (choose from {', '.join(FORMATS)})")
     run_dir = RunDir(run)
-    comfyui_key = backbone_class(model_family(open_config(run).model.model_dump())).comfyui_key
+    family = backbone_class(model_family(open_config(run).model.model_dump()))
     folder = Path(out_dir) if out_dir else run_dir.root / "export" / fmt
     written = []
     for adapter in ("spatial", "motion"):
         for source in sorted(run_dir.root.glob(f"{adapter}_lora*.safetensors")):
             suffix = source.name.removeprefix(f"{adapter}_lora").removesuffix(".safetensors")
             target = folder / f"{adapter}_lora{suffix}_{fmt}.safetensors"
-            written.append(export_file(source, target, fmt, comfyui_key, adapter))
+            written.append(export_file(source, target, fmt, family, adapter))
     if not written:
         raise InputError(f"{run_dir.root}: no tuned LoRA to export (run the tuning stages first)")
     return written
@@ -134,6 +135,12 @@ class Transfer:
         self.backbone = backbone or load_backbone(m.source, m.family, m.dtype, m.device, m.offload)
         if m.attention_backend is not None:
             self.backbone.set_attention_backend(m.attention_backend)
+        # offload already keeps every component off the device between uses: nothing to park then
+        self.backbone.park_device = None if m.keep_encoders or m.offload else torch.device("cpu")
+        if m.compile:
+            if self.state.num_processes > 1:
+                raise InputError("model.compile runs in one process; leave it off with several (torchrun, accelerate)")
+            self.backbone.compile_blocks()
         # Validate the reference before anything is written, so bad input never touches the run directory.
         from_run = seen is not None
         if not from_run:
@@ -160,11 +167,15 @@ class Transfer:
         self._head_maps: dict[str, HeadMap] | None = None  # stage 1's result, once made or read
 
     @classmethod
-    def open(cls, run: Path, device: str | None = None, backbone: Backbone | None = None) -> Transfer:
-        """An existing run, for generation (and for finishing its stages while the reference still exists)."""
+    def open(cls, run: Path, device: str | None = None, backbone: Backbone | None = None,
+             model: dict | None = None) -> Transfer:
+        """An existing run, for generation (and for finishing its stages while the reference still exists);
+        `model`: settings that do not change what was tuned (`UNTUNED`: compile, keep_encoders, ...)."""
         cfg = open_config(run)
         if device is not None:
             cfg.model.device = device
+        if model:
+            cfg.model = cfg.model.model_validate(cfg.model.model_dump() | model)
         copy = Path(run) / REFERENCE_COPY
         if copy.is_file():
             return cls(cfg, run, backbone, seen=read_video(copy))
@@ -181,7 +192,8 @@ class Transfer:
             cond = Conditioning(load_tensors(path), json.loads(meta.get("frame_axis", "{}")),
                                 tuple(json.loads(meta.get("fixed_frames", "[]"))))
         else:
-            cond = compute()
+            with self.backbone.encoders_ready():
+                cond = compute()
             if self.state.is_main_process:
                 atomic_save_tensors(path, cond.tensors, {"frame_axis": json.dumps(cond.frame_axis),
                                                          "fixed_frames": json.dumps(cond.fixed_frames)})
@@ -222,13 +234,23 @@ class Transfer:
 
         return self._cached("frame_latents", self._key, encode)
 
+    def encode(self) -> Reference:
+        """Every encoding tuning needs (the reference, its caption, its first frame, stage 2's single frames),
+        cached; then the encoders leave the accelerator (unless `model.keep_encoders`), so the tuning stages'
+        peak memory is the transformers' alone. They come back only to encode something new or to generate."""
+        ref = self.reference()
+        if self.cfg.spatial.steps and not self.stage_done("spatial"):
+            self.frame_latents()
+        self.backbone.park_encoders()
+        return ref
+
     # -- stages ---------------------------------------------------------------------------------
     def classify(self) -> dict[str, HeadMap]:
         """Stage 1 for every expert: expert name -> its head map (heads.json; a heads*.png per expert)."""
         if self._head_maps is None and self.run.heads.exists():
             self._head_maps = load_head_maps(self.run.heads)
         if self._head_maps is None:
-            ref = self.reference()
+            ref = self.encode()
             maps = {e.name: classify_heads(self.backbone, e, ref.latents, ref.cond, self.cfg.heads)
                     for e in self.backbone.experts}
             if self.state.is_main_process:
@@ -280,8 +302,7 @@ class Transfer:
             self.backbone.set_active_adapters(frozen | {adapter: 1.0})
             train_adapter(self.backbone, expert, self.run, stage, adapter, settings, inputs, stop_after=stop_after,
                           on_step=self.on_step, **loss)
-            done = self.run.checkpoints(stage)
-            if not done or done[-1][0] < settings.steps:
+            if not training_finished(self.run, stage, settings.steps):
                 return None  # interrupted on purpose (stop_after, on_step); the next call resumes
             if self.state.is_main_process:
                 export_lora(self.backbone, expert, adapter, path)
@@ -294,7 +315,8 @@ class Transfer:
         s = self.cfg.spatial
         if s.steps == 0:
             return None
-        inputs = spatial_inputs(self.frame_latents(), self.reference().cond, s.batch_size)
+        ref = self.encode()
+        inputs = spatial_inputs(self.frame_latents(), ref.cond, s.batch_size)
         return self._tune("spatial", "spatial", s, inputs, stop_after)
 
     def tune_motion(self, stop_after: int | None = None) -> list[Path] | None:
@@ -305,7 +327,8 @@ class Transfer:
         m = self.cfg.motion
         if m.steps == 0:
             return None
-        inputs = motion_inputs(self.reference().latents, self.reference().cond, m)
+        ref = self.encode()
+        inputs = motion_inputs(ref.latents, ref.cond, m)
         return self._tune(
             "motion", "temporal", m, inputs, stop_after, motion_weight=m.motion_weight, motion_form=m.motion_loss
         )
@@ -320,7 +343,8 @@ class Transfer:
         v = self.cfg.video
         self.backbone.check_image(settings.image is not None)
         image = read_image(settings.image) if settings.image else None
-        result = generate_video(self.backbone, prompt, settings, v.frames, v.height, v.width, image)
+        with self.backbone.encoders_ready():  # the text encoder and the VAE: parked while tuning
+            result = generate_video(self.backbone, prompt, settings, v.frames, v.height, v.width, image)
         shown = self.clip
         paths = {}
         if self.state.is_main_process:

@@ -47,10 +47,7 @@ def downloads(run_dir: Path) -> dict[str, Path]:
     for label, fmt in (("Motion LoRA (diffusers)", "diffusers"), ("Motion LoRA (ComfyUI)", "comfyui")):
         if not RunDir(run_dir).loras("motion"):
             continue
-        try:
-            files = [p for p in export_run(run_dir, fmt) if p.name.startswith("motion_")]
-        except InputError:  # a family without that format (HunyuanVideo 1.5 has no ComfyUI-native LoRA)
-            continue
+        files = [p for p in export_run(run_dir, fmt) if p.name.startswith("motion_")]
         found[label] = files[0] if len(files) == 1 else zip_files(files, run_dir / "export" / f"motion_lora_{fmt}.zip")
     if (run_dir / "config.yaml").is_file():
         found["Run config"] = run_dir / "config.yaml"

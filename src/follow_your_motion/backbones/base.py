@@ -37,10 +37,12 @@ COLUMN_ROLES = ("o",)
 @contextlib.contextmanager
 def attention_pre_hooks(modules: list[nn.Module], hook_for: Callable[[int], Callable]) -> Iterator[None]:
     """`hook_for(layer)` as a forward pre-hook (with kwargs) on each self-attention module, for a `capture_qk`
-    block: the families differ in what the hook recomputes, not in how it is put on and taken off."""
+    block: the families differ in what the hook recomputes, not in how it is put on and taken off. The block runs
+    eager: a compiled transformer block (`model.compile`) would skip hooks put on after it was compiled."""
     handles = [m.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, m in enumerate(modules)]
     try:
-        yield
+        with torch.compiler.set_stance("force_eager"):
+            yield
     finally:
         for handle in handles:
             handle.remove()
@@ -204,9 +206,15 @@ class Backbone(ABC):
     # given one (Wan2.2-TI2V)
     image_mode: Literal["none", "required", "optional"] = "none"
 
+    # Transformer block classes to compile where the transformer declares no `_repeated_blocks` (CogVideoX).
+    repeated_blocks: tuple[str, ...] = ()
+
     def __init__(self) -> None:
         # Expert name -> the module `predict` calls instead of the expert's own (a DDP wrapper while training).
         self.denoisers: dict[str, nn.Module] = {}
+        # Where the encoders wait while they are not needed (`park_encoders`); None: they stay on `device`.
+        self.park_device: torch.device | None = None
+        self.compiled = False
 
     # -- encoding ---------------------------------------------------------------------------------
     @abstractmethod
@@ -274,6 +282,13 @@ class Backbone(ABC):
         """ComfyUI-native module key (without .lora_A/.lora_B suffix) for a diffusers module name (static: export
         renames a run's LoRA files without loading any model)."""
 
+    @staticmethod
+    def comfyui_slot(module_name: str) -> tuple[int, int]:
+        """(slot, slots): where the module's output rows sit in ComfyUI's weight of that key when ComfyUI fuses
+        several diffusers projections into one linear layer (q, k, v -> qkv: slots 0, 1, 2 of 3). (0, 1): not
+        fused."""
+        return 0, 1
+
     @abstractmethod
     def save_diffusers_lora(self, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
         """Write a LoRA state dict (PEFT names relative to an expert's transformer) the way the family's
@@ -319,12 +334,64 @@ class Backbone(ABC):
         known = [b.value for b in AttentionBackendName]
         if name not in known:
             raise InputError(f"model.attention_backend {name!r} is not one of diffusers' backends: {', '.join(known)}")
+        # diffusers skips processors that call PyTorch's attention directly: refuse instead of ignoring the setting
+        processors = [m.processor for e in self.experts for m in e.module.modules()
+                      if getattr(m, "processor", None) is not None]
+        direct = sorted({type(p).__name__ for p in processors if not hasattr(p, "_attention_backend")})
+        if direct:
+            raise InputError(f"model.attention_backend {name!r} cannot be used with this model: its attention "
+                             f"processors ({', '.join(direct)}) do not go through diffusers' attention dispatcher; "
+                             "leave model.attention_backend unset")
         try:
             for expert in self.experts:
                 expert.module.set_attention_backend(name)
         except (ImportError, RuntimeError, ValueError) as err:
             raise InputError(f"model.attention_backend {name!r} cannot be used here: {str(err).splitlines()[0]}"
                              ) from err
+
+    # -- speed and memory ---------------------------------------------------------------------------
+    def encoders(self) -> dict[str, nn.Module]:
+        """The modules that only encode and decode (text encoders, VAE, image encoder): the pipeline's (`pipe`)
+        modules that are not an expert. Tuning never runs them once its encodings are cached."""
+        pipe = getattr(self, "pipe", None)
+        experts = {id(e.module) for e in self.experts}
+        components = pipe.components if pipe is not None else {}
+        return {name: m for name, m in components.items() if isinstance(m, nn.Module) and id(m) not in experts}
+
+    def park_encoders(self) -> None:
+        """Move the encoders to `park_device` (the CPU), so that the accelerator holds the transformers alone
+        while tuning; nothing when `park_device` is None (`model.keep_encoders`, or diffusers' offload)."""
+        if self.park_device is not None:
+            for module in self.encoders().values():
+                module.to(self.park_device)
+
+    @contextlib.contextmanager
+    def encoders_ready(self) -> Iterator[None]:
+        """The encoders on `device` for a block (to encode, to generate), parked again after it if they were."""
+        parked = self.park_device is not None and any(
+            p.device != self.device for m in self.encoders().values() for p in m.parameters())
+        if parked:
+            for module in self.encoders().values():
+                module.to(self.device)
+        try:
+            yield
+        finally:
+            if parked:
+                self.park_encoders()
+
+    def compile_blocks(self) -> None:
+        """`torch.compile` every expert's repeated transformer blocks (regional compilation, diffusers'
+        `compile_repeated_blocks`), once. LoRA adapters added later are guarded for: dynamo recompiles."""
+        if self.compiled:
+            return
+        for expert in self.experts:
+            names = getattr(expert.module, "_repeated_blocks", None) or self.repeated_blocks
+            blocks = [m for m in expert.module.modules() if type(m).__name__ in names]
+            if not blocks:
+                raise InputError(f"model.compile: {type(expert.module).__name__} names no blocks to compile")
+            for block in blocks:
+                block.compile()
+        self.compiled = True
 
     def loaded_adapters(self) -> set[str]:
         """Adapters loaded into any expert."""

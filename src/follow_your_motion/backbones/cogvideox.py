@@ -142,6 +142,7 @@ class CogVideoXBackbone(Backbone):
 
     name = "cogvideox"
     objective = "v_prediction"
+    repeated_blocks = ("CogVideoXBlock",)  # its transformer declares no `_repeated_blocks` to compile
 
     def __init__(self, pipe: CogVideoXPipeline, device: str | torch.device = "cpu", offload: bool = False) -> None:
         super().__init__()

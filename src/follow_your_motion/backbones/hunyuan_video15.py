@@ -22,6 +22,8 @@ same tables with the time axis at given (possibly fractional) frame positions; s
 Objective: rectified flow (FlowMatchEulerDiscreteScheduler), timestep sigma * 1000, the scheduler's `shift` as the
 sampler shift. Guidance comes from the pipeline's `guider` component (ClassifierFreeGuidance), not a call argument.
 LoRA files: the transformer's own PEFT loader (`load_lora_adapter`) reads them; the pipeline has no LoRA mixin.
+ComfyUI's native model fuses the video stream's q, k, v into one `img_attn.qkv`: its files carry one fused LoRA per
+block there (method/export.py), which only ComfyUI loads.
 """
 
 from __future__ import annotations
@@ -57,6 +59,18 @@ from .loading import ModelLoadError, keep_file_values, load_pipeline
 PREFIX = "transformer"  # diffusers' key prefix of a transformer's LoRA weights and adapter config
 LORA_METADATA_KEY = "lora_adapter_metadata"  # where diffusers keeps the adapter config in a LoRA file
 IMAGE_TOKENS = 729  # HunyuanVideo15Pipeline.vision_num_semantic_tokens: zero SigLIP tokens for text-to-video
+COMFY_PREFIX = "diffusion_model."  # ComfyUI's prefix of the diffusion model's weights
+# diffusers' video-stream projection -> (ComfyUI module of the dual-stream block, (slot, slots) in it)
+_COMFY_ROLE = {"to_q": ("img_attn.qkv", (0, 3)), "to_k": ("img_attn.qkv", (1, 3)), "to_v": ("img_attn.qkv", (2, 3)),
+               "to_out.0": ("img_attn.proj", (0, 1))}
+
+
+def _comfy_parts(module_name: str) -> tuple[str, str]:
+    """(block index, projection) of a video-stream attention projection `transformer_blocks.N.attn.<projection>`."""
+    parts = module_name.split(".", 3)
+    if len(parts) != 4 or parts[0] != "transformer_blocks" or parts[2] != "attn" or parts[3] not in _COMFY_ROLE:
+        raise InputError(f"{module_name!r} is not a HunyuanVideo 1.5 video-stream attention projection")
+    return parts[1], parts[3]
 
 
 class PositionedRope(nn.Module):
@@ -225,10 +239,17 @@ class HunyuanVideo15Backbone(Backbone):
     # -- LoRA files -------------------------------------------------------------------------------------
     @staticmethod
     def comfyui_key(module_name: str) -> str:
-        """Refused: ComfyUI's native HunyuanVideo model is not mapped here (see docs/backbones.md); diffusers-format
-        files load through the transformer's `load_lora_adapter`."""
-        raise InputError("HunyuanVideo 1.5: ComfyUI-native LoRA files are not supported yet (its native model's "
-                         "key names are not mapped here); export with --format diffusers")
+        """`transformer_blocks.N.attn.to_q|to_k|to_v` -> `diffusion_model.double_blocks.N.img_attn.qkv` (ComfyUI
+        fuses them: see `comfyui_slot`) and `...attn.to_out.0` -> `...img_attn.proj`: ComfyUI's native model
+        (comfy/ldm/hunyuan_video/model.py, `double_blocks` of Flux's `DoubleStreamBlock`), whose state-dict keys
+        ComfyUI's LoRA loader takes as they are."""
+        block, projection = _comfy_parts(module_name)
+        return f"{COMFY_PREFIX}double_blocks.{block}.{_COMFY_ROLE[projection][0]}"
+
+    @staticmethod
+    def comfyui_slot(module_name: str) -> tuple[int, int]:
+        """q, k, v are rows 0..D, D..2D, 2D..3D of ComfyUI's fused `img_attn.qkv`; the output projection is its own."""
+        return _COMFY_ROLE[_comfy_parts(module_name)[1]][1]
 
     def save_diffusers_lora(self, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
         """diffusers' layout, as `save_lora_weights` writes it for other pipelines: `transformer.<module>.lora_A.weight`
@@ -249,7 +270,8 @@ class HunyuanVideo15Backbone(Backbone):
             raise InputError(f"{path}: cannot read as a LoRA file ({str(err).splitlines()[0]})") from err
         if any(not key.startswith(f"{PREFIX}.") for key in keys):
             raise InputError(f"{path}: not a diffusers-format HunyuanVideo 1.5 LoRA (keys must start with "
-                             f"'{PREFIX}.'; ComfyUI-native files are not supported for this model)")
+                             f"'{PREFIX}.'); a ComfyUI-native file (fused qkv) is for ComfyUI: here, load the "
+                             f"diffusers file (`fym export --format diffusers`)")
         try:
             with second_adapter_allowed():
                 # use_safetensors: without it diffusers' load_lora_adapter skips the file's metadata (alpha = rank)

@@ -115,6 +115,10 @@ class ToyBackbone(WanBackbone):
         return cls(toy_transformer(meta["transformer"]), text, meta.get("sampler", {}), meta.get("time_span", 0),
                    meta.get("noise_correlation", 0.0), meta.get("coordinate_channels", False))
 
+    def encoders(self) -> dict[str, nn.Module]:
+        """The toy's word-level text encoder (it has no VAE)."""
+        return {"text_encoder": self.text_encoder}
+
     def to_device(self, device: str) -> ToyBackbone:
         self.device = torch.device(device)
         self.transformer.to(self.device)

@@ -2,15 +2,17 @@
 
 diffusers: `transformer.<module>.lora_A.weight` / `.lora_B.weight` with the adapter's LoraConfig in the
 file metadata (so `load_lora_weights` restores rank and alpha exactly).
-comfyui: `diffusion_model.blocks.N.self_attn.{q,k,v,o}.lora_A.weight` / `.lora_B.weight` plus `.alpha`,
-the layout ComfyUI's Wan loader reads; diffusers converts it on load too. Rows/columns of unselected heads
-are exactly zero in both, because they are exactly zero in the trained adapter.
+comfyui: the keys of ComfyUI's own model of the family (Wan: `diffusion_model.blocks.N.self_attn.{q,k,v,o}`)
++ `.lora_A.weight` / `.lora_B.weight` and one `.alpha` per module. Where ComfyUI fuses projections into one
+linear layer (HunyuanVideo's `img_attn.qkv`), the fused LoRA stacks the A's and puts the B's on the block
+diagonal (rank n·r, alpha n·alpha, so ComfyUI's alpha / rank scale is unchanged): its update is exactly the
+stacked updates of the parts. Rows/columns of unselected heads are exactly zero in every file, because they are
+exactly zero in the trained adapter.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,15 +29,40 @@ LORA_METADATA_KEY = "lora_adapter_metadata"  # where diffusers' save_lora_weight
 
 
 
-def comfyui_state(comfyui_key: Callable[[str], str], state: dict[str, torch.Tensor], alpha: float
+def _fused(parts: dict[int, tuple[torch.Tensor, torch.Tensor]], slots: int, target: str
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LoRA (A, B) for a fused weight from its parts' (A_i, B_i) by slot: A = [A_0; A_1; ...], B block-diagonal,
+    so B·A = [B_0·A_0; B_1·A_1; ...]. A slot without a LoRA stays exactly zero (its rows are not changed)."""
+    a0, b0 = next(iter(parts.values()))
+    rank, rows = a0.shape[0], b0.shape[0]
+    if any(a.shape != a0.shape or b.shape != b0.shape for a, b in parts.values()):
+        raise ValueError(f"{target}: the fused projections' LoRAs differ in shape")
+    a = a0.new_zeros(slots * rank, a0.shape[1])
+    b = b0.new_zeros(slots * rows, slots * rank)
+    for slot, (a_i, b_i) in parts.items():
+        a[slot * rank:(slot + 1) * rank] = a_i
+        b[slot * rows:(slot + 1) * rows, slot * rank:(slot + 1) * rank] = b_i
+    return a, b
+
+
+def comfyui_state(naming: type[Backbone] | Backbone, state: dict[str, torch.Tensor], alpha: float
                   ) -> dict[str, torch.Tensor]:
-    """Rename PEFT keys (`<module>.lora_A.weight`) to ComfyUI's and add one `.alpha` scalar per module."""
+    """PEFT keys (`<module>.lora_A.weight`) renamed to the family's ComfyUI keys, fused where ComfyUI fuses the
+    projections (`naming.comfyui_slot`), with one `.alpha` scalar per ComfyUI module."""
+    groups: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
+    slots: dict[str, int] = {}
+    for key in state:
+        module, which, _ = key.rsplit(".", 2)
+        if which != "lora_A":
+            continue
+        target = naming.comfyui_key(module)
+        slot, slots[target] = naming.comfyui_slot(module)
+        groups.setdefault(target, {})[slot] = (state[key], state[f"{module}.lora_B.weight"])
     out: dict[str, torch.Tensor] = {}
-    for key, tensor in state.items():
-        module, which = key.rsplit(".", 2)[0], key.rsplit(".", 2)[1]
-        target = comfyui_key(module)
-        out[f"{target}.{which}.weight"] = tensor
-        out[f"{target}.alpha"] = torch.tensor(float(alpha))
+    for target, parts in groups.items():
+        a, b = parts[0] if slots[target] == 1 else _fused(parts, slots[target], target)
+        out[f"{target}.lora_A.weight"], out[f"{target}.lora_B.weight"] = a, b
+        out[f"{target}.alpha"] = torch.tensor(float(alpha) * slots[target])
     return out
 
 
@@ -50,7 +77,7 @@ def export_lora(backbone: Backbone, expert: Expert, adapter: str, path: Path, fm
     if fmt == "diffusers":
         backbone.save_diffusers_lora(str(path), state, config.to_dict())
     else:
-        atomic_save_tensors(path, comfyui_state(backbone.comfyui_key, state, config.lora_alpha),
+        atomic_save_tensors(path, comfyui_state(backbone, state, config.lora_alpha),
                             {"format": "comfyui", "adapter": adapter})
     return path
 
@@ -65,7 +92,7 @@ def saved_adapter_config(path: Path) -> dict:
         raise InputError(f"{path}: not a LoRA file with its adapter config in the metadata ({err})") from err
 
 
-def export_file(source: Path, path: Path, fmt: str, comfyui_key: Callable[[str], str], adapter: str) -> Path:
+def export_file(source: Path, path: Path, fmt: str, naming: type[Backbone], adapter: str) -> Path:
     """Write a run's saved LoRA file (diffusers format, adapter config in the metadata) in format `fmt`, reading
     nothing but that file: diffusers is a verified copy, comfyui renames the keys and adds the saved alpha."""
     if fmt not in FORMATS:
@@ -75,5 +102,5 @@ def export_file(source: Path, path: Path, fmt: str, comfyui_key: Callable[[str],
     if fmt == "diffusers":
         return atomic_write(Path(path), lambda tmp: tmp.write_bytes(Path(source).read_bytes()))
     peft_state = {key.removeprefix(f"{PREFIX}."): tensor for key, tensor in state.items()}
-    return atomic_save_tensors(Path(path), comfyui_state(comfyui_key, peft_state, float(config["lora_alpha"])),
+    return atomic_save_tensors(Path(path), comfyui_state(naming, peft_state, float(config["lora_alpha"])),
                                {"format": "comfyui", "adapter": adapter})

@@ -8,6 +8,7 @@ so a run resumed from a checkpoint computes exactly what the uninterrupted run w
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from tqdm.auto import tqdm
 from ..backbones.base import Backbone, Conditioning, Expert
 from ..config import MotionSettings, TrainSettings
 from ..errors import InputError
-from ..runs import RunDir, atomic_save_tensors, load_tensors
+from ..runs import RunDir, atomic_save_tensors, atomic_write_text, load_tensors
+from .early_stop import Plateau
 from .lora import adapter_state, load_adapter_state, set_trainable
 from .losses import flow_matching_loss, motion_loss
 from .objective import training_sample
@@ -97,21 +99,54 @@ def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
             p.grad.div_(world)
 
 
-def _save(folder: Path, transformer: torch.nn.Module, adapter: str, optimizer, scheduler, step: int) -> None:
+EARLY_STOP = "early_stop.json"  # a checkpoint's plateau state (method/early_stop.py), beside its train_state.pt
+
+
+def _save(folder: Path, transformer: torch.nn.Module, adapter: str, optimizer, scheduler, step: int,
+          plateau: Plateau | None) -> None:
     atomic_save_tensors(folder / "lora.safetensors", adapter_state(transformer, adapter))
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step}
     torch.save(state, folder / "train_state.pt")
+    if plateau is not None:
+        atomic_write_text(folder / EARLY_STOP, json.dumps(plateau.state_dict()))
 
 
-def _restore(folder: Path, transformer: torch.nn.Module, adapter: str, optimizer, scheduler) -> int:
+def _restore(folder: Path, transformer: torch.nn.Module, adapter: str, optimizer, scheduler,
+             plateau: Plateau | None) -> int:
     try:
         load_adapter_state(transformer, adapter, load_tensors(folder / "lora.safetensors"))
         state = torch.load(folder / "train_state.pt", map_location="cpu", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if plateau is not None and (folder / EARLY_STOP).exists():
+            plateau.load_state_dict(json.loads((folder / EARLY_STOP).read_text()))
         return int(state["step"])
     except (OSError, RuntimeError, KeyError, ValueError) as err:
         raise InputError(f"{folder}: corrupt checkpoint ({err})") from err
+
+
+def training_finished(run: RunDir, stage: str, steps: int) -> bool:
+    """Whether the stage's newest checkpoint ends its training: all `steps` done, or stopped on a plateau."""
+    found = run.checkpoints(stage)
+    if not found:
+        return False
+    step, folder = found[-1]
+    marker = folder / EARLY_STOP
+    return step >= steps or (marker.exists() and json.loads(marker.read_text())["stopped"])
+
+
+def process_mean(world: int, device: torch.device) -> Callable[[float], float]:
+    """The mean of a host number over the processes (each one's losses are its own micro-batches'), so that
+    every process takes the same early-stopping decision; the number itself with one process."""
+    if world == 1:
+        return float
+
+    def mean(value: float) -> float:
+        total = torch.tensor([value], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(total)
+        return total.item() / world
+
+    return mean
 
 
 def train_adapter(
@@ -132,7 +167,7 @@ def train_adapter(
 
     Resumes from the stage's newest complete checkpoint. `stop_after` ends the call after that many
     steps in total (checkpointing first), which is how tests and schedulers interrupt a run; so does `on_step`
-    returning True."""
+    returning True, and `settings.early_stop` on a loss plateau (`training_finished` tells that apart)."""
     transformer = expert.module
     params = set_trainable(transformer, adapter)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -147,11 +182,15 @@ def train_adapter(
         shard_frozen_base(transformer, params)
     model = accelerator.prepare_model(transformer) if world > 1 and not fsdp else transformer
 
+    plateau = Plateau(settings.early_stop) if settings.early_stop is not None else None
     start = 0
     if found := run.checkpoints(stage):
-        start = _restore(found[-1][1], transformer, adapter, optimizer, scheduler)
+        start = _restore(found[-1][1], transformer, adapter, optimizer, scheduler, plateau)
         run.log("resume", stage=stage, step=start)
     end = settings.steps if stop_after is None else min(settings.steps, stop_after)
+    if plateau is not None and plateau.stopped:
+        end = start  # the checkpoint is where the stage stopped on a plateau: nothing left to train
+    mean_over_processes = process_mean(world, backbone.device)
     autocast_dtype = torch.bfloat16 if settings.mixed_precision == "bf16" else None
     bar = tqdm(range(start, end), desc=f"{stage} LoRA", initial=start, total=settings.steps,
                disable=not accelerator.is_main_process)
@@ -190,11 +229,17 @@ def train_adapter(
             seconds = time.perf_counter() - began
             bar.set_postfix(loss=f"{parts['fm'] + motion_weight * parts['motion']:.4f}")
             stop = bool(on_step and on_step(stage, done, settings.steps, parts))
+            watched = parts["motion"] if motion_weight else parts["fm"]  # the stage's motion loss, else its only one
+            plateaued = plateau is not None and plateau.update(watched, mean_over_processes)
+            stop = stop or plateaued
             if accelerator.is_main_process:
                 run.log("step", stage=stage, step=done, lr=scheduler.get_last_lr()[0], seconds=round(seconds, 4),
                         **parts)
+                if plateaued:
+                    run.log("early_stop", stage=stage, step=done, best_window_loss=plateau.best)
                 if done % settings.checkpoint_every == 0 or done == end or stop:
-                    save = lambda folder, at=done: _save(folder, transformer, adapter, optimizer, scheduler, at)  # noqa: E731
+                    save = lambda folder, at=done: _save(folder, transformer, adapter, optimizer, scheduler, at,  # noqa: E731
+                                                         plateau)
                     run.save_checkpoint(stage, done, save)
             accelerator.wait_for_everyone()
             if stop:
