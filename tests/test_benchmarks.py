@@ -4,17 +4,12 @@ GPU benchmark run at a tiny size on the CPU so that it cannot rot. No wall-clock
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks import cost_model as cm  # noqa: E402
+from benchmarks import cost_model as cm
 
 # One layer, D = 24 (2 heads of 12), FFN 40, 4 latent channels, patch 1x2x2, text 5 tokens of width 8,
 # 3 frames of 2 x 3 tokens (S = 18), LoRA rank 3 on q/k/v/o.
