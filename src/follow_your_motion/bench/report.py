@@ -157,7 +157,8 @@ def write_report(bench_dir: Path) -> dict[str, Path]:
     categories = ordered_categories(records)
     aggregates = aggregate(records)
     baseline = baseline_of(list(aggregates))
-    paired = paired_differences(records, baseline)
+    differences = paired_differences(records, baseline)
+    paired = {method: differences[method] for method in aggregates if method in differences}  # table order
     primary = plotted_metric(metrics)
 
     written = {"csv": _write_csv(bench_dir / "results.csv", records)}
