@@ -18,24 +18,14 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from follow_your_motion.config import MotionSettings, SpatialSettings
-from follow_your_motion.method.train import motion_inputs, spatial_inputs
-
 from . import cost_model as cm
 from .common import (
-    add_lora,
-    half_heads,
     interleaved,
     markdown_table,
     one_thread,
-    small_config,
-    text_condition,
-    train_steps,
-    transformer_backbone,
     write_result,
 )
+from .stage_runs import add_stage_arguments, stage_inputs
 
 
 def fit_overhead(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -49,49 +39,18 @@ def fit_overhead(points: list[tuple[float, float]]) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=6)
-    parser.add_argument("--head-dim", type=int, default=64)
-    parser.add_argument("--frames", type=int, default=84, help="F latent frames of the clip")
+    add_stage_arguments(parser, repeats=4)
     parser.add_argument("--keep", default="84,42,21,20", help="K values of stage 3 (comma-separated)")
-    parser.add_argument("--latent", default="12x16", help="latent height x width of a frame (patch 2x2)")
-    parser.add_argument("--text-length", type=int, default=128)
-    parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per call (after one warm-up step)")
-    parser.add_argument("--repeats", type=int, default=4, help="interleaved rounds")
-    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (the Wan recipe)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stage_step"))
     args = parser.parse_args(argv)
     one_thread()
 
-    cfg = small_config(args.layers, args.heads, args.head_dim)
-    backbone = transformer_backbone(cfg, rope_max_seq_len=max(128, args.frames))
-    height, width = map(int, args.latent.split("x"))
-    generator = torch.Generator().manual_seed(0)
-    latents = torch.randn(1, cfg.in_channels, args.frames, height, width, generator=generator)
-    text = text_condition(torch.randn(1, args.text_length, cfg.text_dim, generator=generator))
-    selection = half_heads(cfg)
-    other = {layer: [h for h in range(cfg.heads) if h not in heads] for layer, heads in selection.items()}
-    add_lora(backbone, "spatial", selection, args.rank)
-    add_lora(backbone, "motion", other, args.rank)
-    common = {"steps": args.steps + 1, "rank": args.rank, "grad_checkpointing": args.checkpointing}
-
-    def stage2() -> list[float]:
-        backbone.set_active_adapters({"spatial": 1.0})
-        frames = latents[0].transpose(0, 1)[:, :, None]  # (F, C, 1, h, w): every frame an image
-        return train_steps(backbone, "spatial", SpatialSettings(**common), spatial_inputs(frames, text, 1))
-
-    def stage3(keep: int):
-        def run() -> list[float]:
-            backbone.set_active_adapters({"spatial": 1.0, "motion": 1.0})
-            settings = MotionSettings(**common, keep_frames=keep)
-            return train_steps(backbone, "motion", settings, motion_inputs(latents, text, settings), motion_weight=1.0)
-
-        return run
-
+    inputs = stage_inputs(args)
+    cfg, height, width = inputs.cfg, inputs.height, inputs.width
+    backbone = inputs.backbone()
     keeps = [int(k) for k in args.keep.split(",")]
     dense_keep = args.frames
-    variants = {"stage 2": stage2} | {f"stage 3, K={k}": stage3(k) for k in keeps}
+    variants = {"stage 2": inputs.stage2(backbone)} | {f"stage 3, K={k}": inputs.stage3(backbone, k) for k in keeps}
     samples = interleaved(variants, args.repeats)
 
     rows_tokens, cols_tokens = height // cfg.patch[1], width // cfg.patch[2]

@@ -253,3 +253,21 @@ def test_memory_plan_counts_the_published_encoders_and_adds_up():
     kept, parked = (next(v for (s, o), v in by_option.items() if s.startswith("stage 3 sparse") and o.startswith(p))
                     for p in ("bf16 base, checkpointing, encoders kept", "bf16 base, checkpointing, encoders parked"))
     assert kept - parked == sum(encoders.values())
+
+
+def test_stage_step_runs_tiny_and_its_ratios_are_against_dense(tmp_path):
+    """The step-time benchmark at a tiny size (it shares its model and stages with compile_step): every variant
+    timed, the dense variant its own reference, the cost model's prediction beside each."""
+    from benchmarks import stage_step
+
+    data = stage_step.main(["--layers", "1", "--heads", "2", "--head-dim", "16", "--frames", "4", "--keep", "4,2",
+                            "--latent", "4x4", "--text-length", "8", "--steps", "1", "--repeats", "1",
+                            "--out", str(tmp_path / "stage_step")])
+    by_name = {r["variant"]: r for r in data["results"]}
+    assert list(by_name) == ["stage 2", "stage 3, K=4", "stage 3, K=2"]
+    assert [r["tokens"] for r in by_name.values()] == [4, 16, 8]
+    dense = by_name["stage 3, K=4"]
+    assert dense["measured_ratio"] == 1.0 and dense["predicted_ratio"] == 1.0
+    assert all(r["seconds_per_step"] > 0 for r in by_name.values())
+    assert 0 < by_name["stage 3, K=2"]["predicted_ratio"] < 1
+    assert json.loads((tmp_path / "stage_step.json").read_text())["results"] == json.loads(json.dumps(data["results"]))
