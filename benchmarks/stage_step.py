@@ -28,13 +28,14 @@ from .common import (
 from .stage_runs import add_stage_arguments, stage_inputs
 
 
-def fit_overhead(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least-squares seconds = fixed + flops / rate over (flops, seconds); returns (fixed s, GFLOP/s)."""
+def fit_overhead(points: list[tuple[float, float]]) -> tuple[float, float | None]:
+    """Least-squares seconds = fixed + flops / rate over (flops, seconds); returns (fixed s, GFLOP/s), the rate
+    None where the seconds do not grow with the FLOPs (a model so small that fixed costs are all it measures)."""
     n = len(points)
     mx = sum(f for f, _ in points) / n
     my = sum(s for _, s in points) / n
     slope = sum((f - mx) * (s - my) for f, s in points) / sum((f - mx) ** 2 for f, _ in points)
-    return my - slope * mx, 1 / slope / 1e9
+    return my - slope * mx, (1 / slope / 1e9 if slope > 0 else None)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{r['seconds_per_step']:.3f}", f"{r.get('measured_ratio', float('nan')):.3f}",
           f"{r.get('predicted_ratio', float('nan')):.3f}", f"{r.get('measured_over_predicted', float('nan')):.2f}",
           f"{r['predicted_activation_mib']:.0f}"] for r in results])
-    table += (f"\n\nStage-3 fit: seconds = {fixed:.3f} + GFLOP / {rate:.1f} "
+    fit = f"{fixed:.3f} + GFLOP / {rate:.1f}" if rate is not None else f"{fixed:.3f} (no FLOP-proportional part)"
+    table += (f"\n\nStage-3 fit: seconds = {fit} "
               f"({len(samples.pooled(dense_name))} timed steps per variant in {args.repeats} rounds; ratios: median "
               "over rounds of the ratio within a round).\n")
     write_result(args.out, data, table, "stage_step", argv)

@@ -271,3 +271,12 @@ def test_stage_step_runs_tiny_and_its_ratios_are_against_dense(tmp_path):
     assert all(r["seconds_per_step"] > 0 for r in by_name.values())
     assert 0 < by_name["stage 3, K=2"]["predicted_ratio"] < 1
     assert json.loads((tmp_path / "stage_step.json").read_text())["results"] == json.loads(json.dumps(data["results"]))
+
+
+def test_the_overhead_fit_has_no_rate_where_time_does_not_grow():
+    from benchmarks.stage_step import fit_overhead
+
+    assert fit_overhead([(1e9, 2.0), (3e9, 4.0)]) == pytest.approx((1.0, 1.0), rel=1e-12)  # 1 s + 1 s/GFLOP
+    assert fit_overhead([(1e9, 2.0), (3e9, 2.0)]) == (2.0, None)
+    assert fit_overhead([(1e9, 2.0), (3e9, 1.0)])[1] is None
+
