@@ -270,17 +270,25 @@ class StagePrediction:
     activation_bytes_checkpointed: int = 0
 
 
+SHRINK = 2  # `motion.downsample` of the stage-3 variant on a shrunk clip
+
+
 def recipe_stages(cfg: WanConfig, recipe: Recipe, checkpointing: bool = True,
                   queries: int = 1024) -> list[StagePrediction]:
-    """Stage 1, stage 2 (one frame), stage 3 dense and sparse (spatial LoRA frozen and on), a generation step."""
+    """Stage 1, stage 2 (one frame), stage 3 dense, sparse, and sparse on the clip shrunk SHRINK times (spatial
+    LoRA frozen and on), a generation step."""
     frames, rows, cols = cfg.token_grid(recipe.frames, recipe.height, recipe.width)
     base = Shapes(frames, rows, cols, text_length=recipe.text_length, rank=recipe.rank)
     out = [StagePrediction("stage 1 (classify)", base, classify_flops(cfg, replace(base, rank=0), queries), 1)]
+    sparse = replace(base, frames=recipe.keep, frozen_rank=recipe.rank)
+    if rows % SHRINK or cols % SHRINK:
+        raise ValueError(f"{cfg.name}: a {rows}x{cols} token grid cannot be shrunk {SHRINK} times")
     stages = {
         "stage 2 (1 frame)": (replace(base, frames=1), recipe.spatial_steps),
         f"stage 3 dense ({frames} frames)": (replace(base, frozen_rank=recipe.rank), recipe.motion_steps),
-        f"stage 3 sparse ({recipe.keep} of {frames})": (replace(base, frames=recipe.keep, frozen_rank=recipe.rank),
-                                                        recipe.motion_steps),
+        f"stage 3 sparse ({recipe.keep} of {frames})": (sparse, recipe.motion_steps),
+        f"stage 3 sparse ({recipe.keep} of {frames}), 1/{SHRINK} size": (
+            replace(sparse, rows=rows // SHRINK, cols=cols // SHRINK), recipe.motion_steps),
     }
     for name, (shapes, steps) in stages.items():
         out.append(StagePrediction(name, shapes, train_flops(cfg, shapes, checkpointing), steps,
@@ -314,17 +322,17 @@ def predictions(tflops: float, checkpointing: bool = True) -> dict:
                 "activation_gib": stage.activation_bytes / 2**30,
                 "activation_gib_checkpointed": stage.activation_bytes_checkpointed / 2**30,
             })
-        dense, sparse = stages[2].flops.total, stages[3].flops.total
-        seconds = {stage.name: row["seconds_per_step"] * row["steps"] for stage, row in zip(stages, rows, strict=True)}
-        skip = {"sparse": stages[2].name, "dense": stages[3].name}
+        dense, sparse, shrunk = (stage.flops.total for stage in stages[2:5])
+        seconds = [row["seconds_per_step"] * row["steps"] for row in rows]
+        common = seconds[0] + seconds[1] + seconds[5]  # stage 1, stage 2, generation
         models[key] = {
             "name": cfg.name, "config": {k: v for k, v in vars(cfg).items() if k != "name"}, "recipe": vars(recipe),
             "parameters": parameter_count(cfg), "lora_parameters": lora_parameter_count(cfg, recipe.rank),
-            "stages": rows, "sparse_dense_ratio": sparse / dense,
+            "stages": rows, "sparse_dense_ratio": sparse / dense, "shrunk_dense_ratio": shrunk / dense,
             "sparse_dense_ratio_no_checkpointing": sparse_dense_ratio(cfg, stages[2].shapes, recipe.keep, False),
-            # stages 1-3 and generation at the recipe's step counts, stage 3 sparse or dense
+            # stages 1-3 and generation at the recipe's step counts, stage 3 dense, sparse or sparse and shrunk
             "projected_transfer_seconds": {
-                kind: sum(v for name, v in seconds.items() if name != other) for kind, other in skip.items()
+                kind: common + seconds[index] for kind, index in (("dense", 2), ("sparse", 3), ("shrunk", 4))
             },
         }
     return {"tflops": tflops, "gradient_checkpointing": checkpointing, "models": models}
@@ -347,10 +355,12 @@ def markdown(result: dict) -> str:
          "activations GiB (plain / checkpointed)"], rows)
     summary = markdown_table(
         ["model", "parameters", "LoRA parameters (r = 128)", "sparse / dense step", "(no checkpointing)",
-         "whole transfer, transformer only (s): sparse stage 3", "dense stage 3"],
+         f"sparse at 1/{SHRINK} size / dense", "whole transfer, transformer only (s): sparse stage 3",
+         "dense stage 3", f"sparse at 1/{SHRINK} size"],
         [[m["name"], f"{m['parameters'] / 1e9:.2f} B", f"{m['lora_parameters'] / 1e6:.0f} M",
           f"{m['sparse_dense_ratio']:.3f}", f"{m['sparse_dense_ratio_no_checkpointing']:.3f}",
-          f"{m['projected_transfer_seconds']['sparse']:,.0f}", f"{m['projected_transfer_seconds']['dense']:,.0f}"]
+          f"{m['shrunk_dense_ratio']:.3f}"]
+         + [f"{m['projected_transfer_seconds'][kind]:,.0f}" for kind in ("sparse", "dense", "shrunk")]
          for m in result["models"].values()])
     check = "on" if result["gradient_checkpointing"] else "off"
     return (f"At {result['tflops']:g} TFLOP/s achieved, bf16, gradient checkpointing {check} for training steps.\n\n"

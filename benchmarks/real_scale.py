@@ -8,7 +8,8 @@ encoding of the clip, of its frames one by one and of the prompt; the encoders t
 parks them (seconds and device memory freed recorded; not with `--keep-encoders`); stage 1 (`classify_heads`);
 N optimizer steps of stage 2 and of stage 3 dense and sparse (`train_adapter` with head-masked LoRAs at the Wan
 recipe's rank, bf16 autocast and gradient checkpointing), and stage 3 sparse once more with the encoders back on
-the device (the peak without parking, beside the parked one); N generation steps (`backbone.generate`, encoders
+the device (the peak without parking, beside the parked one) and on the clip shrunk `--downsample` times
+(`motion.downsample`, its own projection); N generation steps (`backbone.generate`, encoders
 on the device, classifier-free guidance, VAE decode timed apart). The two LoRAs take half the heads of every
 layer each, not the classified heads: with random
 weights the classification is arbitrary, and a split that left the early layers without a LoRA would skip
@@ -164,6 +165,10 @@ def run_model(key: str, cfg: cm.WanConfig, shared: dict, args, rec: Recorder) ->
         rec.stage("encoding", "encode frames", lambda: shared.update(frame_latents=torch.cat(
             [backbone.encode_video(video[:, i : i + 1]) for i in range(video.shape[1])])))
         rec.stage("encoding", "encode prompt", lambda: shared.update(text=backbone.encode_prompt(PROMPT)))
+        if args.downsample > 1:  # `motion.downsample`: the clip area-averaged to 1/s of each side, encoded
+            small = torch.nn.functional.avg_pool3d(video[None], (1, args.downsample, args.downsample))[0]
+            rec.stage("encoding", f"encode clip at 1/{args.downsample} size",
+                      lambda: shared.update(small_latents=backbone.encode_video(small)))
     latents, frame_latents, text = shared["latents"], shared["frame_latents"], shared["text"]
     park(key, backbone, args, rec)
     found = {}
@@ -189,6 +194,11 @@ def run_model(key: str, cfg: cm.WanConfig, shared: dict, args, rec: Recorder) ->
         motion = MotionSettings(**train, keep_frames=keep)
         rec.stage(key, name, lambda m=motion: train_steps(backbone, "motion", m, motion_inputs(latents, text, m),
                                                           motion_weight=m.motion_weight))
+    if args.downsample > 1:
+        motion = MotionSettings(**train, keep_frames=args.keep[0], downsample=args.downsample)
+        rec.stage(key, shrunk_stage(args), lambda: train_steps(
+            backbone, "motion", motion, motion_inputs(shared["small_latents"], text, motion),
+            motion_weight=motion.motion_weight))
     if backbone.park_device is not None:  # the same stage with the encoders back: the peak without parking
         motion = MotionSettings(**train, keep_frames=args.keep[0])
         with backbone.encoders_ready():
@@ -196,6 +206,11 @@ def run_model(key: str, cfg: cm.WanConfig, shared: dict, args, rec: Recorder) ->
                       lambda: train_steps(backbone, "motion", motion, motion_inputs(latents, text, motion),
                                           motion_weight=motion.motion_weight))
     generation(key, backbone, args, rec)
+
+
+def shrunk_stage(args) -> str:
+    """The name of stage 3 on the clip shrunk `--downsample` times (sparse, at the first K)."""
+    return f"stage 3 sparse K={args.keep[0]}, 1/{args.downsample} size"
 
 
 def park(key: str, backbone, args, rec: Recorder) -> None:
@@ -256,6 +271,9 @@ def add_projections(key: str, cfg: cm.WanConfig, data: dict, args) -> None:
         "ours": projection(stages, ours["spatial_steps"], ours["motion_steps"],
                            sparse.get(ours["keep"], "stage 3 dense"), ours["generate_steps"]),
     }
+    if args.downsample > 1:
+        model["projections"][f"ours, motion at 1/{args.downsample} size"] = projection(
+            stages, ours["spatial_steps"], ours["motion_steps"], shrunk_stage(args), ours["generate_steps"])
     frames, rows, cols = cfg.token_grid(args.frames, args.height, args.width)
     dense = cm.Shapes(frames, rows, cols, text_length=args.text_length, rank=args.rank, frozen_rank=args.rank)
     model["sparse_dense"] = {
@@ -297,6 +315,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rank", type=int, default=None, help="LoRA rank (default: the Wan recipe's)")
     parser.add_argument("--queries", type=int, default=None, help="stage-1 queries (default: the recipe's)")
     parser.add_argument("--keep-encoders", action="store_true", help="never park the encoders (model.keep_encoders)")
+    parser.add_argument("--downsample", type=int, default=2,
+                        help="also time stage 3 on the clip shrunk this many times (motion.downsample; 1: not)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/real_scale"))
     args = parser.parse_args(argv)
     if args.device == "cpu":

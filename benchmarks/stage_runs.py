@@ -62,12 +62,15 @@ class StageInputs:
 
         return run
 
-    def stage3(self, backbone, keep: int) -> Callable[[], list[float]]:
-        """Timed stage-3 steps on `keep` of the clip's frames, the spatial LoRA frozen and on."""
+    def stage3(self, backbone, keep: int, downsample: int = 1) -> Callable[[], list[float]]:
+        """Timed stage-3 steps on `keep` of the clip's frames, the spatial LoRA frozen and on; with `downsample`
+        s > 1 on latents area-averaged to 1/s of each side (`motion.downsample`)."""
+        latents = torch.nn.functional.avg_pool3d(self.latents, (1, downsample, downsample))
+
         def run() -> list[float]:
             backbone.set_active_adapters({"spatial": 1.0, "motion": 1.0})
-            settings = MotionSettings(**self.settings, keep_frames=keep)
-            return train_steps(backbone, "motion", settings, motion_inputs(self.latents, self.text, settings),
+            settings = MotionSettings(**self.settings, keep_frames=keep, downsample=downsample)
+            return train_steps(backbone, "motion", settings, motion_inputs(latents, self.text, settings),
                                motion_weight=1.0)
 
         return run

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_stage_arguments(parser, repeats=4)
     parser.add_argument("--keep", default="84,42,21,20", help="K values of stage 3 (comma-separated)")
+    parser.add_argument("--downsample", type=int, default=2,
+                        help="also stage 3 at the last K on latents shrunk this many times (motion.downsample; 1: not)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stage_step"))
     args = parser.parse_args(argv)
     one_thread()
@@ -52,12 +54,17 @@ def main(argv: list[str] | None = None) -> dict:
     keeps = [int(k) for k in args.keep.split(",")]
     dense_keep = args.frames
     variants = {"stage 2": inputs.stage2(backbone)} | {f"stage 3, K={k}": inputs.stage3(backbone, k) for k in keeps}
-    samples = interleaved(variants, args.repeats)
-
     rows_tokens, cols_tokens = height // cfg.patch[1], width // cfg.patch[2]
     base = cm.Shapes(args.frames, rows_tokens, cols_tokens, text_length=args.text_length, rank=args.rank)
     shapes = {"stage 2": replace(base, frames=1)} | {
         f"stage 3, K={k}": replace(base, frames=k, frozen_rank=args.rank) for k in keeps}
+    s = args.downsample
+    if s > 1:
+        shrunk = f"stage 3, K={keeps[-1]}, 1/{s} size"
+        variants[shrunk] = inputs.stage3(backbone, keeps[-1], s)
+        shapes[shrunk] = replace(shapes[f"stage 3, K={keeps[-1]}"], rows=rows_tokens // s, cols=cols_tokens // s)
+    samples = interleaved(variants, args.repeats)
+
     dense_name = f"stage 3, K={dense_keep}"
     results = []
     for name, s in shapes.items():

@@ -198,7 +198,13 @@ def test_recipe_token_grids():
     for model in result["models"].values():
         stages = {row["stage"]: row for row in model["stages"]}
         assert all(row["seconds_per_step"] > 0 for row in stages.values())
-        assert 0 < model["sparse_dense_ratio"] < 1
+        assert 0 < model["shrunk_dense_ratio"] < model["sparse_dense_ratio"] < 1
+        sparse, shrunk = (next(r for name, r in stages.items() if name.startswith("stage 3 sparse") and
+                               name.endswith(end)) for end in (")", "1/2 size"))
+        assert shrunk["tokens"] * 4 == sparse["tokens"]  # a quarter of the tokens per kept frame
+        projected = model["projected_transfer_seconds"]
+        assert projected["sparse"] - projected["shrunk"] == pytest.approx(
+            sparse["steps"] * (sparse["seconds_per_step"] - shrunk["seconds_per_step"]))
 
 
 def test_recipes_are_the_projects():
@@ -226,10 +232,10 @@ def test_real_scale_runs_tiny_on_cpu(tmp_path):
     stages = {**data["encoding"], **model["stages"]}
     for name in ("encode clip", "encode frames", "encode prompt", "park encoders", "stage 1", "stage 2",
                  "stage 3 dense", "stage 3 sparse K=5", "stage 3 sparse K=5, encoders on the device",
-                 "generation step", "vae decode"):
+                 "generation step", "vae decode", "encode clip at 1/2 size", "stage 3 sparse K=5, 1/2 size"):
         assert stages[name]["seconds_per_step"] > 0, name
         assert stages[name]["peak_mib"] > 0, name
-    for kind in ("paper", "paper, dense stage 3", "ours"):
+    for kind in ("paper", "paper, dense stage 3", "ours", "ours, motion at 1/2 size"):
         projection = model["projections"][kind]
         for part in projection["parts"]:
             assert part["seconds"] == pytest.approx(part["steps"] * stages[part["stage"]]["seconds_per_step"])
@@ -237,6 +243,8 @@ def test_real_scale_runs_tiny_on_cpu(tmp_path):
     paper = {p["stage"]: p["steps"] for p in model["projections"]["paper"]["parts"]}
     assert paper["stage 2"] == 3000 and paper["stage 3 sparse K=5"] == 2000 and paper["generation step"] == 50
     assert 0 < model["sparse_dense"]["K=5"]["predicted"] < 1
+    shrunk = {p["stage"] for p in model["projections"]["ours, motion at 1/2 size"]["parts"]}
+    assert "stage 3 sparse K=5, 1/2 size" in shrunk and "stage 3 sparse K=5" not in shrunk
 
 
 def test_memory_plan_counts_the_published_encoders_and_adds_up():
@@ -264,12 +272,12 @@ def test_stage_step_runs_tiny_and_its_ratios_are_against_dense(tmp_path):
                             "--latent", "4x4", "--text-length", "8", "--steps", "1", "--repeats", "1",
                             "--out", str(tmp_path / "stage_step")])
     by_name = {r["variant"]: r for r in data["results"]}
-    assert list(by_name) == ["stage 2", "stage 3, K=4", "stage 3, K=2"]
-    assert [r["tokens"] for r in by_name.values()] == [4, 16, 8]
+    assert list(by_name) == ["stage 2", "stage 3, K=4", "stage 3, K=2", "stage 3, K=2, 1/2 size"]
+    assert [r["tokens"] for r in by_name.values()] == [4, 16, 8, 2]
     dense = by_name["stage 3, K=4"]
     assert dense["measured_ratio"] == 1.0 and dense["predicted_ratio"] == 1.0
     assert all(r["seconds_per_step"] > 0 for r in by_name.values())
-    assert 0 < by_name["stage 3, K=2"]["predicted_ratio"] < 1
+    assert 0 < by_name["stage 3, K=2, 1/2 size"]["predicted_ratio"] < by_name["stage 3, K=2"]["predicted_ratio"] < 1
     assert json.loads((tmp_path / "stage_step.json").read_text())["results"] == json.loads(json.dumps(data["results"]))
 
 

@@ -38,6 +38,7 @@ from follow_your_motion.method.objective import (
 )
 from follow_your_motion.method.train import motion_inputs, train_adapter
 from follow_your_motion.runs import RunDir
+from follow_your_motion.transfer import Transfer
 from follow_your_motion.video import read_video, write_video
 
 PROMPT = "a tiger walks through snow"
@@ -206,6 +207,22 @@ def test_learned_position_embeddings_refuse_other_positions(dirs):
 
 
 
+def test_a_shrunk_motion_clip_is_refused_before_tuning(dirs, tmp_path):
+    """CogVideoX's positions are laid over a crop of its base grid (RoPE) or absolute (2B): they cannot be spaced
+    out, so `motion.downsample` is refused when the run is made (nothing written), and by `predict`."""
+    backbone = load_backbone(str(dirs["5b"]))
+    write_video(tmp_path / "ref.mp4", moving_square(9), 8)
+    cfg = resolve_config({"reference": str(tmp_path / "ref.mp4"), "prompt": PROMPT,
+                          "model": {"source": str(dirs["5b"])}, "video": {"frames": 9, "height": 32, "width": 32},
+                          "motion": {"downsample": 2}})
+    with pytest.raises(InputError, match="cogvideox cannot tune on a shrunk clip"):
+        Transfer(cfg, tmp_path / "run", backbone)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+    with pytest.raises(InputError, match="leave motion.downsample at 1"):
+        backbone.predict(backbone.experts[0], _latents(backbone), torch.tensor([500]), backbone.encode_prompt(PROMPT),
+                         spatial_stride=2)
+
+
 def test_an_attention_backend_is_refused_not_ignored(dirs):
     """CogVideoX's processor calls PyTorch's attention itself, so diffusers' backends would silently not apply."""
     backbone = load_backbone(str(dirs["5b"]))
@@ -284,9 +301,9 @@ def trained(dirs, tmp_path_factory):
     seen: list[torch.Tensor] = []
     predict = backbone.predict
 
-    def recording(expert, latents, timesteps, cond, frame_positions=None):
+    def recording(expert, latents, timesteps, cond, *positions):
         seen.append(timesteps)
-        return predict(expert, latents, timesteps, cond, frame_positions)
+        return predict(expert, latents, timesteps, cond, *positions)
 
     backbone.predict = recording
     state = _train(backbone, tmp_path_factory.mktemp("cog-train") / "run")

@@ -165,6 +165,31 @@ def test_kept_frames_keep_their_rows_of_the_whole_clips_rope_tables(backbone):
         assert torch.equal(f.view(5, 4, -1)[kept].reshape(-1, f.shape[-1]), p)
 
 
+def test_spaced_tokens_get_every_second_row_and_column_of_the_full_grid(backbone):
+    """`spatial_stride` 2 (stage 3 on a clip shrunk twice): the stock tables of the twice-larger grid, every
+    second row and column; with kept frames, their rows of it too. `predict` sets it for one call only."""
+    expert = backbone.experts[0]
+    rope = expert.module.rope
+    small, full = torch.zeros(1, 9, 3, 2, 3), torch.zeros(1, 9, 3, 4, 6)
+    stock = torch.stack(rope(full)).view(2, 3, 4, 6, -1)
+    kept = torch.tensor([0, 2])
+    rope.spatial_stride = 2
+    try:
+        spaced = torch.stack(rope(small)).view(2, 3, 2, 3, -1)
+        rope.frame_positions = kept.double()
+        both = torch.stack(rope(small[:, :, kept])).view(2, 2, 2, 3, -1)
+    finally:
+        rope.frame_positions, rope.spatial_stride = None, 1
+    assert torch.equal(spaced, stock[:, :, ::2, ::2])
+    assert torch.equal(both, stock[:, kept][:, :, ::2, ::2])
+    assert not torch.equal(spaced, torch.stack(rope(small)).view(2, 3, 2, 3, -1))
+    latents, cond, t = _latents(backbone), backbone.encode_prompt(PROMPT), torch.tensor([500.0])
+    with torch.no_grad():
+        moved = backbone.predict(expert, latents, t, cond, spatial_stride=2)
+        stock_out = backbone.predict(expert, latents, t, cond)
+    assert (moved - stock_out).abs().max() > 1e-4 and rope.spatial_stride == 1
+
+
 # -- training, masks, the LoRA file -----------------------------------------------------------------------------
 
 

@@ -201,6 +201,32 @@ def test_fractional_positions_move_only_the_time_channels(ltx):
     assert torch.allclose(moved[1, 1, 0, 0, time_channels][low].double(), angle.sin()[low], atol=1e-4)
 
 
+@pytest.mark.parametrize("positions", [None, [0.0, 2.0]])
+def test_spaced_tokens_get_every_second_row_and_column_of_the_full_grid(ltx, positions):
+    """LTX's positions are pixel coordinates: `spatial_stride` 2 doubles the pixels per latent cell, so a (2, 3)
+    grid gets the stock tables of the (4, 6) grid, every second row and column (its kept frames' rows with frame
+    positions); `predict` hands the model that scale for the call."""
+    rope = ltx.experts[0].module.rope
+    seconds, cell, _ = ltx.rope_interpolation_scale
+    frames = 2 if positions else 3
+    rope.frame_positions = None if positions is None else torch.tensor(positions, dtype=torch.float64)
+    try:
+        spaced = torch.stack(rope(torch.zeros(1, frames * 6, 1), frames, 2, 3, (seconds, 2 * cell, 2 * cell)))
+    finally:
+        rope.frame_positions = None
+    full = torch.stack(rope(torch.zeros(1, 3 * 24, 1), 3, 4, 6, ltx.rope_interpolation_scale)).view(2, 3, 4, 6, -1)
+    rows = full[:, [0, 2] if positions else slice(None)][:, :, ::2, ::2]
+    assert torch.equal(spaced.view(rows.shape), rows)
+    scales = []
+    handle = rope.register_forward_pre_hook(lambda _m, args: scales.append(args[4]))  # (.., rope_interpolation_scale)
+    try:
+        with torch.no_grad():
+            ltx.predict(ltx.experts[0], _noisy(), torch.tensor([500.0]), ltx.encode_prompt(PROMPT), spatial_stride=2)
+    finally:
+        handle.remove()
+    assert scales == [(seconds, 2 * cell, 2 * cell)]
+
+
 def test_stock_positions_are_bit_identical_and_others_change_the_output(ltx):
     noisy, t = _noisy(), torch.tensor([500.0])
     cond = ltx.encode_prompt(PROMPT)

@@ -51,10 +51,10 @@ def finished(a14b_dir, inputs, tmp_path_factory) -> tuple[Transfer, dict[str, li
     seen: dict[str, list[float]] = {"high_noise": [], "low_noise": []}
     predict = job.backbone.predict
 
-    def recording(expert, latents, timesteps, cond, frame_positions=None):
+    def recording(expert, latents, timesteps, cond, *positions):
         if torch.is_grad_enabled():  # a training step, not stage 1 or sampling
             seen[expert.name] += timesteps.tolist()
-        return predict(expert, latents, timesteps, cond, frame_positions)
+        return predict(expert, latents, timesteps, cond, *positions)
 
     job.backbone.predict = recording
     job.all()

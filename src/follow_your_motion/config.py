@@ -134,6 +134,9 @@ class MotionSettings(TrainSettings):
     keep_frames: int | None = Field(5, ge=1)  # K latent frames per step (sparse motion sampling); None = all
     sampling: Sampling = "uniform-random-phase"
     rope: RopeMode = "index"
+    # tune on the clip shrunk this many times per side, its tokens at the full size's RoPE spacing (motion is
+    # low-frequency); 1 = the full size
+    downsample: int = Field(1, ge=1)
     motion_loss: MotionLossForm = "paper"
     motion_weight: float = Field(1.0, ge=0)
 

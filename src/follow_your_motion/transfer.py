@@ -27,7 +27,16 @@ from .method.heads import HeadMap, classify_heads, head_maps_json, load_head_map
 from .method.lora import add_masked_lora
 from .method.train import StepCallback, motion_inputs, spatial_inputs, train_adapter, training_finished
 from .runs import RunDir, atomic_save_tensors, atomic_write_text, digest, load_tensors, read_metadata
-from .video import VideoClip, fit_reference, load_reference, read_image, read_video, to_tensor, write_video
+from .video import (
+    VideoClip,
+    fit_reference,
+    load_reference,
+    read_image,
+    read_video,
+    resize_frames,
+    to_tensor,
+    write_video,
+)
 
 log = logging.getLogger("follow_your_motion")
 
@@ -76,6 +85,21 @@ def check_run_config(run: RunDir, cfg: TransferConfig) -> None:
 class Sample:
     frames: np.ndarray  # (T, H, W, 3) uint8
     paths: dict[str, Path]  # video, side_by_side, side_by_side_gif
+
+
+def check_downsample(backbone: Backbone, cfg: TransferConfig) -> None:
+    """Refuse a `motion.downsample` the model cannot tune at: one whose shrunk clip is not a size it takes, or
+    any on a family whose token positions cannot be spaced out."""
+    factor, v = cfg.motion.downsample, cfg.video
+    if factor == 1:
+        return
+    if not backbone.spaced_positions:
+        raise InputError(f"{backbone.name} cannot tune on a shrunk clip (its spatial positions cannot be spaced "
+                         "out): leave motion.downsample at 1")
+    multiple = factor * backbone.geometry.size_multiple
+    if v.height % multiple or v.width % multiple:
+        raise InputError(f"motion.downsample {factor} needs a height and width that are multiples of {multiple} "
+                         f"(the clip is {v.height}x{v.width}): choose another size or downsample")
 
 
 def first_frame_condition(backbone: Backbone, cfg: TransferConfig) -> bool:
@@ -153,6 +177,7 @@ class Transfer:
         self.cfg = cfg
         v = cfg.video
         self.backbone.geometry.check(v.frames, v.height, v.width)
+        check_downsample(self.backbone, cfg)
         if not from_run:
             seen = fit_reference(clip, cfg.reference, v.frames, v.height, v.width, fps=v.fps, start=v.start)
             check_run_config(self.run, cfg)
@@ -162,6 +187,7 @@ class Transfer:
         self.clip = seen  # the reference as the model sees it (from the run's copy when opened from a run)
         self._exact = None if from_run else seen  # the same frames decoded from the original, once needed
         self._reference: Reference | None = None
+        self._motion_reference: Reference | None = None  # stage 3's, when it tunes on a shrunk clip
         self._key = ""  # cache key of the reference encodings, set by reference()
         self.on_step: StepCallback | None = None  # progress of the tuning stages; returning True stops them
         self._head_maps: dict[str, HeadMap] | None = None  # stage 1's result, once made or read
@@ -211,18 +237,42 @@ class Transfer:
                 self._exact = load_reference(source, v.frames, v.height, v.width, fps=v.fps, start=v.start)
             clip = self._exact
             stat = source.stat()
-            model = (cfg.model.source, cfg.model.family, cfg.model.dtype)
-            self._key = digest(model, str(source.resolve()), stat.st_size, stat.st_mtime_ns, v.model_dump())
-            frames = to_tensor(clip.frames)
-            latents = self._cached("latents", self._key, lambda: self.backbone.encode_video(frames))
-            cond = self._cached_conditioning("text", digest(model, cfg.prompt),
-                                             lambda: self.backbone.encode_prompt(cfg.prompt))
-            if v.first_frame_condition:  # image-to-video: tuned on the reference's own first frame
-                first = self._cached_conditioning("image", self._key, lambda: self.backbone.encode_image(
-                    clip.frames[0], v.frames, v.height, v.width))
-                cond = cond.merged(first)
-            self._reference = Reference(clip.frames, clip.fps, latents, cond)
+            self._key = digest(self._model_key, str(source.resolve()), stat.st_size, stat.st_mtime_ns, v.model_dump())
+            self._reference = self._encoded(clip, self._key)
         return self._reference
+
+    @property
+    def _model_key(self) -> tuple[str | None, str | None, str]:
+        m = self.cfg.model
+        return m.source, m.family, m.dtype
+
+    def _encoded(self, clip: VideoClip, key: str) -> Reference:
+        """`clip` as the tuning stages take it: its latents, and the caption's conditioning (with its first
+        frame's for an image-to-video run), each encoded once and cached under `key`."""
+        cfg, v = self.cfg, self.cfg.video
+        frames = to_tensor(clip.frames)
+        latents = self._cached("latents", key, lambda: self.backbone.encode_video(frames))
+        cond = self._cached_conditioning("text", digest(self._model_key, cfg.prompt),
+                                         lambda: self.backbone.encode_prompt(cfg.prompt))
+        if v.first_frame_condition:  # image-to-video: tuned on the reference's own first frame
+            height, width = clip.frames.shape[1:3]
+            first = self._cached_conditioning("image", key, lambda: self.backbone.encode_image(
+                clip.frames[0], v.frames, height, width))
+            cond = cond.merged(first)
+        return Reference(clip.frames, clip.fps, latents, cond)
+
+    def motion_reference(self) -> Reference:
+        """The reference stage 3 tunes on: the reference itself, or with `motion.downsample` s > 1 its frames
+        area-averaged to 1/s of each side and encoded as the full clip is (motion is low-frequency; the
+        backbone spaces their tokens as the full size's)."""
+        ref, factor = self.reference(), self.cfg.motion.downsample
+        if factor == 1:
+            return ref
+        if self._motion_reference is None:
+            v = self.cfg.video
+            small = VideoClip(resize_frames(ref.frames, v.height // factor, v.width // factor), ref.fps)
+            self._motion_reference = self._encoded(small, digest(self._key, factor))
+        return self._motion_reference
 
     def frame_latents(self) -> torch.Tensor:
         """Every pixel frame of the reference encoded on its own, (T, C, 1, h, w), for stage 2."""
@@ -241,6 +291,8 @@ class Transfer:
         ref = self.reference()
         if self.cfg.spatial.steps and not self.stage_done("spatial"):
             self.frame_latents()
+        if self.cfg.motion.steps and not self.stage_done("motion"):
+            self.motion_reference()
         self.backbone.park_encoders()
         return ref
 
@@ -327,7 +379,8 @@ class Transfer:
         m = self.cfg.motion
         if m.steps == 0:
             return None
-        ref = self.encode()
+        self.encode()
+        ref = self.motion_reference()
         inputs = motion_inputs(ref.latents, ref.cond, m)
         return self._tune(
             "motion", "temporal", m, inputs, stop_after, motion_weight=m.motion_weight, motion_form=m.motion_loss

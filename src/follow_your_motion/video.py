@@ -167,7 +167,7 @@ def select_frames(clip: VideoClip, num_frames: int, fps: float | None = None, st
     return VideoClip(clip.frames[idx], out_fps)
 
 
-def _resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize every frame; area averaging when shrinking avoids aliasing, cubic keeps edges when enlarging."""
     if frames.shape[1:3] == (height, width):
         return frames
@@ -184,7 +184,7 @@ def resize_center_crop(frames: np.ndarray, height: int, width: int) -> np.ndarra
     h, w = frames.shape[1:3]
     scale = max(height / h, width / w)
     new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
-    frames = _resize(frames, new_h, new_w)
+    frames = resize_frames(frames, new_h, new_w)
     top, left = (new_h - height) // 2, (new_w - width) // 2
     return np.ascontiguousarray(frames[:, top : top + height, left : left + width])
 
@@ -258,7 +258,7 @@ def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 4) -> np.ndarra
         raise ValueError(f"gap must be >= 0, got {gap}")
     height = left.shape[1]
     if right.shape[1] != height:
-        right = _resize(right, height, max(1, round(right.shape[2] * height / right.shape[1])))
+        right = resize_frames(right, height, max(1, round(right.shape[2] * height / right.shape[1])))
     length = max(len(left), len(right))
     left, right = (np.concatenate([v, np.repeat(v[-1:], length - len(v), axis=0)]) for v in (left, right))
     black = np.zeros((length, height, gap, 3), dtype=np.uint8)

@@ -206,6 +206,9 @@ class Backbone(ABC):
     # given one (Wan2.2-TI2V)
     image_mode: Literal["none", "required", "optional"] = "none"
 
+    # whether `predict` takes a spatial_stride > 1 (tokens spaced out: stage 3 on a shrunk clip)
+    spaced_positions: bool = True
+
     # Transformer block classes to compile where the transformer declares no `_repeated_blocks` (CogVideoX).
     repeated_blocks: tuple[str, ...] = ()
 
@@ -266,10 +269,13 @@ class Backbone(ABC):
         timesteps: torch.Tensor,
         cond: Conditioning,
         frame_positions: torch.Tensor | None = None,
+        spatial_stride: int = 1,
     ) -> torch.Tensor:
         """`expert`'s output for noisy latents; `frame_positions` (one per latent frame, possibly fractional)
         replace the temporal positions 0..F-1, so a subset of frames keeps its place in time (a family with
-        absolute positions refuses them with an InputError naming the setting)."""
+        absolute positions refuses them with an InputError naming the setting). `spatial_stride` s puts token
+        rows and columns s positions apart: latents of the clip shrunk s times then span the positions of the
+        full-size grid (s = 1: the stock positions; a family that cannot space them refuses s > 1)."""
 
     @abstractmethod
     def capture_qk(self, expert: Expert, callback: QKCallback) -> contextlib.AbstractContextManager[None]:

@@ -142,6 +142,8 @@ class CogVideoXBackbone(Backbone):
 
     name = "cogvideox"
     objective = "v_prediction"
+    # positions laid over a crop of the base grid (RoPE), or absolute (2B): they cannot be spaced out
+    spaced_positions = False
     repeated_blocks = ("CogVideoXBlock",)  # its transformer declares no `_repeated_blocks` to compile
 
     def __init__(self, pipe: CogVideoXPipeline, device: str | torch.device = "cpu", offload: bool = False) -> None:
@@ -283,7 +285,10 @@ class CogVideoXBackbone(Backbone):
         timesteps: torch.Tensor,
         cond: Conditioning,
         frame_positions: torch.Tensor | None = None,
+        spatial_stride: int = 1,
     ) -> torch.Tensor:
+        if spatial_stride != 1:
+            raise InputError("CogVideoX's spatial positions cannot be spaced out: leave motion.downsample at 1")
         model = self.denoisers.get(expert.name, expert.module)
         hidden = self.to_transformer_layout(latents.to(self.dtype))
         rotary = self.rotary_tables(hidden, frame_positions) if self.rope else None

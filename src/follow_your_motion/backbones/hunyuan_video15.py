@@ -74,7 +74,8 @@ def _comfy_parts(module_name: str) -> tuple[str, str]:
 
 
 class PositionedRope(nn.Module):
-    """HunyuanVideo 1.5's 3D rotary embedding whose temporal positions can be replaced for one forward pass.
+    """HunyuanVideo 1.5's 3D rotary embedding whose positions can be replaced for one forward pass: the
+    temporal ones by `frame_positions`, the rows and columns spaced `spatial_stride` apart.
 
     Unset, it is the stock module (bit-identical outputs). Set, it builds the stock tables with the same float32
     operations in the same order, the time axis of the grid at `frame_positions` (one per latent frame)."""
@@ -83,19 +84,25 @@ class PositionedRope(nn.Module):
         super().__init__()
         self.inner = rope
         self.frame_positions: torch.Tensor | None = None
+        self.spatial_stride = 1
 
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.frame_positions is None:
+        if self.frame_positions is None and self.spatial_stride == 1:
             return self.inner(hidden_states)
         rope = self.inner
         _, _, frames, height, width = hidden_states.shape
         tokens = frames // rope.patch_size_t
-        if len(self.frame_positions) != tokens:
-            raise InputError(f"{len(self.frame_positions)} frame positions for {tokens} frames")
         device = hidden_states.device
-        axes = [self.frame_positions.detach().to(device, torch.float32),
-                torch.arange(0, height // rope.patch_size, device=device, dtype=torch.float32),
-                torch.arange(0, width // rope.patch_size, device=device, dtype=torch.float32)]
+        if self.frame_positions is None:
+            times = torch.arange(0, tokens, device=device, dtype=torch.float32)
+        elif len(self.frame_positions) != tokens:
+            raise InputError(f"{len(self.frame_positions)} frame positions for {tokens} frames")
+        else:
+            times = self.frame_positions.detach().to(device, torch.float32)
+        stride = self.spatial_stride
+        axes = [times,
+                torch.arange(0, height // rope.patch_size, device=device, dtype=torch.float32) * stride,
+                torch.arange(0, width // rope.patch_size, device=device, dtype=torch.float32) * stride]
         grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
         freqs = [get_1d_rotary_pos_embed(rope.rope_dim[i], grid[i].reshape(-1), rope.theta, use_real=True)
                  for i in range(3)]
@@ -194,6 +201,7 @@ class HunyuanVideo15Backbone(Backbone):
         timesteps: torch.Tensor,
         cond: Conditioning,
         frame_positions: torch.Tensor | None = None,
+        spatial_stride: int = 1,
     ) -> torch.Tensor:
         """As one step of the pipeline: [latents, zero condition latents, zero mask] on the channel axis, the
         timestep on the 0..1000 scale in the model's dtype, both prompts with their masks, zero image tokens."""
@@ -204,7 +212,7 @@ class HunyuanVideo15Backbone(Backbone):
         image_embeds = hidden.new_zeros(b, IMAGE_TOKENS, expert.module.config.image_embed_dim)
         t = cond.tensors
         rope = expert.module.rope
-        rope.frame_positions = frame_positions
+        rope.frame_positions, rope.spatial_stride = frame_positions, spatial_stride
         try:
             out = model(
                 hidden_states=hidden,
@@ -217,7 +225,7 @@ class HunyuanVideo15Backbone(Backbone):
                 return_dict=False,
             )[0]
         finally:
-            rope.frame_positions = None
+            rope.frame_positions, rope.spatial_stride = None, 1
         return out.float()
 
     @contextlib.contextmanager

@@ -229,11 +229,15 @@ class LTXBackbone(Backbone):
         timesteps: torch.Tensor,
         cond: Conditioning,
         frame_positions: torch.Tensor | None = None,
+        spatial_stride: int = 1,
     ) -> torch.Tensor:
         """As one step of LTXPipeline: packed tokens, the timestep on the 0..1000 scale (sigma * 1000, what the
-        pipeline passes from the scheduler), the prompt with its mask, the grid and rope_interpolation_scale."""
+        pipeline passes from the scheduler), the prompt with its mask, the grid and rope_interpolation_scale.
+        LTX's positions are pixel coordinates (latent cell x pixels per cell), so `spatial_stride` s is s times
+        the pixels per cell of a shrunk clip: the positions its cells have on the full-size frame."""
         pt, p, _ = self.geometry.patch
         frames, rows, cols = self.token_grid(latents)
+        seconds, cell, _ = self.rope_interpolation_scale
         rope = expert.module.rope
         rope.frame_positions = frame_positions
         try:
@@ -246,7 +250,7 @@ class LTXBackbone(Backbone):
                 num_frames=frames,
                 height=rows,
                 width=cols,
-                rope_interpolation_scale=self.rope_interpolation_scale,
+                rope_interpolation_scale=(seconds, cell * spatial_stride, cell * spatial_stride),
                 return_dict=False,
             )[0]
         finally:

@@ -138,16 +138,24 @@ class ToyBackbone(WanBackbone):
         return value.view(1, 1, f, 1, 1).expand(b, 1, f, h, w)
 
     @staticmethod
-    def coordinates(latents: torch.Tensor) -> torch.Tensor:
+    def coordinates(latents: torch.Tensor, spatial_stride: int = 1) -> torch.Tensor:
         """Two input channels holding each pixel's column and row, scaled to [-1, 1] (B, 2, T, H, W).
 
         RoPE tells attention only how far apart two pixels are, never where a pixel is, so without them a
         small model must work out from the noise alone where each frame's object sits relative to the others.
         With absolute positions and absolute time, "moves right" becomes a fact about each frame (further
-        right as t grows) that the model can learn like a colour (docs/toyworld.md)."""
+        right as t grows) that the model can learn like a colour (docs/toyworld.md). A clip shrunk
+        `spatial_stride` times gets the coordinates of its pixels' centres on the full-size frame."""
         b, _, f, h, w = latents.shape
-        ys = torch.linspace(-1, 1, h, dtype=latents.dtype, device=latents.device)
-        xs = torch.linspace(-1, 1, w, dtype=latents.dtype, device=latents.device)
+
+        def axis(n: int) -> torch.Tensor:
+            if spatial_stride == 1:  # the pretrained model's own channels, exactly
+                return torch.linspace(-1, 1, n, dtype=latents.dtype, device=latents.device)
+            full = spatial_stride * n  # pixels of the full-size frame; a shrunk pixel's centre on it
+            centres = spatial_stride * torch.arange(n, dtype=torch.float64) + (spatial_stride - 1) / 2
+            return (2 * centres / (full - 1) - 1).to(latents)
+
+        ys, xs = axis(h), axis(w)
         grid = torch.stack([xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)])
         return grid.view(1, 2, 1, h, w).expand(b, 2, f, h, w)
 
@@ -174,13 +182,13 @@ class ToyBackbone(WanBackbone):
         return self.noise_correlation ** 0.5 * shared + (1 - self.noise_correlation) ** 0.5 * own
 
     def predict(self, expert: Expert, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning,
-                frame_positions: torch.Tensor | None = None) -> torch.Tensor:
+                frame_positions: torch.Tensor | None = None, spatial_stride: int = 1) -> torch.Tensor:
         extra = [self.time_channel(latents, frame_positions)] if self.time_span else []
         if self.coordinate_channels:
-            extra.append(self.coordinates(latents))
+            extra.append(self.coordinates(latents, spatial_stride))
         if extra:
             latents = torch.cat([latents, *extra], dim=1)
-        return super().predict(expert, latents, timesteps, cond, frame_positions)
+        return super().predict(expert, latents, timesteps, cond, frame_positions, spatial_stride)
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         return video[None].float().to(self.device)

@@ -47,19 +47,21 @@ _COMFY_ROLE = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o"}
 
 
 class PositionedRope(nn.Module):
-    """Wan's rotary embedding whose temporal positions can be replaced for one forward pass.
+    """Wan's rotary embedding whose positions can be replaced for one forward pass: the temporal ones by
+    `frame_positions`, the rows and columns spaced `spatial_stride` apart.
 
-    With `frame_positions` unset it returns the stock tables unchanged (bit-identical outputs)."""
+    With neither set it returns the stock tables unchanged (bit-identical outputs)."""
 
     def __init__(self, rope: nn.Module) -> None:
         super().__init__()
         self.inner = rope
         self.frame_positions: torch.Tensor | None = None
+        self.spatial_stride = 1
 
-    def temporal_table(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin rows (len(positions), t_dim) for arbitrary, possibly fractional, frame positions."""
+    def axis_table(self, dim: int, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin rows (len(positions), dim) of one axis for arbitrary, possibly fractional, positions."""
         return get_1d_rotary_pos_embed(
-            self.inner.t_dim,
+            dim,
             positions.detach().to("cpu", torch.float64),
             ROPE_THETA,
             use_real=True,
@@ -69,19 +71,28 @@ class PositionedRope(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cos, sin = self.inner(hidden_states)
-        if self.frame_positions is None:
+        if self.frame_positions is None and self.spatial_stride == 1:
             return cos, sin
         _, _, frames, height, width = hidden_states.shape
         pt, ph, pw = self.inner.patch_size
         grid = (frames // pt, height // ph, width // pw)
-        if len(self.frame_positions) != grid[0]:
-            raise InputError(f"{len(self.frame_positions)} frame positions for {grid[0]} latent frames")
-        t_cos, t_sin = self.temporal_table(self.frame_positions)
-        t_dim = self.inner.t_dim
+        rope = self.inner
+        spans = []  # (first channel, axis dim, positions, axis) of each replaced axis
+        if self.frame_positions is not None:
+            if len(self.frame_positions) != grid[0]:
+                raise InputError(f"{len(self.frame_positions)} frame positions for {grid[0]} latent frames")
+            spans.append((0, rope.t_dim, self.frame_positions, 0))
+        if self.spatial_stride != 1:
+            for axis, first, dim in ((1, rope.t_dim, rope.h_dim), (2, rope.t_dim + rope.h_dim, rope.w_dim)):
+                spans.append((first, dim, torch.arange(grid[axis], dtype=torch.float64) * self.spatial_stride, axis))
         out = []
-        for table, temporal in ((cos, t_cos), (sin, t_sin)):
+        for index, table in enumerate((cos, sin)):
             table = table.view(*grid, -1).clone()
-            table[..., :t_dim] = temporal.to(table).view(grid[0], 1, 1, t_dim)
+            for first, dim, positions, axis in spans:
+                rows = self.axis_table(dim, positions)[index].to(table)
+                shape = [1, 1, 1, dim]
+                shape[axis] = grid[axis]
+                table[..., first : first + dim] = rows.view(shape)
             out.append(table.view(1, -1, 1, table.shape[-1]))
         return out[0], out[1]
 
@@ -224,9 +235,10 @@ class WanBackbone(Backbone):
         timesteps: torch.Tensor,
         cond: Conditioning,
         frame_positions: torch.Tensor | None = None,
+        spatial_stride: int = 1,
     ) -> torch.Tensor:
         rope = expert.module.rope
-        rope.frame_positions = frame_positions
+        rope.frame_positions, rope.spatial_stride = frame_positions, spatial_stride
         try:
             model = self.denoisers.get(expert.name, expert.module)
             hidden = latents.to(self.dtype)
@@ -243,7 +255,7 @@ class WanBackbone(Backbone):
                 return_dict=False,
             )[0]
         finally:
-            rope.frame_positions = None
+            rope.frame_positions, rope.spatial_stride = None, 1
         return out.float()
 
     def _fix_frames(self, hidden: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning

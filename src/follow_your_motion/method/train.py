@@ -34,6 +34,7 @@ class StepInputs:
     latents: torch.Tensor  # clean latents (B, C, F, h, w)
     cond: Conditioning  # batch B, cut to the step's frames
     frame_positions: torch.Tensor | None = None
+    spatial_stride: int = 1  # latents of the clip shrunk this many times, at the full size's positions
 
 
 InputFn = Callable[[int, torch.Generator], StepInputs]
@@ -59,7 +60,8 @@ def spatial_inputs(frame_latents: torch.Tensor, cond: Conditioning, batch_size: 
 
 def motion_inputs(latents: torch.Tensor, cond: Conditioning, settings: MotionSettings) -> InputFn:
     """Stage 3: K of the F latent frames of the clip (and of any per-frame conditioning), with their adaptive
-    RoPE positions; frames the model is given clean (TI2V's first frame) are kept on top of the K."""
+    RoPE positions; frames the model is given clean (TI2V's first frame) are kept on top of the K. `latents`
+    are those of the clip shrunk `settings.downsample` times, whose tokens take the full size's spacing."""
     total = latents.shape[2]
     fixed = torch.tensor(cond.fixed_frames, dtype=torch.long)
 
@@ -70,7 +72,7 @@ def motion_inputs(latents: torch.Tensor, cond: Conditioning, settings: MotionSet
         positions = rope_positions(kept, total, settings.rope)
         batch = settings.batch_size
         return StepInputs(latents[:, :, kept].expand(batch, -1, -1, -1, -1), cond.select_frames(kept).expand(batch),
-                          positions)
+                          positions, settings.downsample)
 
     return inputs
 
@@ -210,7 +212,8 @@ def train_adapter(
                 noisy, timesteps, target = training_sample(backbone, latents, noise, generator,
                                                            settings.timestep_weighting, shift, expert.sigma_range)
                 with torch.autocast(backbone.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    pred = backbone.predict(expert, noisy, timesteps, batch.cond, batch.frame_positions)
+                    pred = backbone.predict(expert, noisy, timesteps, batch.cond, batch.frame_positions,
+                                            batch.spatial_stride)
                 if batch.cond.fixed_frames:  # frames given clean are not predicted: leave them out
                     learnt = [f for f in range(pred.shape[2]) if f not in batch.cond.fixed_frames]
                     pred, target = pred[:, :, learnt], target[:, :, learnt]
