@@ -312,7 +312,6 @@ class Backbone(ABC):
         return torch.randn(shape, generator=generator)
 
     # -- generation -----------------------------------------------------------------------------
-    @abstractmethod
     def generate(
         self,
         prompt: str,
@@ -330,7 +329,20 @@ class Backbone(ABC):
     ) -> np.ndarray:
         """Sample a video (T, H, W, 3) uint8 with the named LoRA adapters at the given scales (`guidance_2`: the
         low-noise expert's guidance, where there is one; None = `guidance`; `image`: the first frame to animate,
-        for an image-to-video model, fitted to the size)."""
+        for an image-to-video model, fitted to the size): the family's own diffusers pipeline with a CPU
+        generator seeded with `seed`, as its users sample."""
+        self.check_generation(num_frames, height, width, guidance_2, image)
+        call = {"prompt": prompt, "negative_prompt": negative_prompt or None, "num_frames": num_frames,
+                "height": height, "width": width, "num_inference_steps": steps,
+                "generator": torch.Generator("cpu").manual_seed(seed), "output_type": "np"}
+        with self.adapters(adapter_scales):
+            return to_uint8(self.sample(call, guidance, guidance_2, image))
+
+    @abstractmethod
+    def sample(self, call: dict, guidance: float, guidance_2: float | None, image: np.ndarray | None
+               ) -> np.ndarray:
+        """The family's pipeline called with `call` (what every diffusers video pipeline takes), the guidance
+        and its own arguments: its first video's frames (T, H, W, 3) in [0, 1]."""
 
     def set_attention_backend(self, name: str) -> None:
         """Run every expert's attention through diffusers' backend `name` (native, flash, sage, ...: diffusers'

@@ -55,7 +55,6 @@ from .base import (
     VideoGeometry,
     attention_pre_hooks,
     second_adapter_allowed,
-    to_uint8,
 )
 from .loading import ModelLoadError, keep_file_values, load_pipeline, save_pipeline_lora
 
@@ -381,35 +380,7 @@ class CogVideoXBackbone(Backbone):
         keep_file_values(expert.module, adapter, state)
 
     # -- generation -----------------------------------------------------------------------------------
-    def generate(
-        self,
-        prompt: str,
-        *,
-        negative_prompt: str,
-        num_frames: int,
-        height: int,
-        width: int,
-        steps: int,
-        guidance: float,
-        guidance_2: float | None = None,
-        seed: int,
-        adapter_scales: dict[str, float],
-        image: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """CogVideoXPipeline itself, with the adapters active, a CPU generator seeded with `seed`, `output_type`
-        np (1.5 pads and drops its extra latent frame itself)."""
-        self.check_generation(num_frames, height, width, guidance_2, image)
-        with self.adapters(adapter_scales):
-            frames = self.pipe(
-                prompt=prompt,
-                negative_prompt=negative_prompt or None,
-                num_frames=num_frames,
-                height=height,
-                width=width,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                generator=torch.Generator("cpu").manual_seed(seed),
-                max_sequence_length=self.text_length,
-                output_type="np",
-            ).frames[0]
-        return to_uint8(frames)
+    def sample(self, call: dict, guidance: float, guidance_2: float | None, image: np.ndarray | None
+               ) -> np.ndarray:
+        """CogVideoXPipeline itself (1.5 pads and drops its extra latent frame itself)."""
+        return self.pipe(**call, guidance_scale=guidance, max_sequence_length=self.text_length).frames[0]

@@ -52,7 +52,6 @@ from .base import (
     VideoGeometry,
     attention_pre_hooks,
     second_adapter_allowed,
-    to_uint8,
 )
 from .loading import ModelLoadError, keep_file_values, load_pipeline
 
@@ -292,39 +291,14 @@ class HunyuanVideo15Backbone(Backbone):
         keep_file_values(expert.module, adapter, state)
 
     # -- generation -------------------------------------------------------------------------------------
-    def generate(
-        self,
-        prompt: str,
-        *,
-        negative_prompt: str,
-        num_frames: int,
-        height: int,
-        width: int,
-        steps: int,
-        guidance: float,
-        guidance_2: float | None = None,
-        seed: int,
-        adapter_scales: dict[str, float],
-        image: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """HunyuanVideo15Pipeline itself, with the adapters active and a seeded CPU generator. Guidance is the
-        guider's: a copy of the pipeline's guider with `guidance_scale = guidance` for this call (1 switches
-        classifier-free guidance off, as the guider does), the pipeline's own restored after."""
-        self.check_generation(num_frames, height, width, guidance_2, image)
+    def sample(self, call: dict, guidance: float, guidance_2: float | None, image: np.ndarray | None
+               ) -> np.ndarray:
+        """HunyuanVideo15Pipeline itself. Guidance is the guider's: a copy of the pipeline's guider with
+        `guidance_scale = guidance` for this call (1 switches classifier-free guidance off, as the guider does),
+        the pipeline's own restored after."""
         guider = self.pipe.guider
         self.pipe.guider = guider.new(guidance_scale=guidance)
         try:
-            with self.adapters(adapter_scales):
-                frames = self.pipe(
-                    prompt=prompt,
-                    negative_prompt=negative_prompt or None,
-                    num_frames=num_frames,
-                    height=height,
-                    width=width,
-                    num_inference_steps=steps,
-                    generator=torch.Generator("cpu").manual_seed(seed),
-                    output_type="np",
-                ).frames[0]
+            return self.pipe(**call).frames[0]
         finally:
             self.pipe.guider = guider
-        return to_uint8(frames)

@@ -38,7 +38,6 @@ from .base import (
     VideoGeometry,
     attention_pre_hooks,
     second_adapter_allowed,
-    to_uint8,
 )
 from .loading import keep_file_values, load_pipeline, save_pipeline_lora
 
@@ -302,38 +301,10 @@ class LTXBackbone(Backbone):
         keep_file_values(expert.module, adapter, state)
 
     # -- generation -----------------------------------------------------------------------------
-    def generate(
-        self,
-        prompt: str,
-        *,
-        negative_prompt: str,
-        num_frames: int,
-        height: int,
-        width: int,
-        steps: int,
-        guidance: float,
-        guidance_2: float | None = None,
-        seed: int,
-        adapter_scales: dict[str, float],
-        image: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """LTXPipeline itself, at `frame_rate`, with a CPU generator; its resolution-dependent shift is its own."""
-        self.check_generation(num_frames, height, width, guidance_2, image)
+    def sample(self, call: dict, guidance: float, guidance_2: float | None, image: np.ndarray | None
+               ) -> np.ndarray:
+        """LTXPipeline itself, at `frame_rate`; its resolution-dependent shift is its own."""
         decode = ({"decode_timestep": DECODE_TIMESTEP, "decode_noise_scale": DECODE_NOISE_SCALE}
                   if self.pipe.vae.config.timestep_conditioning else {})
-        with self.adapters(adapter_scales):
-            frames = self.pipe(
-                prompt=prompt,
-                negative_prompt=negative_prompt or None,
-                num_frames=num_frames,
-                height=height,
-                width=width,
-                frame_rate=self.frame_rate,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                generator=torch.Generator("cpu").manual_seed(seed),
-                max_sequence_length=self.text_length,
-                output_type="np",
-                **decode,
-            ).frames[0]
-        return to_uint8(frames)
+        return self.pipe(**call, frame_rate=self.frame_rate, guidance_scale=guidance,
+                         max_sequence_length=self.text_length, **decode).frames[0]

@@ -37,7 +37,6 @@ from .base import (
     VideoGeometry,
     attention_pre_hooks,
     second_adapter_allowed,
-    to_uint8,
 )
 from .loading import keep_file_values, load_pipeline, save_pipeline_lora
 
@@ -308,43 +307,16 @@ class WanBackbone(Backbone):
         keep_file_values(expert.module, adapter, state)
 
     # -- generation -----------------------------------------------------------------------------
-    def generate(
-        self,
-        prompt: str,
-        *,
-        negative_prompt: str,
-        num_frames: int,
-        height: int,
-        width: int,
-        steps: int,
-        guidance: float,
-        guidance_2: float | None = None,
-        seed: int,
-        adapter_scales: dict[str, float],
-        image: np.ndarray | None = None,
-    ) -> np.ndarray:
-        self.check_generation(num_frames, height, width, guidance_2, image)
-        two_experts = len(self.experts) > 1
-        extra = {"guidance_scale_2": guidance_2} if two_experts else {}
+    def sample(self, call: dict, guidance: float, guidance_2: float | None, image: np.ndarray | None
+               ) -> np.ndarray:
+        """WanPipeline or WanImageToVideoPipeline (TI2V's image mode runs in the latter); the low-noise expert's
+        guidance where there are two."""
+        extra = {"guidance_scale_2": guidance_2} if len(self.experts) > 1 else {}
         pipe = self.pipe
         if image is not None:
-            extra["image"] = Image.fromarray(resize_center_crop(image[None], height, width)[0])
-            if not isinstance(pipe, WanImageToVideoPipeline):  # TI2V's image mode runs in diffusers' I2V pipeline
+            extra["image"] = Image.fromarray(resize_center_crop(image[None], call["height"], call["width"])[0])
+            if not isinstance(pipe, WanImageToVideoPipeline):
                 pipe = WanImageToVideoPipeline(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder,
                                                vae=pipe.vae, scheduler=pipe.scheduler, transformer=pipe.transformer,
                                                expand_timesteps=True)
-        with self.adapters(adapter_scales):
-            frames = pipe(
-                prompt=prompt,
-                negative_prompt=negative_prompt or None,
-                num_frames=num_frames,
-                height=height,
-                width=width,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                **extra,
-                generator=torch.Generator("cpu").manual_seed(seed),
-                max_sequence_length=self.text_length,
-                output_type="np",
-            ).frames[0]
-        return to_uint8(frames)
+        return pipe(**call, guidance_scale=guidance, max_sequence_length=self.text_length, **extra).frames[0]
