@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .speed import SpeedOptions
 
 # Called once per self-attention layer during a capture pass with the queries and keys of the VIDEO tokens
 # (frame-major order) after q/k norm and RoPE, both shaped (batch, video tokens, heads, head_dim).
@@ -188,7 +189,7 @@ class VideoGeometry:
                 raise InputError(f"{name} must be a positive multiple of {m} (got {value})")
 
 
-class Backbone(ABC):
+class Backbone(SpeedOptions, ABC):
     """A loaded video diffusion model, seen through what the method needs."""
 
     name: str
@@ -208,9 +209,6 @@ class Backbone(ABC):
 
     # whether `predict` takes a spatial_stride > 1 (tokens spaced out: stage 3 on a shrunk clip)
     spaced_positions: bool = True
-
-    # Transformer block classes to compile where the transformer declares no `_repeated_blocks` (CogVideoX).
-    repeated_blocks: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         # Expert name -> the module `predict` calls instead of the expert's own (a DDP wrapper while training).
@@ -343,73 +341,6 @@ class Backbone(ABC):
                ) -> np.ndarray:
         """The family's pipeline called with `call` (what every diffusers video pipeline takes), the guidance
         and its own arguments: its first video's frames (T, H, W, 3) in [0, 1]."""
-
-    def set_attention_backend(self, name: str) -> None:
-        """Run every expert's attention through diffusers' backend `name` (native, flash, sage, ...: diffusers'
-        `AttentionBackendName`); a backend that is unknown or not installed is refused naming the setting."""
-        from diffusers.models.attention_dispatch import AttentionBackendName
-
-        known = [b.value for b in AttentionBackendName]
-        if name not in known:
-            raise InputError(f"model.attention_backend {name!r} is not one of diffusers' backends: {', '.join(known)}")
-        # diffusers skips processors that call PyTorch's attention directly: refuse instead of ignoring the setting
-        processors = [m.processor for e in self.experts for m in e.module.modules()
-                      if getattr(m, "processor", None) is not None]
-        direct = sorted({type(p).__name__ for p in processors if not hasattr(p, "_attention_backend")})
-        if direct:
-            raise InputError(f"model.attention_backend {name!r} cannot be used with this model: its attention "
-                             f"processors ({', '.join(direct)}) do not go through diffusers' attention dispatcher; "
-                             "leave model.attention_backend unset")
-        try:
-            for expert in self.experts:
-                expert.module.set_attention_backend(name)
-        except (ImportError, RuntimeError, ValueError) as err:
-            raise InputError(f"model.attention_backend {name!r} cannot be used here: {str(err).splitlines()[0]}"
-                             ) from err
-
-    # -- speed and memory ---------------------------------------------------------------------------
-    def encoders(self) -> dict[str, nn.Module]:
-        """The modules that only encode and decode (text encoders, VAE, image encoder): the pipeline's (`pipe`)
-        modules that are not an expert. Tuning never runs them once its encodings are cached."""
-        pipe = getattr(self, "pipe", None)
-        experts = {id(e.module) for e in self.experts}
-        components = pipe.components if pipe is not None else {}
-        return {name: m for name, m in components.items() if isinstance(m, nn.Module) and id(m) not in experts}
-
-    def park_encoders(self) -> None:
-        """Move the encoders to `park_device` (the CPU), so that the accelerator holds the transformers alone
-        while tuning; nothing when `park_device` is None (`model.keep_encoders`, or diffusers' offload)."""
-        if self.park_device is not None:
-            for module in self.encoders().values():
-                module.to(self.park_device)
-
-    @contextlib.contextmanager
-    def encoders_ready(self) -> Iterator[None]:
-        """The encoders on `device` for a block (to encode, to generate), parked again after it if they were."""
-        parked = self.park_device is not None and any(
-            p.device != self.device for m in self.encoders().values() for p in m.parameters())
-        if parked:
-            for module in self.encoders().values():
-                module.to(self.device)
-        try:
-            yield
-        finally:
-            if parked:
-                self.park_encoders()
-
-    def compile_blocks(self) -> None:
-        """`torch.compile` every expert's repeated transformer blocks (regional compilation, diffusers'
-        `compile_repeated_blocks`), once. LoRA adapters added later are guarded for: dynamo recompiles."""
-        if self.compiled:
-            return
-        for expert in self.experts:
-            names = getattr(expert.module, "_repeated_blocks", None) or self.repeated_blocks
-            blocks = [m for m in expert.module.modules() if type(m).__name__ in names]
-            if not blocks:
-                raise InputError(f"model.compile: {type(expert.module).__name__} names no blocks to compile")
-            for block in blocks:
-                block.compile()
-        self.compiled = True
 
     def loaded_adapters(self) -> set[str]:
         """Adapters loaded into any expert."""
