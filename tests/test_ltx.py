@@ -94,6 +94,37 @@ def test_flow_shift_is_the_samplers_shift_at_the_recipe_size(ltx):
     assert torch.allclose(sampler.sigmas[:-1].double(), want, atol=1e-6)
 
 
+def test_training_follows_the_samplers_shift_for_the_runs_clip(ltx_dir, tmp_path, monkeypatch):
+    """LTXPipeline shifts by token count, so a run tunes at the shift its own clip size samples at (17 frames of
+    64x64: 3 x 2 x 2 tokens), not the recipe size's; an explicit `timestep_shift` is kept."""
+    import follow_your_motion.transfer as transfer
+
+    seen: list[tuple[str, float]] = []
+    train = transfer.train_adapter
+
+    def recording(backbone, expert, run, stage, adapter, settings, *args, **kwargs):
+        seen.append((adapter, settings.timestep_shift))
+        return train(backbone, expert, run, stage, adapter, settings, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "train_adapter", recording)
+    ref = write_video(tmp_path / "ref.mp4", moving_square(17, size=64), 8)
+    settings = {"reference": str(ref), "prompt": PROMPT, "model": {"source": str(ltx_dir), "dtype": "float32"},
+                "video": {"frames": 17, "height": 64, "width": 64, "fps": None}, "heads": {"num_queries": 12},
+                "spatial": {"steps": 1, "rank": 4}, "motion": {"steps": 1, "rank": 4, "keep_frames": 2}}
+    job = transfer.Transfer(resolve_config(settings), tmp_path / "run")
+    job.tune_motion()
+    config = dict(job.backbone.pipe.scheduler.config)
+    mu = config["base_shift"] + (12 - config["base_image_seq_len"]) * (
+        (config["max_shift"] - config["base_shift"]) / (config["max_image_seq_len"] - config["base_image_seq_len"]))
+    assert seen == [("spatial", pytest.approx(math.exp(mu), rel=1e-12)),
+                    ("motion", pytest.approx(math.exp(mu), rel=1e-12))]
+    assert seen[0][1] != pytest.approx(job.backbone.flow_shift)  # the recipe size's
+    seen.clear()
+    settings["motion"] |= {"timestep_shift": 2.0}
+    transfer.Transfer(resolve_config(settings), tmp_path / "run2").tune_motion()
+    assert seen[1] == ("motion", 2.0)
+
+
 def test_latents_and_prompt_are_what_the_pipeline_makes(ltx):
     gen = torch.Generator().manual_seed(0)
     video = torch.rand(3, 17, 64, 64, generator=gen) * 2 - 1

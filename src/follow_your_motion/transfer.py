@@ -337,6 +337,10 @@ class Transfer:
         """Train one adapter per expert of the stage on the heads of `kind`, each on its own noise levels, unless
         its LoRA file exists; load it either way. None if a training was stopped before its last step."""
         self._load_saved(adapter)
+        if settings.timestep_shift is None:  # the sampler's shift for the run's clip, as it will generate it
+            v = self.cfg.video
+            settings = settings.model_copy(update={"timestep_shift": self.backbone.clip_shift(v.frames, v.height,
+                                                                                                v.width)})
         paths = []
         for expert in self.stage_experts(settings):
             path, stage = self.run.lora(adapter, expert.suffix), f"{adapter}{expert.suffix}"

@@ -254,6 +254,11 @@ class Backbone(SpeedOptions, ABC):
         _, _, f, h, w = latents.shape
         return f // pt, h // ph, w // pw
 
+    def clip_shift(self, frames: int, height: int, width: int) -> float:
+        """The shift the family's sampler gives a clip of this size, which training noise levels follow by
+        default: `flow_shift` where it is fixed (a family whose sampler shifts by token count computes it)."""
+        return self.flow_shift
+
     # -- the transformers -----------------------------------------------------------------------
     def expert_for(self, sigma: float) -> Expert:
         """The expert that serves noise level `sigma`."""

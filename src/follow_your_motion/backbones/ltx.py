@@ -189,12 +189,14 @@ class LTXBackbone(Backbone):
             pipe.vae_spatial_compression_ratio,
             pipe.vae_spatial_compression_ratio,
         )
-        # training noise levels are shifted as the sampler shifts them for the recipe's clip size
+        self.flow_shift = self.clip_shift(SHIFT_FRAMES, *SHIFT_SIZE)  # where no clip is known: the recipe's size
+
+    def clip_shift(self, frames: int, height: int, width: int) -> float:
+        """The shift LTXPipeline's sampler gives a clip of this size (it grows with the token count)."""
         pt, p, _ = self.geometry.patch
-        height, width = SHIFT_SIZE
         stride = self.geometry.spatial_stride
-        tokens = (self.geometry.latent_frames(SHIFT_FRAMES) // pt) * (height // stride // p) * (width // stride // p)
-        self.flow_shift = sampler_shift(dict(pipe.scheduler.config), tokens)
+        tokens = (self.geometry.latent_frames(frames) // pt) * (height // stride // p) * (width // stride // p)
+        return sampler_shift(dict(self.pipe.scheduler.config), tokens)
 
     @classmethod
     def load(
