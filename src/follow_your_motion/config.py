@@ -103,6 +103,8 @@ class TrainSettings(Settings):
     batch_size: int = Field(1, ge=1)
     grad_accum: int = Field(1, ge=1)
     warmup_steps: int = Field(0, ge=0)
+    # the learning rate after warmup: held, or decayed along a cosine or a line to 0 after the last step
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
     grad_checkpointing: bool = False
     mixed_precision: Literal["no", "bf16"] = "no"  # autocast; bf16 needs no loss scaling
     max_grad_norm: float | None = 1.0

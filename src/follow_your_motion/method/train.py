@@ -9,6 +9,7 @@ so a run resumed from a checkpoint computes exactly what the uninterrupted run w
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,6 +128,21 @@ def _restore(folder: Path, transformer: torch.nn.Module, adapter: str, optimizer
         raise InputError(f"{folder}: corrupt checkpoint ({err})") from err
 
 
+def lr_factor(settings: TrainSettings) -> Callable[[int], float]:
+    """The learning rate's factor at each step: a linear warmup over `warmup_steps`, then `lr_schedule`: held at
+    1, or decayed along a cosine or a line from 1 at the first step after warmup to 0 one step after the last
+    (as diffusers' schedulers do). A pure function of the step, so a resumed run's scheduler continues exactly."""
+    warmup, steps = settings.warmup_steps, settings.steps
+
+    def factor(step: int) -> float:
+        if step < warmup or settings.lr_schedule == "constant":
+            return min(1.0, (step + 1) / (warmup + 1))
+        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress)) if settings.lr_schedule == "cosine" else 1 - progress
+
+    return factor
+
+
 def training_finished(run: RunDir, stage: str, steps: int) -> bool:
     """Whether the stage's newest checkpoint ends its training: all `steps` done, or stopped on a plateau."""
     found = run.checkpoints(stage)
@@ -173,8 +189,7 @@ def train_adapter(
     transformer = expert.module
     params = set_trainable(transformer, adapter)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    warmup = settings.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings))
     if settings.grad_checkpointing:
         transformer.enable_gradient_checkpointing()
     accelerator = Accelerator(cpu=backbone.device.type == "cpu")
