@@ -125,3 +125,22 @@ def test_a_downsample_the_size_cannot_take_is_refused_before_anything_is_written
                                          r"\(the clip is 32x32\)"):
         Transfer(_cfg(tiny_wan_dir, tmp, 3), tmp_path / "run")
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_an_image_to_video_run_tunes_on_the_shrunk_first_frame_too(tmp, tmp_path):
+    """Wan2.1-I2V conditions on the reference's first frame: stage 3 gets the shrunk clip's own, encoded at
+    the shrunk size (its image latents match the shrunk latents frame for frame)."""
+    from tiny_wan import build_tiny_wan_i2v_pipeline
+
+    model = build_tiny_wan_i2v_pipeline(tmp_path / "i2v")
+    cfg = resolve_config({"reference": str(tmp / "ref.mp4"), "prompt": PROMPT,
+                          "model": {"source": str(model), "dtype": "float32"}, "motion": {"downsample": 2}},
+                         tmp / "settings.yaml")
+    job = Transfer(cfg, tmp_path / "run")
+    assert job.tune_motion() is not None
+    full, small = job.reference(), job.motion_reference()
+    assert small.cond.tensors["image_latents"].shape[-2:] == small.latents.shape[-2:]
+    assert tuple(small.latents.shape[-2:]) == (full.latents.shape[-2] // 2, full.latents.shape[-1] // 2)
+    first = resize_frames(full.frames[:1], 16, 16)[0]
+    want = job.backbone.encode_image(first, 9, 16, 16).tensors["image_latents"]
+    assert torch.equal(small.cond.tensors["image_latents"], want.to(small.cond.tensors["image_latents"]))
