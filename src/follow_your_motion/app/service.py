@@ -11,6 +11,7 @@ from ..errors import InputError
 from ..runs import digest
 from ..toyworld.examples import EXAMPLES, write_examples
 from .jobs import CANCELLED, DONE, FAILED, FINISHED, QUEUED, Job, JobQueue, Progress
+from .models import ModelCache
 from .runs_index import resolve_run
 from .settings import TransferRequest, resolve_request
 from .uploads import (
@@ -67,6 +68,7 @@ class AppService:
         self.examples_root = self.runs_root / EXAMPLES_DIR
         self.queue = queue or JobQueue()
         self._staging = threading.Lock()  # two identical submissions share one run directory
+        self.models = ModelCache()  # the last job's model, reused by the next job on the same model
 
     # -- inputs -----------------------------------------------------------------------------------------
     def examples(self) -> dict[str, tuple[Path, str]]:
@@ -100,7 +102,7 @@ class AppService:
                     raise
                 cfg = cfg.model_copy(update={"generate": cfg.generate.model_copy(update={"image": str(image)})})
         cfg = cfg.model_copy(update={"reference": str(staged.video)})
-        work = transfer_work(cfg, staged, self.upload_root)
+        work = transfer_work(cfg, staged, self.models, self.upload_root)
         return self.queue.submit(Job(work, kind="transfer", run_dir=staged.run_dir,
                                      on_dropped=lambda: self._dropped(staged)))
 
@@ -114,7 +116,7 @@ class AppService:
                        device: str | None = None) -> Job:
         """Queue a generation from a saved run's LoRAs (no tuning) with a new prompt, seed or LoRA scales."""
         run_dir = resolve_run(self.runs_root, run_name)
-        work = generate_work(run_dir, prompt, seed, motion_scale, spatial_scale, device)
+        work = generate_work(run_dir, prompt, seed, motion_scale, spatial_scale, self.models, device)
         return self.queue.submit(Job(work, kind="generate", run_dir=run_dir))
 
     # -- following a job ----------------------------------------------------------------------------------

@@ -12,11 +12,13 @@ import shlex
 import zipfile
 from pathlib import Path
 
+from ..backbones.base import Backbone
 from ..config import GenerateSettings, TransferConfig, describe_validation_error
 from ..errors import InputError
 from ..runs import RunDir, atomic_write, atomic_write_text, digest
-from ..transfer import REFERENCE_COPY, Transfer, export_run
+from ..transfer import REFERENCE_COPY, Transfer, export_run, open_config
 from .jobs import Cancelled, Job
+from .models import ModelCache
 from .scoring import result_metrics
 from .uploads import Staged, discard_run, discard_upload
 
@@ -77,12 +79,12 @@ def result_record(run_dir: Path, sample_paths: dict[str, Path], metrics: dict, p
     return record | {"downloads": {k: str(v) for k, v in downloads(run_dir).items()}}
 
 
-def _validated(cfg: TransferConfig, staged: Staged, upload_root: Path | None) -> Transfer:
+def _validated(cfg: TransferConfig, staged: Staged, upload_root: Path | None, backbone: Backbone) -> Transfer:
     """Open the run and check everything the user gave before any tuning: the video fits the model, both prompts
     encode (the toy model refuses unknown words). Failing here removes a run directory this job made (nothing was
     tuned in it yet); a video the model refuses is deleted from the uploads too, and named as the user named it."""
     try:
-        job = Transfer(cfg, staged.run_dir)
+        job = Transfer(cfg, staged.run_dir, backbone)
         job.reference()
         if cfg.target_prompt:
             job.backbone.encode_prompt(cfg.target_prompt)
@@ -100,32 +102,37 @@ def _validated(cfg: TransferConfig, staged: Staged, upload_root: Path | None) ->
         raise
 
 
-def transfer_work(cfg: TransferConfig, staged: Staged, upload_root: Path | None = None):
+def transfer_work(cfg: TransferConfig, staged: Staged, models: ModelCache, upload_root: Path | None = None):
     """The work of a "Transfer" job: stages 1-3 (resuming what exists), generation, metrics, downloads."""
 
     def work(job: Job) -> dict:
         job.set_stage("loading model")
-        transfer = _validated(cfg, staged, upload_root)
-        run = transfer.run
-        job.progress.plan = tuning_plan(transfer.cfg, run)
-        transfer.on_step = job.report
-        job.set_stage("classify heads")
-        transfer.classify()
-        if not job.cancel_requested.is_set():
-            transfer.tune_motion()
-        if job.cancel_requested.is_set() and not tuning_finished(transfer.cfg, run):
-            stage, step, total = job.progress.stage, job.progress.step, job.progress.total
-            where = f" at {stage} step {step} / {total}" if total else ""
-            raise Cancelled(f"cancelled{where}; {run.root} keeps its checkpoints. Resume with the same inputs and "
-                            f"Transfer, or: {resume_command(transfer.cfg, run.root)}")
-        job.set_stage("generate")
-        prompt = transfer.cfg.target_prompt or transfer.cfg.prompt
-        sample = transfer.generate()
-        job.set_stage("metrics")
-        metrics = result_metrics(transfer.cfg, transfer.clip.frames, sample.frames, prompt)
-        return result_record(run.root, sample.paths, metrics, prompt)
+        with models.lease(cfg.model) as backbone:
+            return run_transfer(job, _validated(cfg, staged, upload_root, backbone))
 
     return work
+
+
+def run_transfer(job: Job, transfer: Transfer) -> dict:
+    """Tune what is left, stopping where the job is cancelled, then generate, score and export."""
+    run = transfer.run
+    job.progress.plan = tuning_plan(transfer.cfg, run)
+    transfer.on_step = job.report
+    job.set_stage("classify heads")
+    transfer.classify()
+    if not job.cancel_requested.is_set():
+        transfer.tune_motion()
+    if job.cancel_requested.is_set() and not tuning_finished(transfer.cfg, run):
+        stage, step, total = job.progress.stage, job.progress.step, job.progress.total
+        where = f" at {stage} step {step} / {total}" if total else ""
+        raise Cancelled(f"cancelled{where}; {run.root} keeps its checkpoints. Resume with the same inputs and "
+                        f"Transfer, or: {resume_command(transfer.cfg, run.root)}")
+    job.set_stage("generate")
+    prompt = transfer.cfg.target_prompt or transfer.cfg.prompt
+    sample = transfer.generate()
+    job.set_stage("metrics")
+    metrics = result_metrics(transfer.cfg, transfer.clip.frames, sample.frames, prompt)
+    return result_record(run.root, sample.paths, metrics, prompt)
 
 
 def generation_settings(base: GenerateSettings, seed: int | None, motion_scale: float | None,
@@ -140,22 +147,24 @@ def generation_settings(base: GenerateSettings, seed: int | None, motion_scale: 
 
 
 def generate_work(run_dir: Path, prompt: str, seed: int | None, motion_scale: float | None,
-                  spatial_scale: float | None, device: str | None = None):
+                  spatial_scale: float | None, models: ModelCache, device: str | None = None):
     """The work of a "Generate" job on a saved run: its LoRAs with a new prompt, seed or scales; no tuning."""
 
     def work(job: Job) -> dict:
         job.set_stage("loading model")
-        transfer = Transfer.open(run_dir, device)
-        if not tuning_finished(transfer.cfg, transfer.run):
+        cfg = open_config(run_dir)
+        if not tuning_finished(cfg, RunDir(run_dir)):
             raise InputError(f"{run_dir.name}: its tuning was stopped before the LoRAs were saved; transfer it again "
                              "to resume (same inputs), then generate")
-        settings = generation_settings(transfer.cfg.generate, seed, motion_scale, spatial_scale)
-        text = (prompt or "").strip() or transfer.cfg.target_prompt or transfer.cfg.prompt
-        name = "app-" + digest(text, settings.model_dump())[:10]
-        job.set_stage("generate")
-        sample = transfer.generate(text, settings, name)
+        settings = generation_settings(cfg.generate, seed, motion_scale, spatial_scale)
+        text = (prompt or "").strip() or cfg.target_prompt or cfg.prompt
+        model = cfg.model if device is None else cfg.model.model_copy(update={"device": device})
+        with models.lease(model) as backbone:
+            transfer = Transfer.open(run_dir, device, backbone)
+            job.set_stage("generate")
+            sample = transfer.generate(text, settings, "app-" + digest(text, settings.model_dump())[:10])
         job.set_stage("metrics")
-        metrics = result_metrics(transfer.cfg, transfer.clip.frames, sample.frames, text)
+        metrics = result_metrics(cfg, transfer.clip.frames, sample.frames, text)
         return result_record(transfer.run.root, sample.paths, metrics, text)
 
     return work

@@ -347,6 +347,13 @@ class Backbone(SpeedOptions, ABC):
         """The family's pipeline called with `call` (what every diffusers video pipeline takes), the guidance
         and its own arguments: its first video's frames (T, H, W, 3) in [0, 1]."""
 
+    def unload_adapters(self) -> None:
+        """Delete every adapter of every expert, so that the loaded model serves another run as a freshly loaded
+        one would (the app keeps its model between jobs)."""
+        for expert in self.experts:
+            if loaded := sorted(expert.loaded_adapters()):
+                expert.module.delete_adapters(loaded)
+
     def loaded_adapters(self) -> set[str]:
         """Adapters loaded into any expert."""
         return set().union(*(e.loaded_adapters() for e in self.experts))
