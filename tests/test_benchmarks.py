@@ -288,3 +288,26 @@ def test_the_overhead_fit_has_no_rate_where_time_does_not_grow():
     assert fit_overhead([(1e9, 2.0), (3e9, 2.0)]) == (2.0, None)
     assert fit_overhead([(1e9, 2.0), (3e9, 1.0)])[1] is None
 
+
+
+def test_leak_sources_reproduces_the_bench_and_scores_every_scale_pair(tmp_path):
+    """On a finished (tiny) bench run of a textured leakage case: the (motion 1, spatial 0) sample is the bench's
+    own result, so its background_leak is the bench's exactly; every scale pair is scored."""
+    import yaml
+
+    from benchmarks import leak_sources
+    from follow_your_motion.bench import runner
+    from follow_your_motion.bench.manifest import dump_manifest, load_manifest
+
+    suite = load_manifest(leak_sources.SUITE)
+    one = suite.model_copy(update={"cases": [c for c in suite.cases if c.id == "textured-0"]})
+    path = dump_manifest(one, tmp_path / "suite.yaml")
+    tiny = yaml.safe_load("{spatial: {steps: 2}, motion: {steps: 2}, generate: {steps: 2}}")
+    results = runner.run_suite(load_manifest(path), ["fym"], tmp_path / "bench", overrides=tiny)
+    [record] = [json.loads(line) for line in results.read_text().splitlines()]
+    data = leak_sources.main([str(tmp_path / "bench"), "--suite", str(path), "--methods", "fym",
+                              "--out", str(tmp_path / "leak_sources")])
+    [row] = data["results"]
+    assert (row["case"], row["background"], row["method"]) == ("textured-0", "textured", "fym")
+    assert row["motion 1, spatial 0"] == record["metrics"]["background_leak"]
+    assert all(0 <= row[f"motion {m:g}, spatial {s:g}"] <= 1 for m, s in leak_sources.SCALES)
