@@ -79,6 +79,24 @@ def test_each_item_once_and_a_killed_run_recomputes_nothing_finished(tmp_path, m
     assert again.calls == []
 
 
+def test_results_made_before_a_setting_existed_count_at_its_default(tmp_path, monkeypatch):
+    """A result whose config lacks a setting added since (an older version wrote it) was made at that setting's
+    default: it counts for a run at the default, and a run that sets another value is refused."""
+    out = tmp_path / "bench"
+    monkeypatch.setattr(runner, "run_transfer", FakeTransfer())
+    runner.run_suite(three_items(), ["fym"], out)
+    for path in (out / "results").glob("*.json"):
+        record = json.loads(path.read_text())
+        del record["config"]["motion"]["lr_schedule"], record["config"]["motion"]["downsample"]
+        path.write_text(json.dumps(record))
+    again = FakeTransfer()
+    monkeypatch.setattr(runner, "run_transfer", again)
+    runner.run_suite(three_items(), ["fym"], out)
+    assert again.calls == []
+    with pytest.raises(ValueError, match=r"made with other settings \(motion.downsample: None -> 2\)"):
+        runner.run_suite(three_items(), ["fym"], out, overrides={"motion": {"downsample": 2}})
+
+
 def test_result_schema_and_ground_truth_metrics(tmp_path, monkeypatch):
     out = tmp_path / "bench"
     monkeypatch.setattr(runner, "run_transfer", FakeTransfer())

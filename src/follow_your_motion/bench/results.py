@@ -127,7 +127,10 @@ def check_finished(path: Path, cfg: TransferConfig, seed: int, appearance: Seque
     old = flatten(record.get("config") or {})
     new = flatten(jsonable(cfg.model_dump(mode="json")))
     new["generate.seed"] = seed
-    diffs = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if k not in IGNORED_SETTINGS and old.get(k) != v]
+    # a setting added since the result was made changes nothing at its default (what every run did before it)
+    defaults = flatten(jsonable(type(cfg)().model_dump(mode="json")))
+    diffs = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if k not in IGNORED_SETTINGS and old.get(k) != v
+             and not (k not in old and v == defaults.get(k))]
     if diffs:
         raise InputError(f"{path} was made with other settings ({'; '.join(diffs[:3])}); "
                          "use another --out or delete the old results")
