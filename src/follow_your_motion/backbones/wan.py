@@ -76,22 +76,22 @@ class PositionedRope(nn.Module):
         pt, ph, pw = self.inner.patch_size
         grid = (frames // pt, height // ph, width // pw)
         rope = self.inner
-        spans = []  # (first channel, axis dim, positions, axis) of each replaced axis
+        replaced = []  # (axis, first channel, cos rows, sin rows) of each replaced axis
         if self.frame_positions is not None:
             if len(self.frame_positions) != grid[0]:
                 raise InputError(f"{len(self.frame_positions)} frame positions for {grid[0]} latent frames")
-            spans.append((0, rope.t_dim, self.frame_positions, 0))
+            replaced.append((0, 0, *self.axis_table(rope.t_dim, self.frame_positions)))
         if self.spatial_stride != 1:
             for axis, first, dim in ((1, rope.t_dim, rope.h_dim), (2, rope.t_dim + rope.h_dim, rope.w_dim)):
-                spans.append((first, dim, torch.arange(grid[axis], dtype=torch.float64) * self.spatial_stride, axis))
+                positions = torch.arange(grid[axis], dtype=torch.float64) * self.spatial_stride
+                replaced.append((axis, first, *self.axis_table(dim, positions)))
         out = []
         for index, table in enumerate((cos, sin)):
             table = table.view(*grid, -1).clone()
-            for first, dim, positions, axis in spans:
-                rows = self.axis_table(dim, positions)[index].to(table)
-                shape = [1, 1, 1, dim]
+            for axis, first, *rows in replaced:
+                shape = [1, 1, 1, -1]
                 shape[axis] = grid[axis]
-                table[..., first : first + dim] = rows.view(shape)
+                table[..., first : first + rows[index].shape[-1]] = rows[index].to(table).view(shape)
             out.append(table.view(1, -1, 1, table.shape[-1]))
         return out[0], out[1]
 
