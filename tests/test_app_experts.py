@@ -11,8 +11,8 @@ from follow_your_motion.app.jobs import DONE
 from follow_your_motion.app.runs_index import run_status
 from follow_your_motion.app.service import AppService
 from follow_your_motion.app.work import tuning_finished
+from follow_your_motion.run_settings import open_config
 from follow_your_motion.runs import RunDir
-from follow_your_motion.transfer import open_config
 
 TINY_A14B = {"model": {"dtype": "float32"}, "video": {"frames": 9, "height": 32, "width": 32},
              "heads": {"num_queries": 16}, "spatial": {"steps": 1, "rank": 2}, "motion": {"steps": 2, "rank": 2},

@@ -12,7 +12,8 @@ from follow_your_motion.app.models import ModelCache
 from follow_your_motion.app.service import AppService
 from follow_your_motion.config import ModelSettings
 from follow_your_motion.method.lora import add_masked_lora
-from follow_your_motion.transfer import Transfer, open_config
+from follow_your_motion.run_settings import open_config
+from follow_your_motion.transfer import Transfer
 from follow_your_motion.video import read_video
 
 

@@ -13,8 +13,8 @@ from follow_your_motion.bench.manifest_sources import from_folder, from_mtbench,
 from follow_your_motion.bench.methods import METHODS, get_method, get_methods
 from follow_your_motion.bench.shapesworld_suite import SHAPESWORLD_SUITE, shapesworld_suite
 from follow_your_motion.config import RECIPES
+from follow_your_motion.run_settings import flatten
 from follow_your_motion.toyworld import render as sw
-from follow_your_motion.transfer import flatten
 from follow_your_motion.video import write_video
 
 GENERATOR = {"shapesworld": {"objects": [{"shape": "circle", "colour": "red", "program": "orbit-cw"}]}}

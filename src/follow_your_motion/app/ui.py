@@ -17,8 +17,8 @@ import gradio as gr
 import pandas as pd
 
 from ..errors import InputError
+from ..run_settings import open_config
 from ..runs import RunDir
-from ..transfer import open_config
 from .jobs import INTERNAL_ERROR
 from .runs_index import entry, list_runs, resolve_run
 from .scoring import metrics_markdown

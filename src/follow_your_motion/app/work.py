@@ -15,8 +15,9 @@ from pathlib import Path
 from ..backbones.base import Backbone
 from ..config import GenerateSettings, TransferConfig, describe_validation_error
 from ..errors import InputError
+from ..run_settings import open_config
 from ..runs import RunDir, atomic_write, atomic_write_text, digest
-from ..transfer import REFERENCE_COPY, Transfer, export_run, open_config
+from ..transfer import REFERENCE_COPY, Transfer, export_run
 from .jobs import Cancelled, Job
 from .models import ModelCache
 from .scoring import result_metrics

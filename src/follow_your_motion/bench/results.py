@@ -61,6 +61,7 @@ import numpy as np
 
 from ..config import TransferConfig
 from ..errors import InputError
+from ..run_settings import flatten
 from ..runs import atomic_write_text
 from .manifest import Case, load_tracks
 from .methods import Method
@@ -113,7 +114,6 @@ def write_result(out: Path, item: WorkItem, record: dict) -> Path:
 def check_finished(path: Path, cfg: TransferConfig, seed: int, appearance: Sequence[str] = ()) -> None:
     """Refuse to count a finished result made with other settings, or other `appearance` metrics (the ones this
     run computes), as part of this run."""
-    from ..transfer import flatten  # here: importing transfer loads the model libraries
 
     try:
         record = json.loads(path.read_text())
