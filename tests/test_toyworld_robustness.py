@@ -10,9 +10,9 @@ import pytest
 
 from follow_your_motion.bench import runner
 from follow_your_motion.bench.by_tag import by_tag, markdown, meets_bar
-from follow_your_motion.bench.manifest import load_manifest, load_tracks
+from follow_your_motion.bench.manifest import load_manifest, load_tracks, validate_manifest
 from follow_your_motion.bench.robustness_suite import SUITE, write_robustness_set
-from follow_your_motion.bench.shade_truth import case_shade, coverage_track, shade_ground_truth, track_rgb
+from follow_your_motion.bench.shade_truth import coverage_track, shade_ground_truth, track_rgb
 from follow_your_motion.bench.transfer_call import Generated
 from follow_your_motion.errors import InputError
 from follow_your_motion.toyworld import robustness as rb
@@ -88,16 +88,21 @@ def test_the_suite_loads_and_tags_each_case(written, clips):
         assert case.video is not None and case.video.is_file() and case.category == "single-object"
         assert (case.caption, case.targets) == (c.caption, [c.target_prompt])
         t, h, w = c.frames.shape[:3]
-        assert case.tags == [f"kind:{c.kind}", f"res:{h}x{w}", f"frames:{t}", f"fps:{c.fps:g}",
-                             f"rgb:{c.rgb[0]},{c.rgb[1]},{c.rgb[2]}"]
-        assert case_shade(case.tags) == c.rgb
+        assert case.tags == [f"kind:{c.kind}", f"res:{h}x{w}", f"frames:{t}", f"fps:{c.fps:g}"]
+        assert case.object_rgb == c.rgb
 
 
-def test_a_shade_tag_is_checked():
-    assert case_shade(["kind:smooth"]) is None
-    for bad in (["rgb:1,2"], ["rgb:1,2,300"], ["rgb:1,2,3", "rgb:4,5,6"]):
-        with pytest.raises(InputError, match="rgb:R,G,B"):
-            case_shade(bad)
+def test_an_object_rgb_is_checked(tmp_path):
+    (tmp_path / "x.mp4").touch()
+    case = {"id": "x", "category": "single-object", "reference": "x.mp4", "caption": "a red circle",
+            "targets": ["a blue square"]}
+    assert validate_manifest({"cases": [case]}, "s.yaml", tmp_path).cases[0].object_rgb is None
+    for bad in ([1, 2], [1, 2, 300], [-1, 2, 3]):
+        with pytest.raises(ValueError, match=r"s.yaml: cases\[0\].object_rgb"):
+            validate_manifest({"cases": [case | {"object_rgb": bad}]}, "s.yaml", tmp_path)
+    scene = {"shapesworld": {"objects": [{"shape": "circle", "colour": "red", "program": "static"}]}}
+    with pytest.raises(ValueError, match="only a video case has one"):
+        validate_manifest({"cases": [case | {"reference": scene, "object_rgb": [1, 2, 3]}]}, "s.yaml", tmp_path)
 
 
 def _far_shade(clips: list[rb.RobustClip]) -> rb.RobustClip:
@@ -136,7 +141,7 @@ def test_the_runner_scores_a_tagged_video_case(written, tmp_path, monkeypatch):
 
     def fake(cfg, run_dir, tune, prompt, seed, name) -> Generated:
         clip = load_reference(cfg.reference, *cfg.video.target())
-        mask = np.abs(clip.frames.astype(float) - case_shade(case.tags)).max(-1) <= 40
+        mask = np.abs(clip.frames.astype(float) - case.object_rgb).max(-1) <= 40
         frames = np.zeros_like(clip.frames)
         frames[mask] = COLOURS[prompt.split()[1]]
         frames = frames if tune else np.repeat(frames[:1], len(frames), axis=0)

@@ -11,6 +11,7 @@ A manifest is a YAML mapping::
         caption: a dog runs on the beach        # caption of the reference, used while tuning
         targets: [a cat runs on the beach, a robot runs on the beach]   # one or more target prompts
         tracks: tracks/dog.npz          # optional reference point tracks (see below)
+        object_rgb: [230, 40, 40]       # optional: the exact colour of the clip's one object on black (see below)
       - id: orbit
         category: single-object
         reference:                      # ... or a ShapesWorld generator spec, rendered on the fly
@@ -43,6 +44,10 @@ pairs reference objects with generated ones.
 and optionally ``visible`` (N, T) bool, measured on the reference as the model sees it (after fitting to
 the run's ``video.frames`` / ``height`` / ``width``), e.g. CoTracker tracks made elsewhere. When given, the
 runner uses them as the reference side of the motion-fidelity scores instead of tracking the reference.
+
+``object_rgb`` (video cases only) says that the clip shows one object of exactly that colour on black, and
+its caption names that colour's word (the robustness set, ``bench.robustness_suite``): the runner then scores
+the ShapesWorld trajectory metrics against it (``bench.shade_truth``).
 
 DAVIS cases name frames inside an archive, not a video: ``fym bench fetch`` (``bench.fetch``) downloads the
 archive, cuts each case's clip to an mp4 and writes a resolved manifest of plain video cases for the runner.
@@ -201,6 +206,9 @@ Reference = Annotated[
 ]
 
 
+Channel = Annotated[int, Field(ge=0, le=255)]
+
+
 class Case(_Strict):
     id: str
     category: Literal["camera", "single-object", "multi-object", "human", "other"]
@@ -208,6 +216,7 @@ class Case(_Strict):
     caption: Text
     targets: list[Text] = Field(min_length=1)
     tracks: str | None = None
+    object_rgb: tuple[Channel, Channel, Channel] | None = None
     tags: list[str] = Field(default_factory=list)
 
     @field_validator("id")
@@ -226,6 +235,8 @@ class Case(_Strict):
 
     @model_validator(mode="after")
     def _tracks_need_video(self) -> Case:
+        if self.object_rgb is not None and self.video is None:
+            raise InputError("object_rgb: only a video case has one (ShapesWorld scenes name their colours)")
         if self.tracks is not None and self.shapesworld is not None:
             raise InputError("tracks: ShapesWorld cases take their ground truth from the renderer")
         if self.tracks is not None and self.davis is not None:

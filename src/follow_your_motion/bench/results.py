@@ -20,7 +20,7 @@ Result JSON (``SCHEMA``; NaN is written as null)::
       temporal_consistency_dino                   consistency): bench.score.score_appearance of the result
       centred_error, static_baseline_error, displacement_cosine, colour_leak, target_found_frames,
       target_shape_ok                             ShapesWorld ground truth (toyworld.metrics), or for a video
-                                                  case tagged rgb:R,G,B its shade's (bench.shade_truth); null
+                                                  case with an object_rgb its shade's (bench.shade_truth); null
                                                   otherwise;
                                                   means over the reference objects (colour_leak: any,
                                                   target_found_frames: min, target_shape_ok: all judged
@@ -41,7 +41,7 @@ Result JSON (``SCHEMA``; NaN is written as null)::
     video             result and reference shapes [T, H, W], fps
     constants         tracker, motion_fidelity_det, motion_fidelity_dmt (their constants as score_pair
                       records them), the appearance metrics computed (model, preprocessing, embedding),
-                      ground_truth (ShapesWorld or rgb: cases: tolerances, pairing), scored_frames
+                      ground_truth (ShapesWorld or object_rgb cases: tolerances, pairing), scored_frames
     config            the run's TransferConfig (generate.seed = seed)
     device, process {rank, world, pid}, created (unix time)
 """
@@ -75,7 +75,7 @@ from .result_metrics import (
 )
 from .score import APPEARANCE_MODELS
 from .shade_truth import CONSTANTS as SHADE_CONSTANTS
-from .shade_truth import case_shade, shade_ground_truth
+from .shade_truth import shade_ground_truth
 from .sharding import Processes, WorkItem
 from .transfer_call import Generated
 
@@ -187,7 +187,7 @@ def build_record(item: WorkItem, case: Case, method: Method, cfg: TransferConfig
     app_scores, app_constants, app_errors = appearance.scores(result, item.prompt)
     scores, constants, errors = scores | app_scores, constants | app_constants, errors | app_errors
     gt = None
-    shade = None if ref.scene is not None else case_shade(case.tags)
+    shade = None if ref.scene is not None else case.object_rgb
     if ref.scene is not None or shade is not None:
         try:
             gt = (ground_truth_scores(ref.scene, reference, result, item.prompt) if shade is None

@@ -7,10 +7,10 @@
     OUT/clips/<id>.npz         its exact track, as a tracks file: points (1, T, 2), (x, y) pixels of the clip
 
 Each case's caption names the clip's colour and shape ("a red circle"), its one target another colour and
-another shape; its tags are ``kind:<kind>``, ``res:<H>x<W>``, ``frames:<T>``, ``fps:<fps>`` and the shade
-``rgb:R,G,B``, which is what the runner scores it by (``bench.shade_truth``). The exact tracks are not the
-case's ``tracks``: those must be measured at the size and frame count a run fits the clip to, which the set
-does not know.
+another shape; its ``object_rgb`` is the shade drawn, which is what the runner scores it by
+(``bench.shade_truth``); its tags are ``kind:<kind>``, ``res:<H>x<W>``, ``frames:<T>``, ``fps:<fps>``. The exact
+tracks are not the case's ``tracks``: those must be measured at the size and frame count a run fits the clip
+to, which the set does not know.
 """
 
 from __future__ import annotations
@@ -25,20 +25,19 @@ from ..runs import atomic_write
 from ..toyworld.robustness import DEFAULT_SEED, KINDS, RobustClip, make_set
 from ..video import write_video
 from .manifest import Manifest, dump_manifest
-from .shade_truth import shade_tag
 
 SUITE = "robustness.yaml"
 
 
 def clip_tags(clip: RobustClip) -> list[str]:
     t, h, w = clip.frames.shape[:3]
-    return [f"kind:{clip.kind}", f"res:{h}x{w}", f"frames:{t}", f"fps:{clip.fps:g}", shade_tag(clip.rgb)]
+    return [f"kind:{clip.kind}", f"res:{h}x{w}", f"frames:{t}", f"fps:{clip.fps:g}"]
 
 
 def robustness_manifest(clips: list[RobustClip], seed: int) -> Manifest:
     """The suite of `clips`, their videos at ``clips/<id>.mp4`` beside it."""
     cases = [{"id": c.id, "category": "single-object", "reference": f"clips/{c.id}.mp4", "caption": c.caption,
-              "targets": [c.target_prompt], "tags": clip_tags(c)} for c in clips]
+              "targets": [c.target_prompt], "object_rgb": list(c.rgb), "tags": clip_tags(c)} for c in clips]
     description = (f"issue 14 robustness set: {len(clips)} clips drawn outside the ShapesWorld renderer "
                    f"({', '.join(KINDS)}), seed {seed}; regenerate with bench.robustness_suite")
     return Manifest.model_validate({"name": "robustness", "description": description, "cases": cases})
@@ -60,7 +59,8 @@ def write_robustness_set(out: str | Path, count: int = 24, seed: int = DEFAULT_S
         write_video(out / "clips" / f"{clip.id}.mp4", clip.frames, clip.fps)
         _save_track(out / "clips" / f"{clip.id}.npz", clip)
     header = (f"Written by: python -m follow_your_motion.bench.robustness_suite {out} --count {count} --seed {seed}\n"
-              "Scored by the rgb: tag (bench.shade_truth); per kind: python -m follow_your_motion.bench.by_tag RUN_DIR")
+              "Scored by each case's object_rgb (bench.shade_truth); per kind: "
+              "python -m follow_your_motion.bench.by_tag RUN_DIR")
     return dump_manifest(robustness_manifest(clips, seed), out / SUITE, header)
 
 

@@ -1,8 +1,8 @@
 """Ground truth for video cases of one object of a known shade on black (the robustness set, issue 14).
 
 ShapesWorld cases are scored against their render (``result_metrics.ground_truth_scores``); a video case has
-no scene, so the runner scored no trajectory for it. A video case whose tags hold ``rgb:R,G,B`` (the exact
-colour its one object is drawn in; ``shade_tag``) and whose caption names that colour's word gets the same
+no scene, so the runner scored no trajectory for it. A video case with an ``object_rgb`` (the exact colour
+its one object is drawn in; ``bench.manifest``) and whose caption names that colour's word gets the same
 metrics here, against the reference as the model saw it (decoded, cut and resized):
 
 * the reference's track is the centroid of the object's *coverage* (``coverage_track``): each pixel counts
@@ -19,7 +19,6 @@ metrics here, against the reference as the model saw it (decoded, cut and resize
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Sequence
 
@@ -32,33 +31,19 @@ from .result_metrics import MIN_PIXELS, colours_in, shapes_after_colours
 
 TOLERANCE = 40  # as segment_colour / track_colour
 MIN_SHARE = 0.1  # coverage_track: pixels showing less of the shade are background (codec noise on black)
-RGB_TAG = "rgb:"
-_RGB = re.compile(r"^rgb:(\d{1,3}),(\d{1,3}),(\d{1,3})$")
 CONSTANTS = {
     "colour_tolerance": TOLERANCE, "min_pixels": MIN_PIXELS,
-    "reference_track": "centroid of the coverage of the case's rgb: shade (pixels a x shade within "
+    "reference_track": "centroid of the coverage of the case's object_rgb (pixels a x shade within "
                        "colour_tolerance, a >= min_share, weight a) in the reference as the model saw it",
     "min_share": MIN_SHARE,
-    "reference_colour_leaked": "the result shows the rgb: shade or the caption's colour (>= min_pixels pixels)",
+    "reference_colour_leaked": "the result shows the object_rgb or the caption's colour (>= min_pixels pixels)",
     "translation_invariant": True,
 }
 
 
-def shade_tag(rgb: Sequence[int]) -> str:
-    """The tag that gives a video case's object colour: ``rgb:230,40,40``."""
-    return RGB_TAG + ",".join(str(int(c)) for c in rgb)
-
-
-def case_shade(tags: Sequence[str]) -> tuple[int, int, int] | None:
-    """The colour of the case's ``rgb:`` tag, or None without one; a malformed one is refused."""
-    found = [t for t in tags if t.startswith(RGB_TAG)]
-    if not found:
-        return None
-    match = _RGB.match(found[0])
-    values = tuple(int(v) for v in match.groups()) if match else ()
-    if len(found) > 1 or not values or max(values) > 255:
-        raise InputError(f"tags {found}: expected one tag 'rgb:R,G,B' with R, G, B in 0..255")
-    return values[0], values[1], values[2]
+def shade_name(rgb: Sequence[int]) -> str:
+    """How a result names the shade: ``rgb(230, 40, 40)``."""
+    return f"rgb({', '.join(str(int(c)) for c in rgb)})"
 
 
 def track_rgb(frames: np.ndarray, colours: Sequence[Sequence[int]], tol: int = TOLERANCE,
@@ -105,7 +90,7 @@ def shade_ground_truth(rgb: tuple[int, int, int], caption: str, reference: np.nd
     cannot be computed."""
     named, targets = colours_in(caption), colours_in(prompt)
     if len(named) != 1 or not targets:
-        raise InputError(f"an rgb: case needs a caption naming one colour and a target prompt naming one; got "
+        raise InputError(f"an object_rgb case needs a caption naming one colour and a target prompt naming one; got "
                          f"{caption!r} and {prompt!r}")
     if len(reference) != len(result):
         raise InputError(f"reference has {len(reference)} frames, result {len(result)}: paths not comparable")
@@ -113,7 +98,7 @@ def shade_ground_truth(rgb: tuple[int, int, int], caption: str, reference: np.nd
     ref_track = coverage_track(reference, rgb)
     shown = int(_found(ref_track).sum())
     if not shown:
-        raise InputError(f"the reference shows nothing of the colour {shade_tag(rgb)}: wrong tag?")
+        raise InputError(f"the reference shows nothing of the colour {shade_name(rgb)}: wrong object_rgb?")
     gen_track = sw.track_colour(result, target)
     static = np.repeat(np.nanmean(ref_track, axis=0, keepdims=True), len(ref_track), axis=0)
     size = float(max(reference.shape[1:3]))
@@ -129,7 +114,7 @@ def shade_ground_truth(rgb: tuple[int, int, int], caption: str, reference: np.nd
         "frames": len(result),
         "reference_colour_leaked": colour != target and bool(leak),
     }
-    obj = {"reference": f"{colour} {shade_tag(rgb)}", "reference_colour": colour, "target_colour": target, **scores,
+    obj = {"reference": f"{colour} {shade_name(rgb)}", "reference_colour": colour, "target_colour": target, **scores,
            "target_shape": shape, "drawn_shape": drawn,
            "target_shape_ok": None if shape is None or drawn is None else drawn == shape}
     leaks = {} if colour == target else {colour: leak}
