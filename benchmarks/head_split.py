@@ -25,6 +25,7 @@ from follow_your_motion.backbones import load_backbone
 from follow_your_motion.config import HeadSettings
 from follow_your_motion.method.heads import classify_heads
 from follow_your_motion.toyworld import render as sw
+from follow_your_motion.toyworld.scenes import random_scene
 
 from .common import markdown_table, one_thread, write_result
 
@@ -43,7 +44,7 @@ def toy_clips(backbone, count: int, seed: int) -> list[tuple[torch.Tensor, objec
     rng = np.random.default_rng(seed)
     clips = []
     for i in range(count):
-        clip = sw.render(sw.random_scene(rng, ("single", "multi", "camera")[i % 3], sw.HELDOUT_PROGRAMS))
+        clip = sw.render(random_scene(rng, ("single", "multi", "camera")[i % 3], sw.HELDOUT_PROGRAMS))
         video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2).float() / 127.5 - 1
         clips.append((backbone.encode_video(video), backbone.encode_prompt(clip.caption)))
     return clips

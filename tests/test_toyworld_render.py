@@ -23,11 +23,11 @@ from follow_your_motion.toyworld.render import (
     ObjectSpec,
     SceneSpec,
     caption,
-    random_scene,
     render,
     segment_colour,
     track_colour,
 )
+from follow_your_motion.toyworld.scenes import random_scene
 
 OBJECT_PROGRAMS = PRETRAIN_PROGRAMS + HELDOUT_PROGRAMS
 CAMERA_WORDS = {"the", "camera", "pans", "over", "zooms", "in", "on", "out", "from"}

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..toyworld import render as sw
+from ..toyworld.scenes import random_scene
 from .manifest import Manifest, validate_manifest
 
 SHAPESWORLD_SUITE = Path(__file__).with_name("suites") / "shapesworld.yaml"
@@ -28,7 +29,7 @@ def heldout_scene(
     for objects (camera scenes: a held-out object program under the camera), the figure's own programs for
     `human` (the only ones a figure has). Sizes, anchors and phases are rounded to 3 decimals, as a suite lists them."""
     for _ in range(100):
-        scene = sw.random_scene(rng, category, programs)
+        scene = random_scene(rng, category, programs)
         objects = scene.objects
         if category == "camera":  # random_scene's camera object is static; give it a held-out motion
             objects = tuple(replace(o, program=str(rng.choice(sw.HELDOUT_PROGRAMS)), size=0.2) for o in objects)

@@ -25,6 +25,7 @@ from ..errors import InputError
 from ..method.objective import noisy_sample, sample_sigmas
 from ..runs import RunDir, atomic_save_tensors, atomic_write_text
 from . import render
+from .scenes import random_scene
 
 DEFAULT_META = {
     "transformer": {
@@ -74,7 +75,7 @@ class PretrainSettings:
     # Warmup-stable-decay: constant lr, then linear decay to zero from `decay_start` to `steps`. None = no
     # decay. A run extended past a finished decay (larger --steps and --decay-start) goes on at the constant lr.
     decay_start: int | None = None
-    # Curriculum on where paths lie: anchors from the middle `anchor_spread` of their range (render.random_scene).
+    # Curriculum on where paths lie: anchors from the middle `anchor_spread` of their range (scenes.random_scene).
     # With the model's x/y channels a centred path is one fixed picture per caption and frame, which a small
     # model can learn sooner than the same path anywhere in the frame (docs/toyworld.md).
     anchor_spread: float = 1.0
@@ -100,7 +101,7 @@ def batch(step: int, size: int, meta: dict, settings: PretrainSettings) -> tuple
     clips, captions = [], []
     for _ in range(size):
         category = rng.choice(categories, p=weights)
-        scene = render.random_scene(rng, category, render.PRETRAIN_PROGRAMS, video["frames"], video["height"],
+        scene = random_scene(rng, category, render.PRETRAIN_PROGRAMS, video["frames"], video["height"],
                                     video["width"], settings.anchor_spread)
         clips.append(render.render(scene).frames)
         text = render.caption(scene, with_motion=bool(rng.random() < settings.motion_caption_rate))

@@ -3,7 +3,7 @@
 Everything is drawn with hard edges (pixel-centre sampling, no anti-aliasing) in pure numpy, so a pixel
 either has an object's exact RGB or not; colour segmentation is then exact and the ground-truth centroid
 (computed from the drawn, visible mask) can be recovered from the frames alone. Rendering is a pure
-function of the ``SceneSpec``; randomness only enters through ``random_scene``'s generator.
+function of the ``SceneSpec``; random scenes are drawn in ``toyworld.scenes``.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class Clip:
     tracks: dict[str, Track]
 
 
-def _check(kind: str, value: object, valid: tuple[str, ...] | list[str]) -> None:
+def check(kind: str, value: object, valid: tuple[str, ...] | list[str]) -> None:
     if value not in valid:
         raise InputError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
 
@@ -112,22 +112,22 @@ def _validate(scene: SceneSpec) -> None:
         raise InputError(f"num_frames must be >= 1, got {scene.num_frames}")
     if scene.height < 16 or scene.width < 16:
         raise InputError(f"height and width must be >= 16, got {scene.height}x{scene.width}")
-    _check("background", scene.background, BACKGROUNDS)
+    check("background", scene.background, BACKGROUNDS)
     if scene.camera is not None:
-        _check("camera", scene.camera, CAMERA_PROGRAMS)
+        check("camera", scene.camera, CAMERA_PROGRAMS)
     names = [o.name for o in scene.objects]
     if len(set(names)) != len(names):
         raise InputError(f"objects must have distinct colour+shape names, got {names}")
     for o in scene.objects:
-        _check("shape", o.shape, (*SHAPES, FIGURE))
-        _check("colour", o.colour, tuple(COLOURS))
+        check("shape", o.shape, (*SHAPES, FIGURE))
+        check("colour", o.colour, tuple(COLOURS))
         if o.stripes is not None:
-            _check(f"stripes colour of the {o.name}", o.stripes, tuple(COLOURS))
+            check(f"stripes colour of the {o.name}", o.stripes, tuple(COLOURS))
             if o.stripes == o.colour:
                 raise InputError(f"the {o.name}'s stripes are its own colour {o.colour!r}: give another colour "
                                  "or leave stripes out")
         valid = HUMAN_PROGRAMS if o.shape == FIGURE else PRETRAIN_PROGRAMS + HELDOUT_PROGRAMS
-        _check(f"program for {o.shape}", o.program, valid)
+        check(f"program for {o.shape}", o.program, valid)
         if not 0.0 < o.size <= 1.0:
             raise InputError(f"size must be in (0, 1], got {o.size}")
         if o.size * min(scene.height, scene.width) < 3.0:
@@ -275,7 +275,7 @@ def dim_colour(colour: str) -> tuple[int, int, int]:
 
     Every dim colour is at least 127 from every object colour and 128 from black on some channel, and 64 above
     the texture's greys, so at the segmentation tolerance 40 it is never taken for an object or for black."""
-    _check("colour", colour, tuple(COLOURS))
+    check("colour", colour, tuple(COLOURS))
     r, g, b = ((v + 1) // 2 for v in COLOURS[colour])
     return r, g, b
 
@@ -330,56 +330,6 @@ def render(scene: SceneSpec) -> Clip:
     return Clip(frames=frames, caption=caption(scene), tracks=tracks)
 
 
-def random_scene(
-    rng: np.random.Generator,
-    category: str = "single",
-    programs: tuple[str, ...] = PRETRAIN_PROGRAMS,
-    num_frames: int = 9,
-    height: int = 32,
-    width: int = 32,
-    anchor_spread: float = 1.0,
-) -> SceneSpec:
-    """Sample a scene of a category. single/multi draw object programs from ``programs``; camera scenes hold
-    one static object over the textured background; human scenes use ``programs`` ∩ HUMAN_PROGRAMS, or all
-    HUMAN_PROGRAMS when that is empty. Anchors are drawn from the middle ``anchor_spread`` of [0, 1] on each
-    axis: 1 places a path anywhere it fits, 0 centres every path in the frame."""
-    _check("category", category, CATEGORIES)
-    if not 0.0 <= anchor_spread <= 1.0:
-        raise InputError(f"anchor_spread must lie in [0, 1], got {anchor_spread}")
-    for p in programs:
-        _check("program", p, PRETRAIN_PROGRAMS + HELDOUT_PROGRAMS + HUMAN_PROGRAMS)
-    colours = list(COLOURS)
-
-    def spread(u: float) -> float:  # spread 1 keeps u itself, bit for bit, so earlier runs' batches do not change
-        return u if anchor_spread == 1.0 else 0.5 + anchor_spread * (u - 0.5)
-
-    def obj(colour: str, program: str, shape: str | None = None, size: tuple = (0.2, 0.3)) -> ObjectSpec:
-        return ObjectSpec(
-            shape=shape or str(rng.choice(SHAPES)),
-            colour=colour,
-            program=program,
-            size=float(rng.uniform(*size)),
-            anchor=tuple(float(spread(u)) for u in rng.uniform(size=2)),
-            phase=float(rng.uniform()),
-        )
-
-    kw = dict(num_frames=num_frames, height=height, width=width)
-    if category == "human":
-        pool = tuple(p for p in programs if p in HUMAN_PROGRAMS) or HUMAN_PROGRAMS
-        o = obj(str(rng.choice(colours)), str(rng.choice(pool)), FIGURE, (0.5, 0.65))
-        return SceneSpec(objects=(o,), **kw)
-    if category == "camera":
-        cam = str(rng.choice(CAMERA_PROGRAMS))
-        return SceneSpec((obj(str(rng.choice(colours)), "static"),), background="textured", camera=cam, **kw)
-    pool = tuple(p for p in programs if p not in HUMAN_PROGRAMS)
-    if not pool:
-        raise InputError(f"no object programs for category {category!r} in {programs}")
-    n = 1 if category == "single" else 2
-    picked = rng.choice(len(colours), size=n, replace=False)
-    objs = tuple(obj(colours[int(c)], str(rng.choice(pool))) for c in picked)
-    return SceneSpec(objects=objs, **kw)
-
-
 def caption(scene: SceneSpec, with_motion: bool = True) -> str:
     """Lower-case caption without punctuation. Motion words describe only pretraining programs ("moves
     left", "stays still") and the camera; held-out and human programs get the appearance-only phrase, and
@@ -405,7 +355,7 @@ def segment_colour(frames: np.ndarray, colour: str | tuple[str, ...], tol: int =
     generated pixels while separating the 8 colours."""
     names = (colour,) if isinstance(colour, str) else tuple(colour)
     for name in names:
-        _check("colour", name, tuple(COLOURS))
+        check("colour", name, tuple(COLOURS))
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise InputError(f"frames must have shape (T, H, W, 3), got {frames.shape}")
