@@ -27,9 +27,8 @@ SUITE = Path("benchmarks/suites/toy_leakage.yaml")
 SCALES = ((1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.0, 0.0))  # (motion, spatial)
 
 
-def case_leaks(run: Path, reference: np.ndarray, prompt: str) -> dict[str, float]:
+def case_leaks(job: Transfer, reference: np.ndarray, prompt: str) -> dict[str, float]:
     """`background_leak` of the run's target prompt sampled at each (motion, spatial) scale pair."""
-    job = Transfer.open(run)
     out = {}
     for motion, spatial in SCALES:
         settings = job.cfg.generate.model_copy(update={"motion_scale": motion, "spatial_scale": spatial})
@@ -51,10 +50,10 @@ def main(argv: list[str] | None = None) -> dict:
         if case.shapesworld is None or case.shapesworld.background == "black":
             continue  # nothing in the background to leak
         for method in args.methods.split(","):
-            run = args.bench / "cases" / case.id / method
-            cfg = Transfer.open(run).cfg
-            scene = case.shapesworld.scene(cfg.video.frames, cfg.video.height, cfg.video.width)
-            leaks = case_leaks(run, sw.render(scene).frames, case.targets[0])
+            job = Transfer.open(args.bench / "cases" / case.id / method)
+            v = job.cfg.video
+            scene = case.shapesworld.scene(v.frames, v.height, v.width)
+            leaks = case_leaks(job, sw.render(scene).frames, case.targets[0])
             results.append({"case": case.id, "background": scene.background, "method": method, **leaks})
     kinds = [f"motion {m:g}, spatial {s:g}" for m, s in SCALES]
     table = markdown_table(["case", "background", "method", *kinds],
