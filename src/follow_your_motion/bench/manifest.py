@@ -236,7 +236,8 @@ class Case(_Strict):
     @model_validator(mode="after")
     def _tracks_need_video(self) -> Case:
         if self.object_rgb is not None and self.video is None:
-            raise InputError("object_rgb: only a video case has one (ShapesWorld scenes name their colours)")
+            raise InputError("object_rgb: only a video case has one (a ShapesWorld scene names its colours; a "
+                             "DAVIS case is a video only once `fym bench fetch` has cut it)")
         if self.tracks is not None and self.shapesworld is not None:
             raise InputError("tracks: ShapesWorld cases take their ground truth from the renderer")
         if self.tracks is not None and self.davis is not None:
