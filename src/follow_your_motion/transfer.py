@@ -222,6 +222,17 @@ class Transfer:
 
         return self._cached("frame_latents", self._key, encode)
 
+    def frame_conditions(self) -> Conditioning | None:
+        """Image-to-video, for stage 2: every pixel frame's conditioning as its own first frame (batch T), cached;
+        None for text-to-video and where the first frame is given clean (TI2V: a one-frame clip would have no
+        frame left to learn, so its single frames are learnt unconditioned, as its text-to-video mode runs)."""
+        ref = self.reference()
+        if not self.cfg.video.first_frame_condition or ref.cond.fixed_frames:
+            return None
+        height, width = ref.frames.shape[1:3]
+        return self._cached_conditioning("frame_images", self._key, lambda: Conditioning.stacked(
+            [self.backbone.encode_image(frame, 1, height, width) for frame in ref.frames]))
+
     def encode(self) -> Reference:
         """Every encoding tuning needs (the reference, its caption, its first frame, stage 2's single frames),
         cached; then the encoders leave the accelerator (unless `model.keep_encoders`), so the tuning stages'
@@ -229,6 +240,7 @@ class Transfer:
         ref = self.reference()
         if self.cfg.spatial.steps and not self.stage_done("spatial"):
             self.frame_latents()
+            self.frame_conditions()
         if self.cfg.motion.steps and not self.stage_done("motion"):
             self.motion_reference()
         self.backbone.park_encoders()
@@ -310,7 +322,7 @@ class Transfer:
         if s.steps == 0:
             return None
         ref = self.encode()
-        inputs = spatial_inputs(self.frame_latents(), ref.cond, s.batch_size)
+        inputs = spatial_inputs(self.frame_latents(), ref.cond, s.batch_size, self.frame_conditions())
         return self._tune("spatial", "spatial", s, inputs, stop_after)
 
     def tune_motion(self, stop_after: int | None = None) -> list[Path] | None:

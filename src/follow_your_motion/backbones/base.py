@@ -127,6 +127,16 @@ class Conditioning:
         fixed = tuple(i for i, frame in enumerate(indices.tolist()) if frame in self.fixed_frames)
         return replace(self, tensors=cut, fixed_frames=fixed)
 
+    def take(self, indices: torch.Tensor) -> Conditioning:
+        """The entries `indices` of a batch of conditionings (one per frame or clip, batch first in every tensor)."""
+        return replace(self, tensors={k: v.index_select(0, indices.to(v.device)) for k, v in self.tensors.items()})
+
+    @staticmethod
+    def stacked(parts: list[Conditioning]) -> Conditioning:
+        """Conditionings of the same kind as one batch (in order), e.g. every frame's of a clip."""
+        tensors = {k: torch.cat([p.tensors[k] for p in parts]) for k in parts[0].tensors}
+        return Conditioning(tensors, parts[0].frame_axis, parts[0].fixed_frames)
+
     def without_fixed(self) -> Conditioning:
         """The same conditioning with no frame given clean (stage 2's single frames are all learnt)."""
         return replace(self, fixed_frames=())

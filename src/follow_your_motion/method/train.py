@@ -44,17 +44,24 @@ InputFn = Callable[[int, torch.Generator], StepInputs]
 StepCallback = Callable[[str, int, int, dict[str, float]], bool | None]
 
 
-def spatial_inputs(frame_latents: torch.Tensor, cond: Conditioning, batch_size: int) -> InputFn:
+def spatial_inputs(frame_latents: torch.Tensor, cond: Conditioning, batch_size: int,
+                   own_first_frames: Conditioning | None = None) -> InputFn:
     """Stage 2: `batch_size` random single frames of the reference (an image objective).
 
-    `frame_latents` is (T, C, 1, h, w): every pixel frame encoded on its own as an image. Per-frame
-    conditioning (image-to-video's first-frame latents) is cut to its first latent frame, so each frame is
-    learnt given the reference's first frame; no frame is given clean (each one is the image to learn)."""
+    `frame_latents` is (T, C, 1, h, w): every pixel frame encoded on its own as an image. No frame is given
+    clean (each one is the image to learn). Image-to-video: `own_first_frames` (batch T) is each frame's
+    conditioning as its own first frame, which is how the model sees a one-frame clip: the condition agrees
+    with the frame, as in its training; conditioning a frame on the reference's first frame instead would teach
+    the LoRA to override the condition (docs/method.md). Per-frame conditioning without it is cut to its first
+    latent frame."""
     single = cond.select_frames(torch.tensor([0])).without_fixed()
 
     def inputs(step: int, generator: torch.Generator) -> StepInputs:
         picks = torch.randint(len(frame_latents), (batch_size,), generator=generator)
-        return StepInputs(frame_latents[picks], single.expand(batch_size))
+        batch = single.expand(batch_size)
+        if own_first_frames is not None:
+            batch = batch.merged(own_first_frames.take(picks))
+        return StepInputs(frame_latents[picks], batch)
 
     return inputs
 
