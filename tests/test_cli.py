@@ -375,6 +375,27 @@ def test_generate_settings_follow_the_one_precedence_and_are_checked_before_the_
     assert "error: invalid settings: generate.steps: Input should be greater than or equal to 1" in refused.stderr
 
 
+def test_generate_logs_its_steps_and_the_vae_decode(finished):
+    log = ok("generate", "--run", finished, "--name", "logged").stderr
+    assert "\r" not in log
+    decode = [line for line in log.splitlines() if line.startswith("generate: decode (VAE)")]
+    assert len(decode) == 2 and "1/1" in decode[1]
+    assert any(line.startswith("generate: 100%") for line in log.splitlines())  # the pipeline's denoising steps
+
+
+def test_classify_encodes_only_what_stage_1_needs(inputs, tmp_path, monkeypatch):
+    """The clip and its caption; not stage 2's single frames (nor stage 3's shrunk clip)."""
+    from follow_your_motion.backbones.wan import WanBackbone
+
+    calls = []
+    encode = WanBackbone.encode_video
+    monkeypatch.setattr(WanBackbone, "encode_video",
+                        lambda self, video: calls.append(tuple(video.shape)) or encode(self, video))
+    ok("classify", inputs["ref"], "-p", PROMPT, "-m", inputs["model"], "-o", tmp_path / "run", "-c", inputs["config"])
+    assert calls == [(3, 9, 32, 32)]
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "run" / "cache").iterdir()) == ["latents", "text"]
+
+
 def test_generate_mp4_is_deterministic(finished):
     """The same seed gives the same mp4, not only the same gif (x264's output must be a function of its input)."""
     names = [f"mp4-{i}" for i in range(4)]

@@ -24,6 +24,7 @@ from .cli_options import (
     Image,
     KeepEncoders,
     Model,
+    MotionSteps,
     NoteHandler,
     Out,
     Prompt,
@@ -31,6 +32,7 @@ from .cli_options import (
     RunOpt,
     Side,
     Size,
+    SpatialSteps,
     Start,
     Steps,
     debug,
@@ -104,7 +106,7 @@ def _open(config_file: Path | None, out: Path, **flags):
 def transfer(
     reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
     target_prompt: Annotated[str | None, typer.Option(help="the new content; default: --prompt")] = None,
-    spatial_steps: Steps = None, motion_steps: Steps = None, device: Device = None,
+    spatial_steps: SpatialSteps = None, motion_steps: MotionSteps = None, device: Device = None,
     frames: Frames = None, size: Size = None, height: Side = None, width: Side = None, fps: Fps = None,
     start: Start = None, image: Image = None, keep_encoders: KeepEncoders = None, compile: Compile = None,
 ) -> None:

@@ -120,6 +120,7 @@ def run_transfer(job: Job, transfer: Transfer) -> dict:
     job.progress.plan = tuning_plan(transfer.cfg, run)
     transfer.on_step = job.report
     job.set_stage("classify heads")
+    transfer.encode()  # every encoding of the run at once, before the encoders leave the accelerator
     transfer.classify()
     if not job.cancel_requested.is_set():
         transfer.tune_motion()

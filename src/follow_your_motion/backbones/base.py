@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..progress import announced_calls, bar_options
 from .speed import SpeedOptions
 
 # Called once per self-attention layer during a capture pass with the queries and keys of the VIDEO tokens
@@ -348,7 +349,8 @@ class Backbone(SpeedOptions, ABC):
         call = {"prompt": prompt, "negative_prompt": negative_prompt or None, "num_frames": num_frames,
                 "height": height, "width": width, "num_inference_steps": steps,
                 "generator": torch.Generator("cpu").manual_seed(seed), "output_type": "np"}
-        with self.adapters(adapter_scales):
+        self.pipe.set_progress_bar_config(desc="generate", **bar_options())  # the denoising steps' bar
+        with self.adapters(adapter_scales), announced_calls(self.pipe.vae, "decode", "generate: decode (VAE)"):
             return to_uint8(self.sample(call, guidance, guidance_2, image))
 
     @abstractmethod

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from ..backbones.base import Backbone, Conditioning, Expert
 from ..config import MotionSettings, TrainSettings
 from ..errors import InputError
+from ..progress import progress
 from ..runs import RunDir, atomic_save_tensors, atomic_write_text, load_tensors
 from .early_stop import Plateau
 from .lora import adapter_state, load_adapter_state, set_trainable
@@ -216,8 +216,8 @@ def train_adapter(
         end = start  # the checkpoint is where the stage stopped on a plateau: nothing left to train
     mean_over_processes = process_mean(world, backbone.device)
     autocast_dtype = torch.bfloat16 if settings.mixed_precision == "bf16" else None
-    bar = tqdm(range(start, end), desc=f"{stage} LoRA", initial=start, total=settings.steps,
-               disable=not accelerator.is_main_process)
+    bar = progress(range(start, end), desc=f"{stage} LoRA", initial=start, total=settings.steps,
+                   disable=not accelerator.is_main_process)
     transformer.train()
     shift = backbone.flow_shift if settings.timestep_shift is None else settings.timestep_shift
     with backbone.denoiser_as(expert, model):
@@ -252,7 +252,7 @@ def train_adapter(
             done = step + 1
             parts = dict(zip(("fm", "motion"), totals.tolist(), strict=True))  # the step's one host-device sync
             seconds = time.perf_counter() - began
-            bar.set_postfix(loss=f"{parts['fm'] + motion_weight * parts['motion']:.4f}")
+            bar.set_postfix(loss=f"{parts['fm'] + motion_weight * parts['motion']:.4f}", refresh=False)
             stop = bool(on_step and on_step(stage, done, settings.steps, parts))
             watched = parts["motion"] if motion_weight else parts["fm"]  # the stage's motion loss, else its only one
             plateaued = plateau is not None and plateau.update(watched, mean_over_processes)
