@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,7 @@ from follow_your_motion.app.settings import (
     TOY_MODEL,
     Advanced,
     TransferRequest,
+    changed_fields,
     image_to_video,
     preset_fields,
     resolve_request,
@@ -308,11 +310,68 @@ def test_presets_and_advanced_fields_follow_the_one_precedence():
                                                                                                      "release", 2.0)
     assert (chosen.generate.motion_scale, chosen.generate.spatial_scale, chosen.generate.seed) == (0.5, 0.25, 9)
     assert not image_to_video("") and not image_to_video("Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
-    assert preset_fields(TOY_MODEL, "fast") == Advanced(spatial_steps=20, motion_steps=60, rank=8, keep_frames=5)
+    shown = dict(rope="index", head_rule="paper", head_alpha=1.25, motion_scale=1.0, spatial_scale=0.0, seed=0)
+    assert preset_fields(TOY_MODEL, "fast") == Advanced(spatial_steps=20, motion_steps=60, rank=8, keep_frames=5,
+                                                        **shown)
     assert preset_fields("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "paper") == Advanced(
-        spatial_steps=3000, motion_steps=2000, rank=128, keep_frames=5)
+        spatial_steps=3000, motion_steps=2000, rank=128, keep_frames=5, **shown)
     dense = resolve_request(TransferRequest(None, "a red circle", "", advanced=Advanced(keep_frames=0)))
     assert dense.motion.keep_frames is None  # the field's 0 = every latent frame
+
+
+def test_the_page_sends_only_what_the_user_changed_so_settings_files_and_recipes_apply():
+    """A settings section below the page (a YAML's, a recipe's) sets heads.alpha, heads.rule, motion.rope and the
+    generation settings unless the user changed that field on the page: the page's unchanged fields are those
+    `preset_fields` showed, and `changed_fields` leaves them out."""
+    below = {"heads": {"alpha": 2.0, "rule": "release"}, "motion": {"rope": "scaled"},
+             "generate": {"motion_scale": 0.7, "spatial_scale": 0.2, "seed": 5}}
+    shown = preset_fields(TOY_MODEL, "fast")
+    untouched = changed_fields(shown, shown)
+    assert untouched == Advanced()
+    cfg = resolve_request(TransferRequest(None, "a red circle", "", advanced=untouched, extra=below))
+    assert (cfg.heads.alpha, cfg.heads.rule, cfg.motion.rope) == (2.0, "release", "scaled")
+    assert (cfg.generate.motion_scale, cfg.generate.spatial_scale, cfg.generate.seed) == (0.7, 0.2, 5)
+    assert cfg.motion.steps == 60 and cfg.model.device == resolve_config({}).model.device
+    edited = changed_fields(shown, replace(shown, head_alpha=3.0, seed=9, device="cpu"))
+    assert edited == Advanced(head_alpha=3.0, seed=9, device="cpu")
+    cfg = resolve_request(TransferRequest(None, "a red circle", "", advanced=edited, extra=below))
+    assert (cfg.heads.alpha, cfg.heads.rule, cfg.generate.seed, cfg.generate.motion_scale) == (3.0, "release", 9, 0.7)
+
+
+def test_generate_fields_follow_the_one_precedence(tmp_path):
+    """A Generate job's settings: recipe < the run's config.yaml < the fields given (as `fym generate`)."""
+    from follow_your_motion.app.work import generation_settings
+
+    data = resolve_config({"prompt": "a red circle"}).model_dump(mode="json")
+    data["generate"] = {"guidance": 2.5, "seed": 1}  # a config.yaml without the toy recipe's 20 steps
+    (tmp_path / "config.yaml").write_text(json.dumps(data))
+    settings = generation_settings(tmp_path, 4, None, 0.5)
+    assert (settings.guidance, settings.seed, settings.spatial_scale, settings.motion_scale, settings.steps) == (
+        2.5, 4, 0.5, 1.0, 20)
+    with pytest.raises(InputError, match="invalid settings: generate.seed"):
+        generation_settings(tmp_path, "many", None, None)
+
+
+def test_the_transfer_button_sends_the_fields_the_user_changed(tmp_path, monkeypatch):
+    pytest.importorskip("gradio", reason="gradio not installed (pip install -e .[app] or .[dev])")
+    from follow_your_motion.app.ui import build_ui
+
+    service = AppService(tmp_path / "runs")
+    sent = []
+
+    def record(request):
+        sent.append(request.advanced)
+        raise InputError("recorded")
+
+    monkeypatch.setattr(service, "start_transfer", record)
+    page = build_ui(service)
+    [start] = [f.fn for f in page.fns.values() if f.name == "start" and len(f.inputs) == 17]
+    shown = preset_fields(TOY_MODEL, "fast")
+    values = [float(v) if isinstance(v, int) else v for v in vars(shown).values()][:10]  # as Gradio sends them
+    start(None, "a red circle", "", None, TOY_MODEL, "fast", *values, "cpu")
+    values[6] = 2.0  # Head alpha
+    start(None, "a red circle", "", None, TOY_MODEL, "fast", *values, "cpu")
+    assert sent == [Advanced(device="cpu"), Advanced(head_alpha=2.0, device="cpu")]
 
 
 def test_page_has_the_labelled_inputs_and_errors_never_show_a_traceback(tmp_path, caplog):

@@ -7,10 +7,12 @@ import json
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import tiny_config
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -341,6 +343,57 @@ def test_generate_spatial_scale_and_seed(finished):
     assert np.array_equal(first, second)  # same seed, same settings: the same video
     assert not np.array_equal(first, result_frames(finished, "spatial"))  # the spatial LoRA changes it
     assert not np.array_equal(first, result_frames(finished, "result"))  # seed 5 differs from the default 0
+
+
+def test_generate_settings_follow_the_one_precedence_and_are_checked_before_the_model_loads(finished, tmp_path,
+                                                                                            monkeypatch):
+    """recipe < the run's config.yaml < the options given, through `resolve_config` as every command; a bad value
+    is refused with its message before the model loads."""
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = yaml.safe_load((finished / "config.yaml").read_text())
+    cfg["generate"] = {"guidance": 2.5, "seed": 1}  # a run's config without the recipe's steps
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    used = []
+
+    class Job:
+        def generate(self, prompt, settings, name):
+            used.append(settings)
+            return SimpleNamespace(paths={})
+
+    monkeypatch.setattr(Transfer, "open", lambda *args, **kwargs: Job())
+    ok("generate", "--run", run, "--seed", "3")
+    recipe = resolve_config({"model": cfg["model"]}).generate
+    assert (used[0].guidance, used[0].seed, used[0].steps) == (2.5, 3, recipe.steps)
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(Transfer, "open", loaded)
+    refused = fym("generate", "--run", run, "--steps", "0")
+    assert refused.exit_code == 2
+    assert "error: invalid settings: generate.steps: Input should be greater than or equal to 1" in refused.stderr
+
+
+def test_generate_logs_its_steps_and_the_vae_decode(finished):
+    log = ok("generate", "--run", finished, "--name", "logged").stderr
+    assert "\r" not in log
+    decode = [line for line in log.splitlines() if line.startswith("generate: decode (VAE)")]
+    assert len(decode) == 2 and "1/1" in decode[1]
+    assert any(line.startswith("generate: 100%") for line in log.splitlines())  # the pipeline's denoising steps
+
+
+def test_classify_encodes_only_what_stage_1_needs(inputs, tmp_path, monkeypatch):
+    """The clip and its caption; not stage 2's single frames (nor stage 3's shrunk clip)."""
+    from follow_your_motion.backbones.wan import WanBackbone
+
+    calls = []
+    encode = WanBackbone.encode_video
+    monkeypatch.setattr(WanBackbone, "encode_video",
+                        lambda self, video: calls.append(tuple(video.shape)) or encode(self, video))
+    ok("classify", inputs["ref"], "-p", PROMPT, "-m", inputs["model"], "-o", tmp_path / "run", "-c", inputs["config"])
+    assert calls == [(3, 9, 32, 32)]
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "run" / "cache").iterdir()) == ["latents", "text"]
 
 
 def test_generate_mp4_is_deterministic(finished):

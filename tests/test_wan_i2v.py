@@ -125,3 +125,43 @@ def test_i2v_lora_loads_in_diffusers_and_reproduces_the_trained_model(models, ru
                                   timestep=torch.tensor([500.0]), encoder_hidden_states=t["text"],
                                   encoder_hidden_states_image=t["image_embeds"], return_dict=False)[0]
     assert torch.allclose(trained, loaded.float(), atol=1e-5, rtol=0), (trained - loaded).abs().max()
+
+
+@pytest.mark.parametrize("variant", ["wan2.1-i2v", "wan2.2-i2v-a14b"])
+def test_stage2_gives_each_single_frame_itself_as_its_first_frame(variant, models, inputs, tmp_path, monkeypatch):
+    """A one-frame clip of an image-to-video model is conditioned on itself (mask on, its own latents and CLIP
+    embedding), as in the model's training, where the given first frame is the clip's first frame; never on the
+    reference's first frame while another frame is the target (docs/method.md, "Image-to-video")."""
+    cfg = resolve_config({"reference": str(inputs["ref"]), "prompt": PROMPT, "model": {"source": str(models[variant])},
+                          "spatial": {"batch_size": 3}}, inputs["config"])
+    job = Transfer(cfg, tmp_path / "run")
+    noises, seen = [], []
+    draw_noise, predict = job.backbone.draw_noise, job.backbone.predict
+
+    def recording_noise(shape, generator):
+        noises.append(draw_noise(shape, generator))
+        return noises[-1]
+
+    def recording_predict(expert, noisy, timesteps, cond, *args):
+        if noisy.shape[2] == 1:  # stage 2's single frames (stage 1 runs first, on the clip)
+            seen.append((noisy, timesteps, noises[-1], cond))
+        return predict(expert, noisy, timesteps, cond, *args)
+
+    monkeypatch.setattr(job.backbone, "draw_noise", recording_noise)
+    monkeypatch.setattr(job.backbone, "predict", recording_predict)
+    job.tune_spatial()
+    ref, frames = job.reference(), job.frame_latents()
+    own = [job.backbone.encode_image(frame, 1, 32, 32).tensors for frame in ref.frames]
+    picked = []
+    for noisy, timesteps, noise, cond in seen:
+        s = (timesteps / job.backbone.num_train_timesteps).view(-1, 1, 1, 1, 1)
+        clean = (noisy - s * noise) / (1 - s)  # the frames being learnt
+        for b in range(len(noisy)):
+            i = int(((frames - clean[b]) ** 2).flatten(1).sum(1).argmin())
+            picked.append(i)
+            torch.testing.assert_close(clean[b], frames[i], atol=1e-3, rtol=0)
+            for name, tensor in own[i].items():
+                assert torch.equal(cond.tensors[name][b], tensor[0]), name
+            torch.testing.assert_close(cond.tensors["image_latents"][b, 4:], frames[i], atol=1e-5, rtol=0)
+            assert torch.equal(cond.tensors["image_latents"][b, :4], torch.ones_like(frames[i][:4]))
+    assert len(seen) == 3 * len(job.backbone.experts) and any(i != 0 for i in picked)

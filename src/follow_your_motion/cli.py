@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from .cli_bench import bench
 from .cli_options import (
@@ -25,6 +24,7 @@ from .cli_options import (
     Image,
     KeepEncoders,
     Model,
+    MotionSteps,
     NoteHandler,
     Out,
     Prompt,
@@ -32,13 +32,14 @@ from .cli_options import (
     RunOpt,
     Side,
     Size,
+    SpatialSteps,
     Start,
     Steps,
     debug,
     handle_errors,
 )
 from .cli_toyworld import toyworld
-from .config import GenerateSettings, resolve_config
+from .config import resolve_config
 from .errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Follow-Your-Motion: video motion transfer.")
@@ -105,7 +106,7 @@ def _open(config_file: Path | None, out: Path, **flags):
 def transfer(
     reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
     target_prompt: Annotated[str | None, typer.Option(help="the new content; default: --prompt")] = None,
-    spatial_steps: Steps = None, motion_steps: Steps = None, device: Device = None,
+    spatial_steps: SpatialSteps = None, motion_steps: MotionSteps = None, device: Device = None,
     frames: Frames = None, size: Size = None, height: Side = None, width: Side = None, fps: Fps = None,
     start: Start = None, image: Image = None, keep_encoders: KeepEncoders = None, compile: Compile = None,
 ) -> None:
@@ -201,18 +202,17 @@ def generate(
     """Generate a video with the run's motion LoRA and a new prompt (needs the model, not the reference)."""
 
     def act() -> None:
-        from .config import describe_validation_error
+        from .run_settings import open_config
         from .transfer import Transfer
 
-        job = Transfer.open(run, device, model={"compile": True} if compile else None)
+        open_config(run)  # a clear error if `run` is not a run directory
         given = {"motion_scale": motion_scale, "spatial_scale": spatial_scale, "seed": seed, "steps": steps,
                  "guidance": guidance, "guidance_2": guidance_2, "negative_prompt": negative_prompt, "frames": frames,
-                 "height": height, "width": width, "image": image and str(image.expanduser().resolve())}
-        update = {k: v for k, v in given.items() if v is not None}
-        try:
-            settings = GenerateSettings.model_validate(job.cfg.generate.model_dump() | update)
-        except ValidationError as err:
-            raise InputError(f"invalid generation settings: {describe_validation_error(err)}") from err
+                 "height": height, "width": width, "image": image and str(image)}
+        # the one precedence: recipe < the run's config.yaml < the options given; checked before the model loads
+        flags = {"generate": {k: v for k, v in given.items() if v is not None}}
+        settings = resolve_config(flags, run / "config.yaml").generate
+        job = Transfer.open(run, device, model={"compile": True} if compile else None)
         for key, path in job.generate(prompt, settings, name).paths.items():
             typer.echo(f"{key}: {path}")
 

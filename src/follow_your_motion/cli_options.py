@@ -18,6 +18,10 @@ Model = Annotated[
 ]
 ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="YAML with any settings to override")]
 Steps = Annotated[int | None, typer.Option(help="override the training steps of the stage(s)")]
+SpatialSteps = Annotated[int | None, typer.Option(help="steps of stage 2, the spatial (appearance) LoRA on single "
+                                                       "frames; 0 skips it (default: the recipe's)")]
+MotionSteps = Annotated[int | None, typer.Option(help="steps of stage 3, the motion LoRA on the clip's sparse frames; "
+                                                      "0 generates with the untuned model (default: the recipe's)")]
 Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default cpu)")]
 CpuDevice = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")]
 RunOpt = Annotated[Path, typer.Option("--run", "-r", help="an existing run directory")]

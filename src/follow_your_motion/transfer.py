@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from .method.generate import generate_video, write_outputs
 from .method.heads import HeadMap, classify_heads, head_maps_json, load_head_maps, plot_head_map
 from .method.lora import add_masked_lora
 from .method.train import StepCallback, motion_inputs, spatial_inputs, train_adapter, training_finished
+from .progress import announced, progress
 from .run_settings import check_downsample, check_run_config, first_frame_condition, open_config
 from .runs import RunDir, atomic_save_tensors, atomic_write_text, digest, load_tensors, read_metadata
 from .video import (
@@ -42,6 +44,9 @@ from .video import (
 log = logging.getLogger("follow_your_motion")
 
 REFERENCE_COPY = "reference.mp4"  # the reference as the model saw it, kept in the run for generation and reports
+# what each cached encoding is, for its progress line (the per-frame ones show a bar over the frames instead)
+ENCODING = {"latents": "encode the reference (VAE)", "text": "encode the caption (text encoder)",
+            "image": "encode the first frame (image condition)"}
 
 
 @dataclass
@@ -156,7 +161,7 @@ class Transfer:
             cond = Conditioning(load_tensors(path), json.loads(meta.get("frame_axis", "{}")),
                                 tuple(json.loads(meta.get("fixed_frames", "[]"))))
         else:
-            with self.backbone.encoders_ready():
+            with self.backbone.encoders_ready(), announced(ENCODING[what]) if what in ENCODING else nullcontext():
                 cond = compute()
             if self.state.is_main_process:
                 atomic_save_tensors(path, cond.tensors, {"frame_axis": json.dumps(cond.frame_axis),
@@ -218,9 +223,22 @@ class Transfer:
         frames = to_tensor(ref.frames)
 
         def encode() -> torch.Tensor:
-            return torch.cat([self.backbone.encode_video(frames[:, i : i + 1]) for i in range(frames.shape[1])])
+            return torch.cat([self.backbone.encode_video(frames[:, i : i + 1])
+                              for i in progress(range(frames.shape[1]), desc="encode single frames (VAE)")])
 
         return self._cached("frame_latents", self._key, encode)
+
+    def frame_conditions(self) -> Conditioning | None:
+        """Image-to-video, for stage 2: every pixel frame's conditioning as its own first frame (batch T), cached;
+        None for text-to-video and where the first frame is given clean (TI2V: a one-frame clip would have no
+        frame left to learn, so its single frames are learnt unconditioned, as its text-to-video mode runs)."""
+        ref = self.reference()
+        if not self.cfg.video.first_frame_condition or ref.cond.fixed_frames:
+            return None
+        height, width = ref.frames.shape[1:3]
+        return self._cached_conditioning("frame_images", self._key, lambda: Conditioning.stacked(
+            [self.backbone.encode_image(frame, 1, height, width)
+             for frame in progress(ref.frames, desc="encode single frames as first frames")]))
 
     def encode(self) -> Reference:
         """Every encoding tuning needs (the reference, its caption, its first frame, stage 2's single frames),
@@ -229,6 +247,7 @@ class Transfer:
         ref = self.reference()
         if self.cfg.spatial.steps and not self.stage_done("spatial"):
             self.frame_latents()
+            self.frame_conditions()
         if self.cfg.motion.steps and not self.stage_done("motion"):
             self.motion_reference()
         self.backbone.park_encoders()
@@ -240,9 +259,10 @@ class Transfer:
         if self._head_maps is None and self.run.heads.exists():
             self._head_maps = load_head_maps(self.run.heads)
         if self._head_maps is None:
-            ref = self.encode()
+            ref = self.reference()  # what stage 1 needs, no more (`encode` caches the later stages' inputs)
+            self.backbone.park_encoders()
             maps = {e.name: classify_heads(self.backbone, e, ref.latents, ref.cond, self.cfg.heads)
-                    for e in self.backbone.experts}
+                    for e in progress(self.backbone.experts, desc="stage 1: classify heads")}
             if self.state.is_main_process:
                 for expert in self.backbone.experts:
                     plot_head_map(maps[expert.name], self.run.path(f"heads{expert.suffix}.png"))
@@ -310,7 +330,7 @@ class Transfer:
         if s.steps == 0:
             return None
         ref = self.encode()
-        inputs = spatial_inputs(self.frame_latents(), ref.cond, s.batch_size)
+        inputs = spatial_inputs(self.frame_latents(), ref.cond, s.batch_size, self.frame_conditions())
         return self._tune("spatial", "spatial", s, inputs, stop_after)
 
     def tune_motion(self, stop_after: int | None = None) -> list[Path] | None:
@@ -350,6 +370,7 @@ class Transfer:
     def all(self) -> Sample:
         """Every stage in order, reusing whatever is already complete."""
         self.backbone.check_image(self.cfg.generate.image is not None)  # before tuning, not after
+        self.encode()  # every encoding of the run at once, before the encoders leave the accelerator
         self.classify()
         self.tune_motion()
         return self.generate()

@@ -20,19 +20,19 @@ HEAD_RULES = ("paper", "release")
 
 @dataclass(frozen=True)
 class Advanced:
-    """The Advanced panel; None = the preset's (or the recipe's) value."""
+    """The Advanced panel; None = not changed on the page: the preset's (or the recipe's) value applies."""
 
     spatial_steps: int | None = None
     motion_steps: int | None = None
     rank: int | None = None
     keep_frames: int | None = None  # sparse K: latent frames per motion step; 0 = all of them
-    rope: str = "index"
-    head_rule: str = "paper"
-    head_alpha: float = 1.25
-    motion_scale: float = 1.0
-    spatial_scale: float = 0.0
-    seed: int = 0
-    device: str = "cpu"
+    rope: str | None = None
+    head_rule: str | None = None
+    head_alpha: float | None = None
+    motion_scale: float | None = None
+    spatial_scale: float | None = None
+    seed: int | None = None
+    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,20 +74,30 @@ def preset_settings(preset: str, family: str) -> dict:
     return {"spatial": {"steps": steps["spatial"]}, "motion": {"steps": steps["motion"]}}
 
 
+# Advanced field -> the (section, key) it sets; rank sets both LoRAs'
+FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "spatial_steps": (("spatial", "steps"),), "motion_steps": (("motion", "steps"),),
+    "rank": (("spatial", "rank"), ("motion", "rank")), "rope": (("motion", "rope"),),
+    "head_rule": (("heads", "rule"),), "head_alpha": (("heads", "alpha"),),
+    "motion_scale": (("generate", "motion_scale"),), "spatial_scale": (("generate", "spatial_scale"),),
+    "seed": (("generate", "seed"),), "device": (("model", "device"),),
+}
+
+
 def form_flags(request: TransferRequest) -> dict:
-    """The nested flags of the fields that were filled in (None and empty fields are left to the preset)."""
+    """The nested flags of the fields that were filled in or changed (None fields are left to the preset and the
+    recipe, so their values apply as on the command line)."""
     a = request.advanced
     flags: dict = {
         "prompt": (request.caption or "").strip(),
         "target_prompt": (request.target_prompt or "").strip() or None,
-        "model": {"source": model_source(request.model), "device": (a.device or "cpu").strip()},
-        "heads": {"rule": a.head_rule, "alpha": a.head_alpha},
-        "motion": {"rope": a.rope},
-        "generate": {"motion_scale": a.motion_scale, "spatial_scale": a.spatial_scale, "seed": a.seed},
+        "model": {"source": model_source(request.model)},
     }
-    for section, key, value in (("spatial", "steps", a.spatial_steps), ("motion", "steps", a.motion_steps),
-                                ("spatial", "rank", a.rank), ("motion", "rank", a.rank)):
-        if value is not None:
+    for name, targets in FIELDS.items():
+        value = getattr(a, name)
+        if isinstance(value, str):
+            value = value.strip() or None
+        for section, key in targets if value is not None else ():
             flags.setdefault(section, {})[key] = value
     if a.keep_frames is not None:
         flags.setdefault("motion", {})["keep_frames"] = a.keep_frames or None  # 0 = every latent frame (dense)
@@ -118,4 +128,13 @@ def preset_fields(model: str | None, preset: str) -> Advanced:
     field cannot show "unset": Gradio displays and sends 0 for it)."""
     cfg = _resolve(TransferRequest(None, "", "", model=model or TOY_MODEL, preset=preset))
     return Advanced(spatial_steps=cfg.spatial.steps, motion_steps=cfg.motion.steps, rank=cfg.motion.rank,
-                    keep_frames=cfg.motion.keep_frames or 0)
+                    keep_frames=cfg.motion.keep_frames or 0, rope=cfg.motion.rope, head_rule=cfg.heads.rule,
+                    head_alpha=cfg.heads.alpha, motion_scale=cfg.generate.motion_scale,
+                    spatial_scale=cfg.generate.spatial_scale, seed=cfg.generate.seed)
+
+
+def changed_fields(shown: Advanced, page: Advanced) -> Advanced:
+    """What the user changed on the page: the fields whose value differs from the one the page showed (the preset's
+    for the model); the others are None, so the preset's, the recipe's and a settings file's values apply."""
+    return Advanced(**{name: None if value == getattr(shown, name) else value
+                       for name, value in vars(page).items()})

@@ -8,6 +8,7 @@ and with the browser test: "Reference video", "Reference caption", "Target promp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -30,12 +31,16 @@ from .settings import (
     TOY_MODEL,
     Advanced,
     TransferRequest,
+    changed_fields,
     image_to_video,
     preset_fields,
 )
 from .work import DOWNLOADS
 
 log = logging.getLogger("follow_your_motion.app")
+# the Advanced fields the preset fills for the chosen model, in the page's order
+PRESET_FIELDS = ("spatial_steps", "motion_steps", "rank", "keep_frames", "rope", "head_rule", "head_alpha",
+                 "motion_scale", "spatial_scale", "seed")
 POLL_S = 0.5
 # One loss plot per tuning stage, each a single line: Gradio's LinePlot keeps the colour categories of its first
 # update, so one plot coloured by stage would never draw the motion stage that starts later.
@@ -182,14 +187,16 @@ def transfer_tab(service: AppService) -> gr.Textbox:
                     keep = gr.Number(label="Sparse K", precision=0, minimum=0, value=preset_default.keep_frames,
                                      info="latent frames per motion step; 0 = all")
                 with gr.Row():
-                    rope = gr.Dropdown(label="RoPE mode", choices=list(ROPE_MODES), value="index")
-                    rule = gr.Dropdown(label="Head rule", choices=list(HEAD_RULES), value="paper")
-                    alpha = gr.Number(label="Head alpha", value=1.25)
+                    rope = gr.Dropdown(label="RoPE mode", choices=list(ROPE_MODES), value=preset_default.rope)
+                    rule = gr.Dropdown(label="Head rule", choices=list(HEAD_RULES), value=preset_default.head_rule)
+                    alpha = gr.Number(label="Head alpha", value=preset_default.head_alpha)
                 with gr.Row():
-                    motion_scale = gr.Number(label="Motion LoRA scale", value=1.0)
-                    spatial_scale = gr.Number(label="Spatial LoRA scale", value=0.0)
-                    seed = gr.Number(label="Seed", value=0, precision=0)
+                    motion_scale = gr.Number(label="Motion LoRA scale", value=preset_default.motion_scale)
+                    spatial_scale = gr.Number(label="Spatial LoRA scale", value=preset_default.spatial_scale)
+                    seed = gr.Number(label="Seed", value=preset_default.seed, precision=0)
                     device = gr.Textbox(label="Device", value=default_device())
+            preset_form = [spatial_steps, motion_steps, rank, keep, rope, rule, alpha, motion_scale, spatial_scale,
+                           seed]
             with gr.Row():
                 go = gr.Button("Transfer", variant="primary")
                 stop = gr.Button("Cancel", variant="stop")
@@ -218,14 +225,15 @@ def transfer_tab(service: AppService) -> gr.Textbox:
         try:
             fields = preset_fields(model_name, preset_name)
         except InputError:  # an unusable model: Transfer will say why
-            return [gr.skip()] * 4
-        return [fields.spatial_steps, fields.motion_steps, fields.rank, fields.keep_frames]
+            return [gr.skip()] * len(preset_form)
+        return [getattr(fields, name) for name in PRESET_FIELDS]
 
     def start(video, caption_text, target_text, image_file, model_name, preset_name, spatial, motion, rank_v, keep_v,
               rope_v, rule_v, alpha_v, mscale, sscale, seed_v, device_v):
-        advanced = Advanced(_int(spatial), _int(motion), _int(rank_v), _int(keep_v), rope_v, rule_v,
-                            1.25 if alpha_v is None else alpha_v, 1.0 if mscale is None else mscale,
-                            0.0 if sscale is None else sscale, _int(seed_v) or 0, device_v)
+        advanced = Advanced(_int(spatial), _int(motion), _int(rank_v), _int(keep_v), rope_v, rule_v, alpha_v, mscale,
+                            sscale, _int(seed_v), device_v)
+        with contextlib.suppress(InputError):  # an unusable model: start_transfer says why
+            advanced = changed_fields(preset_fields(model_name, preset_name), advanced)  # only what the user changed
         request = TransferRequest(reference=video, caption=caption_text, target_prompt=target_text, model=model_name,
                                   preset=preset_name, image=image_file, advanced=advanced)
         try:
@@ -250,7 +258,7 @@ def transfer_tab(service: AppService) -> gr.Textbox:
     example.change(pick_example, example, [reference, caption])
     model.change(lambda name: gr.update(visible=image_to_video(name)), model, image)
     for trigger in (model, preset):
-        trigger.change(fill_preset, [model, preset], [spatial_steps, motion_steps, rank, keep])
+        trigger.change(fill_preset, [model, preset], preset_form)
     go.click(start, form, [job_id, status, *plots, results, reference, go], concurrency_limit=None).then(
         watch, job_id, [*watched, go], concurrency_limit=None)
     stop.click(lambda jid: service.cancel(jid) and None, job_id, None, concurrency_limit=None)

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 from ..backbones.base import Backbone
-from ..config import GenerateSettings, TransferConfig, describe_validation_error
+from ..config import GenerateSettings, TransferConfig, resolve_config
 from ..errors import InputError
 from ..run_settings import open_config
 from ..runs import RunDir, atomic_write, atomic_write_text, digest
@@ -120,6 +120,7 @@ def run_transfer(job: Job, transfer: Transfer) -> dict:
     job.progress.plan = tuning_plan(transfer.cfg, run)
     transfer.on_step = job.report
     job.set_stage("classify heads")
+    transfer.encode()  # every encoding of the run at once, before the encoders leave the accelerator
     transfer.classify()
     if not job.cancel_requested.is_set():
         transfer.tune_motion()
@@ -136,15 +137,12 @@ def run_transfer(job: Job, transfer: Transfer) -> dict:
     return result_record(run.root, sample.paths, metrics, prompt)
 
 
-def generation_settings(base: GenerateSettings, seed: int | None, motion_scale: float | None,
-                        spatial_scale: float | None) -> GenerateSettings:
-    from pydantic import ValidationError
-
+def generation_settings(run_dir: Path, seed: int | None, motion_scale: float | None, spatial_scale: float | None
+                        ) -> GenerateSettings:
+    """The one precedence, as `fym generate` takes it: recipe < the run's config.yaml < the fields given."""
     given = {"seed": seed, "motion_scale": motion_scale, "spatial_scale": spatial_scale}
-    try:
-        return GenerateSettings.model_validate(base.model_dump() | {k: v for k, v in given.items() if v is not None})
-    except ValidationError as err:
-        raise InputError(f"invalid generation settings: {describe_validation_error(err)}") from err
+    return resolve_config({"generate": {k: v for k, v in given.items() if v is not None}},
+                          Path(run_dir) / "config.yaml").generate
 
 
 def generate_work(run_dir: Path, prompt: str, seed: int | None, motion_scale: float | None,
@@ -157,7 +155,7 @@ def generate_work(run_dir: Path, prompt: str, seed: int | None, motion_scale: fl
         if not tuning_finished(cfg, RunDir(run_dir)):
             raise InputError(f"{run_dir.name}: its tuning was stopped before the LoRAs were saved; transfer it again "
                              "to resume (same inputs), then generate")
-        settings = generation_settings(cfg.generate, seed, motion_scale, spatial_scale)
+        settings = generation_settings(run_dir, seed, motion_scale, spatial_scale)
         text = (prompt or "").strip() or cfg.target_prompt or cfg.prompt
         model = cfg.model if device is None else cfg.model.model_copy(update={"device": device})
         with models.lease(model) as backbone:

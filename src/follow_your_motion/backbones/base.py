@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..progress import announced_calls, bar_options
 from .speed import SpeedOptions
 
 # Called once per self-attention layer during a capture pass with the queries and keys of the VIDEO tokens
@@ -126,6 +127,16 @@ class Conditioning:
                for k, v in self.tensors.items()}
         fixed = tuple(i for i, frame in enumerate(indices.tolist()) if frame in self.fixed_frames)
         return replace(self, tensors=cut, fixed_frames=fixed)
+
+    def take(self, indices: torch.Tensor) -> Conditioning:
+        """The entries `indices` of a batch of conditionings (one per frame or clip, batch first in every tensor)."""
+        return replace(self, tensors={k: v.index_select(0, indices.to(v.device)) for k, v in self.tensors.items()})
+
+    @staticmethod
+    def stacked(parts: list[Conditioning]) -> Conditioning:
+        """Conditionings of the same kind as one batch (in order), e.g. every frame's of a clip."""
+        tensors = {k: torch.cat([p.tensors[k] for p in parts]) for k in parts[0].tensors}
+        return Conditioning(tensors, parts[0].frame_axis, parts[0].fixed_frames)
 
     def without_fixed(self) -> Conditioning:
         """The same conditioning with no frame given clean (stage 2's single frames are all learnt)."""
@@ -338,7 +349,8 @@ class Backbone(SpeedOptions, ABC):
         call = {"prompt": prompt, "negative_prompt": negative_prompt or None, "num_frames": num_frames,
                 "height": height, "width": width, "num_inference_steps": steps,
                 "generator": torch.Generator("cpu").manual_seed(seed), "output_type": "np"}
-        with self.adapters(adapter_scales):
+        self.pipe.set_progress_bar_config(desc="generate", **bar_options())  # the denoising steps' bar
+        with self.adapters(adapter_scales), announced_calls(self.pipe.vae, "decode", "generate: decode (VAE)"):
             return to_uint8(self.sample(call, guidance, guidance_2, image))
 
     @abstractmethod

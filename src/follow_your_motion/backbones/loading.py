@@ -7,14 +7,17 @@ differ.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline
 
 from ..errors import InputError
+from ..progress import announced, bar_options
 
 
 class ModelLoadError(InputError):
@@ -34,13 +37,32 @@ def load_pipeline(source: str, dtype: torch.dtype, kinds: tuple[type, ...], what
         )
     dtypes = {"default": dtype, "vae": torch.float32} if vae_float32 else dtype
     try:
-        pipe = DiffusionPipeline.from_pretrained(str(path) if looks_local else source, dtype=dtypes)
+        with announced(f"load the model ({source})"), component_bars(not bar_options()):
+            pipe = DiffusionPipeline.from_pretrained(str(path) if looks_local else source, dtype=dtypes)
     except (OSError, ValueError, RuntimeError) as err:  # missing files, bad weights, offline hub
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"model {source!r} could not be loaded: {first}") from err
     if not isinstance(pipe, kinds):
         raise ModelLoadError(f"model {source!r} is a {type(pipe).__name__}, not {what}")
     return pipe
+
+
+@contextlib.contextmanager
+def component_bars(shown: bool) -> Iterator[None]:
+    """diffusers' and transformers' per-component loading bars on (a terminal) or off (a log, where each refresh
+    would be a line: the one `load the model` line stands for them) for a block."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    libraries = (diffusers_logging, transformers_logging)
+    before = [lib.is_progress_bar_enabled() for lib in libraries]
+    for lib in libraries:
+        (lib.enable_progress_bar if shown else lib.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        for lib, enabled in zip(libraries, before, strict=True):
+            (lib.enable_progress_bar if enabled else lib.disable_progress_bar)()
 
 
 def save_pipeline_lora(pipeline: type, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:

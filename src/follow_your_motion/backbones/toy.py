@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import InputError
+from ..progress import progress
 from .base import Conditioning, Expert, VideoGeometry
 from .loading import ModelLoadError
 from .wan import WanBackbone
@@ -210,7 +211,7 @@ class ToyBackbone(WanBackbone):
         scheduler = self.pipe.scheduler
         scheduler.set_timesteps(steps, device=self.device)
         with self.adapters(adapter_scales):
-            for t in scheduler.timesteps:
+            for t in progress(scheduler.timesteps, desc="generate"):
                 timestep = t.expand(1)
                 v = self.predict(expert, x, timestep, cond)
                 if guidance != 1.0:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from ..backbones.base import Backbone, Conditioning, Expert
 from ..config import MotionSettings, TrainSettings
 from ..errors import InputError
+from ..progress import progress
 from ..runs import RunDir, atomic_save_tensors, atomic_write_text, load_tensors
 from .early_stop import Plateau
 from .lora import adapter_state, load_adapter_state, set_trainable
@@ -44,17 +44,24 @@ InputFn = Callable[[int, torch.Generator], StepInputs]
 StepCallback = Callable[[str, int, int, dict[str, float]], bool | None]
 
 
-def spatial_inputs(frame_latents: torch.Tensor, cond: Conditioning, batch_size: int) -> InputFn:
+def spatial_inputs(frame_latents: torch.Tensor, cond: Conditioning, batch_size: int,
+                   own_first_frames: Conditioning | None = None) -> InputFn:
     """Stage 2: `batch_size` random single frames of the reference (an image objective).
 
-    `frame_latents` is (T, C, 1, h, w): every pixel frame encoded on its own as an image. Per-frame
-    conditioning (image-to-video's first-frame latents) is cut to its first latent frame, so each frame is
-    learnt given the reference's first frame; no frame is given clean (each one is the image to learn)."""
+    `frame_latents` is (T, C, 1, h, w): every pixel frame encoded on its own as an image. No frame is given
+    clean (each one is the image to learn). Image-to-video: `own_first_frames` (batch T) is each frame's
+    conditioning as its own first frame, which is how the model sees a one-frame clip: the condition agrees
+    with the frame, as in its training; conditioning a frame on the reference's first frame instead would teach
+    the LoRA to override the condition (docs/method.md). Per-frame conditioning without it is cut to its first
+    latent frame."""
     single = cond.select_frames(torch.tensor([0])).without_fixed()
 
     def inputs(step: int, generator: torch.Generator) -> StepInputs:
         picks = torch.randint(len(frame_latents), (batch_size,), generator=generator)
-        return StepInputs(frame_latents[picks], single.expand(batch_size))
+        batch = single.expand(batch_size)
+        if own_first_frames is not None:
+            batch = batch.merged(own_first_frames.take(picks))
+        return StepInputs(frame_latents[picks], batch)
 
     return inputs
 
@@ -209,8 +216,8 @@ def train_adapter(
         end = start  # the checkpoint is where the stage stopped on a plateau: nothing left to train
     mean_over_processes = process_mean(world, backbone.device)
     autocast_dtype = torch.bfloat16 if settings.mixed_precision == "bf16" else None
-    bar = tqdm(range(start, end), desc=f"{stage} LoRA", initial=start, total=settings.steps,
-               disable=not accelerator.is_main_process)
+    bar = progress(range(start, end), desc=f"{stage} LoRA", initial=start, total=settings.steps,
+                   disable=not accelerator.is_main_process)
     transformer.train()
     shift = backbone.flow_shift if settings.timestep_shift is None else settings.timestep_shift
     with backbone.denoiser_as(expert, model):
@@ -245,7 +252,7 @@ def train_adapter(
             done = step + 1
             parts = dict(zip(("fm", "motion"), totals.tolist(), strict=True))  # the step's one host-device sync
             seconds = time.perf_counter() - began
-            bar.set_postfix(loss=f"{parts['fm'] + motion_weight * parts['motion']:.4f}")
+            bar.set_postfix(loss=f"{parts['fm'] + motion_weight * parts['motion']:.4f}", refresh=False)
             stop = bool(on_step and on_step(stage, done, settings.steps, parts))
             watched = parts["motion"] if motion_weight else parts["fm"]  # the stage's motion loss, else its only one
             plateaued = plateau is not None and plateau.update(watched, mean_over_processes)
