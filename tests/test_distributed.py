@@ -1,4 +1,5 @@
-"""Two-process (torchrun, CPU/gloo) LoRA training keeps every rank's parameters in sync."""
+"""Two-process (torchrun, CPU/gloo) LoRA training keeps every rank's parameters in sync, through the API and
+through `fym` itself."""
 
 from __future__ import annotations
 
@@ -8,8 +9,14 @@ from pathlib import Path
 import torch
 from conftest import run_script
 from safetensors.torch import load_file
+from test_cli import moving_square
+from typer.testing import CliRunner
+
+from follow_your_motion.cli import app
+from follow_your_motion.video import write_video
 
 SCRIPT = Path(__file__).with_name("ddp_step.py")
+FYM = Path(__file__).with_name("fym_audited.py")  # `fym`, recording which process writes into the run
 SELECTION = {0: [0, 1], 1: [2]}  # ddp_step.SELECTION
 HEAD_DIM = 12  # tiny_wan
 TIMEOUT_S = 180
@@ -88,3 +95,68 @@ def test_early_stop_stops_every_rank_at_the_same_step(tiny_wan_dir, tmp_path):
     assert _steps(tmp_path / "run") == [1, 2]
     events = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if e["event"] == "early_stop"] == [2]
+
+
+def cli_config(grad_accum: int = 1, distributed: str = "ddp") -> str:
+    """Both tuning stages for 2 steps on the tiny Wan, with the Wan recipe's bf16 base, autocast and checkpointing."""
+    stage = (f"steps: 2, rank: 4, lr: 0.01, checkpoint_every: 2, grad_accum: {grad_accum}, "
+             f"distributed: {distributed}")
+    return f"""\
+video: {{frames: 9, height: 32, width: 32}}
+heads: {{num_queries: 32}}
+spatial: {{{stage}}}
+motion: {{{stage}, keep_frames: 2}}
+generate: {{steps: 2}}
+"""
+
+
+def fym_args(root: Path, pipe: Path, name: str, config: str) -> list[object]:
+    (root / f"{name}.yaml").write_text(config)
+    return ["transfer", root / "ref.mp4", "-p", "a robot walks", "--out", root / name, "--model", pipe,
+            "--config", root / f"{name}.yaml"]
+
+
+def fym_one_process(root: Path, pipe: Path, name: str, config: str) -> None:
+    result = CliRunner().invoke(app, [str(a) for a in fym_args(root, pipe, name, config)])
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+
+
+def fym_two_processes(root: Path, pipe: Path, name: str, config: str) -> Path:
+    """`fym transfer` under torchrun with two processes; the folder of each rank's writes into the run."""
+    record = root / f"{name}-writes"
+    record.mkdir()
+    run_script(FYM, root / name, record, *fym_args(root, pipe, name, config), nproc=2, cwd=root, timeout=TIMEOUT_S)
+    return record
+
+
+def loras(run: Path) -> dict[str, torch.Tensor]:
+    return {f"{adapter}/{key}": value for adapter in ("spatial", "motion")
+            for key, value in load_file(run / f"{adapter}_lora.safetensors").items()}
+
+
+def one_job(run: Path, record: Path) -> None:
+    """One job's run directory: every event logged once, every file written by rank 0 alone."""
+    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [(e["event"], e.get("stage", e.get("adapter"))) for e in events] == [
+        ("heads", None), ("step", "spatial"), ("step", "spatial"), ("saved", "spatial"), ("step", "motion"),
+        ("step", "motion"), ("saved", "motion"), ("generated", None)]
+    written = json.loads((record / "writes-rank0.json").read_text())
+    assert any(w.startswith("os.rename") and w.endswith("/motion_lora.safetensors") for w in written)
+    assert json.loads((record / "writes-rank1.json").read_text()) == []
+
+
+def test_torchrun_cli_is_one_data_parallel_job(tiny_wan_dir, tmp_path):
+    """`torchrun --nproc_per_node 2 -m follow_your_motion.cli transfer` on the CPU is one job of two processes:
+    its LoRAs are those of one process that accumulates the same two micro-batches per step (the streams of
+    ranks 0 and 1 are the micro-batches 0 and 1 of one process, and halving a gradient is exact, so they agree
+    bit for bit), not one process's own; each event is logged once and rank 1 writes nothing."""
+    write_video(tmp_path / "ref.mp4", moving_square(9), 8)
+    record = fym_two_processes(tmp_path, tiny_wan_dir, "two", cli_config())
+    fym_one_process(tmp_path, tiny_wan_dir, "one", cli_config())
+    fym_one_process(tmp_path, tiny_wan_dir, "accumulated", cli_config(grad_accum=2))
+
+    two = loras(tmp_path / "two")
+    assert {key.split("/")[0] for key in two} == {"spatial", "motion"}
+    assert _same(two, loras(tmp_path / "accumulated"))
+    assert not _same(two, loras(tmp_path / "one"))
+    one_job(tmp_path / "two", record)

@@ -203,7 +203,8 @@ def train_adapter(
     start = 0
     if found := run.checkpoints(stage):
         start = _restore(found[-1][1], transformer, adapter, optimizer, scheduler, plateau)
-        run.log("resume", stage=stage, step=start)
+        if accelerator.is_main_process:
+            run.log("resume", stage=stage, step=start)
     end = settings.steps if stop_after is None else min(settings.steps, stop_after)
     if plateau is not None and plateau.stopped:
         end = start  # the checkpoint is where the stage stopped on a plateau: nothing left to train
