@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from conftest import run_script
 from safetensors.torch import load_file
@@ -13,7 +14,7 @@ from test_cli import moving_square
 from typer.testing import CliRunner
 
 from follow_your_motion.cli import app
-from follow_your_motion.video import write_video
+from follow_your_motion.video import read_video, write_video
 
 SCRIPT = Path(__file__).with_name("ddp_step.py")
 FYM = Path(__file__).with_name("fym_audited.py")  # `fym`, recording which process writes into the run
@@ -160,3 +161,18 @@ def test_torchrun_cli_is_one_data_parallel_job(tiny_wan_dir, tmp_path):
     assert _same(two, loras(tmp_path / "accumulated"))
     assert not _same(two, loras(tmp_path / "one"))
     one_job(tmp_path / "two", record)
+
+
+def test_fsdp_through_the_cli_shards_once_and_tunes_as_ddp(tiny_wan_dir, tmp_path):
+    """`distributed: fsdp` under torchrun: the transformer is sharded once, at load, for stage 1, both tuning
+    stages and generation (stage 3 used to shard it a second time and crash), and both LoRAs equal the
+    data-parallel ones bit for bit (tolerance 0: the LoRA is replicated and its gradients averaged as DDP does;
+    the all-gathered base weights are the same numbers), as does the generated video."""
+    write_video(tmp_path / "ref.mp4", moving_square(9), 8)
+    record = fym_two_processes(tmp_path, tiny_wan_dir, "fsdp", cli_config(distributed="fsdp"))
+    fym_one_process(tmp_path, tiny_wan_dir, "accumulated", cli_config(grad_accum=2))
+
+    assert _same(loras(tmp_path / "fsdp"), loras(tmp_path / "accumulated"))
+    one_job(tmp_path / "fsdp", record)
+    video = [read_video(tmp_path / name / "samples" / "result.mp4").frames for name in ("fsdp", "accumulated")]
+    assert np.array_equal(*video)

@@ -26,7 +26,7 @@ from .method.heads import HeadMap, classify_heads, head_maps_json, load_head_map
 from .method.lora import add_masked_lora
 from .method.train import StepCallback, motion_inputs, spatial_inputs, train_adapter, training_finished
 from .processes import job_state
-from .run_settings import check_downsample, check_run_config, first_frame_condition, open_config
+from .run_settings import check_downsample, check_run_config, first_frame_condition, open_config, shards_the_model
 from .runs import RunDir, atomic_save_tensors, atomic_write_text, digest, load_tensors, read_metadata
 from .video import (
     VideoClip,
@@ -94,7 +94,12 @@ class Transfer:
         self.run = RunDir(out)
         self.state = job_state(cfg.model.device)  # before anything else makes accelerate's state
         m = cfg.model
-        self.backbone = backbone or load_backbone(m.source, m.family, m.dtype, m.device, m.offload)
+        sharded = shards_the_model(cfg, self.state.num_processes)
+        # sharded: each process moves only its shard of the transformers onto its device, not the whole pipeline
+        self.backbone = backbone or load_backbone(m.source, m.family, m.dtype, "cpu" if sharded else m.device,
+                                                  m.offload)
+        if sharded:
+            self.backbone.shard_experts(self.state.device)
         if m.attention_backend is not None:
             self.backbone.set_attention_backend(m.attention_backend)
         # offload already keeps every component off the device between uses: nothing to park then
