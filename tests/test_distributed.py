@@ -11,6 +11,7 @@ import torch
 from conftest import run_script
 from safetensors.torch import load_file
 from test_cli import moving_square
+from tiny_wan import build_tiny_wan_pipeline
 from typer.testing import CliRunner
 
 from follow_your_motion.cli import app
@@ -86,6 +87,11 @@ def test_fsdp_shards_the_base_and_matches_ddp(tiny_wan_dir, tmp_path):
     assert _same(rank0, load_file(ddp / "final-w2-r0.safetensors"))
     assert not _same(rank0, load_file(fsdp / "initial-w2-r0.safetensors"))
     assert _steps(fsdp / "run") == [1, 2, 3]
+    # each process holds about half of the base weights (FSDP splits each tensor's first axis), DDP all of them
+    held = [json.loads((fsdp / f"base-w2-r{rank}.json").read_text()) for rank in (0, 1)]
+    total = held[0]["total"]
+    assert held[0]["held"] + held[1]["held"] == total and all(0.4 * total < h["held"] < 0.6 * total for h in held)
+    assert json.loads((ddp / "base-w2-r1.json").read_text()) == {"total": total, "held": total}
 
 
 def test_early_stop_stops_every_rank_at_the_same_step(tiny_wan_dir, tmp_path):
@@ -131,18 +137,22 @@ def fym_two_processes(root: Path, pipe: Path, name: str, config: str) -> Path:
 
 
 def loras(run: Path) -> dict[str, torch.Tensor]:
-    return {f"{adapter}/{key}": value for adapter in ("spatial", "motion")
-            for key, value in load_file(run / f"{adapter}_lora.safetensors").items()}
+    """Every LoRA file of a run (each adapter of each expert), keyed by file and tensor."""
+    return {f"{path.name}/{key}": value for path in sorted(run.glob("*_lora*.safetensors"))
+            for key, value in load_file(path).items()}
 
 
-def one_job(run: Path, record: Path) -> None:
+def one_job(run: Path, record: Path, experts: tuple[str, ...] = ("",)) -> None:
     """One job's run directory: every event logged once, every file written by rank 0 alone."""
     events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert [(e["event"], e.get("stage", e.get("adapter"))) for e in events] == [
-        ("heads", None), ("step", "spatial"), ("step", "spatial"), ("saved", "spatial"), ("step", "motion"),
-        ("step", "motion"), ("saved", "motion"), ("generated", None)]
+    stages = [f"{adapter}{'_' + e if e else ''}" for adapter in ("spatial", "motion") for e in experts]
+    assert [e["expert"] for e in events if e["event"] == "heads"] == list(experts)
+    assert [(e["stage"], e["step"]) for e in events if e["event"] == "step"] == [(s, n) for s in stages for n in (1, 2)]
+    assert [(e["adapter"], e["expert"]) for e in events if e["event"] == "saved"] == [
+        (adapter, e) for adapter in ("spatial", "motion") for e in experts]
+    assert [e["event"] for e in events].count("generated") == 1
     written = json.loads((record / "writes-rank0.json").read_text())
-    assert any(w.startswith("os.rename") and w.endswith("/motion_lora.safetensors") for w in written)
+    assert any(w.startswith("os.rename") and "/motion_lora" in w for w in written)
     assert json.loads((record / "writes-rank1.json").read_text()) == []
 
 
@@ -157,22 +167,26 @@ def test_torchrun_cli_is_one_data_parallel_job(tiny_wan_dir, tmp_path):
     fym_one_process(tmp_path, tiny_wan_dir, "accumulated", cli_config(grad_accum=2))
 
     two = loras(tmp_path / "two")
-    assert {key.split("/")[0] for key in two} == {"spatial", "motion"}
+    assert {key.split("/")[0] for key in two} == {"spatial_lora.safetensors", "motion_lora.safetensors"}
     assert _same(two, loras(tmp_path / "accumulated"))
     assert not _same(two, loras(tmp_path / "one"))
     one_job(tmp_path / "two", record)
 
 
-def test_fsdp_through_the_cli_shards_once_and_tunes_as_ddp(tiny_wan_dir, tmp_path):
-    """`distributed: fsdp` under torchrun: the transformer is sharded once, at load, for stage 1, both tuning
-    stages and generation (stage 3 used to shard it a second time and crash), and both LoRAs equal the
-    data-parallel ones bit for bit (tolerance 0: the LoRA is replicated and its gradients averaged as DDP does;
-    the all-gathered base weights are the same numbers), as does the generated video."""
+def test_fsdp_through_the_cli_shards_once_and_tunes_as_ddp(tmp_path):
+    """`distributed: fsdp` under torchrun, on a Wan2.2-A14B layout (two experts): both transformers are sharded
+    once, at load, for stage 1, both tuning stages of both experts and generation (stage 3 used to shard again
+    and crash), and every LoRA equals the data-parallel one bit for bit (tolerance 0: the LoRA is replicated and
+    its gradients averaged as DDP does; the all-gathered base weights are the same numbers), as does the video."""
+    pipe = build_tiny_wan_pipeline(tmp_path / "a14b", boundary_ratio=0.875)
     write_video(tmp_path / "ref.mp4", moving_square(9), 8)
-    record = fym_two_processes(tmp_path, tiny_wan_dir, "fsdp", cli_config(distributed="fsdp"))
-    fym_one_process(tmp_path, tiny_wan_dir, "accumulated", cli_config(grad_accum=2))
+    record = fym_two_processes(tmp_path, pipe, "fsdp", cli_config(distributed="fsdp"))
+    fym_one_process(tmp_path, pipe, "accumulated", cli_config(grad_accum=2))
 
-    assert _same(loras(tmp_path / "fsdp"), loras(tmp_path / "accumulated"))
-    one_job(tmp_path / "fsdp", record)
+    fsdp = loras(tmp_path / "fsdp")
+    assert {key.split("/")[0] for key in fsdp} == {f"{adapter}_lora_{expert}.safetensors" for adapter in
+                                                  ("spatial", "motion") for expert in ("high_noise", "low_noise")}
+    assert _same(fsdp, loras(tmp_path / "accumulated"))
+    one_job(tmp_path / "fsdp", record, ("high_noise", "low_noise"))
     video = [read_video(tmp_path / name / "samples" / "result.mp4").frames for name in ("fsdp", "accumulated")]
     assert np.array_equal(*video)
