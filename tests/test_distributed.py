@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from conftest import run_script
 from safetensors.torch import load_file
@@ -15,6 +16,7 @@ from tiny_wan import build_tiny_wan_pipeline
 from typer.testing import CliRunner
 
 from follow_your_motion.cli import app
+from follow_your_motion.config import TransferConfig
 from follow_your_motion.video import read_video, write_video
 
 SCRIPT = Path(__file__).with_name("ddp_step.py")
@@ -190,3 +192,23 @@ def test_fsdp_through_the_cli_shards_once_and_tunes_as_ddp(tmp_path):
     one_job(tmp_path / "fsdp", record, ("high_noise", "low_noise"))
     video = [read_video(tmp_path / name / "samples" / "result.mp4").frames for name in ("fsdp", "accumulated")]
     assert np.array_equal(*video)
+
+
+def test_sharding_is_decided_once_for_both_stages():
+    """FSDP shards the model once for both tuning stages: one process never shards, stages asking for different
+    ways are refused, and so is fsdp with offload (which moves whole components); a stage with no steps has no say."""
+    from follow_your_motion.errors import InputError
+    from follow_your_motion.run_settings import shards_the_model
+
+    def cfg(spatial: str, motion: str, offload: bool = False, spatial_steps: int = 10) -> TransferConfig:
+        return TransferConfig.model_validate({
+            "reference": "r.mp4", "prompt": "p", "model": {"offload": offload},
+            "spatial": {"distributed": spatial, "steps": spatial_steps}, "motion": {"distributed": motion}})
+
+    assert shards_the_model(cfg("fsdp", "fsdp"), 2) and not shards_the_model(cfg("fsdp", "fsdp"), 1)
+    assert not shards_the_model(cfg("ddp", "ddp"), 2)
+    assert shards_the_model(cfg("ddp", "fsdp", spatial_steps=0), 2)
+    with pytest.raises(InputError, match="spatial.distributed and motion.distributed differ"):
+        shards_the_model(cfg("ddp", "fsdp"), 2)
+    with pytest.raises(InputError, match="model.offload"):
+        shards_the_model(cfg("fsdp", "fsdp", offload=True), 2)
