@@ -193,6 +193,15 @@ def test_fsdp_through_the_cli_shards_once_and_tunes_as_ddp(tmp_path):
     video = [read_video(tmp_path / name / "samples" / "result.mp4").frames for name in ("fsdp", "accumulated")]
     assert np.array_equal(*video)
 
+    # the finished run again, as `fym generate` (`-r`: torchrun itself would take `--run` for its `--run-path`):
+    # the LoRA files loaded into the freshly sharded transformers give the same video
+    (tmp_path / "again-writes").mkdir()
+    run = tmp_path / "fsdp"
+    run_script(FYM, run, tmp_path / "again-writes", "generate", "-r", run, "--name", "again", nproc=2, cwd=tmp_path,
+               timeout=TIMEOUT_S)
+    assert np.array_equal(read_video(tmp_path / "fsdp" / "samples" / "again.mp4").frames, video[0])
+    assert json.loads((tmp_path / "again-writes" / "writes-rank1.json").read_text()) == []
+
 
 def test_sharding_is_decided_once_for_both_stages():
     """FSDP shards the model once for both tuning stages: one process never shards, stages asking for different
