@@ -49,6 +49,8 @@ def run_script(script: Path, *args: object, cwd: Path, timeout: float, nproc: in
         launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
     cmd = [*launcher, str(script), *map(str, args)]
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    if "PYTHONPATH" in env:  # `PYTHONPATH=src pytest`: the same code from the script's own working directory
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p)
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:

@@ -6,11 +6,13 @@
 Every process builds the same backbone (bfloat16, as the Wan recipe loads it) and seeded masked float32
 LoRA, trains it with `train_adapter` (which wraps the transformer in DDP when there are several processes)
 with the recipe's bf16 autocast and gradient checkpointing, in the shared run directory OUT_DIR/run, and
-writes its adapter state before and after training to OUT_DIR/{initial,final}-w<world>-r<rank>.safetensors.
+writes its adapter state before and after training to OUT_DIR/{initial,final}-w<world>-r<rank>.safetensors
+and how many of the base transformer's weights it holds to OUT_DIR/base-w<world>-r<rank>.json.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -48,6 +50,10 @@ def main(pipe_dir: Path, out: Path, distributed: str = "ddp", early_stop: str = 
         wan, wan.experts[0], RunDir(out / "run"), "motion", "motion", settings, motion_inputs(latents, text, settings),
         motion_weight=1.0,
     )
+    base = [p for name, p in wan.experts[0].module.named_parameters() if ".lora_" not in name]
+    held = {"total": sum(p.numel() for p in base),  # DTensors: the global size; their local shard: what is held
+            "held": sum(getattr(p, "_local_tensor", p).numel() for p in base)}
+    (out / f"base-w{world}-r{rank}.json").write_text(json.dumps(held))
     save_file(initial, str(out / f"initial-w{world}-r{rank}.safetensors"))
     save_file(final, str(out / f"final-w{world}-r{rank}.safetensors"))
     state.wait_for_everyone()

@@ -263,6 +263,23 @@ def test_memory_plan_counts_the_published_encoders_and_adds_up():
     assert kept - parked == sum(encoders.values())
 
 
+def test_fsdp_plan_shards_through_the_project_code():
+    """fsdp_plan cuts Wan2.1-1.3B with `shard_frozen_base` over a fake process group: each of 2 processes holds
+    half of every weight's first axis (rounded up), the rest of the plan adds up, and one process holds it all."""
+    from benchmarks import cost_model as cm
+    from benchmarks import fsdp_plan
+
+    cfg = cm.MODELS["wan2.1-1.3b"]
+    model = fsdp_plan.wan_transformer(cfg)
+    halves = sum(-(-p.shape[0] // 2) * p[0].numel() * p.element_size() if p.dim() else p.element_size()
+                 for p in model.parameters())
+    one, two = fsdp_plan.plan("wan2.1-1.3b", [1, 2])
+    assert two["held"]["shard"] == halves < one["held"]["shard"] == one["held"]["total"]
+    for row in (one, two):
+        assert row["total"] == sum(row["parts"].values())
+    assert two["parts"]["unsharded blocks"] == 2 * two["held"]["block"] and one["parts"]["unsharded blocks"] == 0
+
+
 def test_stage_step_runs_tiny_and_its_ratios_are_against_dense(tmp_path):
     """The step-time benchmark at a tiny size (it shares its model and stages with compile_step): every variant
     timed, the dense variant its own reference, the cost model's prediction beside each."""

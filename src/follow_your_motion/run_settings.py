@@ -48,6 +48,22 @@ def check_run_config(run: RunDir, cfg: TransferConfig) -> None:
         cfg.save(run.config)
 
 
+def shards_the_model(cfg: TransferConfig, processes: int) -> bool:
+    """Whether the job shards its transformers across its processes (`distributed: fsdp`), which happens once, at
+    load, for both tuning stages and generation; refused where the stages that tune ask for different ways, or
+    with `model.offload` (which moves whole components on and off the device)."""
+    if processes == 1:
+        return False
+    ways = {s.distributed for s in (cfg.spatial, cfg.motion) if s.steps}
+    if len(ways) > 1:
+        raise InputError("spatial.distributed and motion.distributed differ: the transformers are sharded (fsdp) or "
+                         "replicated (ddp) once for both tuning stages; give both the same")
+    if ways == {"fsdp"} and cfg.model.offload:
+        raise InputError("distributed: fsdp keeps each process's shard on its device, model.offload moves whole "
+                         "components on and off it: choose one")
+    return ways == {"fsdp"}
+
+
 def check_downsample(backbone: Backbone, cfg: TransferConfig) -> None:
     """Refuse a `motion.downsample` the model cannot tune at: one whose shrunk clip is not a size it takes, or
     any on a family whose token positions cannot be spaced out."""

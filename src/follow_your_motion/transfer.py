@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import PartialState
 
 from .backbones import backbone_class, load_backbone
 from .backbones.base import Backbone, Conditioning, Expert
@@ -27,8 +26,9 @@ from .method.generate import generate_video, write_outputs
 from .method.heads import HeadMap, classify_heads, head_maps_json, load_head_maps, plot_head_map
 from .method.lora import add_masked_lora
 from .method.train import StepCallback, motion_inputs, spatial_inputs, train_adapter, training_finished
+from .processes import job_state
 from .progress import announced, progress
-from .run_settings import check_downsample, check_run_config, first_frame_condition, open_config
+from .run_settings import check_downsample, check_run_config, first_frame_condition, open_config, shards_the_model
 from .runs import RunDir, atomic_save_tensors, atomic_write_text, digest, load_tensors, read_metadata
 from .video import (
     VideoClip,
@@ -97,9 +97,14 @@ class Transfer:
         if not cfg.prompt:
             raise InputError("no prompt given")
         self.run = RunDir(out)
-        self.state = PartialState()
+        self.state = job_state(cfg.model.device)  # before anything else makes accelerate's state
         m = cfg.model
-        self.backbone = backbone or load_backbone(m.source, m.family, m.dtype, m.device, m.offload)
+        sharded = shards_the_model(cfg, self.state.num_processes)
+        # sharded: each process moves only its shard of the transformers onto its device, not the whole pipeline
+        self.backbone = backbone or load_backbone(m.source, m.family, m.dtype, "cpu" if sharded else m.device,
+                                                  m.offload)
+        if sharded:
+            self.backbone.shard_experts(self.state.device)
         if m.attention_backend is not None:
             self.backbone.set_attention_backend(m.attention_backend)
         # offload already keeps every component off the device between uses: nothing to park then
@@ -364,7 +369,7 @@ class Transfer:
         paths = {}
         if self.state.is_main_process:
             paths = write_outputs(result, shown.frames, self.run.samples, name, shown.fps)
-        self.run.log("generated", prompt=prompt, **{k: p.name for k, p in paths.items()})
+            self.run.log("generated", prompt=prompt, **{k: p.name for k, p in paths.items()})
         return Sample(result, paths)
 
     def all(self) -> Sample:

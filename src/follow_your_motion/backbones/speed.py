@@ -1,6 +1,7 @@
 """Where a backbone's modules run and how fast: diffusers' attention backends, the encoders parked off the
-accelerator while tuning, regional `torch.compile`. A part of `Backbone` kept apart from the method's contract;
-every option leaves what is computed unchanged (tests/test_speed_options.py, tests/test_encoder_parking.py)."""
+accelerator while tuning, the transformers sharded across processes (FSDP2), regional `torch.compile`. A part of
+`Backbone` kept apart from the method's contract; every option leaves what is computed unchanged
+(tests/test_speed_options.py, tests/test_encoder_parking.py, tests/test_distributed.py)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,33 @@ from torch import nn
 from ..errors import InputError
 
 if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
+
     from .base import Expert
 
 
+def shard_frozen_base(transformer: nn.Module, mesh: DeviceMesh, keep: set[nn.Parameter]) -> None:
+    """FSDP2 on one transformer: each block's weights (the model's `_no_split_modules` classes, else its
+    `_repeated_blocks`: LTX-Video declares only those), then the rest's, sharded across `mesh`, whose device each
+    process keeps its shard on; the parameters in `keep` (LoRA weights) stay whole on every process."""
+    from torch.distributed.fsdp import fully_shard
+
+    block_types = set(getattr(transformer, "_no_split_modules", None) or getattr(transformer, "_repeated_blocks", None)
+                      or ())
+    for module in transformer.modules():
+        if type(module).__name__ in block_types:
+            fully_shard(module, mesh=mesh, ignored_params=keep)
+    fully_shard(transformer, mesh=mesh, ignored_params=keep)
+
+
 class SpeedOptions:
-    """Mixed into `Backbone`, whose `experts`, `device`, `park_device` and `compiled` it uses."""
+    """Mixed into `Backbone`, whose `experts`, `device`, `park_device`, `compiled` and `sharded` it uses."""
 
     experts: list[Expert]
     device: torch.device
     park_device: torch.device | None  # where the encoders wait while not needed; None: they stay on `device`
     compiled: bool
+    sharded: bool = False  # every expert sharded across the job's processes (`shard_experts`)
     # Transformer block classes to compile where the transformer declares no `_repeated_blocks` (CogVideoX).
     repeated_blocks: tuple[str, ...] = ()
 
@@ -78,6 +96,26 @@ class SpeedOptions:
         finally:
             if parked:
                 self.park_encoders()
+
+    def shard_experts(self, device: torch.device) -> None:
+        """Shard every expert's frozen weights across the job's processes (FSDP2; torch.distributed is set up),
+        once for all tuning stages and generation. Each process keeps only its shard of each transformer on
+        `device`: transformers loaded on the CPU pass through it one block at a time. LoRA weights, those present
+        and those added later, stay whole on every process (FSDP leaves them alone: the training loop averages
+        their gradients), so LoRA files, optimizer state and checkpoints are the same as in one process. Then
+        the encoders (not sharded) go to `device`, which becomes the backbone's."""
+        if self.sharded:
+            return
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
+        for expert in self.experts:
+            keep = {p for name, p in expert.module.named_parameters() if ".lora_" in name}
+            shard_frozen_base(expert.module, mesh, keep)
+        for module in self.encoders().values():
+            module.to(device)
+        self.device = device
+        self.sharded = True
 
     def compile_blocks(self) -> None:
         """`torch.compile` every expert's repeated transformer blocks (regional compilation, diffusers'

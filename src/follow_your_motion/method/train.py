@@ -85,22 +85,6 @@ def motion_inputs(latents: torch.Tensor, cond: Conditioning, settings: MotionSet
     return inputs
 
 
-def shard_frozen_base(transformer: torch.nn.Module, trainable: list[torch.nn.Parameter]) -> None:
-    """FSDP2: shard every transformer block's frozen weights across the processes (what lets a 14B model
-    fit), leaving the small LoRA weights replicated, so optimizer state and checkpoints stay plain tensors
-    exactly as in a single process."""
-    from torch.distributed.fsdp import fully_shard
-
-    ignored = set(trainable)
-    # blocks: the model's `_no_split_modules` classes, else its `_repeated_blocks` (LTX-Video declares only those)
-    block_types = set(getattr(transformer, "_no_split_modules", None) or getattr(transformer, "_repeated_blocks", None)
-                      or ())
-    for module in transformer.modules():
-        if type(module).__name__ in block_types:
-            fully_shard(module, ignored_params=ignored)
-    fully_shard(transformer, ignored_params=ignored)
-
-
 def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
     """Mean of the replicated LoRA gradients over processes (what DDP does for its parameters)."""
     for p in params:
@@ -203,14 +187,15 @@ def train_adapter(
     rank, world = accelerator.process_index, accelerator.num_processes
     fsdp = world > 1 and settings.distributed == "fsdp"
     if fsdp:
-        shard_frozen_base(transformer, params)
+        backbone.shard_experts(backbone.device)  # once: a later stage (or expert) finds its transformer sharded
     model = accelerator.prepare_model(transformer) if world > 1 and not fsdp else transformer
 
     plateau = Plateau(settings.early_stop) if settings.early_stop is not None else None
     start = 0
     if found := run.checkpoints(stage):
         start = _restore(found[-1][1], transformer, adapter, optimizer, scheduler, plateau)
-        run.log("resume", stage=stage, step=start)
+        if accelerator.is_main_process:
+            run.log("resume", stage=stage, step=start)
     end = settings.steps if stop_after is None else min(settings.steps, stop_after)
     if plateau is not None and plateau.stopped:
         end = start  # the checkpoint is where the stage stopped on a plateau: nothing left to train
