@@ -13,15 +13,15 @@ from follow_your_motion.config import VideoSettings
 from follow_your_motion.errors import InputError
 from follow_your_motion.fitting import available_frames, fit_frames, fit_size, fit_video, nearest_size
 from follow_your_motion.transfer import TransferConfig
-from follow_your_motion.video import VideoClip, select_frames, write_video
+from follow_your_motion.video import VideoClip, VideoInfo, select_frames, write_video
 
 WAN = VideoGeometry(temporal_stride=4, spatial_stride=8, patch=(1, 2, 2))
 TOY = VideoGeometry(temporal_stride=1, spatial_stride=1, patch=(1, 4, 4))
 WAN_RECIPE = VideoSettings(auto_frames=81, auto_size=(480, 832))
 
 
-def clip(frames: int, height: int = 8, width: int = 8, fps: float = 24.0) -> VideoClip:
-    return VideoClip(np.zeros((frames, height, width, 3), np.uint8), fps)
+def clip(frames: int, height: int = 8, width: int = 8, fps: float = 24.0) -> VideoInfo:
+    return VideoInfo(frames, fps, height, width)
 
 
 @pytest.mark.parametrize(("have", "expected"), [(48, 45), (81, 81), (300, 81), (5, 5), (8, 5)])
@@ -57,8 +57,8 @@ def test_frames_asked_for_are_kept_or_refused():
 @pytest.mark.parametrize(("src", "fps", "start"), [(24, None, 0.0), (24, None, 0.5), (30, 15, 0.0), (24, 10, 0.3),
                                                    (25, 24, 0.0), (8, 2, 0.0)])
 def test_available_frames_is_what_select_frames_can_take(total, src, fps, start):
-    c = clip(total, fps=src)
-    n = available_frames(c, fps, start)
+    c = VideoClip(np.zeros((total, 1, 1, 3), np.uint8), src)
+    n = available_frames(c.info, fps, start)
     if n:
         assert len(select_frames(c, n, fps=fps, start=start).frames) == n
     with pytest.raises(ValueError):
@@ -106,8 +106,10 @@ def test_cli_fits_a_short_portrait_clip_and_says_so(tiny_wan_dir, tmp_path):
     result = CliRunner().invoke(app, ["classify", str(ref), "-p", "a robot walks", "-m", str(tiny_wan_dir), "-o",
                                       str(run), "-c", str(settings)])
     assert result.exit_code == 0, result.output
-    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    notes = [line for line in result.stderr.splitlines() if line.startswith(f"note: {ref.resolve()}")]
     assert notes == [
+        f"note: {ref.resolve()}: clip plays at 8 fps, slower than the 16 fps asked (video.fps, --fps): tuning on its "
+        "own frames, so its motion will play 2x as fast",
         f"note: {ref.resolve()}: clip has 7 frames, fewer than the recipe's 81: tuning on 5 (4k+1); --frames N chooses",
         f"note: {ref.resolve()}: clip is 96x64 (height x width): tuning at 48x32, the recipe's 32x48 pixel count at "
         "the clip's shape; --size HxW chooses",

@@ -281,9 +281,6 @@ def test_audio_only_file(tmp_path):
 
 def test_size_limits_are_checked_before_decoding(tmp_path, monkeypatch):
     path = write_video(tmp_path / "big.mp4", gradient(), fps=8)
-    monkeypatch.setattr(video, "MAX_BYTES", 9 * 48 * 64 * 3 - 1)
-    assert "9 frames of 64x48 need" in error_for(path)  # the whole clip, known from the header
-    assert read_video(path, max_frames=8).frames.shape == (8, 48, 64, 3)  # a prefix that fits is fine
     monkeypatch.setattr(video, "MAX_SIDE", 63)
     assert "frame size 64x48 exceeds the 63 pixel limit" in error_for(path)
 

@@ -17,7 +17,6 @@ from .cli_options import (
     Clip,
     Compile,
     ConfigFile,
-    CpuDevice,
     Device,
     Dino,
     Fps,
@@ -195,7 +194,7 @@ def generate(
     frames: Annotated[int | None, typer.Option(help="default: the reference's")] = None,
     height: int | None = None, width: int | None = None,
     name: Annotated[str, typer.Option(help="output name under samples/")] = "result",
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: the run's)")] = None,
+    device: Device = None,
     image: Image = None, compile: Compile = None,
 ) -> None:
     """Generate a video with the run's motion LoRA and a new prompt (needs the model, not the reference)."""
@@ -204,7 +203,7 @@ def generate(
         from .config import describe_validation_error
         from .transfer import Transfer
 
-        job = Transfer.open(run, device, model={"compile": True} if compile else None)
+        job = Transfer.open(run, device or "auto", model={"compile": True} if compile else None)
         given = {"motion_scale": motion_scale, "spatial_scale": spatial_scale, "seed": seed, "steps": steps,
                  "guidance": guidance, "guidance_2": guidance_2, "negative_prompt": negative_prompt, "frames": frames,
                  "height": height, "width": width, "image": image and str(image.expanduser().resolve())}
@@ -241,7 +240,7 @@ def demo(
     out: Out = Path("runs/demo"),
     example: Annotated[str, typer.Option(help="bundled reference (toyworld/examples.py)")] = "single-orbit-cw",
     target_prompt: Annotated[str, typer.Option(help="the new object")] = "a blue square",
-    device: CpuDevice = "cpu",
+    device: Device = "auto",
 ) -> None:
     """Motion transfer on a rendered held-out motion with the embedded toy model, scored against ground truth."""
     from .toyworld.demo import run_demo

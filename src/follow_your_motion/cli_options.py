@@ -18,7 +18,8 @@ Model = Annotated[
 ]
 ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="YAML with any settings to override")]
 Steps = Annotated[int | None, typer.Option(help="override the training steps of the stage(s)")]
-Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default cpu)")]
+Device = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, mps, ... (default auto: CUDA, then Apple "
+                                                "MPS, else the CPU)")]
 CpuDevice = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")]
 RunOpt = Annotated[Path, typer.Option("--run", "-r", help="an existing run directory")]
 Frames = Annotated[int | None, typer.Option(min=1, help="pixel frames to tune on (default: the recipe's, or the "
@@ -26,7 +27,8 @@ Frames = Annotated[int | None, typer.Option(min=1, help="pixel frames to tune on
 Size = Annotated[str | None, typer.Option(help="HxW to tune at, e.g. 832x480 (default: the recipe's pixel count "
                                                "at the clip's shape)")]
 Side = Annotated[int | None, typer.Option(min=1, help="with --width / --height: the size to tune at")]
-Fps = Annotated[float | None, typer.Option(help="take the frames at this rate (default: spread over the clip)")]
+Fps = Annotated[float | None, typer.Option(help="take the frames at this rate (default: the model's, e.g. Wan 16; "
+                                                "a longer clip is cut to that window)")]
 Start = Annotated[float | None, typer.Option(min=0, help="seconds into the clip where the frames start")]
 Image = Annotated[Path | None, typer.Option(help="image-to-video models: the picture to animate with the motion")]
 KeepEncoders = Annotated[bool | None, typer.Option(

@@ -9,13 +9,18 @@ from typing import TYPE_CHECKING
 
 from accelerate import PartialState
 
+from .backbones.base import VideoGeometry
 from .config import TransferConfig
 from .errors import InputError
+from .fitting import fit_frames, fit_rate
 from .runs import RunDir
+from .video import VideoInfo, probe_video, read_image
 
 if TYPE_CHECKING:  # importing the backbones loads the model libraries
     from .backbones.base import Backbone
 
+# The least any model needs, known before one is loaded: two frames, of any count.
+ANY_FRAMES = VideoGeometry(temporal_stride=1, spatial_stride=1, patch=(1, 1, 1))
 # Settings that do not change what tuning produces; a run may be reused with different values
 # (e.g. tuned on a GPU, generated from on a laptop).
 UNTUNED = {"generate": True, "target_prompt": True,
@@ -46,6 +51,28 @@ def check_run_config(run: RunDir, cfg: TransferConfig) -> None:
             )
     elif PartialState().is_main_process:
         cfg.save(run.config)
+
+
+def check_inputs(cfg: TransferConfig, out: Path) -> VideoInfo:
+    """Everything about a new run that can be checked before a model is loaded (minutes for a real checkpoint, or
+    a download): the prompt; the reference (it exists, decodes, and has at least two frames in its window: the
+    model's own minimum and frame rule are checked once it is loaded); the image to animate; the run directory.
+    Returns the reference's probe, so it is read once."""
+    if not cfg.reference:
+        raise InputError("no reference video given")
+    if not cfg.prompt:
+        raise InputError("no prompt given")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file, not a run directory; choose another --out")
+    if (out / "config.yaml").exists():
+        TransferConfig.load(out / "config.yaml")  # an unreadable one is refused now, not after loading
+    if cfg.generate.image:
+        read_image(cfg.generate.image)
+    info = probe_video(cfg.reference)
+    fit_frames(cfg.video.model_copy(update={"fps": fit_rate(cfg.video, info, cfg.reference)[0]}), info,
+               ANY_FRAMES, cfg.reference)
+    return info
 
 
 def check_downsample(backbone: Backbone, cfg: TransferConfig) -> None:

@@ -32,7 +32,7 @@ class Advanced:
     motion_scale: float = 1.0
     spatial_scale: float = 0.0
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def form_flags(request: TransferRequest) -> dict:
     flags: dict = {
         "prompt": (request.caption or "").strip(),
         "target_prompt": (request.target_prompt or "").strip() or None,
-        "model": {"source": model_source(request.model), "device": (a.device or "cpu").strip()},
+        "model": {"source": model_source(request.model), "device": (a.device or "auto").strip()},
         "heads": {"rule": a.head_rule, "alpha": a.head_alpha},
         "motion": {"rope": a.rope},
         "generate": {"motion_scale": a.motion_scale, "spatial_scale": a.spatial_scale, "seed": a.seed},

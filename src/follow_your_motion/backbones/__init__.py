@@ -160,9 +160,12 @@ def backbone_class(family: str) -> type[Backbone]:
 
 
 def load_backbone(
-    source: str | None, family: str = "auto", dtype: str = "float32", device: str = "cpu", offload: bool = False
+    source: str | None, family: str = "auto", dtype: str = "float32", device: str = "auto", offload: bool = False
 ) -> Backbone:
-    """Load a backbone; `source` None means the embedded toy model."""
+    """Load a backbone; `source` None means the embedded toy model; `device` "auto": `devices.pick_device`."""
+    from ..devices import pick_device
+
+    device = pick_device(device, dtype)
     if source is not None and family == "auto":
         family = detect_family(source)
     if source is None or family == "toy":
