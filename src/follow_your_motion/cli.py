@@ -96,7 +96,7 @@ def _open(config_file: Path | None, out: Path, **flags):
 
     cfg = resolve_config(_flags(**flags), config_file)
     if cfg.model.source is None:
-        typer.echo("no --model given: using the embedded ShapesWorld toy model (offline, CPU)", err=True)
+        typer.echo("no --model given: using the embedded ShapesWorld toy model (offline; seconds on a CPU)", err=True)
     return Transfer(cfg, out)
 
 
