@@ -70,8 +70,8 @@ def check_inputs(cfg: TransferConfig, out: Path) -> VideoInfo:
     if cfg.generate.image:
         read_image(cfg.generate.image)
     info = probe_video(cfg.reference)
-    fit_frames(cfg.video.model_copy(update={"fps": fit_rate(cfg.video, info, cfg.reference)[0]}), info,
-               ANY_FRAMES, cfg.reference)
+    least = cfg.video.model_copy(update={"fps": fit_rate(cfg.video, info, cfg.reference)[0], "frames": None})
+    fit_frames(least, info, ANY_FRAMES, cfg.reference)  # the frame count asked for is checked with the model
     return info
 
 
