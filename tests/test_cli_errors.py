@@ -101,10 +101,30 @@ def bad_inputs(tmp_path) -> dict[str, tuple[list[str], str]]:
     }
 
 
+def model_inputs(tmp_path, model) -> dict[str, tuple[list[str], str]]:
+    """Bad input a real model's config files tell (read before its weights are): its minimum and sizes."""
+    from follow_your_motion.video import write_video
+
+    ref = write_video(tmp_path / "ref.mp4", np.zeros((9, 32, 32, 3), np.uint8), 8)
+    short = write_video(tmp_path / "short.mp4", np.zeros((3, 32, 32, 3), np.uint8), 8)
+    run = str(tmp_path / "run")
+    return {
+        "too short for Wan": ([str(short), "-m", str(model), "-o", run], "short.mp4: clip has 3 frames, but motion "
+                              "transfer on this model needs at least 5 (4k+1; fewer have no motion to learn)"),
+        "size Wan cannot take": ([str(ref), "-m", str(model), "-o", run, "--size", "30x32"],
+                                 "height must be a positive multiple of 16 (got 30)"),
+        "frames Wan cannot take": ([str(ref), "-m", str(model), "-o", run, "--frames", "8"], "frames must be 4k+1"),
+    }
+
+
+MODEL_CASES = ("too short for Wan", "size Wan cannot take", "frames Wan cannot take")
+
+
 @pytest.mark.parametrize("case", ["missing reference", "text as video", "one frame", "missing image", "run is a file",
-                                  "broken run config"])
-def test_inputs_are_checked_before_the_model_loads(case, tmp_path, loading_fails):
-    args, message = bad_inputs(tmp_path)[case]
+                                  "broken run config", *MODEL_CASES])
+def test_inputs_are_checked_before_the_model_loads(case, tmp_path, loading_fails, tiny_wan_dir):
+    cases = model_inputs(tmp_path, tiny_wan_dir) if case in MODEL_CASES else bad_inputs(tmp_path)
+    args, message = cases[case]
     ref, *rest = args
     result = CliRunner().invoke(app, ["transfer", ref, "-p", "a red circle", *rest])
     assert result.exit_code == 2, (result.output, result.exception)

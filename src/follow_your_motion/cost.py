@@ -20,11 +20,9 @@ capture hook recomputes and the sampled query rows against all keys.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -202,27 +200,15 @@ HUB_MODELS = {
 }
 
 
-def _read_config(source: str, name: str) -> dict | None:
-    """`<source>/<name>` of a local pipeline directory or of a hub id already in the Hugging Face cache."""
-    path = Path(source).expanduser() / name
-    if not path.is_file() and source.count("/") == 1:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(source, name)
-        path = Path(cached) if isinstance(cached, str) else path
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def wan_config(source: str) -> WanConfig | None:
     """The cost model's config of a Wan checkpoint: from its transformer/config.json (local or cached), else a
     published one by hub id; None when neither is known."""
-    t = _read_config(source, "transformer/config.json")
+    from .backbones import component_config
+
+    t = component_config(source, "transformer/config.json")
     if t is None:
         return MODELS.get(HUB_MODELS.get(source, ""))
-    vae = _read_config(source, "vae/config.json") or {}
+    vae = component_config(source, "vae/config.json") or {}
     return WanConfig(source, layers=t["num_layers"], heads=t["num_attention_heads"], head_dim=t["attention_head_dim"],
                      ffn_dim=t["ffn_dim"], text_dim=t.get("text_dim", 4096), in_channels=t.get("in_channels", 16),
                      out_channels=t.get("out_channels", 16), patch=tuple(t.get("patch_size", (1, 2, 2))),

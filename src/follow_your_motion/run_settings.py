@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 
 from accelerate import PartialState
 
+from .backbones import read_geometry
 from .backbones.base import VideoGeometry
-from .config import TransferConfig
+from .config import TransferConfig, model_family
 from .errors import InputError
-from .fitting import fit_frames, fit_rate
+from .fitting import fit_frames, fit_rate, fit_video
 from .runs import RunDir
 from .video import VideoInfo, probe_video, read_image
 
@@ -55,9 +56,9 @@ def check_run_config(run: RunDir, cfg: TransferConfig) -> None:
 
 def check_inputs(cfg: TransferConfig, out: Path) -> VideoInfo:
     """Everything about a new run that can be checked before a model is loaded (minutes for a real checkpoint, or
-    a download): the prompt; the reference (it exists, decodes, and has at least two frames in its window: the
-    model's own minimum and frame rule are checked once it is loaded); the image to animate; the run directory.
-    Returns the reference's probe, so it is read once."""
+    a download): the prompt; the reference (it exists, decodes, and is long enough for the model: its minimum and
+    frame rule from the model's config files, or two frames where they are not at hand yet); the frame count and
+    size asked for; the image to animate; the run directory. Returns the reference's probe, so it is read once."""
     if not cfg.reference:
         raise InputError("no reference video given")
     if not cfg.prompt:
@@ -70,8 +71,13 @@ def check_inputs(cfg: TransferConfig, out: Path) -> VideoInfo:
     if cfg.generate.image:
         read_image(cfg.generate.image)
     info = probe_video(cfg.reference)
-    least = cfg.video.model_copy(update={"fps": fit_rate(cfg.video, info, cfg.reference)[0], "frames": None})
-    fit_frames(least, info, ANY_FRAMES, cfg.reference)  # the frame count asked for is checked with the model
+    geometry = read_geometry(cfg.model.source, model_family(cfg.model.model_dump()))
+    if geometry is None:  # the model's configs are not at hand: what any model needs, the rest once it is loaded
+        least = cfg.video.model_copy(update={"fps": fit_rate(cfg.video, info, cfg.reference)[0], "frames": None})
+        fit_frames(least, info, ANY_FRAMES, cfg.reference)
+    else:  # as `Transfer` will fit it with the loaded model, whose geometry is this one
+        video = fit_video(cfg.video, info, geometry, cfg.reference)[0]
+        geometry.check(video.frames, video.height, video.width)
     return info
 
 
