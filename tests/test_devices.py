@@ -86,3 +86,16 @@ def test_transfer_flops_counts_every_stage_at_the_run_settings():
                 + 50 * 2 * cost.forward_flops(model, clip).total)
     assert cost.wan_config("Wan-AI/Wan2.1-T2V-14B-Diffusers") == model
     assert cost.transfer_flops(model, cfg) == expected
+
+
+def test_a_sharded_benchmark_process_picks_its_own_gpu(monkeypatch):
+    """`auto` under torchrun: each process takes the GPU of its local rank, not all of them the first."""
+    from follow_your_motion.bench.sharding import Processes
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "NVIDIA H100")
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert Processes(rank=1, world=2, local_rank=1).device("auto") == "cuda:1"
+    assert chosen == [1]
+    assert Processes(rank=0, world=1, local_rank=0).device("auto") == "cuda"
