@@ -95,7 +95,7 @@ class Transfer:
         m = cfg.model
         if backbone is None:
             device = pick_device(m.device, m.dtype)
-            if device == "cpu" and m.source is not None:
+            if device == "cpu" and m.source is not None and not from_run:  # a real checkpoint about to be tuned
                 log.info(cpu_note(m.source, model_family(m.model_dump()), cfg))
             backbone = load_backbone(m.source, m.family, m.dtype, device, m.offload)
         self.backbone = backbone

@@ -133,7 +133,7 @@ def probe_video(path: str | Path) -> VideoInfo:
         raise VideoError(f"{path}: no frames could be decoded")
     _check_size(path, first.height, first.width)
     known = None not in stamps and len(set(stamps)) == len(stamps)
-    timestamps = tuple(sorted(stamps)) if known else None  # type: ignore[type-var]
+    timestamps = tuple(sorted(stamps)) if known else None
     if not rate and timestamps and len(timestamps) > 1 and timestamps[-1] > timestamps[0] and time_base:
         rate = (len(timestamps) - 1) / ((timestamps[-1] - timestamps[0]) * time_base)
     return VideoInfo(len(stamps), rate or DEFAULT_FPS, first.height, first.width, timestamps)
