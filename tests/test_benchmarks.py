@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from benchmarks import cost_model as cm
+from follow_your_motion import cost
 
 # One layer, D = 24 (2 heads of 12), FFN 40, 4 latent channels, patch 1x2x2, text 5 tokens of width 8,
 # 3 frames of 2 x 3 tokens (S = 18), LoRA rank 3 on q/k/v/o.
@@ -46,7 +47,7 @@ def test_training_step_flops_counted_by_hand():
     lora = 3 * (3 * 2 * s * d * r) + 4 * 2 * s * d * r  # q/k/v: dB, d(xA), dA; o: also dx
     step = cm.train_flops(TINY, SHAPES)
     assert step.total - forward == linear + attention + lora == 278_208
-    block_forward = cm.block_flops(TINY, SHAPES).total
+    block_forward = cost.block_flops(TINY, SHAPES).total
     assert cm.train_flops(TINY, SHAPES, checkpointing=True).total == step.total + block_forward
     no_lora = replace(SHAPES, rank=0)
     assert cm.train_flops(TINY, no_lora) == cm.forward_flops(TINY, no_lora)  # nothing to train: a forward

@@ -281,9 +281,6 @@ def test_audio_only_file(tmp_path):
 
 def test_size_limits_are_checked_before_decoding(tmp_path, monkeypatch):
     path = write_video(tmp_path / "big.mp4", gradient(), fps=8)
-    monkeypatch.setattr(video, "MAX_BYTES", 9 * 48 * 64 * 3 - 1)
-    assert "9 frames of 64x48 need" in error_for(path)  # the whole clip, known from the header
-    assert read_video(path, max_frames=8).frames.shape == (8, 48, 64, 3)  # a prefix that fits is fine
     monkeypatch.setattr(video, "MAX_SIDE", 63)
     assert "frame size 64x48 exceeds the 63 pixel limit" in error_for(path)
 
@@ -388,3 +385,52 @@ def test_from_tensor_clamps_and_rounds():
     assert out[:, 0, 0, 0].tolist() == [0, 255, 100, 101]
     with pytest.raises(ValueError, match=r"\(3, T, H, W\)"):
         from_tensor(torch.zeros(4, 2, 2, 2))
+
+
+# --- a reference is decoded by window ------------------------------------------------------------------------
+
+
+def write_long(path: Path, num_frames: int, height: int, width: int, fps: int, keyframe_every: int) -> Path:
+    """A clip whose frame i is grey level 2 i (`indexed`), quick to encode at any size (x264 ultrafast)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "0",
+                                                                    "g": str(keyframe_every)})
+        stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
+        for frame in indexed(num_frames, step=2, height=height, width=width):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_probe_counts_frames_without_decoding_them(tmp_path, monkeypatch):
+    path = write_long(tmp_path / "long.mp4", 120, 360, 640, fps=30, keyframe_every=12)
+    converted = []
+    monkeypatch.setattr(video, "_rgb", lambda *a: converted.append(a) or np.zeros((360, 640, 3), np.uint8))
+    info = video.probe_video(path)
+    assert (info.num_frames, info.fps, info.height, info.width) == (120, 30.0, 360, 640)
+    assert converted == []
+
+
+def test_load_reference_decodes_only_its_window(tmp_path, monkeypatch):
+    """A 4 s clip at 640x360: only the 9 frames the window picks are ever converted at full size (the largest
+    array a read holds), from a seek to the keyframe before the window, and each is kept at the working size."""
+    path = write_long(tmp_path / "long.mp4", 120, 360, 640, fps=30, keyframe_every=12)
+    full_size, decoded = [], []
+    to_rgb, decode = video._rgb, av.container.InputContainer.decode
+
+    def counting_rgb(frame, height, width):
+        full_size.append(frame.pts)
+        return to_rgb(frame, height, width)
+
+    def counting_decode(self, *args, **kwargs):
+        for frame in decode(self, *args, **kwargs):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(video, "_rgb", counting_rgb)
+    monkeypatch.setattr(av.container.InputContainer, "decode", counting_decode)
+    clip = load_reference(path, num_frames=9, height=24, width=32, fps=15, start=2.0)
+    assert clip.frames.shape == (9, 24, 32, 3) and clip.fps == 15.0
+    assert picked(clip.frames, 2) == [60, 62, 64, 66, 68, 70, 72, 74, 76]  # 2 s at 30 fps on, every other frame
+    assert len(full_size) == 9
+    assert len(decoded) <= 76 - 60 + 1 + 12  # from the keyframe at or before frame 60 to frame 76, not the clip

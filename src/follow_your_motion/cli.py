@@ -16,7 +16,6 @@ from .cli_options import (
     Clip,
     Compile,
     ConfigFile,
-    CpuDevice,
     Device,
     Dino,
     Fps,
@@ -98,7 +97,7 @@ def _open(config_file: Path | None, out: Path, **flags):
 
     cfg = resolve_config(_flags(**flags), config_file)
     if cfg.model.source is None:
-        typer.echo("no --model given: using the embedded ShapesWorld toy model (offline, CPU)", err=True)
+        typer.echo("no --model given: using the embedded ShapesWorld toy model (offline; seconds on a CPU)", err=True)
     return Transfer(cfg, out)
 
 
@@ -196,7 +195,7 @@ def generate(
     frames: Annotated[int | None, typer.Option(help="default: the reference's")] = None,
     height: int | None = None, width: int | None = None,
     name: Annotated[str, typer.Option(help="output name under samples/")] = "result",
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: the run's)")] = None,
+    device: Device = None,
     image: Image = None, compile: Compile = None,
 ) -> None:
     """Generate a video with the run's motion LoRA and a new prompt (needs the model, not the reference)."""
@@ -204,15 +203,18 @@ def generate(
     def act() -> None:
         from .run_settings import open_config
         from .transfer import Transfer
+        from .video import read_image
 
         open_config(run)  # a clear error if `run` is not a run directory
         given = {"motion_scale": motion_scale, "spatial_scale": spatial_scale, "seed": seed, "steps": steps,
                  "guidance": guidance, "guidance_2": guidance_2, "negative_prompt": negative_prompt, "frames": frames,
-                 "height": height, "width": width, "image": image and str(image)}
+                 "height": height, "width": width, "image": image and str(image.expanduser().resolve())}
         # the one precedence: recipe < the run's config.yaml < the options given; checked before the model loads
         flags = {"generate": {k: v for k, v in given.items() if v is not None}}
         settings = resolve_config(flags, run / "config.yaml").generate
-        job = Transfer.open(run, device, model={"compile": True} if compile else None)
+        if settings.image:
+            read_image(settings.image)  # a missing or unreadable picture is refused before the model loads
+        job = Transfer.open(run, device or "auto", model={"compile": True} if compile else None)
         for key, path in job.generate(prompt, settings, name).paths.items():
             typer.echo(f"{key}: {path}")
 
@@ -241,7 +243,7 @@ def demo(
     out: Out = Path("runs/demo"),
     example: Annotated[str, typer.Option(help="bundled reference (toyworld/examples.py)")] = "single-orbit-cw",
     target_prompt: Annotated[str, typer.Option(help="the new object")] = "a blue square",
-    device: CpuDevice = "cpu",
+    device: Device = "auto",
 ) -> None:
     """Motion transfer on a rendered held-out motion with the embedded toy model, scored against ground truth."""
     from .toyworld.demo import run_demo

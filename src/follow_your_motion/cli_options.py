@@ -22,7 +22,8 @@ SpatialSteps = Annotated[int | None, typer.Option(help="steps of stage 2, the sp
                                                        "frames; 0 skips it (default: the recipe's)")]
 MotionSteps = Annotated[int | None, typer.Option(help="steps of stage 3, the motion LoRA on the clip's sparse frames; "
                                                       "0 generates with the untuned model (default: the recipe's)")]
-Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default cpu)")]
+Device = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, mps, ... (default auto: CUDA, then Apple "
+                                                "MPS, else the CPU)")]
 CpuDevice = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")]
 RunOpt = Annotated[Path, typer.Option("--run", "-r", help="an existing run directory")]
 Frames = Annotated[int | None, typer.Option(min=1, help="pixel frames to tune on (default: the recipe's, or the "
@@ -30,7 +31,8 @@ Frames = Annotated[int | None, typer.Option(min=1, help="pixel frames to tune on
 Size = Annotated[str | None, typer.Option(help="HxW to tune at, e.g. 832x480 (default: the recipe's pixel count "
                                                "at the clip's shape)")]
 Side = Annotated[int | None, typer.Option(min=1, help="with --width / --height: the size to tune at")]
-Fps = Annotated[float | None, typer.Option(help="take the frames at this rate (default: spread over the clip)")]
+Fps = Annotated[float | None, typer.Option(help="take the frames at this rate (default: the model's, e.g. Wan 16; "
+                                                "a longer clip is cut to that window)")]
 Start = Annotated[float | None, typer.Option(min=0, help="seconds into the clip where the frames start")]
 Image = Annotated[Path | None, typer.Option(help="image-to-video models: the picture to animate with the motion")]
 KeepEncoders = Annotated[bool | None, typer.Option(

@@ -28,7 +28,7 @@ class ModelSettings(Settings):
     source: str | None = None  # hub id or local diffusers directory; None = the embedded toy model
     family: Literal["auto", "wan", "ltx", "cogvideox", "hunyuan_video15", "toy"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str = "cpu"
+    device: str = "auto"  # "auto": CUDA, then Apple MPS where it runs the dtype, else the CPU (devices.pick_device)
     offload: bool = False  # diffusers' model CPU offload: each component on the device only while it runs
     attention_backend: str | None = None  # diffusers' attention backend (native, flash, sage, ...); None: default
     # Without offload, the text encoder(s), VAE and image encoder go to the CPU once tuning's encodings are cached
@@ -52,7 +52,9 @@ class VideoSettings(Settings):
     frames: int | None = Field(None, ge=1)
     height: int | None = Field(None, ge=1)
     width: int | None = Field(None, ge=1)
-    fps: float | None = Field(None, gt=0)  # None: spread the frames over the whole clip
+    # the rate frames are taken at, the model's (its recipe's; a clip that plays slower is taken one for one), in a
+    # window from `start` on; None: spread the frames over the whole clip (the toy model, which has no rate)
+    fps: float | None = Field(None, gt=0)
     start: float = Field(0.0, ge=0)
     # tune conditioned on the reference's first frame (image-to-video); None: the model's way (always for I2V,
     # for TI2V when the run is given --image), recorded in the run's config
@@ -203,9 +205,10 @@ PAPER_TUNING: dict[str, dict] = {
 # Per-backbone defaults; a user's explicit settings override them.
 RECIPES: dict[str, dict] = {
     # The paper's settings where known (81 frames at 480x832, K=5 latent frames), the release's optimiser (AdamW
-    # 1e-4, weight decay 0.1 / 0.5), Wan's sampler defaults.
+    # 1e-4, weight decay 0.1 / 0.5), Wan's sampler defaults. 16 fps: the rate Wan2.1 and Wan2.2-A14B generate at
+    # (their releases' sample_fps), so the reference's motion is learnt at the speed the model will play it.
     "wan": merge(PAPER_TUNING, {
-        "video": {"auto_frames": 81, "auto_size": (480, 832)},
+        "video": {"auto_frames": 81, "auto_size": (480, 832), "fps": 16.0},
         "motion": {"keep_frames": 5},
         "generate": {"steps": 50, "guidance": 5.0},
     }),
@@ -256,7 +259,8 @@ RECIPES: dict[str, dict] = {
         "motion": {"keep_frames": 7},
         "generate": {"steps": 50, "guidance": 6.0},
     }),
-    # The embedded ShapesWorld model: 9 frames of 32x32 pixels, seconds per stage on a CPU.
+    # The embedded ShapesWorld model: 9 frames of 32x32 pixels, seconds per stage on a CPU. It has no frame rate (its
+    # training videos have none), so its frames are spread over the whole clip.
     "toy": {
         "video": {"auto_frames": 9, "auto_size": (32, 32)},
         "heads": {"num_queries": 256},

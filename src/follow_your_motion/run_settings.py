@@ -9,13 +9,19 @@ from typing import TYPE_CHECKING
 
 from accelerate import PartialState
 
-from .config import TransferConfig
+from .backbones import read_geometry
+from .backbones.base import VideoGeometry
+from .config import TransferConfig, model_family
 from .errors import InputError
+from .fitting import fit_frames, fit_rate, fit_video
 from .runs import RunDir
+from .video import VideoInfo, probe_video, read_image
 
 if TYPE_CHECKING:  # importing the backbones loads the model libraries
     from .backbones.base import Backbone
 
+# The least any model needs, known before one is loaded: two frames, of any count.
+ANY_FRAMES = VideoGeometry(temporal_stride=1, spatial_stride=1, patch=(1, 1, 1))
 # Settings that do not change what tuning produces; a run may be reused with different values
 # (e.g. tuned on a GPU, generated from on a laptop).
 UNTUNED = {"generate": True, "target_prompt": True,
@@ -62,6 +68,33 @@ def shards_the_model(cfg: TransferConfig, processes: int) -> bool:
         raise InputError("distributed: fsdp keeps each process's shard on its device, model.offload moves whole "
                          "components on and off it: choose one")
     return ways == {"fsdp"}
+
+
+def check_inputs(cfg: TransferConfig, out: Path) -> VideoInfo:
+    """Everything about a new run that can be checked before a model is loaded (minutes for a real checkpoint, or
+    a download): the prompt; the reference (it exists, decodes, and is long enough for the model: its minimum and
+    frame rule from the model's config files, or two frames where they are not at hand yet); the frame count and
+    size asked for; the image to animate; the run directory. Returns the reference's probe, so it is read once."""
+    if not cfg.reference:
+        raise InputError("no reference video given")
+    if not cfg.prompt:
+        raise InputError("no prompt given")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file, not a run directory; choose another --out")
+    if (out / "config.yaml").exists():
+        TransferConfig.load(out / "config.yaml")  # an unreadable one is refused now, not after loading
+    if cfg.generate.image:
+        read_image(cfg.generate.image)
+    info = probe_video(cfg.reference)
+    geometry = read_geometry(cfg.model.source, model_family(cfg.model.model_dump()))
+    if geometry is None:  # the model's configs are not at hand: what any model needs, the rest once it is loaded
+        least = cfg.video.model_copy(update={"fps": fit_rate(cfg.video, info, cfg.reference)[0], "frames": None})
+        fit_frames(least, info, ANY_FRAMES, cfg.reference)
+    else:  # as `Transfer` will fit it with the loaded model, whose geometry is this one
+        video = fit_video(cfg.video, info, geometry, cfg.reference)[0]
+        geometry.check(video.frames, video.height, video.width)
+    return info
 
 
 def check_downsample(backbone: Backbone, cfg: TransferConfig) -> None:

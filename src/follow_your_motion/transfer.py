@@ -19,6 +19,8 @@ import torch
 from .backbones import backbone_class, load_backbone
 from .backbones.base import Backbone, Conditioning, Expert
 from .config import GenerateSettings, TrainSettings, TransferConfig, model_family
+from .cost import cpu_note
+from .devices import pick_device
 from .errors import InputError
 from .fitting import fit_video
 from .method.export import FORMATS, export_file, export_lora
@@ -28,11 +30,17 @@ from .method.lora import add_masked_lora
 from .method.train import StepCallback, motion_inputs, spatial_inputs, train_adapter, training_finished
 from .processes import job_state
 from .progress import announced, progress
-from .run_settings import check_downsample, check_run_config, first_frame_condition, open_config, shards_the_model
+from .run_settings import (
+    check_downsample,
+    check_inputs,
+    check_run_config,
+    first_frame_condition,
+    open_config,
+    shards_the_model,
+)
 from .runs import RunDir, atomic_save_tensors, atomic_write_text, digest, load_tensors, read_metadata
 from .video import (
     VideoClip,
-    fit_reference,
     load_reference,
     read_image,
     read_video,
@@ -92,17 +100,21 @@ class Transfer:
 
     def __init__(self, cfg: TransferConfig, out: Path, backbone: Backbone | None = None,
                  seen: VideoClip | None = None) -> None:
-        if not cfg.reference:
-            raise InputError("no reference video given")
-        if not cfg.prompt:
-            raise InputError("no prompt given")
+        from_run = seen is not None
+        info = None if from_run else check_inputs(cfg, out)  # bad input is refused before the model loads
         self.run = RunDir(out)
-        self.state = job_state(cfg.model.device)  # before anything else makes accelerate's state
         m = cfg.model
+        device = pick_device(m.device, m.dtype)
+        self.state = job_state(device)  # before anything else makes accelerate's state
+        if self.state.num_processes > 1 and device != "cpu":
+            device = str(self.state.device)  # each process of a launch on its own accelerator
         sharded = shards_the_model(cfg, self.state.num_processes)
-        # sharded: each process moves only its shard of the transformers onto its device, not the whole pipeline
-        self.backbone = backbone or load_backbone(m.source, m.family, m.dtype, "cpu" if sharded else m.device,
-                                                  m.offload)
+        if backbone is None:
+            if device == "cpu" and m.source is not None and not from_run:  # a real checkpoint about to be tuned
+                log.info(cpu_note(m.source, model_family(m.model_dump()), cfg))
+            # sharded: each process moves only its shard of the transformers onto its device, not the whole pipeline
+            backbone = load_backbone(m.source, m.family, m.dtype, "cpu" if sharded else device, m.offload)
+        self.backbone = backbone
         if sharded:
             self.backbone.shard_experts(self.state.device)
         if m.attention_backend is not None:
@@ -113,11 +125,9 @@ class Transfer:
             if self.state.num_processes > 1:
                 raise InputError("model.compile runs in one process; leave it off with several (torchrun, accelerate)")
             self.backbone.compile_blocks()
-        # Validate the reference before anything is written, so bad input never touches the run directory.
-        from_run = seen is not None
+        # Fit the reference before anything is written, so bad input never touches the run directory.
         if not from_run:
-            clip = read_video(cfg.reference)
-            video, notes = fit_video(cfg.video, clip, self.backbone.geometry, cfg.reference)
+            video, notes = fit_video(cfg.video, info, self.backbone.geometry, cfg.reference)
             video.first_frame_condition = first_frame_condition(self.backbone, cfg)
             cfg = cfg.model_copy(update={"video": video})
             for note in notes:
@@ -127,7 +137,7 @@ class Transfer:
         self.backbone.geometry.check(v.frames, v.height, v.width)
         check_downsample(self.backbone, cfg)
         if not from_run:
-            seen = fit_reference(clip, cfg.reference, v.frames, v.height, v.width, fps=v.fps, start=v.start)
+            seen = load_reference(cfg.reference, v.frames, v.height, v.width, fps=v.fps, start=v.start, info=info)
             check_run_config(self.run, cfg)
             copy = self.run.path(REFERENCE_COPY)
             if self.state.is_main_process and not copy.exists():

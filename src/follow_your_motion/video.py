@@ -3,12 +3,17 @@
 Everything is decoded and encoded with PyAV so the same code reads mp4, webm, mov and gif. Frames travel as
 uint8 RGB arrays of shape (T, H, W, 3); `to_tensor` / `from_tensor` convert to the (3, T, H, W) [-1, 1]
 layout that video VAEs take. Bad input raises `VideoError` with a one-line message naming the file.
+
+A reference is never decoded whole: `probe_video` learns its frame count, rate and size from the container's
+packets (decoding one frame), and `read_frames` seeks to the window a run uses and keeps only the frames it
+picks, each resized as it is decoded, so memory is bounded by the window at the working size whatever the
+clip's length and resolution.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,7 +27,6 @@ from .errors import InputError
 from .runs import atomic_write
 
 MAX_SIDE = 8192  # wider/taller frames are almost surely corrupt metadata, and would not fit the model anyway
-MAX_BYTES = 4 * 2**30  # refuse clips whose decoded uint8 frames would exceed this, before running out of RAM
 DEFAULT_FPS = 24.0  # used when neither the container nor the frame timestamps tell the rate (some gifs)
 
 # suffix -> (container format, codec, pixel format, encoder options)
@@ -50,6 +54,26 @@ class VideoClip:
     frames: np.ndarray  # uint8, shape (T, H, W, 3), RGB
     fps: float
 
+    @property
+    def info(self) -> VideoInfo:
+        return VideoInfo(len(self.frames), self.fps, *self.frames.shape[1:3])
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a clip is, known without decoding its pictures: frame count, rate and size; `timestamps`: each
+    frame's presentation time in its stream's units, in order (None where the container does not tell them)."""
+
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+    timestamps: tuple[int, ...] | None = field(default=None, repr=False)
+
+    @property
+    def seconds(self) -> float:
+        return self.num_frames / self.fps
+
 
 def _check_frames(frames: np.ndarray, what: str = "frames") -> None:
     """Reject anything that is not a non-empty uint8 (T, H, W, 3) video, before it reaches an encoder."""
@@ -59,61 +83,129 @@ def _check_frames(frames: np.ndarray, what: str = "frames") -> None:
         raise ValueError(f"{what} must have shape (T>=1, H>=1, W>=1, 3), got {frames.shape}")
 
 
-def _check_size(path: Path, num_frames: int, height: int, width: int) -> None:
-    """Fail fast on empty or absurdly large frames instead of exhausting memory while decoding."""
+def _check_size(path: Path, height: int, width: int) -> None:
+    """Fail fast on empty or absurdly large frames (corrupt metadata) before decoding any."""
     if height < 1 or width < 1:
         raise VideoError(f"{path}: frames have zero size ({width}x{height})")
     if height > MAX_SIDE or width > MAX_SIDE:
         raise VideoError(f"{path}: frame size {width}x{height} exceeds the {MAX_SIDE} pixel limit")
-    size = num_frames * height * width * 3
-    if size > MAX_BYTES:
-        raise VideoError(
-            f"{path}: {num_frames} frames of {width}x{height} need {size / 2**30:.1f} GiB decoded, "
-            f"over the {MAX_BYTES / 2**30:.1f} GiB limit; pass max_frames or use a shorter clip"
-        )
 
 
-def read_video(path: str | Path, max_frames: int | None = None) -> VideoClip:
-    """Decode (at most `max_frames` of) a video file to RGB frames; any PyAV-readable format works."""
-    path = Path(path)
-    if max_frames is not None and max_frames < 1:
-        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+def _check_path(path: Path) -> None:
     if path.is_dir():
         raise VideoError(f"{path}: is a directory, not a video file")
     if not path.exists():
         raise VideoError(f"{path}: file not found")
-    frames: list[np.ndarray] = []
-    times: list[float] = []
+
+
+def _unreadable(path: Path, err: av.FFmpegError) -> VideoError:
+    reason = getattr(err, "strerror", None) or type(err).__name__
+    return VideoError(f"{path}: not a readable video ({reason})")
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """A video file's frame count, rate and size: every packet is read (not decoded) to count the frames
+    exactly, and the first frame is decoded, so a file that does not decode is refused here."""
+    path = Path(path)
+    _check_path(path)
+    stamps: list[int | None] = []
+    first = None
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VideoError(f"{path}: contains no video stream")
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            height, width = stream.codec_context.height, stream.codec_context.width
+            if stream.codec_context.height and stream.codec_context.width:  # some containers only know it later
+                _check_size(path, stream.codec_context.height, stream.codec_context.width)
+            for packet in container.demux(stream):
+                if not packet.size:  # the demuxer's closing empty packet
+                    continue
+                stamps.append(packet.pts)
+                if first is None:
+                    first = next(iter(packet.decode()), None)
+            if first is None and stamps:  # a decoder that holds frames back until it is flushed
+                first = next(iter(stream.codec_context.decode(None)), None)
             rate = float(stream.average_rate) if stream.average_rate else 0.0
-            expected = stream.frames
-            if not expected and stream.duration and rate:
-                expected = math.ceil(float(stream.duration * stream.time_base) * rate)
-            if height and width:  # some containers only know the size once a frame is decoded
-                _check_size(path, max(1, min(expected, max_frames or expected)), height, width)
-            for frame in container.decode(stream):
-                if not frames:  # trust the first decoded frame over the header
-                    height, width = frame.height, frame.width
-                _check_size(path, len(frames) + 1, height, width)
-                frames.append(frame.reformat(width=width, height=height, format="rgb24").to_ndarray())
-                if frame.time is not None:
-                    times.append(frame.time)
-                if len(frames) == max_frames:
-                    break
+            time_base = float(stream.time_base) if stream.time_base else 0.0
     except av.FFmpegError as e:
-        reason = getattr(e, "strerror", None) or type(e).__name__
-        raise VideoError(f"{path}: not a readable video ({reason})") from e
-    if not frames:
+        raise _unreadable(path, e) from e
+    if first is None:
         raise VideoError(f"{path}: no frames could be decoded")
-    if not rate and len(times) > 1 and times[-1] > times[0]:
-        rate = (len(times) - 1) / (times[-1] - times[0])
-    return VideoClip(np.stack(frames), rate or DEFAULT_FPS)
+    _check_size(path, first.height, first.width)
+    known = None not in stamps and len(set(stamps)) == len(stamps)
+    timestamps = tuple(sorted(stamps)) if known else None
+    if not rate and timestamps and len(timestamps) > 1 and timestamps[-1] > timestamps[0] and time_base:
+        rate = (len(timestamps) - 1) / ((timestamps[-1] - timestamps[0]) * time_base)
+    return VideoInfo(len(stamps), rate or DEFAULT_FPS, first.height, first.width, timestamps)
+
+
+class _Unplaced(Exception):
+    """A decoded frame's timestamp is not one the probe saw: fall back to counting frames from the start."""
+
+
+def read_frames(path: str | Path, info: VideoInfo, indices: np.ndarray | list[int],
+                size: tuple[int, int] | None = None) -> np.ndarray:
+    """Frames `indices` (0-based, in any order, repeats allowed) of the video `info` describes, each resized
+    and centre-cropped to `size` (height, width) as soon as it is decoded: decoding starts at the keyframe
+    before the first one wanted and stops after the last, and no other frame is converted or kept."""
+    path = Path(path)
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.size == 0 or indices.min() < 0 or indices.max() >= info.num_frames:
+        raise ValueError(f"frame indices must lie in [0, {info.num_frames}), got {indices.tolist()}")
+    height, width = size or (info.height, info.width)
+    out = np.empty((len(indices), height, width, 3), np.uint8)
+    where: dict[int, list[int]] = {}
+    for position, index in enumerate(indices.tolist()):
+        where.setdefault(index, []).append(position)
+    try:
+        try:
+            filled = _decode_into(path, info, where, out, size, seek=info.timestamps is not None)
+        except _Unplaced:
+            filled = _decode_into(path, info, where, out, size, seek=False)
+    except av.FFmpegError as e:
+        raise _unreadable(path, e) from e
+    if filled != len(where):
+        raise VideoError(f"{path}: frame {max(where)} could not be decoded (the file ends early)")
+    return out
+
+
+def _decode_into(path: Path, info: VideoInfo, where: dict[int, list[int]], out: np.ndarray,
+                 size: tuple[int, int] | None, seek: bool) -> int:
+    """Decode the frames of `where` into their rows of `out`; how many distinct frames were found."""
+    last, filled = max(where), 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if seek:
+            position = {stamp: i for i, stamp in enumerate(info.timestamps)}
+            container.seek(info.timestamps[min(where)], stream=stream)  # the keyframe at or before it
+        for count, frame in enumerate(container.decode(stream)):
+            index = position.get(frame.pts) if seek else count
+            if index is None:
+                raise _Unplaced
+            if index in where:
+                rows = _rgb(frame, info.height, info.width)[None]
+                out[where[index]] = resize_center_crop(rows, *size) if size else rows
+                filled += 1
+            if index >= last:
+                break
+    return filled
+
+
+def _rgb(frame: av.VideoFrame, height: int, width: int) -> np.ndarray:
+    """One decoded frame as uint8 (H, W, 3) RGB at the clip's full size (the only full-size copy a read holds)."""
+    return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+
+
+def read_video(path: str | Path, max_frames: int | None = None) -> VideoClip:
+    """Decode (at most `max_frames` of) a video file to RGB frames at full size; any PyAV-readable format works.
+    For a clip a run tunes on, `load_reference` decodes only its window."""
+    path = Path(path)
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    info = probe_video(path)
+    count = min(info.num_frames, max_frames or info.num_frames)
+    return VideoClip(read_frames(path, info, np.arange(count)), info.fps)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -126,7 +218,7 @@ def read_image(path: str | Path) -> np.ndarray:
             frame = np.asarray(image.convert("RGB"))
     except (OSError, ValueError) as err:
         raise VideoError(f"{path}: not a readable image ({err})") from err
-    _check_size(path, 1, *frame.shape[:2])
+    _check_size(path, *frame.shape[:2])
     return frame
 
 
@@ -135,36 +227,39 @@ def round_half_up(x: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(x) + 0.5 + 1e-9).astype(np.int64)
 
 
-def select_frames(clip: VideoClip, num_frames: int, fps: float | None = None, start: float = 0.0) -> VideoClip:
-    """Pick exactly `num_frames` frames from `start` s on: spread over the rest of the clip, or at `fps`.
-
-    Without `fps` the returned rate keeps the selection's real-time duration (sparser picks play slower).
-    """
+def frame_indices(total: int, src_fps: float, num_frames: int, fps: float | None = None, start: float = 0.0
+                  ) -> tuple[np.ndarray, float]:
+    """(indices, rate): which `num_frames` of a clip of `total` frames at `src_fps` to take from `start` s on:
+    spread over the rest of the clip, or at `fps`. Without `fps` the rate keeps the selection's real-time
+    duration (sparser picks play slower)."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if start < 0 or not math.isfinite(start):
         raise ValueError(f"start must be a finite number of seconds >= 0, got {start}")
-    total, src = len(clip.frames), clip.fps
     if fps is None:
-        first = int(round_half_up(start * src))
+        first = int(round_half_up(start * src_fps))
         if total - first < num_frames:
             after = f" ({max(total - first, 0)} after {start:g}s)" if first else ""
             raise VideoError(f"clip has {total} frames{after}, but {num_frames} are needed")
         idx = round_half_up(np.linspace(first, total - 1, num_frames))
         span = idx[-1] - idx[0]
-        out_fps = src * (num_frames - 1) / span if span else src
-    else:
-        if fps <= 0 or not math.isfinite(fps):
-            raise ValueError(f"fps must be a finite number > 0, got {fps}")
-        last_t = start + (num_frames - 1) / fps
-        idx = round_half_up((start + np.arange(num_frames) / fps) * src)
-        if idx[-1] > total - 1:
-            raise VideoError(
-                f"clip is {total / src:.3f}s long ({total} frames at {src:g} fps), but {num_frames} frames "
-                f"at {fps:g} fps from {start:g}s need a frame at {last_t:.3f}s"
-            )
-        out_fps = float(fps)
-    return VideoClip(clip.frames[idx], out_fps)
+        return idx, src_fps * (num_frames - 1) / span if span else src_fps
+    if fps <= 0 or not math.isfinite(fps):
+        raise ValueError(f"fps must be a finite number > 0, got {fps}")
+    last_t = start + (num_frames - 1) / fps
+    idx = round_half_up((start + np.arange(num_frames) / fps) * src_fps)
+    if idx[-1] > total - 1:
+        raise VideoError(
+            f"clip is {total / src_fps:.3f}s long ({total} frames at {src_fps:g} fps), but {num_frames} frames "
+            f"at {fps:g} fps from {start:g}s need a frame at {last_t:.3f}s"
+        )
+    return idx, float(fps)
+
+
+def select_frames(clip: VideoClip, num_frames: int, fps: float | None = None, start: float = 0.0) -> VideoClip:
+    """Pick exactly `num_frames` frames of a decoded clip from `start` s on (`frame_indices`)."""
+    idx, rate = frame_indices(len(clip.frames), clip.fps, num_frames, fps, start)
+    return VideoClip(clip.frames[idx], rate)
 
 
 def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -189,23 +284,21 @@ def resize_center_crop(frames: np.ndarray, height: int, width: int) -> np.ndarra
     return np.ascontiguousarray(frames[:, top : top + height, left : left + width])
 
 
-def fit_reference(
-    clip: VideoClip, path: str | Path, num_frames: int, height: int, width: int, fps: float | None = None,
-    start: float = 0.0,
+def load_reference(
+    path: str | Path, num_frames: int, height: int, width: int, fps: float | None = None, start: float = 0.0,
+    info: VideoInfo | None = None,
 ) -> VideoClip:
-    """A decoded reference cut to the model's frame count and size; errors name the file."""
+    """A reference video's window as the model takes it: `num_frames` frames from `start` s on (at `fps`, else
+    spread over the rest of the clip), each decoded alone and resized to (height, width); errors name the file.
+    `info`: the file's `probe_video`, when it was probed already."""
+    info = info or probe_video(path)
     try:
-        clip = select_frames(clip, num_frames, fps=fps, start=start)
-        return VideoClip(resize_center_crop(clip.frames, height, width), clip.fps)
+        if height < 1 or width < 1:
+            raise ValueError(f"height and width must be > 0, got {height}x{width}")
+        idx, rate = frame_indices(info.num_frames, info.fps, num_frames, fps=fps, start=start)
     except ValueError as e:
         raise VideoError(f"{path}: {e}") from e
-
-
-def load_reference(
-    path: str | Path, num_frames: int, height: int, width: int, fps: float | None = None, start: float = 0.0
-) -> VideoClip:
-    """Read a reference video and fit it to the model's frame count and size; errors name the file."""
-    return fit_reference(read_video(path), path, num_frames, height, width, fps, start)
+    return VideoClip(read_frames(path, info, idx, (height, width)), rate)
 
 
 def _palette_frame(frame: np.ndarray) -> av.VideoFrame:

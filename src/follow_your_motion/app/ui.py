@@ -104,9 +104,10 @@ def loss_frame(losses: list[tuple[str, int, float]], stage: str) -> pd.DataFrame
 
 
 def default_device() -> str:
-    import torch
+    """The device the page offers: the one `--device auto` picks (`devices.pick_device`)."""
+    from ..devices import pick_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return pick_device()
 
 
 def _int(value: float | None) -> int | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from .base import Backbone
+from .base import Backbone, VideoGeometry
 
 # diffusers pipeline class (model_index.json "_class_name") -> family
 PIPELINE_FAMILIES = {"WanPipeline": "wan", "WanImageToVideoPipeline": "wan", "LTXPipeline": "ltx",
@@ -93,18 +93,42 @@ def detect_family(source: str) -> str:
     return PIPELINE_FAMILIES[name]
 
 
-def _transformer_config(source: str) -> dict:
-    """A pipeline's transformer/config.json (local, or from the Hugging Face cache); {} when there is none."""
-    path = Path(source).expanduser() / "transformer" / "config.json"
+def component_config(source: str, name: str) -> dict | None:
+    """A pipeline's `name` (e.g. "vae/config.json"), from a local directory or from the Hugging Face cache for a
+    hub id downloaded before (nothing is fetched); None when there is none to read."""
+    path = Path(source).expanduser() / name
     if not path.is_file() and source.count("/") == 1:
         from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(source, "transformer/config.json")
+        cached = try_to_load_from_cache(source, name)
         path = Path(cached) if isinstance(cached, str) else path
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except (OSError, ValueError):
-        return {}
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _transformer_config(source: str) -> dict:
+    return component_config(source, "transformer/config.json") or {}
+
+
+def read_geometry(source: str | None, family: str) -> VideoGeometry | None:
+    """The sizes a model takes (`Backbone.config_geometry`) from its config files alone, before any weight is
+    loaded; None when they are not at hand (a hub id not downloaded yet)."""
+    if source is None or family == "toy":
+        from .toy import default_model_dir
+
+        meta = component_config(str(source or default_model_dir()), "config.json") or {}
+        transformer = meta.get("transformer")
+        return backbone_class("toy").config_geometry({}, transformer) if isinstance(transformer, dict) else None
+    vae, transformer = component_config(source, "vae/config.json"), component_config(source, "transformer/config.json")
+    if vae is None or transformer is None:
+        return None
+    try:
+        return backbone_class(family).config_geometry(vae, transformer)
+    except (KeyError, TypeError):  # a config this family's pipeline would not load either; loading will say why
+        return None
 
 
 def detect_variant(source: str) -> str | None:
@@ -160,9 +184,12 @@ def backbone_class(family: str) -> type[Backbone]:
 
 
 def load_backbone(
-    source: str | None, family: str = "auto", dtype: str = "float32", device: str = "cpu", offload: bool = False
+    source: str | None, family: str = "auto", dtype: str = "float32", device: str = "auto", offload: bool = False
 ) -> Backbone:
-    """Load a backbone; `source` None means the embedded toy model."""
+    """Load a backbone; `source` None means the embedded toy model; `device` "auto": `devices.pick_device`."""
+    from ..devices import pick_device
+
+    device = pick_device(device, dtype)
     if source is not None and family == "auto":
         family = detect_family(source)
     if source is None or family == "toy":

@@ -228,6 +228,12 @@ class Backbone(SpeedOptions, ABC):
         self.park_device: torch.device | None = None
         self.compiled = False
 
+    @classmethod
+    @abstractmethod
+    def config_geometry(cls, vae: dict, transformer: dict) -> VideoGeometry:
+        """The sizes a checkpoint takes, from its VAE's and transformer's config.json alone (as its pipeline reads
+        them): what `geometry` is once loaded, known before any weight is, so a clip is checked first."""
+
     # -- encoding ---------------------------------------------------------------------------------
     @abstractmethod
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:

@@ -163,14 +163,21 @@ class CogVideoXBackbone(Backbone):
                                  "trains v-prediction, as the released CogVideoX models are")
         self.alphas_cumprod = torch.as_tensor(pipe.scheduler.alphas_cumprod, dtype=torch.float32).clone()
         self.num_train_timesteps = int(scheduler["num_train_timesteps"])
-        temporal = pipe.vae_scale_factor_temporal
-        self.geometry = CogVideoXGeometry(temporal_stride=temporal * self.pack,
-                                          spatial_stride=pipe.vae_scale_factor_spatial,
-                                          patch=(1, config.patch_size, config.patch_size), frame_step=2 * temporal)
+        self.geometry = self.config_geometry(dict(pipe.vae.config), dict(config))
         if offload:
             pipe.enable_model_cpu_offload(device=self.device)
         else:
             pipe.to(self.device)
+
+    @classmethod
+    def config_geometry(cls, vae: dict, transformer: dict) -> CogVideoXGeometry:
+        """CogVideoXPipeline's VAE strides (spatial: 2 per down block after the first) times the transformer's
+        temporal packing (1.5: two latent frames per token frame), and its patch."""
+        temporal, pack = vae["temporal_compression_ratio"], int(transformer.get("patch_size_t") or 1)
+        patch = transformer["patch_size"]
+        return CogVideoXGeometry(temporal_stride=temporal * pack,
+                                 spatial_stride=2 ** (len(vae["block_out_channels"]) - 1),
+                                 patch=(1, patch, patch), frame_step=2 * temporal)
 
     @classmethod
     def load(cls, source: str, dtype: torch.dtype = torch.float32, device: str = "cpu", offload: bool = False

@@ -163,13 +163,18 @@ class HunyuanVideo15Backbone(Backbone):
                                  "cannot sample with it")
         self.flow_shift = float(scheduler.get("shift", 1.0))
         self.num_train_timesteps = int(scheduler.get("num_train_timesteps", 1000))
-        self.geometry = VideoGeometry(temporal_stride=pipe.vae_scale_factor_temporal,
-                                      spatial_stride=pipe.vae_scale_factor_spatial,
-                                      patch=(1, config.patch_size, config.patch_size))
+        self.geometry = self.config_geometry(dict(pipe.vae.config), dict(config))
         if offload:
             pipe.enable_model_cpu_offload(device=self.device)
         else:
             pipe.to(self.device)
+
+    @classmethod
+    def config_geometry(cls, vae: dict, transformer: dict) -> VideoGeometry:
+        """The VAE's compression ratios (config entries) and the transformer's patch."""
+        return VideoGeometry(temporal_stride=vae["temporal_compression_ratio"],
+                             spatial_stride=vae["spatial_compression_ratio"],
+                             patch=(1, transformer["patch_size"], transformer["patch_size"]))
 
     @classmethod
     def load(cls, source: str, dtype: torch.dtype = torch.float32, device: str = "cpu", offload: bool = False

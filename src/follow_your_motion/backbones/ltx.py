@@ -178,11 +178,7 @@ class LTXBackbone(Backbone):
             pipe.enable_model_cpu_offload(device=self.device)
         else:
             pipe.to(self.device)
-        self.geometry = VideoGeometry(
-            temporal_stride=pipe.vae_temporal_compression_ratio,
-            spatial_stride=pipe.vae_spatial_compression_ratio,
-            patch=(transformer.config.patch_size_t, transformer.config.patch_size, transformer.config.patch_size),
-        )
+        self.geometry = self.config_geometry(dict(pipe.vae.config), dict(transformer.config))
         # as LTXPipeline.__call__ builds it: time in seconds per latent frame, space in pixels per latent cell
         self.rope_interpolation_scale = (
             pipe.vae_temporal_compression_ratio / frame_rate,
@@ -190,6 +186,17 @@ class LTXBackbone(Backbone):
             pipe.vae_spatial_compression_ratio,
         )
         self.flow_shift = self.clip_shift(SHIFT_FRAMES, *SHIFT_SIZE)  # where no clip is known: the recipe's size
+
+    @classmethod
+    def config_geometry(cls, vae: dict, transformer: dict) -> VideoGeometry:
+        """The VAE's compression ratios (as AutoencoderKLLTXVideo derives them where its config gives none) and
+        the transformer's patch."""
+        scaling = 2 ** sum(vae["spatio_temporal_scaling"])
+        return VideoGeometry(
+            temporal_stride=vae.get("temporal_compression_ratio") or vae["patch_size_t"] * scaling,
+            spatial_stride=vae.get("spatial_compression_ratio") or vae["patch_size"] * scaling,
+            patch=(transformer["patch_size_t"], transformer["patch_size"], transformer["patch_size"]),
+        )
 
     def clip_shift(self, frames: int, height: int, width: int) -> float:
         """The shift LTXPipeline's sampler gives a clip of this size (it grows with the token count)."""

@@ -90,7 +90,11 @@ class ToyBackbone(WanBackbone):
         self.time_span = time_span  # frames over which the time channel spans [-1, 1]; 0 = no time channel
         self.coordinate_channels = coordinate_channels  # two input channels holding each pixel's x and y
         self.noise_correlation = noise_correlation
-        self.geometry = VideoGeometry(temporal_stride=1, spatial_stride=1, patch=tuple(transformer.config.patch_size))
+
+    @classmethod
+    def config_geometry(cls, vae: dict, transformer: dict) -> VideoGeometry:
+        """Pixels are the latents: one frame per frame, one pixel per cell, the transformer's patch."""
+        return VideoGeometry(temporal_stride=1, spatial_stride=1, patch=tuple(transformer["patch_size"]))
 
     @classmethod
     def load(cls, source: str | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu",

@@ -172,11 +172,16 @@ class WanBackbone(Backbone):
             self.image_mode = "required"
         else:
             self.image_mode = "optional" if self.per_token_timesteps else "none"
-        self.geometry = VideoGeometry(
-            temporal_stride=pipe.vae_scale_factor_temporal,
-            spatial_stride=pipe.vae_scale_factor_spatial,
-            patch=tuple(self.experts[0].module.config.patch_size),
-        )
+        self.geometry = self.config_geometry(dict(pipe.vae.config) if pipe.vae is not None else {},
+                                             dict(self.experts[0].module.config))
+
+    @classmethod
+    def config_geometry(cls, vae: dict, transformer: dict) -> VideoGeometry:
+        """WanPipeline's VAE strides (`scale_factor_temporal` / `_spatial`; 4 and 8 where there are none) and the
+        transformer's patch."""
+        return VideoGeometry(temporal_stride=vae.get("scale_factor_temporal") or 4,
+                             spatial_stride=vae.get("scale_factor_spatial") or 8,
+                             patch=tuple(transformer["patch_size"]))
 
     @classmethod
     def load(

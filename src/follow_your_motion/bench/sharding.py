@@ -80,7 +80,11 @@ class Processes:
         return cls(rank, world, int(os.environ.get("LOCAL_RANK", str(rank))))
 
     def device(self, device: str) -> str:
-        """The device this process runs on: ``cuda`` becomes (and is set to) ``cuda:<local rank>``."""
+        """The device this process runs on (``auto`` picked by ``devices.pick_device``): ``cuda`` becomes (and is
+        set to) ``cuda:<local rank>``."""
+        from ..devices import pick_device
+
+        device = pick_device(device)
         if self.world > 1 and device == "cuda":
             import torch
 

@@ -17,7 +17,7 @@ from .render import render
 
 
 def run_demo(out: Path, example: str = "single-orbit-cw", target_prompt: str = "a blue square",
-             device: str = "cpu") -> dict:
+             device: str = "auto") -> dict:
     """Writes reference.mp4, samples/ (result, base model, side-by-sides) and metrics.json to `out`."""
     if example not in EXAMPLES:
         raise InputError(f"unknown example {example!r} (choose from {', '.join(EXAMPLES)})")
