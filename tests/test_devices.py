@@ -44,11 +44,11 @@ def test_a_given_device_is_kept_and_not_announced(caplog):
 
 
 def test_auto_is_the_default_everywhere(monkeypatch):
-    from follow_your_motion.app.settings import Advanced
+    from follow_your_motion.app.settings import TransferRequest, resolve_request
     from follow_your_motion.app.ui import default_device
 
     assert resolve_config({}).model.device == "auto"
-    assert Advanced().device == "auto"
+    assert resolve_request(TransferRequest(None, "a red circle", "a blue square")).model.device == "auto"
     monkeypatch.setattr(devices, "pick_device", lambda requested="auto", dtype="float32": f"picked {requested}")
     assert default_device() == "picked auto"  # the app asks the same function
 
