@@ -38,7 +38,7 @@ from .cli_options import (
     handle_errors,
 )
 from .cli_toyworld import toyworld
-from .config import GenerateSettings, resolve_config
+from .config import GenerateSettings, GuidanceSettings, resolve_config
 from .errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Follow-Your-Motion: video motion transfer.")
@@ -122,6 +122,32 @@ def transfer(
     handle_errors(act)
 
 
+GuideMethod = Annotated[str, typer.Option("--method", help="ditflow (attention motion flow) or flow (flow-guided "
+                                                          "sampling); settings: the config's guidance section")]
+
+
+@app.command()
+def guide(
+    reference: Reference, prompt: Prompt, out: Out, method: GuideMethod = "ditflow", model: Model = None,
+    config: ConfigFile = None, device: Device = None, frames: Frames = None, size: Size = None, height: Side = None,
+    width: Side = None, fps: Fps = None, start: Start = None, keep_encoders: KeepEncoders = None,
+) -> None:
+    """Training-free transfer: sample --prompt guided by the reference's motion, no tuning (a run directory without
+    LoRA files; one sampling, so nothing to resume)."""
+
+    def act() -> None:
+        from .transfer import Transfer
+
+        video = video_flags(frames, size, height, width, fps, start)
+        flags = _flags(reference=reference, prompt=prompt, model=model, device=device, video=video,
+                       keep_encoders=keep_encoders) | {"guidance": {"method": method}}
+        job = Transfer(resolve_config(flags, config), out)
+        for name, path in job.generate().paths.items():
+            typer.echo(f"{name}: {path}")
+
+    handle_errors(act)
+
+
 @app.command()
 def classify(
     reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
@@ -197,6 +223,8 @@ def generate(
     name: Annotated[str, typer.Option(help="output name under samples/")] = "result",
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: the run's)")] = None,
     image: Image = None, compile: Compile = None,
+    guide: Annotated[str | None, typer.Option(help="also guide the sampling: ditflow or flow (needs the reference); "
+                                                   "none: no guidance; default: the run's")] = None,
 ) -> None:
     """Generate a video with the run's motion LoRA and a new prompt (needs the model, not the reference)."""
 
@@ -211,6 +239,8 @@ def generate(
         update = {k: v for k, v in given.items() if v is not None}
         try:
             settings = GenerateSettings.model_validate(job.cfg.generate.model_dump() | update)
+            if guide is not None:
+                job.cfg.guidance = GuidanceSettings.model_validate(job.cfg.guidance.model_dump() | {"method": guide})
         except ValidationError as err:
             raise InputError(f"invalid generation settings: {describe_validation_error(err)}") from err
         for key, path in job.generate(prompt, settings, name).paths.items():
