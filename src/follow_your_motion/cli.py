@@ -140,7 +140,8 @@ def guide(
 
         video = video_flags(frames, size, height, width, fps, start)
         flags = _flags(reference=reference, prompt=prompt, model=model, device=device, video=video,
-                       keep_encoders=keep_encoders) | {"guidance": {"method": method}}
+                       keep_encoders=keep_encoders, spatial_steps=0, motion_steps=0)
+        flags |= {"guidance": {"method": method}, "generate": {"motion_scale": 0.0, "spatial_scale": 0.0}}
         job = Transfer(resolve_config(flags, config), out)
         for name, path in job.generate().paths.items():
             typer.echo(f"{name}: {path}")
