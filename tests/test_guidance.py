@@ -62,6 +62,23 @@ def test_amf_of_a_shifted_copy_recovers_the_shift(hard):
     assert torch.allclose(flow[0, 1, 0][back], torch.tensor([-1.0, -2.0]).expand(int(back.sum()), 2), atol=1e-3)
 
 
+def test_soft_amf_is_the_expected_position_under_head_averaged_scores_per_frame():
+    g = torch.Generator().manual_seed(2)
+    grid, heads, dim, temperature = (2, 2, 3), 3, 4, 2.0
+    q, k = (torch.randn(1, 12, heads, dim, generator=g) for _ in range(2))
+    flow = attention_motion_flow(q, k, grid, temperature=temperature, chunk=5)
+    cells = [(r, c) for r in range(2) for c in range(3)]
+    for i in range(2):
+        for j in range(2):
+            for p, (r, c) in enumerate(cells):
+                scores = torch.stack([sum(q[0, 6 * i + p, h] @ k[0, 6 * j + n, h] for h in range(heads)) / heads
+                                      for n in range(6)]) / dim**0.5
+                weights = torch.softmax(temperature * scores, dim=0)
+                expected = sum(w * torch.tensor(cell, dtype=torch.float32) for w, cell in zip(weights, cells, strict=True))
+                assert torch.allclose(flow[0, i, j, p], expected - torch.tensor([r, c], dtype=torch.float32),
+                                      atol=1e-5)
+
+
 def test_chunked_amf_and_its_gradient_equal_the_unchunked_ones():
     g = torch.Generator().manual_seed(1)
     q = torch.randn(1, 126, 2, 8, generator=g, requires_grad=True)
