@@ -74,7 +74,7 @@ def test_soft_amf_is_the_expected_position_under_head_averaged_scores_per_frame(
                 scores = torch.stack([sum(q[0, 6 * i + p, h] @ k[0, 6 * j + n, h] for h in range(heads)) / heads
                                       for n in range(6)]) / dim**0.5
                 weights = torch.softmax(temperature * scores, dim=0)
-                expected = sum(w * torch.tensor(cell, dtype=torch.float32) for w, cell in zip(weights, cells, strict=True))
+                expected = weights @ torch.tensor(cells, dtype=torch.float32)
                 assert torch.allclose(flow[0, i, j, p], expected - torch.tensor([r, c], dtype=torch.float32),
                                       atol=1e-5)
 
