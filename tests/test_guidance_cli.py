@@ -1,4 +1,4 @@
-"""`fym guide` and `fym generate --guide` end to end on the embedded toy model."""
+"""`fym guide`, `fym generate --guide` and the app's guided generation end to end on the embedded toy model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from follow_your_motion.app.jobs import DONE
+from follow_your_motion.app.service import AppService
 from follow_your_motion.cli import app
+from follow_your_motion.errors import InputError
 from follow_your_motion.toyworld.render import ObjectSpec, SceneSpec, render
 from follow_your_motion.video import write_video
 
@@ -50,11 +53,28 @@ def test_a_bad_method_is_refused_before_anything_is_written(reference, tmp_path)
     assert not run.exists()
 
 
-def test_generate_adds_a_guidance_to_a_runs_sampling(reference, tmp_path):
-    run = tmp_path / "run"
-    assert fym("guide", reference, "--prompt", "a blue square", "--method", "flow", "--out", run).exit_code == 0
-    result = fym("generate", "--run", run, "--guide", "ditflow", "--steps", "5", "--name", "again")
+@pytest.fixture(scope="module")
+def flow_run(reference, tmp_path_factory) -> Path:
+    """A `fym guide --method flow` run in a runs folder."""
+    run = tmp_path_factory.mktemp("runs") / "guided"
+    result = fym("guide", reference, "--prompt", "a blue square", "--method", "flow", "--out", run)
     assert result.exit_code == 0, result.output
-    assert (run / "samples" / "again.mp4").is_file()
-    assert [e["method"] for e in _events(run, "guidance")] == ["flow", "ditflow"]
-    assert fym("generate", "--run", run, "--guide", "bogus").exit_code == 2
+    return run
+
+
+def test_generate_adds_a_guidance_to_a_runs_sampling(flow_run):
+    result = fym("generate", "--run", flow_run, "--guide", "ditflow", "--steps", "5", "--name", "again")
+    assert result.exit_code == 0, result.output
+    assert (flow_run / "samples" / "again.mp4").is_file()
+    assert [e["method"] for e in _events(flow_run, "guidance")][-2:] == ["flow", "ditflow"]
+    assert fym("generate", "--run", flow_run, "--guide", "bogus").exit_code == 2
+
+
+def test_the_app_generates_from_a_run_with_a_guidance(flow_run):
+    service = AppService(flow_run.parent)
+    with pytest.raises(InputError, match="unknown guidance 'bogus'"):
+        service.start_generate(flow_run.name, "a green triangle", guidance="bogus")
+    job = service.start_generate(flow_run.name, "a green triangle", guidance="ditflow")
+    assert service.queue.wait(job, 600) and job.state == DONE, job.message
+    assert Path(job.result["result"]).is_file()
+    assert _events(flow_run, "guidance")[-1]["method"] == "ditflow"

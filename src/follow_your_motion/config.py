@@ -7,7 +7,7 @@ running again reproduces them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -18,6 +18,8 @@ from .errors import InputError
 Sampling = Literal["uniform-random-phase", "uniform", "random"]
 RopeMode = Literal["index", "scaled", "none"]
 MotionLossForm = Literal["paper", "release"]
+GuidanceMethod = Literal["none", "ditflow", "flow"]
+GUIDANCE_METHODS: tuple[str, ...] = get_args(GuidanceMethod)
 
 
 class Settings(BaseModel):
@@ -199,7 +201,7 @@ class FlowGuidanceSettings(Settings):
 class GuidanceSettings(Settings):
     """A training-free guidance while sampling: alone (no LoRA: `fym guide`) or over a tuned motion LoRA."""
 
-    method: Literal["none", "ditflow", "flow"] = "none"
+    method: GuidanceMethod = "none"
     ditflow: DiTFlowSettings = DiTFlowSettings()
     flow: FlowGuidanceSettings = FlowGuidanceSettings()
 
