@@ -32,19 +32,6 @@ def _events(run: Path, kind: str) -> list[dict]:
     return [event for event in map(json.loads, lines) if event["event"] == kind]
 
 
-def test_guide_writes_a_run_without_lora_files(reference, tmp_path):
-    run = tmp_path / "run"
-    result = fym("guide", reference, "--prompt", "a blue square", "--method", "ditflow", "--out", run)
-    assert result.exit_code == 0, result.output
-    assert (run / "samples" / "result.mp4").is_file() and (run / "samples" / "result_side_by_side.mp4").is_file()
-    assert not list(run.glob("*lora*")) and not (run / "heads.json").exists()
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["guidance"]["method"] == "ditflow" and config["generate"]["motion_scale"] == 0.0
-    (record,) = _events(run, "guidance")
-    steps = 20  # the toy recipe's sampling steps; 0.2 of them guided, the first (pure noise) left as drawn
-    assert [step["step"] for step in record["steps"]] == list(range(1, round(0.2 * steps)))
-
-
 def test_a_bad_method_is_refused_before_anything_is_written(reference, tmp_path):
     run = tmp_path / "run"
     result = fym("guide", reference, "--prompt", "a blue square", "--method", "motionclone", "--out", run)
@@ -62,6 +49,17 @@ def flow_run(reference, tmp_path_factory) -> Path:
     return run
 
 
+def test_guide_writes_a_run_without_lora_files(flow_run):
+    assert (flow_run / "samples" / "result.mp4").is_file()
+    assert (flow_run / "samples" / "result_side_by_side.mp4").is_file()
+    assert not list(flow_run.glob("*lora*")) and not (flow_run / "heads.json").exists()
+    config = yaml.safe_load((flow_run / "config.yaml").read_text())
+    assert config["guidance"]["method"] == "flow" and config["generate"]["motion_scale"] == 0.0
+    record = _events(flow_run, "guidance")[0]
+    steps = 20  # the toy recipe's sampling steps; 0.2 of them guided, the first (pure noise) left as drawn
+    assert [step["step"] for step in record["steps"]] == list(range(1, round(0.2 * steps)))
+
+
 def test_generate_adds_a_guidance_to_a_runs_sampling(flow_run):
     result = fym("generate", "--run", flow_run, "--guide", "ditflow", "--steps", "5", "--name", "again")
     assert result.exit_code == 0, result.output
@@ -74,7 +72,9 @@ def test_the_app_generates_from_a_run_with_a_guidance(flow_run):
     service = AppService(flow_run.parent)
     with pytest.raises(InputError, match="unknown guidance 'bogus'"):
         service.start_generate(flow_run.name, "a green triangle", guidance="bogus")
-    job = service.start_generate(flow_run.name, "a green triangle", guidance="ditflow")
+    before = len(_events(flow_run, "guidance"))
+    job = service.start_generate(flow_run.name, "a green triangle", guidance="flow")
     assert service.queue.wait(job, 600) and job.state == DONE, job.message
     assert Path(job.result["result"]).is_file()
-    assert _events(flow_run, "guidance")[-1]["method"] == "ditflow"
+    guided = _events(flow_run, "guidance")
+    assert len(guided) == before + 1 and guided[-1]["method"] == "flow"

@@ -313,6 +313,10 @@ RECIPES: dict[str, dict] = {
         "spatial": {"rank": 8, "steps": 100, "lr": 1e-3, "checkpoint_every": 50},
         "motion": {"rank": 8, "steps": 600, "lr": 1e-3, "keep_frames": 5, "checkpoint_every": 100},
         "generate": {"steps": 20, "guidance": 3.0},
+        # The guidances act on pixels here, not on a VAE's latents: DiTFlow's release rates (0.002 -> 0.001, made for
+        # CogVideoX's latents) leave the toy's samples unchanged, ten times them over half the steps moves the
+        # object along the reference's path (docs/benchmark.md, "Training-free guidance on the toy model").
+        "guidance": {"ditflow": {"lr": (0.02, 0.01), "guided_fraction": 0.5}},
     },
 }
 
