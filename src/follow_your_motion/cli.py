@@ -122,13 +122,14 @@ def transfer(
     handle_errors(act)
 
 
+GuidePrompt = Annotated[str, typer.Option("--prompt", "-p", help="the new content to sample")]
 GuideMethod = Annotated[str, typer.Option("--method", help="ditflow (attention motion flow) or flow (flow-guided "
                                                           "sampling); settings: the config's guidance section")]
 
 
 @app.command()
 def guide(
-    reference: Reference, prompt: Prompt, out: Out, method: GuideMethod = "ditflow", model: Model = None,
+    reference: Reference, prompt: GuidePrompt, out: Out, method: GuideMethod = "ditflow", model: Model = None,
     config: ConfigFile = None, device: Device = None, frames: Frames = None, size: Size = None, height: Side = None,
     width: Side = None, fps: Fps = None, start: Start = None, keep_encoders: KeepEncoders = None,
 ) -> None:
