@@ -211,3 +211,24 @@ def test_a_block_past_the_models_layers_and_an_image_are_refused(toy, reference)
         make_guide(toy, GuidanceSettings(method="flow"), reference, "a blue square", steps=10, seed=0,
                    image_given=True)
     assert make_guide(toy, GuidanceSettings(), reference, "a blue square", steps=10, seed=0) is None
+
+
+@pytest.mark.parametrize("objective", ["flow", "v_prediction"])
+def test_the_predicted_x0_of_the_true_velocity_is_the_clean_latent(objective):
+    from types import SimpleNamespace
+
+    from follow_your_motion.method.objective import noised_at, timestep_sigma
+
+    alphas = torch.linspace(0.9999, 0.01, 1000)
+    backbone = SimpleNamespace(objective=objective, alphas_cumprod=alphas, num_train_timesteps=1000)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(1, 2, 3, 4, 4, generator=g), torch.randn(1, 2, 3, 4, 4, generator=g)
+    t = torch.tensor(700.0)
+    noisy = noised_at(backbone, x0, noise, t)
+    if objective == "flow":
+        velocity, sigma = noise - x0, 0.7
+    else:
+        a = float(alphas[700])
+        velocity, sigma = a**0.5 * noise - (1 - a) ** 0.5 * x0, (1 - a) ** 0.5
+    assert timestep_sigma(backbone, t) == pytest.approx(sigma)
+    assert torch.allclose(predicted_x0(backbone, noisy, t, velocity), x0, atol=1e-5)
