@@ -17,7 +17,7 @@ import torch
 from accelerate import PartialState
 
 from .backbones import backbone_class, load_backbone
-from .backbones.base import Backbone, Conditioning, Expert
+from .backbones.base import Backbone, Conditioning, Expert, StepHook
 from .config import GenerateSettings, TrainSettings, TransferConfig, model_family
 from .errors import InputError
 from .fitting import fit_video
@@ -351,7 +351,7 @@ class Transfer:
         self.run.log("generated", prompt=prompt, **{k: p.name for k, p in paths.items()})
         return Sample(result, paths)
 
-    def guide(self, prompt: str, settings: GenerateSettings, image_given: bool):
+    def guide(self, prompt: str, settings: GenerateSettings, image_given: bool) -> StepHook | None:
         """The run's training-free guidance (`guidance.method`) for sampling `prompt`, or None; it compares the sample
         with the reference latent by latent, so it samples at the reference's frame count and size."""
         if self.cfg.guidance.method == "none":

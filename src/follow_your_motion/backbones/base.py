@@ -17,20 +17,21 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline
 from torch import nn
 
 from ..errors import InputError
 from .speed import SpeedOptions
 
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
 # Called once per self-attention layer during a capture pass with the queries and keys of the VIDEO tokens
 # (frame-major order) after q/k norm and RoPE, both shaped (batch, video tokens, heads, head_dim).
 QKCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
-
 
 
 class StepHook(Protocol):
