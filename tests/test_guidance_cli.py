@@ -78,3 +78,7 @@ def test_the_app_generates_from_a_run_with_a_guidance(flow_run):
     assert Path(job.result["result"]).is_file()
     guided = _events(flow_run, "guidance")
     assert len(guided) == before + 1 and guided[-1]["method"] == "flow"
+    plain = service.start_generate(flow_run.name, "a green triangle", guidance="none")
+    assert service.queue.wait(plain, 600) and plain.state == DONE, plain.message
+    assert len(_events(flow_run, "guidance")) == before + 1  # no guidance this time
+    assert plain.result["result"] != job.result["result"]  # its own sample, not the guided one overwritten

@@ -169,7 +169,8 @@ def generate_work(run_dir: Path, prompt: str, seed: int | None, motion_scale: fl
             if guidance is not None:
                 transfer.cfg.guidance.method = guidance
             job.set_stage("generate")
-            sample = transfer.generate(text, settings, "app-" + digest(text, settings.model_dump())[:10])
+            guided = [transfer.cfg.guidance.model_dump()] if transfer.cfg.guidance.method != "none" else []
+            sample = transfer.generate(text, settings, "app-" + digest(text, settings.model_dump(), *guided)[:10])
         job.set_stage("metrics")
         metrics = result_metrics(cfg, transfer.clip.frames, sample.frames, text)
         return result_record(transfer.run.root, sample.paths, metrics, text)
