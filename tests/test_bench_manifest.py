@@ -195,7 +195,12 @@ DIFFS = {
     "two-stage-lora": {"heads.select": "all", "motion.keep_frames": None},
     "full-lora": {"spatial.steps": 0, "heads.select": "all", "motion.keep_frames": None, "motion.motion_weight": 0.0},
     "base": {"generate.motion_scale": 0.0},
+    "ditflow": {"generate.motion_scale": 0.0, "guidance.method": "ditflow"},
+    "flow-guidance": {"generate.motion_scale": 0.0, "guidance.method": "flow"},
+    "fym+ditflow": {"guidance.method": "ditflow"},
+    "fym+flow-guidance": {"guidance.method": "flow"},
 }
+UNTUNED_METHODS = {"base", "ditflow", "flow-guidance"}
 
 
 @pytest.mark.parametrize("family", ["toy", "wan"])
@@ -207,7 +212,7 @@ def test_methods_differ_from_fym_exactly_as_documented(family):
         mine = flatten(get_method(name).config(settings).model_dump())
         assert {k: v for k, v in mine.items() if fym[k] != v} == expected, name
     assert [m.name for m in get_methods("fym,base, fym")] == ["fym", "base"]
-    assert get_method("base").tune is False and all(m.tune for n, m in METHODS.items() if n != "base")
+    assert {n for n, m in METHODS.items() if not m.tune} == UNTUNED_METHODS
 
 
 def test_method_overrides_win_over_user_settings():

@@ -122,6 +122,34 @@ def transfer(
     handle_errors(act)
 
 
+GuidePrompt = Annotated[str, typer.Option("--prompt", "-p", help="the new content to sample")]
+GuideMethod = Annotated[str, typer.Option("--method", help="ditflow (attention motion flow) or flow (flow-guided "
+                                                          "sampling); settings: the config's guidance section")]
+
+
+@app.command()
+def guide(
+    reference: Reference, prompt: GuidePrompt, out: Out, method: GuideMethod = "ditflow", model: Model = None,
+    config: ConfigFile = None, device: Device = None, frames: Frames = None, size: Size = None, height: Side = None,
+    width: Side = None, fps: Fps = None, start: Start = None, keep_encoders: KeepEncoders = None,
+) -> None:
+    """Training-free transfer: sample --prompt guided by the reference's motion, no tuning (a run directory without
+    LoRA files; one sampling, so nothing to resume)."""
+
+    def act() -> None:
+        from .transfer import Transfer
+
+        video = video_flags(frames, size, height, width, fps, start)
+        flags = _flags(reference=reference, prompt=prompt, model=model, device=device, video=video,
+                       keep_encoders=keep_encoders, spatial_steps=0, motion_steps=0)
+        flags |= {"guidance": {"method": method}, "generate": {"motion_scale": 0.0, "spatial_scale": 0.0}}
+        job = Transfer(resolve_config(flags, config), out)
+        for name, path in job.generate().paths.items():
+            typer.echo(f"{name}: {path}")
+
+    handle_errors(act)
+
+
 @app.command()
 def classify(
     reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
@@ -197,6 +225,8 @@ def generate(
     name: Annotated[str, typer.Option(help="output name under samples/")] = "result",
     device: Device = None,
     image: Image = None, compile: Compile = None,
+    guide: Annotated[str | None, typer.Option(help="also guide the sampling: ditflow or flow (needs the reference); "
+                                                   "none: no guidance; default: the run's")] = None,
 ) -> None:
     """Generate a video with the run's motion LoRA and a new prompt (needs the model, not the reference)."""
 
@@ -211,10 +241,15 @@ def generate(
                  "height": height, "width": width, "image": image and str(image.expanduser().resolve())}
         # the one precedence: recipe < the run's config.yaml < the options given; checked before the model loads
         flags = {"generate": {k: v for k, v in given.items() if v is not None}}
-        settings = resolve_config(flags, run / "config.yaml").generate
+        if guide is not None:
+            flags["guidance"] = {"method": guide}
+        resolved = resolve_config(flags, run / "config.yaml")
+        settings = resolved.generate
         if settings.image:
             read_image(settings.image)  # a missing or unreadable picture is refused before the model loads
         job = Transfer.open(run, device or "auto", model={"compile": True} if compile else None)
+        if guide is not None:
+            job.cfg.guidance = resolved.guidance
         for key, path in job.generate(prompt, settings, name).paths.items():
             typer.echo(f"{key}: {path}")
 

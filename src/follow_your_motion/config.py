@@ -7,7 +7,7 @@ running again reproduces them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -18,6 +18,8 @@ from .errors import InputError
 Sampling = Literal["uniform-random-phase", "uniform", "random"]
 RopeMode = Literal["index", "scaled", "none"]
 MotionLossForm = Literal["paper", "release"]
+GuidanceMethod = Literal["none", "ditflow", "flow"]
+GUIDANCE_METHODS: tuple[str, ...] = get_args(GuidanceMethod)
 
 
 class Settings(BaseModel):
@@ -159,6 +161,53 @@ class GenerateSettings(Settings):
     width: int | None = None
 
 
+class DiTFlowSettings(Settings):
+    """DiTFlow's attention motion flow guidance (method/guidance.py). Defaults: the authors' release for CogVideoX
+    (configs/guidance_config.yaml) unless marked; docs/method.md gives each source."""
+
+    block: int | None = Field(None, ge=0)  # the layer whose q/k give the AMF; None: the middle one (release: 20 of 42)
+    guided_fraction: float = Field(0.2, ge=0, le=1)  # the first denoising steps guided (release: 50 -> 40 of 50)
+    inner_steps: int = Field(5, ge=1)  # optimiser steps on the latent per guided denoising step
+    lr: tuple[float, float] = (0.002, 0.001)  # Adam's rate, linear from the first guided step to the last
+    temperature: float = Field(2.0, gt=0)  # softmax(temperature * head-averaged scores) per frame pair
+    reference_sigma: float = Field(0.0, ge=0, le=1)  # noise level of the reference's capture pass (release: clean)
+    hard_reference: bool = True  # the reference's AMF from the argmax match (release), not the softmax expectation
+    query_chunk: int = Field(1024, ge=1)  # query tokens per chunk: memory O(chunk x tokens) per frame pair set
+
+    @model_validator(mode="after")
+    def _positive_rates(self) -> DiTFlowSettings:
+        if min(self.lr) <= 0:
+            raise ValueError(f"lr must be two positive rates (first, last guided step), got {list(self.lr)}")
+        return self
+
+
+class FlowGuidanceSettings(Settings):
+    """Flow-guided sampling after FlowMotion (method/guidance.py): the predicted clean latents' frame differences
+    aligned with the reference's. The paper's exact constants are not public here: these are ours (docs/method.md)."""
+
+    guided_fraction: float = Field(0.2, ge=0, le=1)  # the first denoising steps guided
+    inner_steps: int = Field(3, ge=1)  # Adam steps on the latent per guided denoising step
+    lr: float = Field(0.05, gt=0)
+    difference_weight: float = Field(1.0, ge=0)  # frame-to-frame differences of the predicted x0
+    x0_weight: float = Field(0.0, ge=0)  # the predicted x0 itself (copies the reference's layout and appearance)
+    momentum: float = Field(0.9, ge=0, lt=1)  # running average of the velocity over the guided steps
+    orthogonal_scale: float = Field(0.5, ge=0, le=1)  # what is kept of the velocity orthogonal to that average
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> FlowGuidanceSettings:
+        if self.difference_weight == 0 and self.x0_weight == 0:
+            raise ValueError("difference_weight and x0_weight are both 0: the guidance would have nothing to align")
+        return self
+
+
+class GuidanceSettings(Settings):
+    """A training-free guidance while sampling: alone (no LoRA: `fym guide`) or over a tuned motion LoRA."""
+
+    method: GuidanceMethod = "none"
+    ditflow: DiTFlowSettings = DiTFlowSettings()
+    flow: FlowGuidanceSettings = FlowGuidanceSettings()
+
+
 class TransferConfig(Settings):
     reference: str = ""
     prompt: str = ""  # caption of the reference, used while tuning
@@ -169,6 +218,7 @@ class TransferConfig(Settings):
     spatial: SpatialSettings = SpatialSettings()
     motion: MotionSettings = MotionSettings()
     generate: GenerateSettings = GenerateSettings()
+    guidance: GuidanceSettings = GuidanceSettings()
 
     def save(self, path: Path) -> None:
         from .runs import atomic_write_text
@@ -267,6 +317,10 @@ RECIPES: dict[str, dict] = {
         "spatial": {"rank": 8, "steps": 100, "lr": 1e-3, "checkpoint_every": 50},
         "motion": {"rank": 8, "steps": 600, "lr": 1e-3, "keep_frames": 5, "checkpoint_every": 100},
         "generate": {"steps": 20, "guidance": 3.0},
+        # The guidances act on pixels here, not on a VAE's latents: DiTFlow's release rates (0.002 -> 0.001, made for
+        # CogVideoX's latents) leave the toy's samples unchanged, ten times them over half the steps moves the
+        # object along the reference's path (docs/benchmark.md, "Training-free guidance on the toy model").
+        "guidance": {"ditflow": {"lr": (0.02, 0.01), "guided_fraction": 0.5}},
     },
 }
 

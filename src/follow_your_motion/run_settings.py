@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # importing the backbones loads the model libraries
 ANY_FRAMES = VideoGeometry(temporal_stride=1, spatial_stride=1, patch=(1, 1, 1))
 # Settings that do not change what tuning produces; a run may be reused with different values
 # (e.g. tuned on a GPU, generated from on a laptop).
-UNTUNED = {"generate": True, "target_prompt": True,
+UNTUNED = {"generate": True, "target_prompt": True, "guidance": True,
            "model": {"device", "offload", "attention_backend", "keep_encoders", "compile"}}
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .backbones import backbone_class, load_backbone
-from .backbones.base import Backbone, Conditioning, Expert
+from .backbones.base import Backbone, Conditioning, Expert, StepHook
 from .config import GenerateSettings, TrainSettings, TransferConfig, model_family
 from .cost import cpu_note
 from .devices import pick_device
@@ -25,6 +25,7 @@ from .errors import InputError
 from .fitting import fit_video
 from .method.export import FORMATS, export_file, export_lora
 from .method.generate import generate_video, write_outputs
+from .method.guidance import make_guide
 from .method.heads import HeadMap, classify_heads, head_maps_json, load_head_maps, plot_head_map
 from .method.lora import add_masked_lora
 from .method.train import StepCallback, motion_inputs, spatial_inputs, train_adapter, training_finished
@@ -374,13 +375,29 @@ class Transfer:
         self.backbone.check_image(settings.image is not None)
         image = read_image(settings.image) if settings.image else None
         with self.backbone.encoders_ready():  # the text encoder and the VAE: parked while tuning
-            result = generate_video(self.backbone, prompt, settings, v.frames, v.height, v.width, image)
+            guide = self.guide(prompt, settings, image is not None)
+            result = generate_video(self.backbone, prompt, settings, v.frames, v.height, v.width, image, guide)
+        if guide is not None:
+            self.run.log("guidance", method=self.cfg.guidance.method, steps=guide.history)
         shown = self.clip
         paths = {}
         if self.state.is_main_process:
             paths = write_outputs(result, shown.frames, self.run.samples, name, shown.fps)
             self.run.log("generated", prompt=prompt, **{k: p.name for k, p in paths.items()})
         return Sample(result, paths)
+
+    def guide(self, prompt: str, settings: GenerateSettings, image_given: bool) -> StepHook | None:
+        """The run's training-free guidance (`guidance.method`) for sampling `prompt`, or None; it compares the sample
+        with the reference latent by latent, so it samples at the reference's frame count and size."""
+        if self.cfg.guidance.method == "none":
+            return None
+        v = self.cfg.video
+        asked = {"frames": settings.frames, "height": settings.height, "width": settings.width}
+        if any(value not in (None, getattr(v, key)) for key, value in asked.items()):
+            raise InputError(f"guidance.method {self.cfg.guidance.method} samples at the reference's size "
+                             f"({v.frames} frames of {v.height}x{v.width}): leave generate.frames/height/width unset")
+        return make_guide(self.backbone, self.cfg.guidance, self.reference().latents, prompt, settings.steps,
+                          settings.seed, image_given)
 
     def all(self) -> Sample:
         """Every stage in order, reusing whatever is already complete."""

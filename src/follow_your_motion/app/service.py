@@ -113,10 +113,11 @@ class AppService:
 
     def start_generate(self, run_name: str | None, prompt: str, seed: int | None = None,
                        motion_scale: float | None = None, spatial_scale: float | None = None,
-                       device: str | None = None) -> Job:
-        """Queue a generation from a saved run's LoRAs (no tuning) with a new prompt, seed or LoRA scales."""
+                       device: str | None = None, guidance: str | None = None) -> Job:
+        """Queue a generation from a saved run's LoRAs (no tuning) with a new prompt, seed or LoRA scales, and
+        optionally a training-free guidance (`guidance.method`: ditflow, flow) on top."""
         run_dir = resolve_run(self.runs_root, run_name)
-        work = generate_work(run_dir, prompt, seed, motion_scale, spatial_scale, self.models, device)
+        work = generate_work(run_dir, prompt, seed, motion_scale, spatial_scale, self.models, device, guidance)
         return self.queue.submit(Job(work, kind="generate", run_dir=run_dir))
 
     # -- following a job ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from ..config import GUIDANCE_METHODS
 from ..errors import InputError
 from ..run_settings import open_config
 from ..runs import RunDir
@@ -285,6 +286,8 @@ def runs_tab(service: AppService, device: gr.Textbox) -> tuple:
         new_seed = gr.Number(label="New seed", precision=0, info="filled in from the run")
         new_motion = gr.Number(label="New motion LoRA scale", info="filled in from the run")
         new_spatial = gr.Number(label="New spatial LoRA scale", info="filled in from the run")
+        new_guidance = gr.Dropdown(label="Guidance while sampling", choices=list(GUIDANCE_METHODS), value=None,
+                                   info="training-free (docs/method.md 7b); empty: the run's")
     regenerate = gr.Button("Generate")
     regen_status = gr.Markdown(elem_id="fym-regen-status")
     run_metrics = gr.Markdown()
@@ -311,9 +314,9 @@ def runs_tab(service: AppService, device: gr.Textbox) -> tuple:
         return (str(found.reference) if found.reference else None, str(found.result) if found.result else None, "",
                 files or None, generate.seed, generate.motion_scale, generate.spatial_scale)
 
-    def start(name, prompt, seed_v, mscale, sscale, device_v):
+    def start(name, prompt, seed_v, mscale, sscale, device_v, guidance_v):
         try:
-            job = service.start_generate(name, prompt, _int(seed_v), mscale, sscale, device_v)
+            job = service.start_generate(name, prompt, _int(seed_v), mscale, sscale, device_v, guidance_v or None)
         except Exception as err:  # noqa: BLE001 - shown in the page; bugs are logged by page_error
             return None, page_error(err), gr.update(interactive=True)
         return job.id, service.view(job.id).text, gr.update(interactive=False)
@@ -332,7 +335,7 @@ def runs_tab(service: AppService, device: gr.Textbox) -> tuple:
     refresh.click(listing, None, shown)
     picked.change(open_run, picked, [run_reference, run_result, regen_status, run_files, new_seed, new_motion,
                                      new_spatial])
-    regenerate.click(start, [picked, new_prompt, new_seed, new_motion, new_spatial, device],
+    regenerate.click(start, [picked, new_prompt, new_seed, new_motion, new_spatial, device, new_guidance],
                      [regen_id, regen_status, regenerate], concurrency_limit=None).then(
         watch, regen_id, [regen_status, run_result, run_metrics, regenerate], concurrency_limit=None)
     return listing, None, shown

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 from ..backbones.base import Backbone
-from ..config import GenerateSettings, TransferConfig, resolve_config
+from ..config import GUIDANCE_METHODS, GenerateSettings, TransferConfig, resolve_config
 from ..errors import InputError
 from ..run_settings import open_config
 from ..runs import RunDir, atomic_write, atomic_write_text, digest
@@ -146,8 +146,12 @@ def generation_settings(run_dir: Path, seed: int | None, motion_scale: float | N
 
 
 def generate_work(run_dir: Path, prompt: str, seed: int | None, motion_scale: float | None,
-                  spatial_scale: float | None, models: ModelCache, device: str | None = None):
-    """The work of a "Generate" job on a saved run: its LoRAs with a new prompt, seed or scales; no tuning."""
+                  spatial_scale: float | None, models: ModelCache, device: str | None = None,
+                  guidance: str | None = None):
+    """The work of a "Generate" job on a saved run: its LoRAs with a new prompt, seed or scales, and `guidance`
+    (None: the run's); no tuning."""
+    if guidance is not None and guidance not in GUIDANCE_METHODS:
+        raise InputError(f"unknown guidance {guidance!r} (choose from {', '.join(GUIDANCE_METHODS)})")
 
     def work(job: Job) -> dict:
         job.set_stage("loading model")
@@ -160,8 +164,11 @@ def generate_work(run_dir: Path, prompt: str, seed: int | None, motion_scale: fl
         model = cfg.model if device is None else cfg.model.model_copy(update={"device": device})
         with models.lease(model) as backbone:
             transfer = Transfer.open(run_dir, device, backbone)
+            if guidance is not None:
+                transfer.cfg.guidance.method = guidance
             job.set_stage("generate")
-            sample = transfer.generate(text, settings, "app-" + digest(text, settings.model_dump())[:10])
+            guided = [transfer.cfg.guidance.model_dump()] if transfer.cfg.guidance.method != "none" else []
+            sample = transfer.generate(text, settings, "app-" + digest(text, settings.model_dump(), *guided)[:10])
         job.set_stage("metrics")
         metrics = result_metrics(cfg, transfer.clip.frames, sample.frames, text)
         return result_record(transfer.run.root, sample.paths, metrics, text)

@@ -12,11 +12,12 @@ v-prediction) are the method's (`method/objective.py`); a backbone only says whi
 from __future__ import annotations
 
 import contextlib
+import itertools
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 import torch
@@ -26,9 +27,24 @@ from ..errors import InputError
 from ..progress import announced_calls, bar_options
 from .speed import SpeedOptions
 
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
 # Called once per self-attention layer during a capture pass with the queries and keys of the VIDEO tokens
 # (frame-major order) after q/k norm and RoPE, both shaped (batch, video tokens, heads, head_dim).
 QKCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
+class StepHook(Protocol):
+    """What a guidance method changes while a family's own sampler runs (`Backbone.generate(step_hook=...)`); all
+    tensors in the method's latent layout (B, C, F, h, w), timesteps as the sampler gives them to `predict`."""
+
+    def velocity(self, step: int, timestep: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """The (guided) model output the sampler is about to use at denoising step `step`."""
+
+    def latents(self, step: int, timestep: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """The latents denoising step `step` (>= 1) starts from: the hook may move them."""
+
 
 # Projections of one self-attention layer that LoRA may target, by role. "q", "k", "v" are split into
 # heads along their OUTPUT rows; "o" along its INPUT columns.
@@ -204,6 +220,7 @@ class Backbone(SpeedOptions, ABC):
     """A loaded video diffusion model, seen through what the method needs."""
 
     name: str
+    pipe: DiffusionPipeline  # the family's own pipeline: `sample` calls it, `guided_steps` wraps its scheduler
     experts: list[Expert]
     geometry: VideoGeometry
     device: torch.device
@@ -298,9 +315,11 @@ class Backbone(SpeedOptions, ABC):
         full-size grid (s = 1: the stock positions; a family that cannot space them refuses s > 1)."""
 
     @abstractmethod
-    def capture_qk(self, expert: Expert, callback: QKCallback) -> contextlib.AbstractContextManager[None]:
+    def capture_qk(self, expert: Expert, callback: QKCallback, grad: bool = False
+                   ) -> contextlib.AbstractContextManager[None]:
         """While active, every forward pass of `expert` calls `callback(layer, q, k)` for each self-attention
-        layer, with the video tokens' queries and keys (see `QKCallback`)."""
+        layer, with the video tokens' queries and keys (see `QKCallback`); `grad`: q and k carry gradients back to
+        the latents (guidance), otherwise they are computed without autograd."""
 
     @staticmethod
     @abstractmethod
@@ -346,18 +365,63 @@ class Backbone(SpeedOptions, ABC):
         seed: int,
         adapter_scales: dict[str, float],
         image: np.ndarray | None = None,
+        step_hook: StepHook | None = None,
     ) -> np.ndarray:
         """Sample a video (T, H, W, 3) uint8 with the named LoRA adapters at the given scales (`guidance_2`: the
         low-noise expert's guidance, where there is one; None = `guidance`; `image`: the first frame to animate,
-        for an image-to-video model, fitted to the size): the family's own diffusers pipeline with a CPU
-        generator seeded with `seed`, as its users sample."""
+        for an image-to-video model, fitted to the size; `step_hook`: a guidance method acting between the
+        sampler's steps): the family's own diffusers pipeline with a CPU generator seeded with `seed`, as its
+        users sample."""
         self.check_generation(num_frames, height, width, guidance_2, image)
         call = {"prompt": prompt, "negative_prompt": negative_prompt or None, "num_frames": num_frames,
                 "height": height, "width": width, "num_inference_steps": steps,
                 "generator": torch.Generator("cpu").manual_seed(seed), "output_type": "np"}
         self.pipe.set_progress_bar_config(desc="generate", **bar_options())  # the denoising steps' bar
-        with self.adapters(adapter_scales), announced_calls(self.pipe.vae, "decode", "generate: decode (VAE)"):
+        with (self.adapters(adapter_scales), self.guided_steps(step_hook, num_frames, height, width),
+              announced_calls(self.pipe.vae, "decode", "generate: decode (VAE)")):
             return to_uint8(self.sample(call, guidance, guidance_2, image))
+
+    # The layout of the latents a family's sampler steps on; the method's is (B, C, F, h, w).
+    def sampler_latents(self, latents: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+        """Method-layout latents (B, C, F, h, w) in the layout the family's pipeline steps on, for a clip of `size`
+        (pixel frames, height, width): the same by default."""
+        return latents
+
+    def method_latents(self, latents: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+        """The inverse of `sampler_latents`."""
+        return latents
+
+    @contextlib.contextmanager
+    def guided_steps(self, hook: StepHook | None, num_frames: int, height: int, width: int) -> Iterator[None]:
+        """While active, every step of the family's sampler (`pipe.scheduler.step`, which each pipeline calls once
+        per denoising step) hands its model output to `hook.velocity` before stepping, and the latents it gives to
+        `hook.latents` before the next step. Every family and its own pipeline (classifier-free guidance, the
+        scheduler, decoding) stay as they are; the hook sees the method's layout only."""
+        if hook is None:
+            yield
+            return
+        scheduler, size, counter = self.pipe.scheduler, (num_frames, height, width), itertools.count()
+        original = scheduler.step
+
+        def step(output: torch.Tensor, *args, **kwargs):
+            i, timesteps = next(counter), scheduler.timesteps
+            guided = hook.velocity(i, timesteps[i], self.method_latents(output, size))
+            result = original(self.sampler_latents(guided, size).to(output.dtype), *args, **kwargs)
+            if i + 1 >= len(timesteps):
+                return result
+            latents = result[0] if isinstance(result, tuple) else result.prev_sample
+            moved = hook.latents(i + 1, timesteps[i + 1], self.method_latents(latents, size))
+            moved = self.sampler_latents(moved, size).to(latents.dtype)
+            if isinstance(result, tuple):
+                return (moved, *result[1:])
+            result.prev_sample = moved
+            return result
+
+        scheduler.step = step
+        try:
+            yield
+        finally:
+            del scheduler.step
 
     @abstractmethod
     def sample(self, call: dict, guidance: float, guidance_2: float | None, image: np.ndarray | None

@@ -198,6 +198,13 @@ class CogVideoXBackbone(Backbone):
         p = self.pack
         return frames_first.view(b, n // p, p, c, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, p * c, n // p, h, w)
 
+    def sampler_latents(self, latents: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+        """CogVideoXPipeline steps on the transformer's layout, frames first."""
+        return self.to_transformer_layout(latents)
+
+    def method_latents(self, latents: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+        return self.to_method_layout(latents)
+
     # -- encoding -------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
@@ -309,14 +316,14 @@ class CogVideoXBackbone(Backbone):
         return self.to_method_layout(out).float()
 
     @contextlib.contextmanager
-    def capture_qk(self, expert: Expert, callback: QKCallback) -> Iterator[None]:
+    def capture_qk(self, expert: Expert, callback: QKCallback, grad: bool = False) -> Iterator[None]:
         """A forward pre-hook on every `attn1` recomputes q and k as the processor does (`joint_qk`) and hands over
         the video tokens' rows (text tokens come first), frame-major, as (B, S_video, heads, head_dim) float32."""
         def hook_for(layer: int):
             def hook(attn: nn.Module, args: tuple, kwargs: dict) -> None:
                 hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
                 text = kwargs["encoder_hidden_states"] if "encoder_hidden_states" in kwargs else args[1]
-                with torch.no_grad():
+                with torch.set_grad_enabled(grad):
                     q, k = joint_qk(attn, hidden, text, kwargs.get("image_rotary_emb"))
                     n = text.shape[1]
                     callback(layer, q[:, :, n:].transpose(1, 2).float(), k[:, :, n:].transpose(1, 2).float())

@@ -233,13 +233,13 @@ class HunyuanVideo15Backbone(Backbone):
         return out.float()
 
     @contextlib.contextmanager
-    def capture_qk(self, expert: Expert, callback: QKCallback) -> Iterator[None]:
+    def capture_qk(self, expert: Expert, callback: QKCallback, grad: bool = False) -> Iterator[None]:
         """A forward pre-hook on every block's `attn` recomputes the video tokens' q and k as the processor does
         (`video_qk`); video tokens come first and are frame-major, as the patch embedding flattens them."""
         def hook_for(layer: int):
             def hook(attn: nn.Module, args: tuple, kwargs: dict) -> None:
                 hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-                with torch.no_grad():
+                with torch.set_grad_enabled(grad):
                     q, k = video_qk(attn, hidden, kwargs.get("image_rotary_emb"))
                     callback(layer, q.float(), k.float())
 

@@ -205,6 +205,22 @@ class LTXBackbone(Backbone):
         tokens = (self.geometry.latent_frames(frames) // pt) * (height // stride // p) * (width // stride // p)
         return sampler_shift(dict(self.pipe.scheduler.config), tokens)
 
+    def _sampler_grid(self, size: tuple[int, int, int]) -> tuple[int, int, int]:
+        """(frames, rows, cols) of the token grid of a clip of `size` (pixel frames, height, width)."""
+        frames, height, width = size
+        pt, p, _ = self.geometry.patch
+        stride = self.geometry.spatial_stride
+        return self.geometry.latent_frames(frames) // pt, height // stride // p, width // stride // p
+
+    def sampler_latents(self, latents: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+        """LTXPipeline steps on packed tokens (B, S, C)."""
+        pt, p, _ = self.geometry.patch
+        return LTXPipeline._pack_latents(latents, p, pt)
+
+    def method_latents(self, latents: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+        pt, p, _ = self.geometry.patch
+        return LTXPipeline._unpack_latents(latents, *self._sampler_grid(size), p, pt)
+
     @classmethod
     def load(
         cls, source: str, dtype: torch.dtype = torch.float32, device: str = "cpu", offload: bool = False
@@ -266,7 +282,7 @@ class LTXBackbone(Backbone):
         return LTXPipeline._unpack_latents(out, frames, rows, cols, p, pt).float()
 
     @contextlib.contextmanager
-    def capture_qk(self, expert: Expert, callback: QKCallback) -> Iterator[None]:
+    def capture_qk(self, expert: Expert, callback: QKCallback, grad: bool = False) -> Iterator[None]:
         """A forward pre-hook on every `attn1` recomputes what LTXVideoAttnProcessor computes before attention:
         norm_q(to_q(h)), the rotary embedding over the inner width, then the split into heads (B, S, H, d);
         tokens are frame-major, as packed."""
@@ -274,7 +290,7 @@ class LTXBackbone(Backbone):
             def hook(attn: nn.Module, args: tuple, kwargs: dict) -> None:
                 hidden = args[0] if args else kwargs["hidden_states"]
                 rotary = args[3] if len(args) > 3 else kwargs["image_rotary_emb"]
-                with torch.no_grad():
+                with torch.set_grad_enabled(grad):
                     q = apply_rotary_emb(attn.norm_q(attn.to_q(hidden)), rotary).unflatten(2, (attn.heads, -1))
                     k = apply_rotary_emb(attn.norm_k(attn.to_k(hidden)), rotary).unflatten(2, (attn.heads, -1))
                     callback(layer, q.float(), k.float())

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..progress import progress
-from .base import Conditioning, Expert, VideoGeometry
+from .base import Conditioning, Expert, StepHook, VideoGeometry
 from .loading import ModelLoadError
 from .wan import WanBackbone
 
@@ -205,7 +205,8 @@ class ToyBackbone(WanBackbone):
     @torch.no_grad()
     def generate(self, prompt: str, *, negative_prompt: str, num_frames: int, height: int, width: int,
                  steps: int, guidance: float, seed: int, guidance_2: float | None = None,
-                 adapter_scales: dict[str, float], image: np.ndarray | None = None) -> np.ndarray:
+                 adapter_scales: dict[str, float], image: np.ndarray | None = None,
+                 step_hook: StepHook | None = None) -> np.ndarray:
         self.check_generation(num_frames, height, width, guidance_2, image)
         expert = self.experts[0]
         cond = self.encode_prompt(prompt)
@@ -214,7 +215,7 @@ class ToyBackbone(WanBackbone):
         x = self.draw_noise((1, 3, num_frames, height, width), generator).to(self.device)
         scheduler = self.pipe.scheduler
         scheduler.set_timesteps(steps, device=self.device)
-        with self.adapters(adapter_scales):
+        with self.adapters(adapter_scales), self.guided_steps(step_hook, num_frames, height, width):
             for t in progress(scheduler.timesteps, desc="generate"):
                 timestep = t.expand(1)
                 v = self.predict(expert, x, timestep, cond)

@@ -276,12 +276,12 @@ class WanBackbone(Backbone):
         return hidden, per_token.flatten(1)
 
     @contextlib.contextmanager
-    def capture_qk(self, expert: Expert, callback: QKCallback) -> Iterator[None]:
+    def capture_qk(self, expert: Expert, callback: QKCallback, grad: bool = False) -> Iterator[None]:
         def hook_for(layer: int):
             def hook(attn: nn.Module, args: tuple, kwargs: dict) -> None:
                 hidden = args[0] if args else kwargs["hidden_states"]
                 cos_sin = args[3] if len(args) > 3 else kwargs["rotary_emb"]
-                with torch.no_grad():
+                with torch.set_grad_enabled(grad):
                     q = attn.norm_q(attn.to_q(hidden)).unflatten(2, (attn.heads, -1))
                     k = attn.norm_k(attn.to_k(hidden)).unflatten(2, (attn.heads, -1))
                     callback(layer, apply_rotary(q.float(), *cos_sin), apply_rotary(k.float(), *cos_sin))

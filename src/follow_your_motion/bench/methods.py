@@ -16,6 +16,9 @@ so every method runs through the same ``Transfer`` code; only the settings diffe
   ``motion.motion_weight: 0``; one LoRA on all heads trained on the whole clip, flow-matching loss only.
 - ``base``: ``generate.motion_scale: 0`` (``generate.spatial_scale: 0``) and ``tune=False``: no
   classification or training, the base model with the target prompt only.
+- ``ditflow``, ``flow-guidance``: ``guidance.method: ditflow`` / ``flow``, no LoRA (as ``base``) and
+  ``tune=False``: the training-free methods (method/guidance.py), the base model guided by the reference's motion.
+- ``fym+ditflow``, ``fym+flow-guidance``: ``fym``'s tuned motion LoRA at inference, plus the guidance.
 
 Values in parentheses equal the defaults; they are set so a user config cannot change what the method is.
 """
@@ -46,6 +49,7 @@ class Method:
 
 
 _ALL_HEADS = {"heads": {"select": "all"}}
+_NO_LORA = {"generate": {"motion_scale": 0.0, "spatial_scale": 0.0}}
 _DENSE = {"motion": {"keep_frames": None}}
 
 METHODS: dict[str, Method] = {
@@ -62,8 +66,15 @@ METHODS: dict[str, Method] = {
         Method("full-lora",
                merge(merge(_ALL_HEADS, _DENSE), {"spatial": {"steps": 0}, "motion": {"motion_weight": 0.0}}),
                description="one LoRA on all heads on the whole clip, flow-matching loss only"),
-        Method("base", {"generate": {"motion_scale": 0.0, "spatial_scale": 0.0}}, tune=False,
-               description="the base model, no tuning"),
+        Method("base", _NO_LORA, tune=False, description="the base model, no tuning"),
+        Method("ditflow", merge(_NO_LORA, {"guidance": {"method": "ditflow"}}), tune=False,
+               description="DiTFlow: attention motion flow guidance, no tuning"),
+        Method("flow-guidance", merge(_NO_LORA, {"guidance": {"method": "flow"}}), tune=False,
+               description="flow-guided sampling (after FlowMotion), no tuning"),
+        Method("fym+ditflow", {"guidance": {"method": "ditflow"}},
+               description="the tuned motion LoRA plus DiTFlow's guidance while sampling"),
+        Method("fym+flow-guidance", {"guidance": {"method": "flow"}},
+               description="the tuned motion LoRA plus flow guidance while sampling"),
     )
 }
 

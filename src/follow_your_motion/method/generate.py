@@ -6,17 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbones.base import Backbone
+from ..backbones.base import Backbone, StepHook
 from ..config import GenerateSettings
 from ..video import side_by_side, write_video
 
 
 def generate_video(
     backbone: Backbone, prompt: str, settings: GenerateSettings, frames: int, height: int, width: int,
-    image: np.ndarray | None = None,
+    image: np.ndarray | None = None, step_hook: StepHook | None = None,
 ) -> np.ndarray:
     """Sample a video (T, H, W, 3) uint8 with standard RoPE positions over all frames (from `image`, the first
-    frame, for an image-to-video model)."""
+    frame, for an image-to-video model; `step_hook`: a training-free guidance, method/guidance.py)."""
     return backbone.generate(
         prompt,
         negative_prompt=settings.negative_prompt,
@@ -29,6 +29,7 @@ def generate_video(
         seed=settings.seed,
         adapter_scales={"motion": settings.motion_scale, "spatial": settings.spatial_scale},
         image=image,
+        step_hook=step_hook,
     )
 
 

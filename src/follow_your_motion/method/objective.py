@@ -137,3 +137,33 @@ def capture_sample(backbone: Backbone, latents: torch.Tensor, noise: torch.Tenso
         return noisy, timesteps, {"timestep_used": t, "sigma_of_timestep": float(schedule_sigmas(schedule)[t])}
     noisy, timesteps, _ = noisy_sample(latents, noise, torch.full((batch,), sigma), backbone.num_train_timesteps)
     return noisy, timesteps, {}
+
+
+# -- sampling: what a guidance step needs of the objective ----------------------------------------------------------
+def timestep_sigma(backbone: Backbone, timestep: torch.Tensor) -> float:
+    """The noise level of a sampler timestep (as `predict` takes it): t / T for rectified flow, sqrt(1 - a_t) for
+    v-prediction."""
+    t = float(timestep.flatten()[0])
+    if backbone.objective == "v_prediction":
+        return float(schedule_sigmas(_schedule(backbone))[round(t)])
+    return t / backbone.num_train_timesteps
+
+
+def noised_at(backbone: Backbone, latents: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor
+              ) -> torch.Tensor:
+    """Clean latents noised to a sampler timestep by the backbone's objective (a reference seen at the level the
+    sample being guided is at)."""
+    batch = torch.full((latents.shape[0],), float(timestep.flatten()[0]))
+    if backbone.objective == "v_prediction":
+        return v_prediction_sample(latents, noise, batch.round().long(), _schedule(backbone))[0]
+    return noisy_sample(latents, noise, batch / backbone.num_train_timesteps, backbone.num_train_timesteps)[0]
+
+
+def predicted_x0(backbone: Backbone, noisy: torch.Tensor, timestep: torch.Tensor, output: torch.Tensor
+                 ) -> torch.Tensor:
+    """The clean latents a model output implies: x0 = x_t - sigma v (rectified flow), x0 = sqrt(a_t) x_t -
+    sqrt(1 - a_t) v (v-prediction)."""
+    if backbone.objective == "v_prediction":
+        a = float(_schedule(backbone)[round(float(timestep.flatten()[0]))])
+        return a**0.5 * noisy - (1 - a) ** 0.5 * output
+    return noisy - timestep_sigma(backbone, timestep) * output
