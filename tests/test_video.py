@@ -418,9 +418,9 @@ def test_load_reference_decodes_only_its_window(tmp_path, monkeypatch):
     full_size, decoded = [], []
     to_rgb, decode = video._rgb, av.container.InputContainer.decode
 
-    def counting_rgb(frame, height, width):
+    def counting_rgb(frame, info):
         full_size.append(frame.pts)
-        return to_rgb(frame, height, width)
+        return to_rgb(frame, info)
 
     def counting_decode(self, *args, **kwargs):
         for frame in decode(self, *args, **kwargs):
@@ -434,3 +434,27 @@ def test_load_reference_decodes_only_its_window(tmp_path, monkeypatch):
     assert picked(clip.frames, 2) == [60, 62, 64, 66, 68, 70, 72, 74, 76]  # 2 s at 30 fps on, every other frame
     assert len(full_size) == 9
     assert len(decoded) <= 76 - 60 + 1 + 12  # from the keyframe at or before frame 60 to frame 76, not the clip
+
+
+@pytest.mark.parametrize("degrees, turn", [(-90, -1), (90, 1), (180, 2)])
+def test_a_phone_clips_display_rotation_is_applied(tmp_path, degrees, turn):
+    """Phones store a portrait clip as landscape pictures plus a display matrix: the clip is read as it plays,
+    turned, with its displayed size in the probe (a sideways reference would teach a sideways motion)."""
+    stored = columns(32, 48)  # red | green | blue, left to right, as stored
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=16)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv444p"
+        stream.options = {"qp": "0"}
+        stream.set_display_rotation(degrees)  # counter-clockwise, as VideoFrame.rotation reads it back
+        for _ in range(5):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(stored[0], format="rgb24")))
+        container.mux(stream.encode())
+    info = video.probe_video(path)
+    shown = np.rot90(stored[0], turn)
+    assert (info.height, info.width) == shown.shape[:2]
+    frames = read_video(path).frames
+    assert frames.shape == (5, *shown.shape)
+    assert mae(frames[0], shown) < 2
+    assert load_reference(path, num_frames=5, height=shown.shape[0], width=shown.shape[1]).frames.shape[1:3] == \
+        shown.shape[:2]

@@ -66,9 +66,10 @@ class VideoInfo:
 
     num_frames: int
     fps: float
-    height: int
+    height: int  # as displayed: a phone clip's rotation applied
     width: int
     timestamps: tuple[int, ...] | None = field(default=None, repr=False)
+    rotation: int = 0  # quarter turns counter-clockwise that display the stored picture (a phone's display matrix)
 
     @property
     def seconds(self) -> float:
@@ -136,7 +137,9 @@ def probe_video(path: str | Path) -> VideoInfo:
     timestamps = tuple(sorted(stamps)) if known else None
     if not rate and timestamps and len(timestamps) > 1 and timestamps[-1] > timestamps[0] and time_base:
         rate = (len(timestamps) - 1) / ((timestamps[-1] - timestamps[0]) * time_base)
-    return VideoInfo(len(stamps), rate or DEFAULT_FPS, first.height, first.width, timestamps)
+    turns = round((first.rotation or 0) / 90) % 4  # phones store portrait clips landscape, with a display matrix
+    height, width = (first.width, first.height) if turns % 2 else (first.height, first.width)
+    return VideoInfo(len(stamps), rate or DEFAULT_FPS, height, width, timestamps, turns)
 
 
 class _Unplaced(Exception):
@@ -184,7 +187,7 @@ def _decode_into(path: Path, info: VideoInfo, where: dict[int, list[int]], out: 
             if index is None:
                 raise _Unplaced
             if index in where:
-                rows = _rgb(frame, info.height, info.width)[None]
+                rows = _rgb(frame, info)[None]
                 out[where[index]] = resize_center_crop(rows, *size) if size else rows
                 filled += 1
             if index >= last:
@@ -192,9 +195,12 @@ def _decode_into(path: Path, info: VideoInfo, where: dict[int, list[int]], out: 
     return filled
 
 
-def _rgb(frame: av.VideoFrame, height: int, width: int) -> np.ndarray:
-    """One decoded frame as uint8 (H, W, 3) RGB at the clip's full size (the only full-size copy a read holds)."""
-    return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+def _rgb(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
+    """One decoded frame as uint8 (H, W, 3) RGB at the clip's full size, turned as it is displayed (the only
+    full-size copy a read holds)."""
+    stored = (info.width, info.height) if info.rotation % 2 else (info.height, info.width)
+    rgb = frame.reformat(width=stored[1], height=stored[0], format="rgb24").to_ndarray()
+    return np.ascontiguousarray(np.rot90(rgb, info.rotation)) if info.rotation else rgb
 
 
 def read_video(path: str | Path, max_frames: int | None = None) -> VideoClip:
