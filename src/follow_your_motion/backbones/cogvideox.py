@@ -48,22 +48,19 @@ from torch import nn
 from ..errors import InputError
 from .base import (
     AttentionSite,
-    Backbone,
     Conditioning,
     Expert,
-    QKCallback,
     VideoGeometry,
-    attention_pre_hooks,
-    second_adapter_allowed,
 )
+from .diffusers_base import DiffusersBackbone, attention_projection, self_attention_sites
 from .loading import ModelLoadError, keep_file_values, load_pipeline, save_pipeline_lora
+from .lora_files import COMFY_PREFIX, comfyui_to_peft, is_comfyui_lora, loading_lora, lora_file_keys
 
 ROPE_THETA = 10000.0  # get_3d_rotary_pos_embed's default, which the pipeline uses
 # diffusers module (inside transformer_blocks.N.attn1) -> ComfyUI's native CogVideoX module (inside blocks.N), as
 # comfy/ldm/cogvideo/model.py names them; ComfyUI reads `diffusion_model.<module>.lora_A/B.weight` + `.alpha`.
 _COMFY_ROLE = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "attn_out"}
 _DIFFUSERS_ROLE = {comfy: role for role, comfy in _COMFY_ROLE.items()}
-COMFY_PREFIX = "diffusion_model."
 
 
 @dataclass(frozen=True)
@@ -104,14 +101,8 @@ def load_cogvideox_pipeline(source: str, dtype: torch.dtype) -> CogVideoXPipelin
 
 def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
     """CogVideoX's joint attention (`transformer_blocks.N.attn1`): text tokens first, q/k normalised per head."""
-    config = transformer.config
-    return [
-        AttentionSite(q=f"transformer_blocks.{i}.attn1.to_q", k=f"transformer_blocks.{i}.attn1.to_k",
-                      v=f"transformer_blocks.{i}.attn1.to_v", o=f"transformer_blocks.{i}.attn1.to_out.0",
-                      heads=config.num_attention_heads, head_dim=config.attention_head_dim, text_tokens="before",
-                      qk_norm="per_head")
-        for i in range(config.num_layers)
-    ]
+    return self_attention_sites(transformer, "transformer_blocks.{i}.attn1", text_tokens="before",
+                                qk_norm="per_head")
 
 
 def joint_qk(attn: nn.Module, hidden: torch.Tensor, text: torch.Tensor,
@@ -135,7 +126,7 @@ def joint_qk(attn: nn.Module, hidden: torch.Tensor, text: torch.Tensor,
     return q, k
 
 
-class CogVideoXBackbone(Backbone):
+class CogVideoXBackbone(DiffusersBackbone):
     """The CogVideoX family through diffusers. `text_length`: the padded prompt length (the transformer's
     `max_text_seq_length`, 226 on the released models)."""
 
@@ -218,13 +209,6 @@ class CogVideoXBackbone(Backbone):
             latents = torch.cat([latents[:, :, :1]] * missing + [latents], dim=2)
         return self.to_method_layout(latents.permute(0, 2, 1, 3, 4)).to(self.device)
 
-    @torch.no_grad()
-    def encode_prompt(self, prompt: str) -> Conditioning:
-        embeds, _ = self.pipe.encode_prompt(
-            prompt, do_classifier_free_guidance=False, max_sequence_length=self.text_length, device=self.device
-        )
-        return Conditioning({"text": embeds.to(self.dtype)})
-
     # -- positions ------------------------------------------------------------------------------------
     def rotary_tables(self, hidden: torch.Tensor, frame_positions: torch.Tensor | None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,18 +275,13 @@ class CogVideoXBackbone(Backbone):
             handle.remove()
 
     # -- the transformer ------------------------------------------------------------------------------
-    def predict(
-        self,
-        expert: Expert,
-        latents: torch.Tensor,
-        timesteps: torch.Tensor,
-        cond: Conditioning,
-        frame_positions: torch.Tensor | None = None,
-        spatial_stride: int = 1,
-    ) -> torch.Tensor:
+    def transformer_output(self, expert: Expert, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning,
+                           frame_positions: torch.Tensor | None, spatial_stride: int) -> torch.Tensor:
+        """As one step of the pipeline, on the transformer's layout; the positions are placed here: the pipeline's
+        RoPE tables (`rotary_tables`) or 2B's absolute table (`absolute_positions`)."""
         if spatial_stride != 1:
             raise InputError("CogVideoX's spatial positions cannot be spaced out: leave motion.downsample at 1")
-        model = self.denoisers.get(expert.name, expert.module)
+        model = self.denoiser(expert)
         hidden = self.to_transformer_layout(latents.to(self.dtype))
         rotary = self.rotary_tables(hidden, frame_positions) if self.rope else None
         with self.absolute_positions(expert, hidden, frame_positions):
@@ -313,35 +292,26 @@ class CogVideoXBackbone(Backbone):
                 image_rotary_emb=rotary,
                 return_dict=False,
             )[0]
-        return self.to_method_layout(out).float()
+        return self.to_method_layout(out)
 
-    @contextlib.contextmanager
-    def capture_qk(self, expert: Expert, callback: QKCallback, grad: bool = False) -> Iterator[None]:
-        """A forward pre-hook on every `attn1` recomputes q and k as the processor does (`joint_qk`) and hands over
-        the video tokens' rows (text tokens come first), frame-major, as (B, S_video, heads, head_dim) float32."""
-        def hook_for(layer: int):
-            def hook(attn: nn.Module, args: tuple, kwargs: dict) -> None:
-                hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-                text = kwargs["encoder_hidden_states"] if "encoder_hidden_states" in kwargs else args[1]
-                with torch.set_grad_enabled(grad):
-                    q, k = joint_qk(attn, hidden, text, kwargs.get("image_rotary_emb"))
-                    n = text.shape[1]
-                    callback(layer, q[:, :, n:].transpose(1, 2).float(), k[:, :, n:].transpose(1, 2).float())
-
-            return hook
-
-        with attention_pre_hooks([b.attn1 for b in expert.module.transformer_blocks], hook_for):
-            yield
+    @staticmethod
+    def attention_qk(attn: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """q and k as the processor computes them (`joint_qk`), the video tokens' rows only (text tokens come
+        first), frame-major."""
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        text = kwargs["encoder_hidden_states"] if "encoder_hidden_states" in kwargs else args[1]
+        q, k = joint_qk(attn, hidden, text, kwargs.get("image_rotary_emb"))
+        n = text.shape[1]
+        return q[:, :, n:].transpose(1, 2), k[:, :, n:].transpose(1, 2)
 
     # -- LoRA files -----------------------------------------------------------------------------------
     @staticmethod
     def comfyui_key(module_name: str) -> str:
         """`transformer_blocks.N.attn1.to_q|to_k|to_v|to_out.0` -> `diffusion_model.blocks.N.q|k|v|attn_out`, the
         names of ComfyUI's native CogVideoX model (comfy/ldm/cogvideo/model.py)."""
-        parts = module_name.split(".", 3)
-        if len(parts) != 4 or parts[0] != "transformer_blocks" or parts[2] != "attn1" or parts[3] not in _COMFY_ROLE:
-            raise InputError(f"{module_name!r} is not a CogVideoX self-attention projection")
-        return f"{COMFY_PREFIX}blocks.{parts[1]}.{_COMFY_ROLE[parts[3]]}"
+        block, projection = attention_projection(module_name, "attn1", _COMFY_ROLE,
+                                                 "a CogVideoX self-attention projection")
+        return f"{COMFY_PREFIX}blocks.{block}.{_COMFY_ROLE[projection]}"
 
     @staticmethod
     def diffusers_module(comfy_key: str) -> str:
@@ -357,38 +327,29 @@ class CogVideoXBackbone(Backbone):
     def _from_comfyui(self, path: str, folder: str) -> str:
         """A ComfyUI-format file rewritten as a diffusers one (keys renamed; rank and alpha into the adapter config),
         in `folder`: diffusers has no CogVideoX converter for ComfyUI keys."""
-        state, alphas, ranks = {}, set(), set()
-        for key, tensor in load_file(path).items():
-            if key.endswith(".alpha"):
-                alphas.add(float(tensor))
-                continue
-            module, _, which = key.rpartition(".lora_")  # "diffusion_model.blocks.0.q", "A.weight"
-            state[f"{self.diffusers_module(module)}.lora_{which}"] = tensor
-            if which == "A.weight":
-                ranks.add(tensor.shape[0])
-        if len(alphas) != 1 or len(ranks) != 1:
-            raise InputError(f"{path}: a ComfyUI LoRA needs one rank and one alpha for all modules "
-                             f"(ranks {sorted(ranks)}, alphas {sorted(alphas)})")
-        modules = sorted({key.rsplit(".lora_", 1)[0] for key in state})
-        metadata = {"r": ranks.pop(), "lora_alpha": alphas.pop(), "target_modules": modules}
+        def rename(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            renamed = {}
+            for key, tensor in weights.items():
+                module, _, which = key.rpartition(".lora_")  # "diffusion_model.blocks.0.q", "A.weight"
+                renamed[f"{self.diffusers_module(module)}.lora_{which}"] = tensor
+            return renamed
+
+        try:
+            state, metadata = comfyui_to_peft(load_file(path), rename, missing_alpha_is_rank=False)
+        except InputError as err:
+            raise InputError(f"{path}: {err}") from err
         converted = str(Path(folder) / Path(path).name)
         self.save_diffusers_lora(converted, state, metadata)
         return converted
 
     def load_lora(self, expert: Expert, path: str, adapter: str) -> None:
-        try:
-            comfy = any(key.startswith(COMFY_PREFIX) for key in load_file(str(path)))
-        except (OSError, ValueError, RuntimeError) as err:  # missing or not a safetensors file
-            raise InputError(f"{path}: cannot read as a LoRA file ({str(err).splitlines()[0]})") from err
+        comfy = is_comfyui_lora(lora_file_keys(path))
         with tempfile.TemporaryDirectory() as tmp:
             source = self._from_comfyui(str(path), tmp) if comfy else str(path)
-            try:
-                with second_adapter_allowed():
-                    # from the file, as users load it, so diffusers reads the adapter config (rank, alpha) it holds
-                    self.pipe.load_lora_weights(source, adapter_name=adapter)
+            with loading_lora(path, "a CogVideoX LoRA"):
+                # from the file, as users load it, so diffusers reads the adapter config (rank, alpha) it holds
+                self.pipe.load_lora_weights(source, adapter_name=adapter)
                 state = CogVideoXPipeline.lora_state_dict(source)
-            except (OSError, ValueError, KeyError, RuntimeError) as err:
-                raise InputError(f"{path}: cannot load as a CogVideoX LoRA ({str(err).splitlines()[0]})") from err
         # diffusers creates the adapter in the model's dtype; keep the file's exact float32 values instead, so a
         # reloaded LoRA computes what the trained one did (and can keep training).
         keep_file_values(expert.module, adapter, state)

@@ -28,37 +28,25 @@ block there (method/export.py), which only ComfyUI loads.
 
 from __future__ import annotations
 
-import contextlib
-import json
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import torch
 from diffusers import HunyuanVideo15Pipeline
 from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
-from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import InputError
-from ..runs import atomic_save_tensors
 from .base import (
     AttentionSite,
-    Backbone,
     Conditioning,
     Expert,
-    QKCallback,
     VideoGeometry,
-    attention_pre_hooks,
-    second_adapter_allowed,
 )
+from .diffusers_base import DiffusersBackbone, PositionedRotary, attention_projection, self_attention_sites
 from .loading import ModelLoadError, keep_file_values, load_pipeline
+from .lora_files import COMFY_PREFIX, PREFIX, loading_lora, lora_file_keys, write_diffusers_lora
 
-PREFIX = "transformer"  # diffusers' key prefix of a transformer's LoRA weights and adapter config
-LORA_METADATA_KEY = "lora_adapter_metadata"  # where diffusers keeps the adapter config in a LoRA file
 IMAGE_TOKENS = 729  # HunyuanVideo15Pipeline.vision_num_semantic_tokens: zero SigLIP tokens for text-to-video
-COMFY_PREFIX = "diffusion_model."  # ComfyUI's prefix of the diffusion model's weights
 # diffusers' video-stream projection -> (ComfyUI module of the dual-stream block, (slot, slots) in it)
 _COMFY_ROLE = {"to_q": ("img_attn.qkv", (0, 3)), "to_k": ("img_attn.qkv", (1, 3)), "to_v": ("img_attn.qkv", (2, 3)),
                "to_out.0": ("img_attn.proj", (0, 1))}
@@ -66,27 +54,17 @@ _COMFY_ROLE = {"to_q": ("img_attn.qkv", (0, 3)), "to_k": ("img_attn.qkv", (1, 3)
 
 def _comfy_parts(module_name: str) -> tuple[str, str]:
     """(block index, projection) of a video-stream attention projection `transformer_blocks.N.attn.<projection>`."""
-    parts = module_name.split(".", 3)
-    if len(parts) != 4 or parts[0] != "transformer_blocks" or parts[2] != "attn" or parts[3] not in _COMFY_ROLE:
-        raise InputError(f"{module_name!r} is not a HunyuanVideo 1.5 video-stream attention projection")
-    return parts[1], parts[3]
+    return attention_projection(module_name, "attn", _COMFY_ROLE,
+                                "a HunyuanVideo 1.5 video-stream attention projection")
 
 
-class PositionedRope(nn.Module):
-    """HunyuanVideo 1.5's 3D rotary embedding whose positions can be replaced for one forward pass: the
-    temporal ones by `frame_positions`, the rows and columns spaced `spatial_stride` apart.
-
-    Unset, it is the stock module (bit-identical outputs). Set, it builds the stock tables with the same float32
-    operations in the same order, the time axis of the grid at `frame_positions` (one per latent frame)."""
-
-    def __init__(self, rope: nn.Module) -> None:
-        super().__init__()
-        self.inner = rope
-        self.frame_positions: torch.Tensor | None = None
-        self.spatial_stride = 1
+class PositionedRope(PositionedRotary):
+    """HunyuanVideo 1.5's 3D rotary embedding with replaceable positions: set, it builds the stock tables with the
+    same float32 operations in the same order, the time axis of the grid at `frame_positions` (one per latent
+    frame) and the rows and columns `spatial_stride` apart."""
 
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.frame_positions is None and self.spatial_stride == 1:
+        if self.stock:
             return self.inner(hidden_states)
         rope = self.inner
         _, _, frames, height, width = hidden_states.shape
@@ -116,14 +94,7 @@ def load_hunyuan_video15_pipeline(source: str, dtype: torch.dtype) -> HunyuanVid
 def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
     """Every dual-stream block's joint attention (`transformer_blocks.N.attn`): the video-stream projections, video
     tokens first and text after, q/k RMS-normalised per head."""
-    config = transformer.config
-    return [
-        AttentionSite(q=f"transformer_blocks.{i}.attn.to_q", k=f"transformer_blocks.{i}.attn.to_k",
-                      v=f"transformer_blocks.{i}.attn.to_v", o=f"transformer_blocks.{i}.attn.to_out.0",
-                      heads=config.num_attention_heads, head_dim=config.attention_head_dim, text_tokens="after",
-                      qk_norm="per_head")
-        for i in range(config.num_layers)
-    ]
+    return self_attention_sites(transformer, "transformer_blocks.{i}.attn", text_tokens="after", qk_norm="per_head")
 
 
 def video_qk(attn: nn.Module, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None
@@ -138,7 +109,7 @@ def video_qk(attn: nn.Module, hidden: torch.Tensor, rotary: tuple[torch.Tensor, 
     return q, k
 
 
-class HunyuanVideo15Backbone(Backbone):
+class HunyuanVideo15Backbone(DiffusersBackbone):
     """HunyuanVideo 1.5 text-to-video through diffusers."""
 
     name = "hunyuan_video15"
@@ -198,55 +169,32 @@ class HunyuanVideo15Backbone(Backbone):
         return Conditioning({"text": text, "text_mask": mask, "text_2": text_2, "text_mask_2": mask_2})
 
     # -- the transformer --------------------------------------------------------------------------------
-    def predict(
-        self,
-        expert: Expert,
-        latents: torch.Tensor,
-        timesteps: torch.Tensor,
-        cond: Conditioning,
-        frame_positions: torch.Tensor | None = None,
-        spatial_stride: int = 1,
-    ) -> torch.Tensor:
+    def transformer_output(self, expert: Expert, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning,
+                           frame_positions: torch.Tensor | None, spatial_stride: int) -> torch.Tensor:
         """As one step of the pipeline: [latents, zero condition latents, zero mask] on the channel axis, the
         timestep on the 0..1000 scale in the model's dtype, both prompts with their masks, zero image tokens."""
-        model = self.denoisers.get(expert.name, expert.module)
         hidden = latents.to(self.dtype)
         b, c, f, h, w = hidden.shape
         hidden = torch.cat([hidden, hidden.new_zeros(b, c, f, h, w), hidden.new_zeros(b, 1, f, h, w)], dim=1)
         image_embeds = hidden.new_zeros(b, IMAGE_TOKENS, expert.module.config.image_embed_dim)
         t = cond.tensors
-        rope = expert.module.rope
-        rope.frame_positions, rope.spatial_stride = frame_positions, spatial_stride
-        try:
-            out = model(
-                hidden_states=hidden,
-                timestep=timesteps.to(latents.device, self.dtype),
-                encoder_hidden_states=t["text"].to(self.dtype),
-                encoder_attention_mask=t["text_mask"],
-                encoder_hidden_states_2=t["text_2"].to(self.dtype),
-                encoder_attention_mask_2=t["text_mask_2"],
-                image_embeds=image_embeds,
-                return_dict=False,
-            )[0]
-        finally:
-            rope.frame_positions, rope.spatial_stride = None, 1
-        return out.float()
+        return self.denoiser(expert)(
+            hidden_states=hidden,
+            timestep=timesteps.to(latents.device, self.dtype),
+            encoder_hidden_states=t["text"].to(self.dtype),
+            encoder_attention_mask=t["text_mask"],
+            encoder_hidden_states_2=t["text_2"].to(self.dtype),
+            encoder_attention_mask_2=t["text_mask_2"],
+            image_embeds=image_embeds,
+            return_dict=False,
+        )[0]
 
-    @contextlib.contextmanager
-    def capture_qk(self, expert: Expert, callback: QKCallback, grad: bool = False) -> Iterator[None]:
-        """A forward pre-hook on every block's `attn` recomputes the video tokens' q and k as the processor does
-        (`video_qk`); video tokens come first and are frame-major, as the patch embedding flattens them."""
-        def hook_for(layer: int):
-            def hook(attn: nn.Module, args: tuple, kwargs: dict) -> None:
-                hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-                with torch.set_grad_enabled(grad):
-                    q, k = video_qk(attn, hidden, kwargs.get("image_rotary_emb"))
-                    callback(layer, q.float(), k.float())
-
-            return hook
-
-        with attention_pre_hooks([b.attn for b in expert.module.transformer_blocks], hook_for):
-            yield
+    @staticmethod
+    def attention_qk(attn: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The video tokens' q and k as the processor computes them (`video_qk`); video tokens come first and are
+        frame-major, as the patch embedding flattens them."""
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        return video_qk(attn, hidden, kwargs.get("image_rotary_emb"))
 
     # -- LoRA files -------------------------------------------------------------------------------------
     @staticmethod
@@ -264,32 +212,19 @@ class HunyuanVideo15Backbone(Backbone):
         return _COMFY_ROLE[_comfy_parts(module_name)[1]][1]
 
     def save_diffusers_lora(self, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
-        """diffusers' layout, as `save_lora_weights` writes it for other pipelines: `transformer.<module>.lora_A.weight`
-        and the adapter config under `lora_adapter_metadata` with `transformer.` keys, which the transformer's
-        `load_lora_adapter(path, use_safetensors=True)` reads (this pipeline has no `save_lora_weights`)."""
-        config = {f"{PREFIX}.{key}": sorted(value) if isinstance(value, set) else value
-                  for key, value in metadata.items()}
-        atomic_save_tensors(Path(path), {f"{PREFIX}.{key}": value for key, value in state_dict.items()},
-                            {"format": "pt", LORA_METADATA_KEY: json.dumps(config, indent=2, sort_keys=True)})
+        """diffusers' layout (`lora_files.write_diffusers_lora`): this pipeline has no `save_lora_weights`."""
+        write_diffusers_lora(path, state_dict, metadata)
 
     def load_lora(self, expert: Expert, path: str, adapter: str) -> None:
         """A diffusers-format file through the transformer's `load_lora_adapter`, as users load it; its adapter
         config (rank, alpha) comes from the file's metadata."""
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                keys = list(handle.keys())
-        except (OSError, ValueError, RuntimeError) as err:  # missing or not a safetensors file
-            raise InputError(f"{path}: cannot read as a LoRA file ({str(err).splitlines()[0]})") from err
-        if any(not key.startswith(f"{PREFIX}.") for key in keys):
+        if any(not key.startswith(f"{PREFIX}.") for key in lora_file_keys(path)):
             raise InputError(f"{path}: not a diffusers-format HunyuanVideo 1.5 LoRA (keys must start with "
                              f"'{PREFIX}.'); a ComfyUI-native file (fused qkv) is for ComfyUI: here, load the "
                              f"diffusers file (`fym export --format diffusers`)")
-        try:
-            with second_adapter_allowed():
-                # use_safetensors: without it diffusers' load_lora_adapter skips the file's metadata (alpha = rank)
-                expert.module.load_lora_adapter(str(path), prefix=PREFIX, adapter_name=adapter, use_safetensors=True)
-        except (OSError, ValueError, KeyError, RuntimeError) as err:
-            raise InputError(f"{path}: cannot load as a HunyuanVideo 1.5 LoRA ({str(err).splitlines()[0]})") from err
+        with loading_lora(path, "a HunyuanVideo 1.5 LoRA"):
+            # use_safetensors: without it diffusers' load_lora_adapter skips the file's metadata (alpha = rank)
+            expert.module.load_lora_adapter(str(path), prefix=PREFIX, adapter_name=adapter, use_safetensors=True)
         # diffusers creates the adapter in the model's dtype; keep the file's exact float32 values instead, so a
         # reloaded LoRA computes what the trained one did (and can keep training).
         state = load_file(str(path))

@@ -16,9 +16,7 @@ Adaptive RoPE replaces only the time coordinate of each frame's tokens, through 
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -31,15 +29,13 @@ from torch import nn
 from ..errors import InputError
 from .base import (
     AttentionSite,
-    Backbone,
     Conditioning,
     Expert,
-    QKCallback,
     VideoGeometry,
-    attention_pre_hooks,
-    second_adapter_allowed,
 )
+from .diffusers_base import DiffusersBackbone, PositionedRotary, self_attention_sites
 from .loading import keep_file_values, load_pipeline, save_pipeline_lora
+from .lora_files import COMFY_PREFIX, comfyui_to_peft, is_comfyui_lora, loading_lora
 
 FRAME_RATE = 25  # LTXPipeline.__call__'s default `frame_rate`: the time axis of the RoPE is in seconds of it
 TEXT_LENGTH = 128  # LTXPipeline.__call__'s default `max_sequence_length` of the T5 prompt
@@ -48,21 +44,13 @@ TEXT_LENGTH = 128  # LTXPipeline.__call__'s default `max_sequence_length` of the
 SHIFT_FRAMES, SHIFT_SIZE = 161, (512, 704)
 # diffusers' LTX-Video docs, for the timestep-aware VAE of LTX-Video 0.9.1 and later
 DECODE_TIMESTEP, DECODE_NOISE_SCALE = 0.05, 0.025
-COMFY_PREFIX = "diffusion_model"  # ComfyUI's LTXV model names its modules as diffusers does, under this prefix
 
 
-
-class PositionedRope(nn.Module):
-    """LTX-Video's rotary embedding whose temporal coordinates can be replaced for one forward pass.
-
-    With `frame_positions` unset it is the stock module, untouched (bit-identical outputs). With positions set,
-    it builds the video coordinates the stock module would build from the grid, with the frame axis at the given
-    (possibly fractional) positions, and hands them to the stock module as `video_coords`."""
-
-    def __init__(self, rope: nn.Module) -> None:
-        super().__init__()
-        self.inner = rope
-        self.frame_positions: torch.Tensor | None = None
+class PositionedRope(PositionedRotary):
+    """LTX-Video's rotary embedding whose temporal coordinates can be replaced for one forward pass: with
+    `frame_positions` set, it builds the video coordinates the stock module would build from the grid, with the
+    frame axis at those positions, and hands them to the stock module as `video_coords`. Its rows and columns are
+    spaced through `rope_interpolation_scale` (`transformer_output`), not here."""
 
     def video_coords(self, batch: int, num_frames: int, height: int, width: int,
                      scale: tuple[float, float, float], device: torch.device) -> torch.Tensor:
@@ -106,14 +94,8 @@ def load_ltx_pipeline(source: str, dtype: torch.dtype) -> LTXPipeline:
 
 def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
     """LTX's self-attention (`transformer_blocks.N.attn1`): video tokens only, q/k RMS-normalised across heads."""
-    config = transformer.config
-    return [
-        AttentionSite(q=f"transformer_blocks.{i}.attn1.to_q", k=f"transformer_blocks.{i}.attn1.to_k",
-                      v=f"transformer_blocks.{i}.attn1.to_v", o=f"transformer_blocks.{i}.attn1.to_out.0",
-                      heads=config.num_attention_heads, head_dim=config.attention_head_dim, text_tokens="none",
-                      qk_norm="across_heads")
-        for i in range(config.num_layers)
-    ]
+    return self_attention_sites(transformer, "transformer_blocks.{i}.attn1", text_tokens="none",
+                                qk_norm="across_heads")
 
 
 def sampler_shift(scheduler_config: dict, tokens: int) -> float:
@@ -133,24 +115,17 @@ def sampler_shift(scheduler_config: dict, tokens: int) -> float:
 
 
 def comfyui_to_diffusers(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
-    """A ComfyUI-native LTXV LoRA (`diffusion_model.<module>.lora_A.weight`, `.lora_B.weight`, optional `.alpha`)
-    as diffusers' keys and the adapter config they need: diffusers' own converter renames the weights, but its
-    `load_lora_weights` refuses `.alpha` keys, so the (single) alpha goes into the config instead; without alpha
-    keys the alpha is the rank, as ComfyUI reads such a file (scale 1)."""
-    alphas = {float(v) for k, v in state.items() if k.endswith(".alpha")}
-    weights = {k: v for k, v in state.items() if not k.endswith(".alpha")}
-    converted = LTXPipeline.lora_state_dict(weights)
-    ranks = {v.shape[0] for k, v in converted.items() if k.endswith(".lora_A.weight")}
-    if len(ranks) != 1 or len(alphas) > 1:
-        raise InputError(f"a LoRA with several ranks {sorted(ranks)} or alphas {sorted(alphas)} (one of each is "
-                         "supported)")
-    rank = ranks.pop()
-    modules = sorted({k.removeprefix("transformer.").rsplit(".", 2)[0] for k in converted})
-    config = {"r": rank, "lora_alpha": alphas.pop() if alphas else float(rank), "target_modules": modules}
-    return converted, {f"transformer.{key}": value for key, value in config.items()}
+    """A ComfyUI-native LTXV LoRA as diffusers' keys (`transformer.<module>.lora_A.weight`; renamed by diffusers'
+    own converter) and the adapter config they need, with `transformer.` keys (`lora_files.comfyui_to_peft`)."""
+    def rename(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {key.removeprefix("transformer."): value for key, value in LTXPipeline.lora_state_dict(weights).items()}
+
+    converted, config = comfyui_to_peft(state, rename, missing_alpha_is_rank=True)
+    return ({f"transformer.{key}": value for key, value in converted.items()},
+            {f"transformer.{key}": value for key, value in config.items()})
 
 
-class LTXBackbone(Backbone):
+class LTXBackbone(DiffusersBackbone):
     """LTX-Video through diffusers. `frame_rate` is the rate the RoPE's time axis assumes in tuning and sampling
     (LTXPipeline's default 25); `text_length` the padded T5 prompt length (128)."""
 
@@ -246,15 +221,8 @@ class LTXBackbone(Backbone):
         return Conditioning({"text": embeds.to(self.dtype), "text_mask": mask})
 
     # -- the transformers -----------------------------------------------------------------------
-    def predict(
-        self,
-        expert: Expert,
-        latents: torch.Tensor,
-        timesteps: torch.Tensor,
-        cond: Conditioning,
-        frame_positions: torch.Tensor | None = None,
-        spatial_stride: int = 1,
-    ) -> torch.Tensor:
+    def transformer_output(self, expert: Expert, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning,
+                           frame_positions: torch.Tensor | None, spatial_stride: int) -> torch.Tensor:
         """As one step of LTXPipeline: packed tokens, the timestep on the 0..1000 scale (sigma * 1000, what the
         pipeline passes from the scheduler), the prompt with its mask, the grid and rope_interpolation_scale.
         LTX's positions are pixel coordinates (latent cell x pixels per cell), so `spatial_stride` s is s times
@@ -262,49 +230,34 @@ class LTXBackbone(Backbone):
         pt, p, _ = self.geometry.patch
         frames, rows, cols = self.token_grid(latents)
         seconds, cell, _ = self.rope_interpolation_scale
-        rope = expert.module.rope
-        rope.frame_positions = frame_positions
-        try:
-            model = self.denoisers.get(expert.name, expert.module)
-            out = model(
-                hidden_states=LTXPipeline._pack_latents(latents.to(self.dtype), p, pt),
-                encoder_hidden_states=cond.tensors["text"].to(self.dtype),
-                timestep=timesteps.to(latents.device),
-                encoder_attention_mask=cond.tensors["text_mask"],
-                num_frames=frames,
-                height=rows,
-                width=cols,
-                rope_interpolation_scale=(seconds, cell * spatial_stride, cell * spatial_stride),
-                return_dict=False,
-            )[0]
-        finally:
-            rope.frame_positions = None
-        return LTXPipeline._unpack_latents(out, frames, rows, cols, p, pt).float()
+        out = self.denoiser(expert)(
+            hidden_states=LTXPipeline._pack_latents(latents.to(self.dtype), p, pt),
+            encoder_hidden_states=cond.tensors["text"].to(self.dtype),
+            timestep=timesteps.to(latents.device),
+            encoder_attention_mask=cond.tensors["text_mask"],
+            num_frames=frames,
+            height=rows,
+            width=cols,
+            rope_interpolation_scale=(seconds, cell * spatial_stride, cell * spatial_stride),
+            return_dict=False,
+        )[0]
+        return LTXPipeline._unpack_latents(out, frames, rows, cols, p, pt)
 
-    @contextlib.contextmanager
-    def capture_qk(self, expert: Expert, callback: QKCallback, grad: bool = False) -> Iterator[None]:
-        """A forward pre-hook on every `attn1` recomputes what LTXVideoAttnProcessor computes before attention:
-        norm_q(to_q(h)), the rotary embedding over the inner width, then the split into heads (B, S, H, d);
-        tokens are frame-major, as packed."""
-        def hook_for(layer: int):
-            def hook(attn: nn.Module, args: tuple, kwargs: dict) -> None:
-                hidden = args[0] if args else kwargs["hidden_states"]
-                rotary = args[3] if len(args) > 3 else kwargs["image_rotary_emb"]
-                with torch.set_grad_enabled(grad):
-                    q = apply_rotary_emb(attn.norm_q(attn.to_q(hidden)), rotary).unflatten(2, (attn.heads, -1))
-                    k = apply_rotary_emb(attn.norm_k(attn.to_k(hidden)), rotary).unflatten(2, (attn.heads, -1))
-                    callback(layer, q.float(), k.float())
-
-            return hook
-
-        with attention_pre_hooks([b.attn1 for b in expert.module.transformer_blocks], hook_for):
-            yield
+    @staticmethod
+    def attention_qk(attn: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """What LTXVideoAttnProcessor computes before attention: norm_q(to_q(h)), the rotary embedding over the
+        inner width, then the split into heads; tokens are frame-major, as packed."""
+        hidden = args[0] if args else kwargs["hidden_states"]
+        rotary = args[3] if len(args) > 3 else kwargs["image_rotary_emb"]
+        q = apply_rotary_emb(attn.norm_q(attn.to_q(hidden)), rotary).unflatten(2, (attn.heads, -1))
+        k = apply_rotary_emb(attn.norm_k(attn.to_k(hidden)), rotary).unflatten(2, (attn.heads, -1))
+        return q, k
 
     @staticmethod
     def comfyui_key(module_name: str) -> str:
         """ComfyUI's LTXV model has diffusers' module names (`transformer_blocks.N.attn1.to_q`), under
         `diffusion_model.`: what diffusers' `_convert_non_diffusers_ltxv_lora_to_diffusers` strips."""
-        return f"{COMFY_PREFIX}.{module_name}"
+        return f"{COMFY_PREFIX}{module_name}"
 
     def save_diffusers_lora(self, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
         save_pipeline_lora(LTXPipeline, path, state_dict, metadata)
@@ -312,17 +265,14 @@ class LTXBackbone(Backbone):
     def load_lora(self, expert: Expert, path: str, adapter: str) -> None:
         """A diffusers file through `LTXPipeline.load_lora_weights`, as users load it; a ComfyUI-native file
         through diffusers' LTXV key converter and loader, with its alpha in the adapter config."""
-        try:
+        with loading_lora(path, "an LTX-Video LoRA"):
             state = load_file(str(path))
-            with second_adapter_allowed():
-                if any(key.startswith(f"{COMFY_PREFIX}.") for key in state):
-                    state, metadata = comfyui_to_diffusers(state)
-                    LTXPipeline.load_lora_into_transformer(state, transformer=expert.module, adapter_name=adapter,
-                                                           metadata=metadata, _pipeline=self.pipe)
-                else:
-                    self.pipe.load_lora_weights(str(path), adapter_name=adapter)
-        except (OSError, ValueError, KeyError, RuntimeError) as err:
-            raise InputError(f"{path}: cannot load as an LTX-Video LoRA ({str(err).splitlines()[0]})") from err
+            if is_comfyui_lora(list(state)):
+                state, metadata = comfyui_to_diffusers(state)
+                LTXPipeline.load_lora_into_transformer(state, transformer=expert.module, adapter_name=adapter,
+                                                       metadata=metadata, _pipeline=self.pipe)
+            else:
+                self.pipe.load_lora_weights(str(path), adapter_name=adapter)
         keep_file_values(expert.module, adapter, state)
 
     # -- generation -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import InputError
 
 if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
     from torch.distributed.device_mesh import DeviceMesh
 
     from .base import Expert
@@ -35,8 +36,11 @@ def shard_frozen_base(transformer: nn.Module, mesh: DeviceMesh, keep: set[nn.Par
 
 
 class SpeedOptions:
-    """Mixed into `Backbone`, whose `experts`, `device`, `park_device`, `compiled` and `sharded` it uses."""
+    """Mixed into `Backbone`, whose `pipe`, `experts`, `device`, `park_device`, `compiled` and `sharded` it uses."""
 
+    # the family's pipeline, whose modules other than the experts are the encoders; None: a backbone with no
+    # pipeline names its encoders itself (`encoders`)
+    pipe: DiffusionPipeline | None = None
     experts: list[Expert]
     device: torch.device
     park_device: torch.device | None  # where the encoders wait while not needed; None: they stay on `device`
@@ -71,9 +75,8 @@ class SpeedOptions:
     def encoders(self) -> dict[str, nn.Module]:
         """The modules that only encode and decode (text encoders, VAE, image encoder): the pipeline's (`pipe`)
         modules that are not an expert. Tuning never runs them once its encodings are cached."""
-        pipe = getattr(self, "pipe", None)
         experts = {id(e.module) for e in self.experts}
-        components = pipe.components if pipe is not None else {}
+        components = self.pipe.components if self.pipe is not None else {}
         return {name: m for name, m in components.items() if isinstance(m, nn.Module) and id(m) not in experts}
 
     def park_encoders(self) -> None:

@@ -16,9 +16,6 @@ temporal, a row and a column part; adaptive RoPE replaces only the temporal part
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import numpy as np
 import torch
 from diffusers import WanImageToVideoPipeline, WanPipeline
@@ -30,32 +27,21 @@ from ..errors import InputError
 from ..video import resize_center_crop, to_tensor
 from .base import (
     AttentionSite,
-    Backbone,
     Conditioning,
     Expert,
-    QKCallback,
     VideoGeometry,
-    attention_pre_hooks,
-    second_adapter_allowed,
 )
+from .diffusers_base import DiffusersBackbone, PositionedRotary, self_attention_sites
 from .loading import keep_file_values, load_pipeline, save_pipeline_lora
+from .lora_files import COMFY_PREFIX, loading_lora
 
 ROPE_THETA = 10000.0  # WanRotaryPosEmbed's default; every released Wan2.1 checkpoint uses it
 _COMFY_ROLE = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o"}
 
 
-
-class PositionedRope(nn.Module):
-    """Wan's rotary embedding whose positions can be replaced for one forward pass: the temporal ones by
-    `frame_positions`, the rows and columns spaced `spatial_stride` apart.
-
-    With neither set it returns the stock tables unchanged (bit-identical outputs)."""
-
-    def __init__(self, rope: nn.Module) -> None:
-        super().__init__()
-        self.inner = rope
-        self.frame_positions: torch.Tensor | None = None
-        self.spatial_stride = 1
+class PositionedRope(PositionedRotary):
+    """Wan's rotary embedding with replaceable positions: each replaced axis's channels rebuilt in the stock
+    tables."""
 
     def axis_table(self, dim: int, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos/sin rows (len(positions), dim) of one axis for arbitrary, possibly fractional, positions."""
@@ -70,7 +56,7 @@ class PositionedRope(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cos, sin = self.inner(hidden_states)
-        if self.frame_positions is None and self.spatial_stride == 1:
+        if self.stock:
             return cos, sin
         _, _, frames, height, width = hidden_states.shape
         pt, ph, pw = self.inner.patch_size
@@ -118,13 +104,7 @@ def load_wan_pipeline(source: str, dtype: torch.dtype) -> WanPipelines:
 
 def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
     """Wan's self-attention (`blocks.N.attn1`): video tokens only, q/k RMS-normalised across all heads."""
-    config = transformer.config
-    return [
-        AttentionSite(q=f"blocks.{i}.attn1.to_q", k=f"blocks.{i}.attn1.to_k", v=f"blocks.{i}.attn1.to_v",
-                      o=f"blocks.{i}.attn1.to_out.0", heads=config.num_attention_heads,
-                      head_dim=config.attention_head_dim, text_tokens="none", qk_norm="across_heads")
-        for i in range(config.num_layers)
-    ]
+    return self_attention_sites(transformer, "blocks.{i}.attn1", text_tokens="none", qk_norm="across_heads")
 
 
 def wan_experts(pipe: WanPipeline) -> list[Expert]:
@@ -141,7 +121,7 @@ def wan_experts(pipe: WanPipeline) -> list[Expert]:
             Expert("low_noise", transformer_2, attention_sites(transformer_2), (0.0, float(boundary)))]
 
 
-class WanBackbone(Backbone):
+class WanBackbone(DiffusersBackbone):
     """The Wan family through diffusers. `text_length` is the padded prompt length (Wan: 512)."""
 
     name = "wan"
@@ -204,13 +184,6 @@ class WanBackbone(Backbone):
         return latents.to(self.device)
 
     @torch.no_grad()
-    def encode_prompt(self, prompt: str) -> Conditioning:
-        embeds, _ = self.pipe.encode_prompt(
-            prompt, do_classifier_free_guidance=False, max_sequence_length=self.text_length, device=self.device
-        )
-        return Conditioning({"text": embeds.to(self.dtype)})
-
-    @torch.no_grad()
     def encode_image(self, image: np.ndarray, num_frames: int, height: int, width: int) -> Conditioning:
         """The first-frame conditioning, as the pipeline builds it. Wan2.2-TI2V: the image's latents as
         `first_frame`, given clean in place of latent frame 0 (a fixed frame). Image-to-video: `image_latents`
@@ -232,35 +205,22 @@ class WanBackbone(Backbone):
         return Conditioning(tensors, {"image_latents": 2})
 
     # -- the transformers -----------------------------------------------------------------------
-    def predict(
-        self,
-        expert: Expert,
-        latents: torch.Tensor,
-        timesteps: torch.Tensor,
-        cond: Conditioning,
-        frame_positions: torch.Tensor | None = None,
-        spatial_stride: int = 1,
-    ) -> torch.Tensor:
-        rope = expert.module.rope
-        rope.frame_positions, rope.spatial_stride = frame_positions, spatial_stride
-        try:
-            model = self.denoisers.get(expert.name, expert.module)
-            hidden = latents.to(self.dtype)
-            if cond.fixed_frames:  # TI2V: the clean first frame in place, with timestep 0 on its tokens
-                hidden, timesteps = self._fix_frames(hidden, timesteps, cond)
-            if "image_latents" in cond.tensors:  # image-to-video: the first-frame condition beside the latents
-                hidden = torch.cat([hidden, cond.tensors["image_latents"].to(hidden)], dim=1)
-            image = cond.tensors.get("image_embeds")
-            out = model(
-                hidden_states=hidden,
-                timestep=timesteps.to(latents.device),
-                encoder_hidden_states=cond.tensors["text"].to(self.dtype),
-                encoder_hidden_states_image=None if image is None else image.to(self.dtype),
-                return_dict=False,
-            )[0]
-        finally:
-            rope.frame_positions, rope.spatial_stride = None, 1
-        return out.float()
+    def transformer_output(self, expert: Expert, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning,
+                           frame_positions: torch.Tensor | None, spatial_stride: int) -> torch.Tensor:
+        """As one step of the pipeline; the positions are the rotary embedding's (`PositionedRope`)."""
+        hidden = latents.to(self.dtype)
+        if cond.fixed_frames:  # TI2V: the clean first frame in place, with timestep 0 on its tokens
+            hidden, timesteps = self._fix_frames(hidden, timesteps, cond)
+        if "image_latents" in cond.tensors:  # image-to-video: the first-frame condition beside the latents
+            hidden = torch.cat([hidden, cond.tensors["image_latents"].to(hidden)], dim=1)
+        image = cond.tensors.get("image_embeds")
+        return self.denoiser(expert)(
+            hidden_states=hidden,
+            timestep=timesteps.to(latents.device),
+            encoder_hidden_states=cond.tensors["text"].to(self.dtype),
+            encoder_hidden_states_image=None if image is None else image.to(self.dtype),
+            return_dict=False,
+        )[0]
 
     def _fix_frames(self, hidden: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -275,40 +235,31 @@ class WanBackbone(Backbone):
         per_token[:, fixed] = 0.0
         return hidden, per_token.flatten(1)
 
-    @contextlib.contextmanager
-    def capture_qk(self, expert: Expert, callback: QKCallback, grad: bool = False) -> Iterator[None]:
-        def hook_for(layer: int):
-            def hook(attn: nn.Module, args: tuple, kwargs: dict) -> None:
-                hidden = args[0] if args else kwargs["hidden_states"]
-                cos_sin = args[3] if len(args) > 3 else kwargs["rotary_emb"]
-                with torch.set_grad_enabled(grad):
-                    q = attn.norm_q(attn.to_q(hidden)).unflatten(2, (attn.heads, -1))
-                    k = attn.norm_k(attn.to_k(hidden)).unflatten(2, (attn.heads, -1))
-                    callback(layer, apply_rotary(q.float(), *cos_sin), apply_rotary(k.float(), *cos_sin))
-
-            return hook
-
-        with attention_pre_hooks([b.attn1 for b in expert.module.blocks], hook_for):
-            yield
+    @staticmethod
+    def attention_qk(attn: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The queries and keys `attn1` computes from its inputs: RMS norm across heads, the split into heads, then
+        Wan's interleaved rotary embedding (in float32)."""
+        hidden = args[0] if args else kwargs["hidden_states"]
+        cos_sin = args[3] if len(args) > 3 else kwargs["rotary_emb"]
+        q = attn.norm_q(attn.to_q(hidden)).unflatten(2, (attn.heads, -1))
+        k = attn.norm_k(attn.to_k(hidden)).unflatten(2, (attn.heads, -1))
+        return apply_rotary(q.float(), *cos_sin), apply_rotary(k.float(), *cos_sin)
 
     @staticmethod
     def comfyui_key(module_name: str) -> str:
         _, layer, _, projection = module_name.split(".", 3)
-        return f"diffusion_model.blocks.{layer}.self_attn.{_COMFY_ROLE[projection]}"
+        return f"{COMFY_PREFIX}blocks.{layer}.self_attn.{_COMFY_ROLE[projection]}"
 
     def save_diffusers_lora(self, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
         save_pipeline_lora(WanPipeline, path, state_dict, metadata)
 
     def load_lora(self, expert: Expert, path: str, adapter: str) -> None:
         low_noise = expert.module is getattr(self.pipe, "transformer_2", None)
-        try:
-            with second_adapter_allowed():
-                # from the file, as users load it, so diffusers reads the adapter config (rank, alpha) it holds;
-                # a low-noise expert's file goes into transformer_2 as diffusers users load Wan2.2 LoRAs
-                self.pipe.load_lora_weights(str(path), adapter_name=adapter, load_into_transformer_2=low_noise)
+        with loading_lora(path, "a Wan LoRA"):
+            # from the file, as users load it, so diffusers reads the adapter config (rank, alpha) it holds;
+            # a low-noise expert's file goes into transformer_2 as diffusers users load Wan2.2 LoRAs
+            self.pipe.load_lora_weights(str(path), adapter_name=adapter, load_into_transformer_2=low_noise)
             state = WanPipeline.lora_state_dict(str(path))
-        except (OSError, ValueError, KeyError, RuntimeError) as err:
-            raise InputError(f"{path}: cannot load as a Wan LoRA ({str(err).splitlines()[0]})") from err
         keep_file_values(expert.module, adapter, state)
 
     # -- generation -----------------------------------------------------------------------------

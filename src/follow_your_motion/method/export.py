@@ -18,15 +18,12 @@ from pathlib import Path
 import torch
 
 from ..backbones.base import Backbone, Expert
+from ..backbones.lora_files import LORA_METADATA_KEY, PREFIX
 from ..errors import InputError
 from ..runs import atomic_save_tensors, atomic_write, load_tensors, read_metadata
 from .lora import adapter_state
 
 FORMATS = ("diffusers", "comfyui")
-PREFIX = "transformer"  # diffusers' key prefix of the transformer's LoRA weights and adapter config
-LORA_METADATA_KEY = "lora_adapter_metadata"  # where diffusers' save_lora_weights puts the adapter config
-
-
 
 
 def _fused(parts: dict[int, tuple[torch.Tensor, torch.Tensor]], slots: int, target: str
