@@ -123,3 +123,23 @@ def test_a_finished_run_opens_with_settings_that_tuning_ignores(setup):
     job = Transfer.open(tmp / "kept", model={"compile": True, "keep_encoders": False})
     assert job.cfg.model.compile and job.backbone.compiled
     assert job.backbone.park_device == torch.device("cpu")
+
+
+def test_encoders_ready_is_reentrant_and_knows_a_device_by_any_name(wan, monkeypatch):
+    """Generation encodes the reference inside its own `encoders_ready` block: the inner block must not park the
+    encoders the outer one still uses; and `cuda` vs the parameters' `cuda:0` (here `cpu:0` vs `cpu`) is one
+    device, not a reason to think the encoders parked."""
+    parks = []
+    monkeypatch.setattr(wan, "park_encoders", lambda: parks.append("park"))
+    wan.park_device = torch.device("cpu")
+    wan.device = torch.device("cpu", 0)
+    with wan.encoders_ready():
+        pass
+    assert parks == []  # on the device already, by another name: nothing was parked, nothing to park again
+    wan.device = torch.device("meta")  # the encoders (on the CPU) count as parked; moving them there is free
+    with wan.encoders_ready():
+        with wan.encoders_ready():
+            pass
+        assert parks == []  # the inner block left them for the outer one
+        assert all(p.device.type == "meta" for m in wan.encoders().values() for p in m.parameters())
+    assert parks == ["park"]  # the outer one parked them once

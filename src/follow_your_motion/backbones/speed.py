@@ -35,6 +35,17 @@ def shard_frozen_base(transformer: nn.Module, mesh: DeviceMesh, keep: set[nn.Par
     fully_shard(transformer, mesh=mesh, ignored_params=keep)
 
 
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether `a` and `b` are one device: `cuda` (the current one, index left out) is `cuda:0` where a tensor on it
+    says `cuda:0`, and `cpu` is `cpu:0`."""
+    def index(d: torch.device) -> int:
+        if d.index is not None:
+            return d.index
+        return torch.cuda.current_device() if d.type == "cuda" else 0
+
+    return a.type == b.type and index(a) == index(b)
+
+
 class SpeedOptions:
     """Mixed into `Backbone`, whose `pipe`, `experts`, `device`, `park_device`, `compiled` and `sharded` it uses."""
 
@@ -46,6 +57,7 @@ class SpeedOptions:
     park_device: torch.device | None  # where the encoders wait while not needed; None: they stay on `device`
     compiled: bool
     sharded: bool = False  # every expert sharded across the job's processes (`shard_experts`)
+    encoders_held: bool = False  # inside an `encoders_ready` block: inner blocks leave the encoders where they are
     # Transformer block classes to compile where the transformer declares no `_repeated_blocks` (CogVideoX).
     repeated_blocks: tuple[str, ...] = ()
 
@@ -88,15 +100,21 @@ class SpeedOptions:
 
     @contextlib.contextmanager
     def encoders_ready(self) -> Iterator[None]:
-        """The encoders on `device` for a block (to encode, to generate), parked again after it if they were."""
+        """The encoders on `device` for a block (to encode, to generate), parked again after it if they were.
+        Re-entrant: a block inside another (generation that encodes the reference) parks nothing."""
+        if self.encoders_held:
+            yield
+            return
         parked = self.park_device is not None and any(
-            p.device != self.device for m in self.encoders().values() for p in m.parameters())
+            not same_device(p.device, self.device) for m in self.encoders().values() for p in m.parameters())
         if parked:
             for module in self.encoders().values():
                 module.to(self.device)
+        self.encoders_held = True
         try:
             yield
         finally:
+            self.encoders_held = False
             if parked:
                 self.park_encoders()
 
