@@ -26,6 +26,9 @@ def toyworld_pretrain(
     caption_dropout: Annotated[float, typer.Option(help="share of empty captions (for guidance)")] = 0.1,
     anchor_spread: Annotated[float, typer.Option(
         help="paths start from the middle share of where they fit (1 = anywhere, 0 = centred)")] = 1.0,
+    free_paths: Annotated[float, typer.Option(min=0.0, max=1.0, help=(
+        "share of single/multi objects on random curved, cornered, stop-and-go or bouncing paths, captioned "
+        "with their appearance only (the motion prior; docs/toyworld.md)"))] = 0.0,
     noise_correlation: Annotated[float | None, typer.Option(
         help="new run: noise shared across frames, in [0, 1) (toy model's noise prior); default 0")] = None,
     init: Annotated[Path | None, typer.Option(
@@ -47,7 +50,8 @@ def toyworld_pretrain(
         fail(ValueError(f"--decay-start {decay_start} must lie in [0, --steps {steps})"))
     settings = PretrainSettings(steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
                                 seed=seed, threads=threads, decay_start=decay_start,
-                                caption_dropout=caption_dropout, anchor_spread=anchor_spread, device=device,
+                                caption_dropout=caption_dropout, anchor_spread=anchor_spread, free_paths=free_paths,
+                                device=device,
                                 workers=workers)
     meta = new_run_meta(noise_correlation, layers, heads)
     handle_errors(lambda: typer.echo(pretrain(out, settings, meta, init=init)))
