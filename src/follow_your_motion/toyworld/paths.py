@@ -4,8 +4,8 @@ real text-to-video model can) and a motion LoRA steers a motion the model alread
 
 A path is a shape in time and a timing along it. Shapes (``FAMILIES``):
 
-curve     per axis a sum of two or three sinusoids of random frequency (0.25-2 cycles per clip) and phase;
-ellipse   an arc of a circle or ellipse: 0.25 to 2 turns either way, any start angle, axis ratio 0.3-1, any tilt;
+curve     per axis a sum of two or three sinusoids of random frequency (0.25-1.25 cycles per clip) and phase;
+ellipse   an arc of a circle or ellipse: 0.25 to 1.25 turns either way, any start angle, axis ratio 0.3-1, any tilt;
 polyline  constant speed along 2 to 6 random vertices (2: a straight line in any direction; more: corners);
 bounce    a straight line reflecting off the walls of a random box (1 to 3 box widths of travel).
 
@@ -36,7 +36,7 @@ def _curve(rng: np.random.Generator, s: np.ndarray) -> np.ndarray:
     axes = []
     for _ in range(2):
         terms = int(rng.integers(2, 4))
-        freq = rng.uniform(0.25, 2.0, terms)
+        freq = rng.uniform(0.25, 1.25, terms)
         phase = rng.uniform(0, 2 * np.pi, terms)
         weight = rng.uniform(0.2, 1, terms)
         axes.append((weight[:, None] * np.sin(2 * np.pi * freq[:, None] * s + phase[:, None])).sum(0))
@@ -44,7 +44,7 @@ def _curve(rng: np.random.Generator, s: np.ndarray) -> np.ndarray:
 
 
 def _ellipse(rng: np.random.Generator, s: np.ndarray) -> np.ndarray:
-    angle = rng.uniform(0, 2 * np.pi) + rng.choice((-1.0, 1.0)) * 2 * np.pi * rng.uniform(0.25, 2.0) * s
+    angle = rng.uniform(0, 2 * np.pi) + rng.choice((-1.0, 1.0)) * 2 * np.pi * rng.uniform(0.25, 1.25) * s
     ratio, tilt = rng.uniform(0.3, 1.0), rng.uniform(0, np.pi)
     x, y = np.cos(angle), ratio * np.sin(angle)
     return np.stack([x * np.cos(tilt) - y * np.sin(tilt), x * np.sin(tilt) + y * np.cos(tilt)], 1)
