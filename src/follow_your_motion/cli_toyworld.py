@@ -93,6 +93,34 @@ def toyworld_eval(
     handle_errors(act)
 
 
+@toyworld.command("prior")
+def toyworld_prior(
+    model: ToyModel = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for prior.json")] = Path("runs/toy-prior"),
+    clips: Annotated[int, typer.Option(min=1, help="clips generated (appearance-only prompts)")] = 48,
+    steps: int = 20,
+    guidance: float = 3.0,
+    seed: int = 0,
+    data: Annotated[float | None, typer.Option(min=0.0, max=1.0, help=(
+        "measure the pretraining data drawn with this --free-paths share instead of a model (exact tracks)"))] = None,
+) -> None:
+    """The motion prior: shares of still, straight, curved and cornered paths, and their amplitudes, when the
+    prompt names only the appearance."""
+    from .toyworld.prior import measure_data, measure_prior
+
+    def act() -> None:
+        from .backbones.toy import ToyBackbone
+
+        if data is not None:
+            summary = measure_data(clips, free_paths=data, seed=seed, out=out)
+        else:
+            summary = measure_prior(ToyBackbone.load(str(model) if model else None), clips, steps, guidance, seed,
+                                    out)
+        typer.echo(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
+
+    handle_errors(act)
+
+
 @toyworld.command("sanity")
 def toyworld_sanity(
     program: Annotated[str, typer.Argument(help="motion program of the one clip, e.g. zigzag")],
