@@ -9,6 +9,7 @@
 #          --free-paths 0.5): p1 continues from the shipped weights, p2 starts afresh with g2's recipe.
 #
 #   usage: toyworld-pretrain/gpu-runs.sh WORK_DIR RESULTS_DIR [SECONDS] [DEVICE] [SET]
+# BATCH_SIZE (default 128) and FIRST_STEPS (default 300) are for dry runs on a CPU.
 # RESULTS_DIR receives one NAME.tar.gz per run: its EMA model, log.jsonl and meta.json, and, with EVALUATE=1
 # (the default for the prior set), eval/eval.json and prior/prior.json of `fym toyworld eval` and `fym toyworld
 # prior` on the new model; KEEP_CHECKPOINT=1 adds the newest checkpoint (model, EMA, optimizer: about 60 MB),
@@ -27,7 +28,7 @@ source "$(dirname "$0")/device-env.sh"
 python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__,
   torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" || exit 1
 
-common=(--device "$device" --workers 4 --batch-size 128 --anchor-spread 0.2 --checkpoint-every 500)
+common=(--device "$device" --workers 4 --batch-size "${BATCH_SIZE:-128}" --anchor-spread 0.2 --checkpoint-every 500)
 shipped="$(cd "$(dirname "$0")/.." && pwd)/src/follow_your_motion/toyworld/assets/toy-model"
 case $set_name in
   size) declare -A options=(
