@@ -16,8 +16,8 @@
 # from which `fym toyworld pretrain --out DIR` with the same options and a larger --steps resumes the run.
 # Set-up on the device machine: device-env.sh.
 set -u
-work=${1:?usage: gpu-runs.sh WORK_DIR RESULTS_DIR [SECONDS] [DEVICE]}
-results=${2:?usage: gpu-runs.sh WORK_DIR RESULTS_DIR [SECONDS] [DEVICE]}
+work=${1:?usage: gpu-runs.sh WORK_DIR RESULTS_DIR [SECONDS] [DEVICE] [SET]}
+results=${2:?usage: gpu-runs.sh WORK_DIR RESULTS_DIR [SECONDS] [DEVICE] [SET]}
 budget=${3:-520}
 device=${4:-cuda}
 set_name=${5:-size}
