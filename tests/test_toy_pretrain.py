@@ -233,3 +233,16 @@ def test_cli_builds_the_chosen_size_and_refuses_zero_layers(tmp_path: Path) -> N
     assert model.transformer.config.num_attention_heads * model.transformer.config.attention_head_dim == 64
     training = json.loads((out / "model/config.json").read_text())["training"]
     assert training["settings"]["device"] == "cpu" and training["hardware"].startswith("CPU")
+
+
+def test_a_run_from_a_donor_with_free_paths_resumes_bit_for_bit(tmp_path: Path) -> None:
+    """As toyworld-pretrain/cpu-prior-run.sh runs it: --init and --free-paths, stopped, then the same command."""
+    donor_dir = _donor(tmp_path / "donor")
+    settings = PretrainSettings(steps=4, batch_size=2, warmup=2, decay_start=2, checkpoint_every=1, free_paths=0.5)
+    assert any(not torch.equal(batch(s, 2, TINY_META, settings)[0],
+                               batch(s, 2, TINY_META, PretrainSettings(batch_size=2))[0]) for s in range(4))
+    straight = pretrain(tmp_path / "straight", settings, TINY_META, init=donor_dir)
+    pretrain(tmp_path / "resumed", settings, TINY_META, init=donor_dir, stop_after=2)
+    resumed = pretrain(tmp_path / "resumed", settings, init=donor_dir)  # the CLI passes no config on a resume
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

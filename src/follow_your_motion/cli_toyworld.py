@@ -26,6 +26,9 @@ def toyworld_pretrain(
     caption_dropout: Annotated[float, typer.Option(help="share of empty captions (for guidance)")] = 0.1,
     anchor_spread: Annotated[float, typer.Option(
         help="paths start from the middle share of where they fit (1 = anywhere, 0 = centred)")] = 1.0,
+    free_paths: Annotated[float, typer.Option(min=0.0, max=1.0, help=(
+        "share of single/multi objects on random curved, cornered, stop-and-go or bouncing paths, captioned "
+        "with their appearance only (the motion prior; docs/toyworld.md)"))] = 0.0,
     noise_correlation: Annotated[float | None, typer.Option(
         help="new run: noise shared across frames, in [0, 1) (toy model's noise prior); default 0")] = None,
     init: Annotated[Path | None, typer.Option(
@@ -47,7 +50,8 @@ def toyworld_pretrain(
         fail(ValueError(f"--decay-start {decay_start} must lie in [0, --steps {steps})"))
     settings = PretrainSettings(steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
                                 seed=seed, threads=threads, decay_start=decay_start,
-                                caption_dropout=caption_dropout, anchor_spread=anchor_spread, device=device,
+                                caption_dropout=caption_dropout, anchor_spread=anchor_spread, free_paths=free_paths,
+                                device=device,
                                 workers=workers)
     meta = new_run_meta(noise_correlation, layers, heads)
     handle_errors(lambda: typer.echo(pretrain(out, settings, meta, init=init)))
@@ -84,6 +88,34 @@ def toyworld_eval(
     def act() -> None:
         toy = _with_noise_prior(ToyBackbone.load(str(model) if model else None), noise_correlation)
         summary = evaluate(toy, prompts, steps, guidance=guidance, seed=seed, out=out)
+        typer.echo(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
+
+    handle_errors(act)
+
+
+@toyworld.command("prior")
+def toyworld_prior(
+    model: ToyModel = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for prior.json")] = Path("runs/toy-prior"),
+    clips: Annotated[int, typer.Option(min=1, help="clips generated (appearance-only prompts)")] = 48,
+    steps: int = 20,
+    guidance: float = 3.0,
+    seed: int = 0,
+    data: Annotated[float | None, typer.Option(min=0.0, max=1.0, help=(
+        "measure the pretraining data drawn with this --free-paths share instead of a model (exact tracks)"))] = None,
+) -> None:
+    """The motion prior: shares of still, straight, curved and cornered paths, and their amplitudes, when the
+    prompt names only the appearance."""
+    from .toyworld.prior import measure_data, measure_prior
+
+    def act() -> None:
+        from .backbones.toy import ToyBackbone
+
+        if data is not None:
+            summary = measure_data(clips, free_paths=data, seed=seed, out=out)
+        else:
+            summary = measure_prior(ToyBackbone.load(str(model) if model else None), clips, steps, guidance, seed,
+                                    out)
         typer.echo(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
 
     handle_errors(act)

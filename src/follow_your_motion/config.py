@@ -78,8 +78,11 @@ class VideoSettings(Settings):
 
 class HeadSettings(Settings):
     select: Literal["classified", "all"] = "classified"  # "all": LoRA on every head (the no-decoupling ablation)
-    rule: Literal["paper", "release"] = "paper"
+    rule: Literal["paper", "release", "relative"] = "paper"
     alpha: float = Field(1.25, gt=0)  # paper: temporal iff sim_s < alpha * sim_t
+    # relative (grid-independent): temporal iff (sim_s / sim_t) / a structureless head's < relative_alpha; 1 = a
+    # head that favours the keys at its place in other frames more than even attention does (docs/method.md)
+    relative_alpha: float = Field(1.0, gt=0)
     release_ratio: float = Field(1.3, gt=0)  # release: temporal iff mass_t >= ratio * mass_s
     sigma: float = Field(0.9, gt=0, le=1)  # noise level of the reference for the capture pass
     num_queries: int = Field(1024, ge=1)

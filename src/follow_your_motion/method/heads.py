@@ -7,7 +7,11 @@ S x S map: memory is O(n_query * S) per head) and compare the rows with two bina
   temporal - keys at the query's (row, col), within `radius` cells, in the other frames.
 Sim = cosine similarity of the sampled attention rows with the template rows. The paper's rule calls a
 head temporal when Sim_s < alpha * Sim_t; the authors' release instead compares attention mass
-(temporal iff mass_t >= ratio * mass_s).
+(temporal iff mass_t >= ratio * mass_s). Both depend on the token grid: a structureless head (attention
+spread evenly) scores Sim_s / Sim_t = sqrt(#spatial ones / #temporal ones), sqrt(H W / (F - 1)) at radius 0.
+Our `relative` rule divides that out: relative = (Sim_s / Sim_t) / the structureless head's, which is the
+mean attention per spatial-template key over the mean per temporal-template key, exactly 1 for a
+structureless head on any grid; temporal iff relative < relative_alpha.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class HeadMap:
     temporal: list[list[bool]]
     settings: dict = field(default_factory=dict)
     forced: list[list[int]] = field(default_factory=list)  # [layer, head] flipped by `min_heads`
+    # (Sim_s / Sim_t) / a structureless head's, per layer and head: grid-independent; None where Sim_t is 0
+    relative: list[list[float | None]] = field(default_factory=list)
 
     def heads(self, kind: str) -> dict[int, list[int]]:
         """Layer -> selected head indices of `kind` ("spatial" or "temporal")."""
@@ -71,6 +77,7 @@ class HeadMap:
                         "sim_t": self.sim_t[i][h],
                         "mass_s": self.mass_s[i][h],
                         "mass_t": self.mass_t[i][h],
+                        **({"relative": self.relative[i][h]} if self.relative else {}),
                     }
                     for h in range(len(self.temporal[i]))
                 ],
@@ -86,9 +93,10 @@ class HeadMap:
             return [[head[key] for head in layer["heads"]] for layer in data["layers"]]
 
         temporal = [[head["type"] == "temporal" for head in layer["heads"]] for layer in data["layers"]]
+        recorded = all("relative" in head for layer in data["layers"] for head in layer["heads"])  # since issue 24
         return cls(
             column("sim_s"), column("sim_t"), column("mass_s"), column("mass_t"), temporal, data["settings"],
-            data.get("forced", []),
+            data.get("forced", []), column("relative") if recorded else [],
         )
 
     @classmethod
@@ -152,17 +160,28 @@ def score_layer(
     return HeadScores(mass_s, mass_t, sq, int(spatial.sum()) * batch, int(temporal.sum()) * batch)
 
 
+def structureless_ratio(scores: HeadScores) -> float:
+    """Sim_s / Sim_t of a head that attends evenly to every key, on these sampled rows: sqrt(count_s / count_t)
+    (a uniform row puts mass 1/S on each key, so each Sim is sqrt(#ones) / sqrt(n S))."""
+    return math.sqrt(max(scores.count_s, 1) / max(scores.count_t, 1))
+
+
 def classify(scores: list[HeadScores], settings: HeadSettings) -> HeadMap:
     """Apply the chosen rule to per-layer template statistics."""
-    sim_s, sim_t, mass_s, mass_t, temporal = [], [], [], [], []
+    sim_s, sim_t, mass_s, mass_t, temporal, relative = [], [], [], [], [], []
     for layer in scores:
         norm = layer.sq_norm.sqrt()
         s = layer.mass_s / (norm * math.sqrt(max(layer.count_s, 1)))
         t = layer.mass_t / (norm * math.sqrt(max(layer.count_t, 1)))
+        uniform = structureless_ratio(layer)
         if settings.rule == "paper":
             is_temporal = s < settings.alpha * t
+        elif settings.rule == "relative":  # (s / t) / uniform < relative_alpha, without dividing by t
+            is_temporal = s < settings.relative_alpha * uniform * t
         else:
             is_temporal = layer.mass_t >= settings.release_ratio * layer.mass_s
+        relative.append([float(a / b / uniform) if b > 0 else None for a, b in zip(s.tolist(), t.tolist(),
+                                                                                    strict=True)])
         sim_s.append(s.tolist())
         sim_t.append(t.tolist())
         mass_s.append(layer.mass_s.tolist())
@@ -172,7 +191,7 @@ def classify(scores: list[HeadScores], settings: HeadSettings) -> HeadMap:
     if settings.rule == "release":
         score = [[b / max(a, 1e-12) for a, b in zip(*pair, strict=True)] for pair in zip(mass_s, mass_t, strict=True)]
     forced = ensure_minimum(temporal, score, settings.min_heads)
-    return HeadMap(sim_s, sim_t, mass_s, mass_t, temporal, settings.model_dump(), forced)
+    return HeadMap(sim_s, sim_t, mass_s, mass_t, temporal, settings.model_dump(), forced, relative)
 
 
 def ensure_minimum(temporal: list[list[bool]], score: list[list[float]], minimum: int) -> list[list[int]]:

@@ -2,7 +2,9 @@
 on rendered clips streamed forever.
 
 Captions describe appearance and, for the straight-line and static programs only, coarse motion; half
-of them omit the motion words, because transfer prompts name only the appearance. Every step's batch is
+of them omit the motion words, because transfer prompts name only the appearance. With `free_paths`, that
+share of the objects follows a random path of broad families instead (`toyworld.paths`), captioned with its
+appearance only, and kept a stated distance from every evaluation path (`toyworld.exclusion`). Every step's batch is
 a pure function of (seed, step), and a checkpoint holds the model, its EMA, the optimizer and the step,
 so a resumed run continues exactly where it stopped (across sessions, too).
 """
@@ -79,6 +81,9 @@ class PretrainSettings:
     # With the model's x/y channels a centred path is one fixed picture per caption and frame, which a small
     # model can learn sooner than the same path anywhere in the frame (docs/toyworld.md).
     anchor_spread: float = 1.0
+    # Share of single/multi objects that follow a random path (toyworld.paths: curves, ellipses, polylines,
+    # bounces at any timing), captioned with their appearance only: the motion prior of a real model.
+    free_paths: float = 0.0
     # Where the trajectory is decided: logit-normal puts ~1% of samples above sigma 0.9, uniform + shift 3
     # about 25%; one-clip experiments (docs/toyworld.md) lose the path exactly there.
     timestep_weighting: str = "uniform"
@@ -102,7 +107,7 @@ def batch(step: int, size: int, meta: dict, settings: PretrainSettings) -> tuple
     for _ in range(size):
         category = rng.choice(categories, p=weights)
         scene = random_scene(rng, category, render.PRETRAIN_PROGRAMS, video["frames"], video["height"],
-                                    video["width"], settings.anchor_spread)
+                                    video["width"], settings.anchor_spread, settings.free_paths)
         clips.append(render.render(scene).frames)
         text = render.caption(scene, with_motion=bool(rng.random() < settings.motion_caption_rate))
         captions.append("" if rng.random() < settings.caption_dropout else text)

@@ -30,6 +30,7 @@ LINE_PROGRAMS = ("left", "right", "up", "down", "up-left", "up-right", "down-lef
 PRETRAIN_PROGRAMS: tuple[str, ...] = ("static", *LINE_PROGRAMS)
 HELDOUT_PROGRAMS = ("zigzag", "orbit-cw", "orbit-ccw", "bounce", "figure-eight", "spiral", "grow-shrink")
 HUMAN_PROGRAMS: tuple[str, ...] = ("wave", "jump", "walk")
+FREE_PROGRAM = "free"  # the object follows ObjectSpec.path (toyworld.paths draws such paths for pretraining)
 CAMERA_PROGRAMS: tuple[str, ...] = tuple(f"pan-{d}" for d in LINE_PROGRAMS) + ("zoom-in", "zoom-out")
 CATEGORIES: tuple[str, ...] = ("single", "multi", "camera", "human")
 DIM_BACKGROUNDS: tuple[str, ...] = tuple(f"dim-{c}" for c in COLOURS)  # plain, each at half its colour's value
@@ -50,7 +51,9 @@ class ObjectSpec:
     1 = right/bottom-most), so any anchor is valid. ``phase`` in [0, 1) offsets periodic programs
     (orbit/spiral/figure-eight start angle, zigzag phase, bounce diagonal = quadrant of phase). ``stripes``, a
     second colour, draws the object in horizontal bands of ``colour`` and ``stripes`` that move and scale with
-    it (an appearance the captions cannot name, for leakage tests); its name and caption keep ``colour``."""
+    it (an appearance the captions cannot name, for leakage tests); its name and caption keep ``colour``.
+    ``path``, with the program ``FREE_PROGRAM`` only: the centre offset (dx, dy) in every frame, as fractions of
+    the frame's width and height (placed like any program's offsets; the caption names no motion)."""
 
     shape: str
     colour: str
@@ -59,6 +62,7 @@ class ObjectSpec:
     anchor: tuple[float, float] = (0.5, 0.5)
     phase: float = 0.0
     stripes: str | None = None
+    path: tuple[tuple[float, float], ...] | None = None
 
     @property
     def name(self) -> str:
@@ -126,8 +130,14 @@ def _validate(scene: SceneSpec) -> None:
             if o.stripes == o.colour:
                 raise InputError(f"the {o.name}'s stripes are its own colour {o.colour!r}: give another colour "
                                  "or leave stripes out")
-        valid = HUMAN_PROGRAMS if o.shape == FIGURE else PRETRAIN_PROGRAMS + HELDOUT_PROGRAMS
+        valid = HUMAN_PROGRAMS if o.shape == FIGURE else (*PRETRAIN_PROGRAMS, *HELDOUT_PROGRAMS, FREE_PROGRAM)
         check(f"program for {o.shape}", o.program, valid)
+        if (o.path is not None) != (o.program == FREE_PROGRAM):
+            raise InputError(f"the {o.name}: a path goes with the program {FREE_PROGRAM!r} and that program needs "
+                             f"one (program {o.program!r}, path {'given' if o.path is not None else 'missing'})")
+        if o.path is not None and np.shape(o.path) != (scene.num_frames, 2):
+            raise InputError(f"the {o.name}'s path has shape {np.shape(o.path)}; it needs one (dx, dy) per frame: "
+                             f"({scene.num_frames}, 2)")
         if not 0.0 < o.size <= 1.0:
             raise InputError(f"size must be in (0, 1], got {o.size}")
         if o.size * min(scene.height, scene.width) < 3.0:
@@ -202,7 +212,11 @@ def _object_path(o: ObjectSpec, scene: SceneSpec, u: np.ndarray) -> tuple[np.nda
     ext = r0 + (_line_halfwidth(r0) if o.shape == FIGURE else 0.0)  # half-extent at scale 1
     px, py, z = _camera(scene.camera, u, h, w)
     cx, cy = (w - 1) / 2, (h - 1) / 2
-    dx, dy, s = _program(o.program, u, o.phase, h, w)
+    if o.path is not None:
+        offsets = np.asarray(o.path, dtype=np.float64)
+        dx, dy, s = offsets[:, 0] * w, offsets[:, 1] * h, np.ones_like(u)
+    else:
+        dx, dy, s = _program(o.program, u, o.phase, h, w)
     if o.program == "bounce":  # world path reflecting off the frame walls
         lo_x, hi_x, lo_y, hi_y = ext, w - 1 - ext, ext, h - 1 - ext
         q = int(4 * (o.phase % 1.0))
@@ -223,6 +237,14 @@ def _object_path(o: ObjectSpec, scene: SceneSpec, u: np.ndarray) -> tuple[np.nda
     if np.any(np.minimum(x, y) - e < -eps) or np.any(x + e > w - 1 + eps) or np.any(y + e > h - 1 + eps):
         raise InputError(f"{o.name} ({o.program!r}) leaves the frame under camera {scene.camera!r}")
     return x, y, rad
+
+
+def object_centres(scene: SceneSpec) -> list[np.ndarray]:
+    """Each object's centre (T, 2) as (x, y) in pixels, as drawn (camera included), without drawing: the path
+    itself, where ``Track.centroid`` is the mean of the pixels it covers."""
+    _validate(scene)
+    u = np.linspace(0.0, 1.0, scene.num_frames)
+    return [np.stack(_object_path(o, scene, u)[:2], 1) for o in scene.objects]
 
 
 def _segments_mask(xx: np.ndarray, yy: np.ndarray, segs: list, hw: float) -> np.ndarray:

@@ -3,14 +3,18 @@ Every draw comes from the generator passed in, so a scene is a pure function of 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..errors import InputError
+from .paths import draw_prior_path, room_for
 from .render import (
     CAMERA_PROGRAMS,
     CATEGORIES,
     COLOURS,
     FIGURE,
+    FREE_PROGRAM,
     HELDOUT_PROGRAMS,
     HUMAN_PROGRAMS,
     PRETRAIN_PROGRAMS,
@@ -29,14 +33,19 @@ def random_scene(
     height: int = 32,
     width: int = 32,
     anchor_spread: float = 1.0,
+    free_paths: float = 0.0,
 ) -> SceneSpec:
     """Sample a scene of a category. single/multi draw object programs from ``programs``; camera scenes hold
     one static object over the textured background; human scenes use ``programs`` ∩ HUMAN_PROGRAMS, or all
     HUMAN_PROGRAMS when that is empty. Anchors are drawn from the middle ``anchor_spread`` of [0, 1] on each
-    axis: 1 places a path anywhere it fits, 0 centres every path in the frame."""
+    axis: 1 places a path anywhere it fits, 0 centres every path in the frame. ``free_paths``: the share of
+    single/multi objects that follow a random path of ``toyworld.paths`` instead (0 draws exactly what it drew
+    before the option existed)."""
     check("category", category, CATEGORIES)
     if not 0.0 <= anchor_spread <= 1.0:
         raise InputError(f"anchor_spread must lie in [0, 1], got {anchor_spread}")
+    if not 0.0 <= free_paths <= 1.0:
+        raise InputError(f"free_paths must lie in [0, 1], got {free_paths}")
     for p in programs:
         check("program", p, PRETRAIN_PROGRAMS + HELDOUT_PROGRAMS + HUMAN_PROGRAMS)
     colours = list(COLOURS)
@@ -45,7 +54,7 @@ def random_scene(
         return u if anchor_spread == 1.0 else 0.5 + anchor_spread * (u - 0.5)
 
     def obj(colour: str, program: str, shape: str | None = None, size: tuple = (0.2, 0.3)) -> ObjectSpec:
-        return ObjectSpec(
+        spec = ObjectSpec(
             shape=shape or str(rng.choice(SHAPES)),
             colour=colour,
             program=program,
@@ -53,6 +62,10 @@ def random_scene(
             anchor=tuple(float(spread(u)) for u in rng.uniform(size=2)),
             phase=float(rng.uniform()),
         )
+        if program != FREE_PROGRAM:
+            return spec
+        path = draw_prior_path(rng, num_frames, room_for(spec.size, height, width))
+        return replace(spec, path=tuple((float(x), float(y)) for x, y in path))
 
     kw = dict(num_frames=num_frames, height=height, width=width)
     if category == "human":
@@ -65,7 +78,11 @@ def random_scene(
     pool = tuple(p for p in programs if p not in HUMAN_PROGRAMS)
     if not pool:
         raise InputError(f"no object programs for category {category!r} in {programs}")
+
+    def program() -> str:  # no draw at all when free_paths is 0, so the other draws stay as they were
+        return FREE_PROGRAM if free_paths and rng.random() < free_paths else str(rng.choice(pool))
+
     n = 1 if category == "single" else 2
     picked = rng.choice(len(colours), size=n, replace=False)
-    objs = tuple(obj(colours[int(c)], str(rng.choice(pool))) for c in picked)
+    objs = tuple(obj(colours[int(c)], program()) for c in picked)
     return SceneSpec(objects=objs, **kw)
