@@ -8,6 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from follow_your_motion.cli import MEMORY_HINT, app
+from follow_your_motion.config import resolve_config
 from follow_your_motion.errors import InputError
 from follow_your_motion.transfer import Transfer
 from follow_your_motion.video import VideoError
@@ -108,16 +109,22 @@ def model_inputs(tmp_path, model) -> dict[str, tuple[list[str], str]]:
     ref = write_video(tmp_path / "ref.mp4", np.zeros((9, 32, 32, 3), np.uint8), 8)
     short = write_video(tmp_path / "short.mp4", np.zeros((3, 32, 32, 3), np.uint8), 8)
     run = str(tmp_path / "run")
+    other = tmp_path / "other-run"
+    other.mkdir()
+    resolve_config({"reference": str(ref), "prompt": "a blue square", "model": {"source": str(model)}}).save(
+        other / "config.yaml")
     return {
         "too short for Wan": ([str(short), "-m", str(model), "-o", run], "short.mp4: clip has 3 frames, but motion "
                               "transfer on this model needs at least 5 (4k+1; fewer have no motion to learn)"),
         "size Wan cannot take": ([str(ref), "-m", str(model), "-o", run, "--size", "30x32"],
                                  "height must be a positive multiple of 16 (got 30)"),
         "frames Wan cannot take": ([str(ref), "-m", str(model), "-o", run, "--frames", "8"], "frames must be 4k+1"),
+        "run of other settings": ([str(ref), "-m", str(model), "-o", str(other)],
+                                  "other-run holds a run made with other settings"),
     }
 
 
-MODEL_CASES = ("too short for Wan", "size Wan cannot take", "frames Wan cannot take")
+MODEL_CASES = ("too short for Wan", "size Wan cannot take", "frames Wan cannot take", "run of other settings")
 
 
 @pytest.mark.parametrize("case", ["missing reference", "text as video", "one frame", "missing image", "run is a file",

@@ -247,7 +247,7 @@ def generate(
         settings = resolved.generate
         if settings.image:
             read_image(settings.image)  # a missing or unreadable picture is refused before the model loads
-        job = Transfer.open(run, device or "auto", model={"compile": True} if compile else None)
+        job = Transfer.open(run, device, model={"compile": True} if compile else None)
         if guide is not None:
             job.cfg.guidance = resolved.guidance
         for key, path in job.generate(prompt, settings, name).paths.items():

@@ -24,7 +24,7 @@ MotionSteps = Annotated[int | None, typer.Option(help="steps of stage 3, the mot
                                                       "0 generates with the untuned model (default: the recipe's)")]
 Device = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, mps, ... (default auto: CUDA, then Apple "
                                                 "MPS, else the CPU)")]
-CpuDevice = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")]
+AutoDevice = Annotated[str, typer.Option(help="auto (CUDA, then Apple MPS, else the CPU), cpu, cuda, cuda:1, ...")]
 RunOpt = Annotated[Path, typer.Option("--run", "-r", help="an existing run directory")]
 Frames = Annotated[int | None, typer.Option(min=1, help="pixel frames to tune on (default: the recipe's, or the "
                                                         "most the clip has)")]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .cli_options import CpuDevice, Out, fail, handle_errors
+from .cli_options import AutoDevice, Out, fail, handle_errors
 
 if TYPE_CHECKING:
     from .backbones.toy import ToyBackbone
@@ -39,11 +39,12 @@ def toyworld_pretrain(
     checkpoint_every: int = 250,
     seed: int = 0,
     threads: Annotated[int, typer.Option(help="torch threads; 0 = default")] = 0,
-    device: CpuDevice = "cpu",
+    device: AutoDevice = "auto",
     workers: Annotated[int, typer.Option(
         min=0, help="processes rendering batches ahead (the same batches for any number)")] = 0,
 ) -> None:
     """Pretrain (or resume) the toy text-to-video model; the EMA weights are written to <out>/model."""
+    from .devices import pick_device
     from .toyworld.pretrain import PretrainSettings, new_run_meta, pretrain
 
     if decay_start is not None and not 0 <= decay_start < steps:
@@ -51,8 +52,7 @@ def toyworld_pretrain(
     settings = PretrainSettings(steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
                                 seed=seed, threads=threads, decay_start=decay_start,
                                 caption_dropout=caption_dropout, anchor_spread=anchor_spread, free_paths=free_paths,
-                                device=device,
-                                workers=workers)
+                                device=pick_device(device), workers=workers)
     meta = new_run_meta(noise_correlation, layers, heads)
     handle_errors(lambda: typer.echo(pretrain(out, settings, meta, init=init)))
 
@@ -128,10 +128,11 @@ def toyworld_sanity(
     steps: int = 500,
     fresh: Annotated[bool, typer.Option(help="start from random weights instead of the pretrained model")] = False,
     noise_correlation: NoiseCorrelation = None,
-    device: CpuDevice = "cpu",
+    device: AutoDevice = "auto",
 ) -> None:
     """One-clip sanity gate: tune every weight on one clip and check its trajectory comes back."""
     from .backbones.toy import ToyBackbone
+    from .devices import pick_device
     from .toyworld.pretrain import DEFAULT_META
     from .toyworld.sanity import sanity_gate
 
@@ -140,7 +141,7 @@ def toyworld_sanity(
 
         torch.manual_seed(0)  # a fresh model's initial weights
         toy = ToyBackbone.build(DEFAULT_META) if fresh else ToyBackbone.load(str(model) if model else None)
-        toy.to_device(device)
+        toy.to_device(pick_device(device))
         typer.echo(json.dumps(sanity_gate(_with_noise_prior(toy, noise_correlation), program, steps=steps), indent=1))
 
     handle_errors(act)

@@ -208,6 +208,8 @@ def wan_config(source: str) -> WanConfig | None:
     t = component_config(source, "transformer/config.json")
     if t is None:
         return MODELS.get(HUB_MODELS.get(source, ""))
+    if not {"num_layers", "num_attention_heads", "attention_head_dim", "ffn_dim"} <= t.keys():
+        return None  # not a Wan transformer (a checkpoint run with --family wan may be laid out otherwise)
     vae = component_config(source, "vae/config.json") or {}
     return WanConfig(source, layers=t["num_layers"], heads=t["num_attention_heads"], head_dim=t["attention_head_dim"],
                      ffn_dim=t["ffn_dim"], text_dim=t.get("text_dim", 4096), in_channels=t.get("in_channels", 16),

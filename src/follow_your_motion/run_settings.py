@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from accelerate import PartialState
 
-from .backbones import read_geometry
+from .backbones import detect_image_mode, read_geometry
 from .backbones.base import VideoGeometry
 from .config import TransferConfig, model_family
 from .errors import InputError
@@ -17,7 +17,7 @@ from .fitting import fit_frames, fit_rate, fit_video
 from .runs import RunDir
 from .video import VideoInfo, probe_video, read_image
 
-if TYPE_CHECKING:  # importing the backbones loads the model libraries
+if TYPE_CHECKING:  # for annotations only
     from .backbones.base import Backbone
 
 # The least any model needs, known before one is loaded: two frames, of any count.
@@ -39,18 +39,24 @@ def flatten(data: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def check_same_settings(run: RunDir, cfg: TransferConfig) -> None:
+    """Refuse to mix artifacts of different settings in one run directory (nothing to check in a new one)."""
+    if not run.config.exists():
+        return
+    old = flatten(TransferConfig.load(run.config).model_dump(exclude=UNTUNED))
+    new = flatten(cfg.model_dump(exclude=UNTUNED))
+    diffs = [f"{key}: {old.get(key)!r} -> {value!r}" for key, value in new.items() if old.get(key) != value]
+    if diffs:
+        raise InputError(
+            f"{run.root} holds a run made with other settings ({'; '.join(diffs[:3])}); "
+            "use another --out or delete it"
+        )
+
+
 def check_run_config(run: RunDir, cfg: TransferConfig) -> None:
     """Refuse to mix artifacts of different settings in one run directory; write config.yaml if new."""
-    if run.config.exists():
-        old = flatten(TransferConfig.load(run.config).model_dump(exclude=UNTUNED))
-        new = flatten(cfg.model_dump(exclude=UNTUNED))
-        diffs = [f"{key}: {old.get(key)!r} -> {value!r}" for key, value in new.items() if old.get(key) != value]
-        if diffs:
-            raise InputError(
-                f"{run.root} holds a run made with other settings ({'; '.join(diffs[:3])}); "
-                "use another --out or delete it"
-            )
-    elif PartialState().is_main_process:
+    check_same_settings(run, cfg)
+    if not run.config.exists() and PartialState().is_main_process:
         cfg.save(run.config)
 
 
@@ -94,6 +100,8 @@ def check_inputs(cfg: TransferConfig, out: Path) -> VideoInfo:
     else:  # as `Transfer` will fit it with the loaded model, whose geometry is this one
         video = fit_video(cfg.video, info, geometry, cfg.reference)[0]
         geometry.check(video.frames, video.height, video.width)
+        video.first_frame_condition = first_frame_condition(detect_image_mode(cfg.model.source), cfg)
+        check_same_settings(RunDir(out), cfg.model_copy(update={"video": video}))  # the run's own settings
     return info
 
 
@@ -112,14 +120,15 @@ def check_downsample(backbone: Backbone, cfg: TransferConfig) -> None:
                          f"(the clip is {v.height}x{v.width}): choose another size or downsample")
 
 
-def first_frame_condition(backbone: Backbone, cfg: TransferConfig) -> bool:
-    """Whether tuning conditions on the reference's first frame: always for an image-to-video model, never for
-    a text-to-video one, and for one that does both (Wan2.2-TI2V) when the run animates a picture (--image)."""
+def first_frame_condition(image_mode: str, cfg: TransferConfig) -> bool:
+    """Whether tuning conditions on the reference's first frame: always for an image-to-video model
+    (`image_mode` "required"), never for a text-to-video one ("none"), and for one that does both ("optional":
+    Wan2.2-TI2V) when the run animates a picture (--image)."""
     given = cfg.video.first_frame_condition
-    wanted = {"required": True, "none": False}.get(backbone.image_mode, cfg.generate.image is not None)
-    if given is not None and given != wanted and backbone.image_mode != "optional":
+    wanted = {"required": True, "none": False}.get(image_mode, cfg.generate.image is not None)
+    if given is not None and given != wanted and image_mode != "optional":
         raise InputError(f"video.first_frame_condition: {given} is not possible with this model (image mode "
-                         f"{backbone.image_mode!r})")
+                         f"{image_mode!r})")
     return wanted if given is None else given
 
 

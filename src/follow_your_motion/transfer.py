@@ -111,7 +111,8 @@ class Transfer:
             device = str(self.state.device)  # each process of a launch on its own accelerator
         sharded = shards_the_model(cfg, self.state.num_processes)
         if backbone is None:
-            if device == "cpu" and m.source is not None and not from_run:  # a real checkpoint about to be tuned
+            tunes = not from_run and (cfg.spatial.steps or cfg.motion.steps)
+            if device == "cpu" and m.source is not None and tunes and self.state.is_main_process:  # a real checkpoint
                 log.info(cpu_note(m.source, model_family(m.model_dump()), cfg))
             # sharded: each process moves only its shard of the transformers onto its device, not the whole pipeline
             backbone = load_backbone(m.source, m.family, m.dtype, "cpu" if sharded else device, m.offload)
@@ -129,7 +130,7 @@ class Transfer:
         # Fit the reference before anything is written, so bad input never touches the run directory.
         if not from_run:
             video, notes = fit_video(cfg.video, info, self.backbone.geometry, cfg.reference)
-            video.first_frame_condition = first_frame_condition(self.backbone, cfg)
+            video.first_frame_condition = first_frame_condition(self.backbone.image_mode, cfg)
             cfg = cfg.model_copy(update={"video": video})
             for note in notes:
                 log.info(note)
