@@ -190,6 +190,9 @@ def test_fsdp_through_the_cli_shards_once_and_tunes_as_ddp(tmp_path):
                                                   ("spatial", "motion") for expert in ("high_noise", "low_noise")}
     assert _same(fsdp, loras(tmp_path / "accumulated"))
     one_job(tmp_path / "fsdp", record, ("high_noise", "low_noise"))
+    for rank in (0, 1):  # sharded once, at load: each process holds about half of both transformers' weights
+        ((held, whole),) = json.loads((record / f"shards-rank{rank}.json").read_text())
+        assert 0.4 * whole < held < 0.6 * whole, (rank, held, whole)
     video = [read_video(tmp_path / name / "samples" / "result.mp4").frames for name in ("fsdp", "accumulated")]
     assert np.array_equal(*video)
 
