@@ -20,6 +20,7 @@ from .cli_options import (
     CpuDevice,
     Device,
     Dino,
+    Family,
     Fps,
     Frames,
     Image,
@@ -38,7 +39,7 @@ from .cli_options import (
     handle_errors,
 )
 from .cli_toyworld import toyworld
-from .config import GenerateSettings, resolve_config
+from .config import GenerateSettings, describe_choice, resolve_config
 from .errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Follow-Your-Motion: video motion transfer.")
@@ -77,12 +78,12 @@ def video_flags(frames: int | None, size: str | None, height: int | None, width:
 def _flags(reference: Path | None = None, prompt: str | None = None, model: str | None = None,
            device: str | None = None, target_prompt: str | None = None, spatial_steps: int | None = None,
            motion_steps: int | None = None, video: dict | None = None, image: Path | None = None,
-           keep_encoders: bool | None = None, compile: bool | None = None) -> dict:
+           keep_encoders: bool | None = None, compile: bool | None = None, family: str | None = None) -> dict:
     """The nested settings of the flags the user actually gave (None = not given)."""
     flags: dict = {k: v for k, v in (("reference", reference and str(reference)), ("prompt", prompt),
                                      ("target_prompt", target_prompt)) if v}
-    model_given = {k: v for k, v in (("source", model), ("device", device), ("keep_encoders", keep_encoders),
-                                     ("compile", compile)) if v is not None}
+    model_given = {k: v for k, v in (("source", model), ("family", family), ("device", device),
+                                     ("keep_encoders", keep_encoders), ("compile", compile)) if v is not None}
     sections = {"model": model_given, "video": video or {}, "spatial": {"steps": spatial_steps},
                 "motion": {"steps": motion_steps}, "generate": {"image": image and str(image)}}
     for name, section in sections.items():
@@ -98,12 +99,15 @@ def _open(config_file: Path | None, out: Path, **flags):
     cfg = resolve_config(_flags(**flags), config_file)
     if cfg.model.source is None:
         typer.echo("no --model given: using the embedded ShapesWorld toy model (offline, CPU)", err=True)
+    else:
+        typer.echo(describe_choice(cfg), err=True)
     return Transfer(cfg, out)
 
 
 @app.command()
 def transfer(
-    reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
+    reference: Reference, prompt: Prompt, out: Out, model: Model = None, family: Family = None,
+    config: ConfigFile = None,
     target_prompt: Annotated[str | None, typer.Option(help="the new content; default: --prompt")] = None,
     spatial_steps: Steps = None, motion_steps: Steps = None, device: Device = None,
     frames: Frames = None, size: Size = None, height: Side = None, width: Side = None, fps: Fps = None,
@@ -113,7 +117,7 @@ def transfer(
 
     def act() -> None:
         video = video_flags(frames, size, height, width, fps, start)
-        job = _open(config, out, reference=reference, prompt=prompt, model=model, device=device,
+        job = _open(config, out, reference=reference, prompt=prompt, model=model, family=family, device=device,
                     target_prompt=target_prompt, spatial_steps=spatial_steps, motion_steps=motion_steps, video=video,
                     image=image, keep_encoders=keep_encoders, compile=compile)
         for name, path in job.all().paths.items():
@@ -124,7 +128,8 @@ def transfer(
 
 @app.command()
 def classify(
-    reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
+    reference: Reference, prompt: Prompt, out: Out, model: Model = None, family: Family = None,
+    config: ConfigFile = None,
     device: Device = None, frames: Frames = None, size: Size = None, height: Side = None, width: Side = None,
     fps: Fps = None, start: Start = None, keep_encoders: KeepEncoders = None,
 ) -> None:
@@ -132,8 +137,8 @@ def classify(
 
     def act() -> None:
         video = video_flags(frames, size, height, width, fps, start)
-        job = _open(config, out, reference=reference, prompt=prompt, model=model, device=device, video=video,
-                    keep_encoders=keep_encoders)
+        job = _open(config, out, reference=reference, prompt=prompt, model=model, family=family, device=device,
+                    video=video, keep_encoders=keep_encoders)
         for expert, head_map in job.classify().items():
             total = head_map.to_json()["total"]
             where = f" ({expert} expert)" if expert else ""
@@ -150,7 +155,8 @@ def _echo_paths(paths: list[Path] | None) -> None:
 
 @app.command("tune-spatial")
 def tune_spatial(
-    reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
+    reference: Reference, prompt: Prompt, out: Out, model: Model = None, family: Family = None,
+    config: ConfigFile = None,
     steps: Steps = None, device: Device = None, frames: Frames = None, size: Size = None, height: Side = None,
     width: Side = None, fps: Fps = None, start: Start = None, keep_encoders: KeepEncoders = None,
     compile: Compile = None,
@@ -159,8 +165,8 @@ def tune_spatial(
 
     def act() -> None:
         video = video_flags(frames, size, height, width, fps, start)
-        _echo_paths(_open(config, out, reference=reference, prompt=prompt, model=model, device=device,
-                          spatial_steps=steps, video=video, keep_encoders=keep_encoders,
+        _echo_paths(_open(config, out, reference=reference, prompt=prompt, model=model, family=family,
+                          device=device, spatial_steps=steps, video=video, keep_encoders=keep_encoders,
                           compile=compile).tune_spatial())
 
     handle_errors(act)
@@ -168,7 +174,8 @@ def tune_spatial(
 
 @app.command("tune-motion")
 def tune_motion(
-    reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
+    reference: Reference, prompt: Prompt, out: Out, model: Model = None, family: Family = None,
+    config: ConfigFile = None,
     steps: Steps = None, device: Device = None, frames: Frames = None, size: Size = None, height: Side = None,
     width: Side = None, fps: Fps = None, start: Start = None, keep_encoders: KeepEncoders = None,
     compile: Compile = None,
@@ -177,8 +184,8 @@ def tune_motion(
 
     def act() -> None:
         video = video_flags(frames, size, height, width, fps, start)
-        _echo_paths(_open(config, out, reference=reference, prompt=prompt, model=model, device=device,
-                          motion_steps=steps, video=video, keep_encoders=keep_encoders,
+        _echo_paths(_open(config, out, reference=reference, prompt=prompt, model=model, family=family,
+                          device=device, motion_steps=steps, video=video, keep_encoders=keep_encoders,
                           compile=compile).tune_motion())
 
     handle_errors(act)

@@ -286,12 +286,27 @@ def model_family(model: dict) -> str:
 
 def model_recipe(model: dict) -> dict:
     """The recipe of a `model` section: its family's, with its variant's on top (Wan2.2, Wan I2V, CogVideoX1.5)."""
-    recipe = RECIPES.get(model_family(model), {})
-    if model.get("source") is not None:
-        from .backbones import detect_variant
-
-        recipe = merge(recipe, RECIPES.get(detect_variant(model["source"]) or "", {}))
+    recipe: dict = {}
+    for name in recipe_names(model):
+        recipe = merge(recipe, RECIPES.get(name, {}))
     return recipe
+
+
+def recipe_names(model: dict) -> list[str]:
+    """The recipes a `model` section runs with, in the order they apply: its family's, then its variant's."""
+    from .backbones import detect_variant
+
+    variant = detect_variant(model["source"]) if model.get("source") is not None else None
+    return [model_family(model)] + ([variant] if variant in RECIPES else [])
+
+
+def describe_choice(cfg: TransferConfig) -> str:
+    """One line saying which family and recipe a run uses, printed before any model is loaded."""
+    v, g = cfg.video, cfg.generate
+    frames, height, width = v.target()
+    recipes = " + ".join(recipe_names(cfg.model.model_dump()))
+    return (f"model {cfg.model.source}: family {cfg.model.family}, recipe {recipes}"
+            f" ({frames} frames of {height}x{width}, {g.steps} sampling steps, guidance {g.guidance})")
 
 
 def _absolute_paths(data: dict) -> dict:
