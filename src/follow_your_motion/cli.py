@@ -192,6 +192,36 @@ def tune_motion(
 
 
 @app.command()
+def plan(
+    model: Model = None, family: Family = None, config: ConfigFile = None, frames: Frames = None, size: Size = None,
+    height: Side = None, width: Side = None, keep_encoders: KeepEncoders = None,
+    gpu_memory: Annotated[float | None, typer.Option(min=1, help="GB of the card to check the job against")] = None,
+    tflops: Annotated[float, typer.Option(min=1, help="TFLOP/s the predicted seconds assume")] = 400.0,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object instead of the table")] = False,
+) -> None:
+    """Peak accelerator memory and cost of each stage of `fym transfer` at real size, traced on fake tensors from
+    the model's published configs: no weights, no GPU, no network."""
+
+    def act() -> None:
+        from .plan import fits_card, plan_transfer, table
+
+        flags = _flags(model=model, family=family, keep_encoders=keep_encoders,
+                       video=video_flags(frames, size, height, width, None, None))
+        cfg = resolve_config(flags, config, settings={"prompt": "a tiger walks through snow"})
+        if not json_out:
+            typer.echo(describe_choice(cfg), err=True)
+        result = plan_transfer(cfg, tflops)
+        if json_out:
+            typer.echo(json.dumps(result.to_json(), indent=1))
+            return
+        typer.echo(table(result))
+        if gpu_memory is not None:
+            typer.echo(fits_card(result, gpu_memory))
+
+    handle_errors(act)
+
+
+@app.command()
 def generate(
     run: RunOpt,
     prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="new content; default: the run's")] = None,

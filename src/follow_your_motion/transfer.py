@@ -77,6 +77,11 @@ def export_run(run: Path, fmt: str, out_dir: Path | None = None) -> list[Path]:
     return written
 
 
+def stage_experts(backbone: Backbone, settings: TrainSettings) -> list[Expert]:
+    """The experts a LoRA stage tunes: all, or the high-noise one only (`experts: high_noise`)."""
+    return [e for e in backbone.experts if settings.experts == "all" or e.name != "low_noise"]
+
+
 class Transfer:
     """One run: its config, its directory, its backbone, and each stage as a method.
 
@@ -253,8 +258,7 @@ class Transfer:
         return self._head_maps
 
     def stage_experts(self, settings: TrainSettings) -> list[Expert]:
-        """The experts a LoRA stage tunes: all, or the high-noise one only (`experts: high_noise`)."""
-        return [e for e in self.backbone.experts if settings.experts == "all" or e.name != "low_noise"]
+        return stage_experts(self.backbone, settings)
 
     def stage_done(self, stage: str) -> bool:
         """Whether a stage's artifacts are all complete ("classify", "spatial", "motion")."""
