@@ -31,6 +31,9 @@ class ModelSettings(Settings):
     device: str = "cpu"
     offload: bool = False  # diffusers' model CPU offload: each component on the device only while it runs
     attention_backend: str | None = None  # diffusers' attention backend (native, flash, sage, ...); None: default
+    # Encode and decode the video in overlapping spatial tiles (diffusers' VAE tiling); None: the family's default,
+    # on where its recipe clip needs it to fit 80 GB (HunyuanVideo 1.5), off elsewhere
+    vae_tiling: bool | None = None
     # Without offload, the text encoder(s), VAE and image encoder go to the CPU once tuning's encodings are cached
     # (UMT5-XXL alone is about 11 GB in bf16) and come back only to encode or generate; true keeps them resident.
     keep_encoders: bool = False

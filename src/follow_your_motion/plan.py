@@ -300,6 +300,8 @@ def _plan(cfg: TransferConfig, configs: Path, variant: str | None, fake: FakeTen
     frames, height, width = cfg.video.target()
     with weightless(configs), fake:
         backbone = load_backbone(m.source, m.family, m.dtype, "cpu", offload=False)
+    if m.vae_tiling is not None:
+        backbone.set_vae_tiling(m.vae_tiling)
     backbone.geometry.check(frames, height, width)
     first_frame = cfg.video.first_frame_condition
     if first_frame is None:
@@ -311,7 +313,7 @@ def _plan(cfg: TransferConfig, configs: Path, variant: str | None, fake: FakeTen
                 "grad_checkpointing": [cfg.spatial.grad_checkpointing, cfg.motion.grad_checkpointing],
                 "mixed_precision": [cfg.spatial.mixed_precision, cfg.motion.mixed_precision],
                 "rank": [cfg.spatial.rank, cfg.motion.rank], "keep_frames": cfg.motion.keep_frames,
-                "downsample": cfg.motion.downsample, "vae_tiling": getattr(backbone, "vae_tiling", None)}
+                "downsample": cfg.motion.downsample, "vae_tiling": backbone.vae_tiling}
     plan = Plan(m.source, variant or detect_variant(m.source), m.family, recipe_names(m.model_dump()),
                 (frames, height, width), settings, tflops=tflops)
     plan.stages = JobTrace(cfg, backbone, fake).run()

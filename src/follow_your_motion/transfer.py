@@ -102,6 +102,8 @@ class Transfer:
         self.backbone = backbone or load_backbone(m.source, m.family, m.dtype, m.device, m.offload)
         if m.attention_backend is not None:
             self.backbone.set_attention_backend(m.attention_backend)
+        if m.vae_tiling is not None:
+            self.backbone.set_vae_tiling(m.vae_tiling)
         # offload already keeps every component off the device between uses: nothing to park then
         self.backbone.park_device = None if m.keep_encoders or m.offload else torch.device("cpu")
         if m.compile:

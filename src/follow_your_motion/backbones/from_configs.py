@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from ..errors import InputError
 
@@ -107,7 +108,8 @@ def build_component(folder: Path, name: str, library: str, class_name: str, dtyp
         config = transformers.AutoConfig.from_pretrained(where)
         with default_dtype(dtype):
             return cls._from_config(config, dtype=dtype).eval()
-    return cls.from_pretrained(folder, subfolder=name) if library == "diffusers" else cls.from_pretrained(where)
+    with unset_fake_temporarily():  # schedulers, guiders, processors: real (small) tensors, read as they are
+        return cls.from_pretrained(folder, subfolder=name) if library == "diffusers" else cls.from_pretrained(where)
 
 
 def pipeline_from_configs(folder: Path, dtypes: dict[str, torch.dtype] | torch.dtype):

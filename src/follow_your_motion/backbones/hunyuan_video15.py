@@ -170,6 +170,8 @@ class HunyuanVideo15Backbone(Backbone):
             pipe.enable_model_cpu_offload(device=self.device)
         else:
             pipe.to(self.device)
+        # Untiled, its VAE holds about 140 GiB encoding the recipe's 121 x 480 x 848 clip (`fym plan`): tiled by default
+        self.set_vae_tiling(True)
 
     @classmethod
     def load(cls, source: str, dtype: torch.dtype = torch.float32, device: str = "cpu", offload: bool = False
