@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from benchmarks import cost_model as cm
 from follow_your_motion.cli import app
-from follow_your_motion.plan import CARDS, STAGES
+from follow_your_motion.plan import CARDS, STAGES, Plan, StagePlan, fits_card, table
 
 WAN_1_3B = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 
@@ -77,3 +77,51 @@ def test_the_traced_flops_are_what_the_cost_model_counts(wan_plan):
 def test_without_a_known_model_plan_is_refused_in_one_line(tmp_path):
     result = CliRunner().invoke(app, ["plan", "-m", "someone/x", "--family", "wan"])
     assert result.exit_code == 2 and "no published configs ship for it" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def hunyuan_plan() -> dict:
+    return plan_json("-m", "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v")
+
+
+def test_hunyuan_encodes_and_decodes_its_recipe_clip_within_80_gb_by_default(hunyuan_plan):
+    """Untiled (before VAE tiling was its default), encoding the 121 x 480 x 848 clip alone held about 140 GiB."""
+    assert hunyuan_plan["size"] == [121, 480, 848] and hunyuan_plan["settings"]["vae_tiling"] is True
+    stages = {s["stage"]: s for s in hunyuan_plan["stages"]}
+    for name in ("encode", "decode"):
+        assert stages[name]["untraced"] is None and 0 < stages[name]["peak_bytes"] <= 80e9
+
+
+def test_a_stage_that_branches_on_tensor_values_is_named_not_guessed(hunyuan_plan):
+    """HunyuanVideo 1.5's transformer reorders its text tokens by their masks' values, which fake tensors do not
+    have: its stages say so (and where), and the plan says it is incomplete."""
+    stages = {s["stage"]: s for s in hunyuan_plan["stages"]}
+    assert not hunyuan_plan["complete"]
+    for name in ("classify", "spatial", "motion", "generate"):
+        assert "branches on tensor values (transformer_hunyuan_video15.py:" in stages[name]["untraced"]
+        assert stages[name]["peak_bytes"] == 0
+
+
+def stage(name: str, resident: float, peak: float, offload_peak: float, untraced: str | None = None) -> StagePlan:
+    gb = 10**9
+    return StagePlan(name, None, int(resident * gb), 0, int((peak - resident) * gb), 0, int(peak * gb),
+                     int(offload_peak * gb), 10**15, 10, untraced=untraced)
+
+
+def test_the_card_line_names_the_option_that_makes_the_job_fit():
+    plan = Plan("m", "v", "wan", ["wan"], (81, 480, 832), {"offload": False},
+                [stage("encode", 20, 30, 12), stage("decode", 20, 22, 10)])
+    assert fits_card(plan, 80) == "fits 80 GB (peak 30.0 GB)"
+    assert fits_card(plan, 24) == "fits 24 GB with model.offload: true (peak 12.0 GB)"
+    assert fits_card(plan, 8).startswith("does not fit 8 GB: the encode stage peaks at 30.0 GB (20.0 GB parameters)")
+    assert plan.fits() == {"24": False, "32": True, "48": True, "80": True, "141": True}
+
+
+def test_the_table_shows_each_stage_and_says_which_could_not_be_traced():
+    plan = Plan("m", "v", "hunyuan_video15", ["hunyuan_video15"], (121, 480, 848), {"offload": False},
+                [stage("encode", 36, 61, 39), stage("classify", 0, 0, 0, untraced="its code branches on tensor "
+                                                                                  "values (x.py:1)")])
+    text = table(plan)
+    assert "classify       -  not traced: its code branches on tensor values (x.py:1)" in text
+    assert "peak of the stages traced 61.0 GB" in text and not plan.complete
+    assert "with model.offload: true the peak is 39.0 GB: it fits 48 GB too" in text
