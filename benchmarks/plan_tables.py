@@ -49,23 +49,30 @@ def markdown(plans: dict[str, dict]) -> str:
              + " | ".join(f"{gb} GB" for gb in CARDS) + " |",
              "|---" * (10 + len(CARDS)) + "|"]
     for name, plan in plans.items():
-        peaks: dict[str, float] = {}
-        for stage in plan["stages"]:
-            peaks[stage["stage"]] = max(peaks.get(stage["stage"], 0), stage["peak_bytes"] / GB)
+        peaks: dict[str, str] = {}
+        for stage in plan["stages"]:  # the largest over experts
+            if stage["untraced"]:
+                peaks[stage["stage"]] = "not traced"
+            elif stage["peak_bytes"] / GB >= float(peaks.get(stage["stage"], "0").replace("not traced", "0")):
+                peaks[stage["stage"]] = f"{stage['peak_bytes'] / GB:.1f}"
         frames, height, width = plan["size"]
         fits = what_fits(plan)
-        cells = [f"{peaks.get(s, 0):.1f}" for s in ("encode", "classify", "spatial", "motion", "generate", "decode")]
+        mark = "" if plan["complete"] else " (traced stages)"
+        cells = [peaks.get(s, "-") for s in ("encode", "classify", "spatial", "motion", "generate", "decode")]
         lines.append(f"| {name} | {frames}x{height}x{width} | " + " | ".join(cells)
-                     + f" | {plan['peak_bytes'] / GB:.1f} | {plan['offload_peak_bytes'] / GB:.1f} | "
-                     + " | ".join(fits[str(gb)] for gb in CARDS) + " |")
+                     + f" | {plan['peak_bytes'] / GB:.1f}{mark} | {plan['offload_peak_bytes'] / GB:.1f}{mark} | "
+                     + " | ".join(fits[str(gb)] + mark for gb in CARDS) + " |")
     return "\n".join(lines) + "\n"
 
 
 def write(out: Path, plans: dict[str, dict], argv: list[str] | None) -> None:
-    """plan_tables.json (the plans, the machine, the command) and plan_tables.md (the table)."""
-    record = {"command": command("plan_tables", argv), "machine": machine(), "plans": plans}
+    """plan_tables.json (the plans, the machine, the commands that made them) and plan_tables.md (the table)."""
+    path = out / "plan_tables.json"
+    commands = json.loads(path.read_text()).get("commands", []) if path.exists() else []
+    commands = list(dict.fromkeys([*commands, command("plan_tables", argv)]))
+    record = {"commands": commands, "machine": machine(), "plans": plans}
     (out / "plan_tables.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / "plan_tables.md").write_text(f"`{record['command']}`\n\n" + markdown(plans))
+    (out / "plan_tables.md").write_text("; ".join(f"`{c}`" for c in commands) + "\n\n" + markdown(plans))
 
 
 def main(argv: list[str] | None = None) -> dict:

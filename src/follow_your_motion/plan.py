@@ -20,6 +20,7 @@ holds the S x S matrix (the math fallback would).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import traceback
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -293,7 +294,10 @@ class JobTrace:
         image = np.zeros((self.height, self.width, 3), np.uint8) if b.image_mode == "required" else None
         call = pipeline_call(self.cfg.target_prompt or self.cfg.prompt, g.negative_prompt, g.frames or self.frames,
                              g.height or self.height, g.width or self.width, g.steps, g.seed, output_type="pt")
-        call["callback_on_step_end"] = stop_after_one_step  # the recipe's schedule, one step of it traced
+        if "callback_on_step_end" in inspect.signature(type(b.pipe).__call__).parameters:
+            call["callback_on_step_end"] = stop_after_one_step  # the recipe's schedule, one step of it traced
+        else:  # a pipeline without step callbacks (HunyuanVideo 1.5): a one-step schedule
+            call["num_inference_steps"] = 1
         vae.decode = decode
         hooks = [e.module.register_forward_pre_hook(first_step, with_kwargs=True) for e in b.experts]
         try:
@@ -358,7 +362,7 @@ def plan_transfer(cfg: TransferConfig, tflops: float = DEFAULT_TFLOPS) -> Plan:
 def _plan(cfg: TransferConfig, configs: Path, variant: str | None, fake: FakeTensorMode, tflops: float) -> Plan:
     m = cfg.model
     frames, height, width = cfg.video.target()
-    with weightless(configs), fake:
+    with weightless(configs, fake):
         backbone = load_backbone(m.source, m.family, m.dtype, "cpu", offload=False)
     if m.vae_tiling is not None:
         backbone.set_vae_tiling(m.vae_tiling)

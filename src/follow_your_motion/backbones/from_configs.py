@@ -2,7 +2,7 @@
 
 Inside `weightless(folder)`, `loading.load_pipeline` builds each component of `folder`'s model_index.json from its
 config (diffusers and transformers classes alike) instead of reading weights, so the backbone, the method and the
-pipeline run unchanged. The caller owns the tensor mode: under torch's `FakeTensorMode` every parameter is a fake
+pipeline run unchanged. The caller gives the tensor mode: under torch's `FakeTensorMode` every parameter is a fake
 tensor (shapes, dtypes and each operation's output size exact, nothing allocated or computed). Tokenizers whose
 files are not shipped are word-level stand-ins in the class the pipeline declares: only how many tokens they pad
 to matters for memory, and the pipelines pad to a fixed length.
@@ -18,18 +18,20 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from ..errors import InputError
 
-CONFIGS_ONLY: ContextVar[Path | None] = ContextVar("configs_only", default=None)
+# the folder of configs to build pipelines from, and the tensor mode their models' parameters are made under
+CONFIGS_ONLY: ContextVar[tuple[Path, contextlib.AbstractContextManager] | None] = ContextVar("configs_only",
+                                                                                           default=None)
 STAND_IN_WORDS = ("a", "tiger", "walks", "through", "snow", "the", "in", "on", "of", "and", "with")
 
 
 @contextlib.contextmanager
-def weightless(folder: Path) -> Iterator[None]:
-    """While active, pipelines are built from `folder`'s configs (whatever source a backbone is asked to load)."""
-    token = CONFIGS_ONLY.set(Path(folder))
+def weightless(folder: Path, mode: contextlib.AbstractContextManager) -> Iterator[None]:
+    """While active, pipelines are built from `folder`'s configs (whatever source a backbone is asked to load), their
+    models' parameters made under `mode` (a `FakeTensorMode`); everything else (schedulers, the backbone) as usual."""
+    token = CONFIGS_ONLY.set((Path(folder), mode))
     try:
         yield
     finally:
@@ -87,7 +89,8 @@ def _keep_float32(model: nn.Module) -> None:
             param.data = param.data.float()
 
 
-def build_component(folder: Path, name: str, library: str, class_name: str, dtype: torch.dtype):
+def build_component(folder: Path, name: str, library: str, class_name: str, dtype: torch.dtype,
+                    mode: contextlib.AbstractContextManager):
     """One component of a pipeline from `folder/name`'s config: models with parameters of `dtype`, schedulers and
     processors as they are, tokenizers as stand-ins where their files are not there."""
     import diffusers
@@ -100,19 +103,19 @@ def build_component(folder: Path, name: str, library: str, class_name: str, dtyp
             return cls()
         return stand_in_tokenizer()
     if issubclass(cls, diffusers.ModelMixin):
-        with default_dtype(dtype):
+        with mode, default_dtype(dtype):
             model = cls.from_config(cls.load_config(where))
         _keep_float32(model)
         return model.eval()
     if issubclass(cls, transformers.PreTrainedModel):
         config = transformers.AutoConfig.from_pretrained(where)
-        with default_dtype(dtype):
+        with mode, default_dtype(dtype):
             return cls._from_config(config, dtype=dtype).eval()
-    with unset_fake_temporarily():  # schedulers, guiders, processors: real (small) tensors, read as they are
-        return cls.from_pretrained(folder, subfolder=name) if library == "diffusers" else cls.from_pretrained(where)
+    return cls.from_pretrained(folder, subfolder=name) if library == "diffusers" else cls.from_pretrained(where)
 
 
-def pipeline_from_configs(folder: Path, dtypes: dict[str, torch.dtype] | torch.dtype):
+def pipeline_from_configs(folder: Path, mode: contextlib.AbstractContextManager,
+                          dtypes: dict[str, torch.dtype] | torch.dtype):
     """The pipeline of `folder`'s model_index.json with every component built from its config (no weights);
     `dtypes` as `from_pretrained` takes them (one dtype, or per component with a "default")."""
     import diffusers
@@ -129,7 +132,7 @@ def pipeline_from_configs(folder: Path, dtypes: dict[str, torch.dtype] | torch.d
         if isinstance(value, list) and len(value) == 2:
             library, class_name = value
             components[name] = None if class_name is None else build_component(
-                folder, name, library, class_name, per.get(name, per["default"]))
+                folder, name, library, class_name, per.get(name, per["default"]), mode)
         else:
             options[name] = value
     pipe = getattr(diffusers, index["_class_name"])(**components, **options)

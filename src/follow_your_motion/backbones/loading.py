@@ -29,7 +29,7 @@ def load_pipeline(source: str, dtype: torch.dtype, kinds: tuple[type, ...], what
     are fragile in half precision)."""
     dtypes = {"default": dtype, "vae": torch.float32} if vae_float32 else dtype
     configs = CONFIGS_ONLY.get()  # `fym plan`: the same pipeline, built from configs without weights
-    pipe = _from_pretrained(source, dtypes) if configs is None else pipeline_from_configs(configs, dtypes)
+    pipe = _from_pretrained(source, dtypes) if configs is None else pipeline_from_configs(*configs, dtypes)
     if not isinstance(pipe, kinds):
         raise ModelLoadError(f"model {source!r} is a {type(pipe).__name__}, not {what}")
     return pipe
