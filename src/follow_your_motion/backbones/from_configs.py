@@ -1,6 +1,6 @@
 """A pipeline built from its configs alone, with no weights: what `fym plan` loads instead of the checkpoint.
 
-Inside `weightless(folder)`, `loading.load_pipeline` builds each component of `folder`'s model_index.json from its
+Inside `weightless(folder, mode)`, `loading.load_pipeline` builds each component of `folder`'s model_index.json from its
 config (diffusers and transformers classes alike) instead of reading weights, so the backbone, the method and the
 pipeline run unchanged. The caller gives the tensor mode: under torch's `FakeTensorMode` every parameter is a fake
 tensor (shapes, dtypes and each operation's output size exact, nothing allocated or computed). Tokenizers whose
