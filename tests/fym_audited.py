@@ -6,8 +6,8 @@ how much of the transformers it holds once they are sharded.
 Every file or folder under WATCHED that this process opens for writing, creates, renames or removes (seen through
 `sys.addaudithook`: Python's own file operations, which every write of the project goes through, if only to
 publish a temporary file by renaming it) is listed in RECORD/writes-rank<RANK>.json when it exits. Each time the
-experts get sharded (`shard_experts` on unsharded ones), RECORD/shards-rank<RANK>.json gets [elements this process holds, elements
-of the whole] of their weights.
+experts get sharded (`shard_experts` on unsharded ones), RECORD/shards-rank<RANK>.json gets [elements this process
+holds, elements of the whole] of their weights.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from .cli_options import (
     ConfigFile,
     Device,
     Dino,
+    Family,
     Fps,
     Frames,
     Image,
@@ -38,7 +39,7 @@ from .cli_options import (
     handle_errors,
 )
 from .cli_toyworld import toyworld
-from .config import resolve_config
+from .config import describe_choice, resolve_config
 from .errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Follow-Your-Motion: video motion transfer.")
@@ -77,12 +78,12 @@ def video_flags(frames: int | None, size: str | None, height: int | None, width:
 def _flags(reference: Path | None = None, prompt: str | None = None, model: str | None = None,
            device: str | None = None, target_prompt: str | None = None, spatial_steps: int | None = None,
            motion_steps: int | None = None, video: dict | None = None, image: Path | None = None,
-           keep_encoders: bool | None = None, compile: bool | None = None) -> dict:
+           keep_encoders: bool | None = None, compile: bool | None = None, family: str | None = None) -> dict:
     """The nested settings of the flags the user actually gave (None = not given)."""
     flags: dict = {k: v for k, v in (("reference", reference and str(reference)), ("prompt", prompt),
                                      ("target_prompt", target_prompt)) if v}
-    model_given = {k: v for k, v in (("source", model), ("device", device), ("keep_encoders", keep_encoders),
-                                     ("compile", compile)) if v is not None}
+    model_given = {k: v for k, v in (("source", model), ("family", family), ("device", device),
+                                     ("keep_encoders", keep_encoders), ("compile", compile)) if v is not None}
     sections = {"model": model_given, "video": video or {}, "spatial": {"steps": spatial_steps},
                 "motion": {"steps": motion_steps}, "generate": {"image": image and str(image)}}
     for name, section in sections.items():
@@ -98,12 +99,15 @@ def _open(config_file: Path | None, out: Path, **flags):
     cfg = resolve_config(_flags(**flags), config_file)
     if cfg.model.source is None:
         typer.echo("no --model given: using the embedded ShapesWorld toy model (offline; seconds on a CPU)", err=True)
+    else:
+        typer.echo(describe_choice(cfg), err=True)
     return Transfer(cfg, out)
 
 
 @app.command()
 def transfer(
-    reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
+    reference: Reference, prompt: Prompt, out: Out, model: Model = None, family: Family = None,
+    config: ConfigFile = None,
     target_prompt: Annotated[str | None, typer.Option(help="the new content; default: --prompt")] = None,
     spatial_steps: SpatialSteps = None, motion_steps: MotionSteps = None, device: Device = None,
     frames: Frames = None, size: Size = None, height: Side = None, width: Side = None, fps: Fps = None,
@@ -113,7 +117,7 @@ def transfer(
 
     def act() -> None:
         video = video_flags(frames, size, height, width, fps, start)
-        job = _open(config, out, reference=reference, prompt=prompt, model=model, device=device,
+        job = _open(config, out, reference=reference, prompt=prompt, model=model, family=family, device=device,
                     target_prompt=target_prompt, spatial_steps=spatial_steps, motion_steps=motion_steps, video=video,
                     image=image, keep_encoders=keep_encoders, compile=compile)
         for name, path in job.all().paths.items():
@@ -152,7 +156,8 @@ def guide(
 
 @app.command()
 def classify(
-    reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
+    reference: Reference, prompt: Prompt, out: Out, model: Model = None, family: Family = None,
+    config: ConfigFile = None,
     device: Device = None, frames: Frames = None, size: Size = None, height: Side = None, width: Side = None,
     fps: Fps = None, start: Start = None, keep_encoders: KeepEncoders = None,
 ) -> None:
@@ -160,8 +165,8 @@ def classify(
 
     def act() -> None:
         video = video_flags(frames, size, height, width, fps, start)
-        job = _open(config, out, reference=reference, prompt=prompt, model=model, device=device, video=video,
-                    keep_encoders=keep_encoders)
+        job = _open(config, out, reference=reference, prompt=prompt, model=model, family=family, device=device,
+                    video=video, keep_encoders=keep_encoders)
         for expert, head_map in job.classify().items():
             total = head_map.to_json()["total"]
             where = f" ({expert} expert)" if expert else ""
@@ -178,7 +183,8 @@ def _echo_paths(paths: list[Path] | None) -> None:
 
 @app.command("tune-spatial")
 def tune_spatial(
-    reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
+    reference: Reference, prompt: Prompt, out: Out, model: Model = None, family: Family = None,
+    config: ConfigFile = None,
     steps: Steps = None, device: Device = None, frames: Frames = None, size: Size = None, height: Side = None,
     width: Side = None, fps: Fps = None, start: Start = None, keep_encoders: KeepEncoders = None,
     compile: Compile = None,
@@ -187,8 +193,8 @@ def tune_spatial(
 
     def act() -> None:
         video = video_flags(frames, size, height, width, fps, start)
-        _echo_paths(_open(config, out, reference=reference, prompt=prompt, model=model, device=device,
-                          spatial_steps=steps, video=video, keep_encoders=keep_encoders,
+        _echo_paths(_open(config, out, reference=reference, prompt=prompt, model=model, family=family,
+                          device=device, spatial_steps=steps, video=video, keep_encoders=keep_encoders,
                           compile=compile).tune_spatial())
 
     handle_errors(act)
@@ -196,7 +202,8 @@ def tune_spatial(
 
 @app.command("tune-motion")
 def tune_motion(
-    reference: Reference, prompt: Prompt, out: Out, model: Model = None, config: ConfigFile = None,
+    reference: Reference, prompt: Prompt, out: Out, model: Model = None, family: Family = None,
+    config: ConfigFile = None,
     steps: Steps = None, device: Device = None, frames: Frames = None, size: Size = None, height: Side = None,
     width: Side = None, fps: Fps = None, start: Start = None, keep_encoders: KeepEncoders = None,
     compile: Compile = None,
@@ -205,9 +212,39 @@ def tune_motion(
 
     def act() -> None:
         video = video_flags(frames, size, height, width, fps, start)
-        _echo_paths(_open(config, out, reference=reference, prompt=prompt, model=model, device=device,
-                          motion_steps=steps, video=video, keep_encoders=keep_encoders,
+        _echo_paths(_open(config, out, reference=reference, prompt=prompt, model=model, family=family,
+                          device=device, motion_steps=steps, video=video, keep_encoders=keep_encoders,
                           compile=compile).tune_motion())
+
+    handle_errors(act)
+
+
+@app.command()
+def plan(
+    model: Model = None, family: Family = None, config: ConfigFile = None, frames: Frames = None, size: Size = None,
+    height: Side = None, width: Side = None, keep_encoders: KeepEncoders = None,
+    gpu_memory: Annotated[float | None, typer.Option(min=1, help="GB of the card to check the job against")] = None,
+    tflops: Annotated[float, typer.Option(min=1, help="TFLOP/s the predicted seconds assume")] = 400.0,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object instead of the table")] = False,
+) -> None:
+    """Peak accelerator memory and cost of each stage of `fym transfer` at real size, traced on fake tensors from
+    the model's published configs: no weights, no GPU, no network."""
+
+    def act() -> None:
+        from .plan import fits_card, plan_transfer, table
+
+        flags = _flags(model=model, family=family, keep_encoders=keep_encoders,
+                       video=video_flags(frames, size, height, width, None, None))
+        cfg = resolve_config(flags, config, settings={"prompt": "a tiger walks through snow"})
+        if not json_out:
+            typer.echo(describe_choice(cfg), err=True)
+        result = plan_transfer(cfg, tflops)
+        if json_out:
+            typer.echo(json.dumps(result.to_json(), indent=1))
+            return
+        typer.echo(table(result))
+        if gpu_memory is not None:
+            typer.echo(fits_card(result, gpu_memory))
 
     handle_errors(act)
 

@@ -16,6 +16,9 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="run directory")]
 Model = Annotated[
     str | None, typer.Option("--model", "-m", help="hub id or local diffusers directory; default: the toy model")
 ]
+Family = Annotated[str | None, typer.Option(
+    help="the model family of a checkpoint the registry does not list: wan, ltx, cogvideox, hunyuan_video15 "
+         "(model.family; default: told by the model)")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="YAML with any settings to override")]
 Steps = Annotated[int | None, typer.Option(help="override the training steps of the stage(s)")]
 SpatialSteps = Annotated[int | None, typer.Option(help="steps of stage 2, the spatial (appearance) LoRA on single "

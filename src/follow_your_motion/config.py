@@ -33,6 +33,9 @@ class ModelSettings(Settings):
     device: str = "auto"  # "auto": CUDA, then Apple MPS where it runs the dtype, else the CPU (devices.pick_device)
     offload: bool = False  # diffusers' model CPU offload: each component on the device only while it runs
     attention_backend: str | None = None  # diffusers' attention backend (native, flash, sage, ...); None: default
+    # Encode and decode the video in overlapping spatial tiles (diffusers' VAE tiling); None: the family's default,
+    # on where its recipe clip needs it to fit 80 GB (HunyuanVideo 1.5), off elsewhere
+    vae_tiling: bool | None = None
     # Without offload, the text encoder(s), VAE and image encoder go to the CPU once tuning's encodings are cached
     # (UMT5-XXL alone is about 11 GB in bf16) and come back only to encode or generate; true keeps them resident.
     keep_encoders: bool = False
@@ -347,12 +350,27 @@ def model_family(model: dict) -> str:
 
 def model_recipe(model: dict) -> dict:
     """The recipe of a `model` section: its family's, with its variant's on top (Wan2.2, Wan I2V, CogVideoX1.5)."""
-    recipe = RECIPES.get(model_family(model), {})
-    if model.get("source") is not None:
-        from .backbones import detect_variant
-
-        recipe = merge(recipe, RECIPES.get(detect_variant(model["source"]) or "", {}))
+    recipe: dict = {}
+    for name in recipe_names(model):
+        recipe = merge(recipe, RECIPES.get(name, {}))
     return recipe
+
+
+def recipe_names(model: dict) -> list[str]:
+    """The recipes a `model` section runs with, in the order they apply: its family's, then its variant's."""
+    from .backbones import detect_variant
+
+    variant = detect_variant(model["source"]) if model.get("source") is not None else None
+    return [model_family(model)] + ([variant] if variant in RECIPES else [])
+
+
+def describe_choice(cfg: TransferConfig) -> str:
+    """One line saying which family and recipe a run uses, printed before any model is loaded."""
+    v, g = cfg.video, cfg.generate
+    frames, height, width = v.target()
+    recipes = " + ".join(recipe_names(cfg.model.model_dump()))
+    return (f"model {cfg.model.source}: family {cfg.model.family}, recipe {recipes}"
+            f" ({frames} frames of {height}x{width}, {g.steps} sampling steps, guidance {g.guidance})")
 
 
 def _absolute_paths(data: dict) -> dict:

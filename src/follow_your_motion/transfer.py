@@ -91,6 +91,11 @@ def export_run(run: Path, fmt: str, out_dir: Path | None = None) -> list[Path]:
     return written
 
 
+def stage_experts(backbone: Backbone, settings: TrainSettings) -> list[Expert]:
+    """The experts a LoRA stage tunes: all, or the high-noise one only (`experts: high_noise`)."""
+    return [e for e in backbone.experts if settings.experts == "all" or e.name != "low_noise"]
+
+
 class Transfer:
     """One run: its config, its directory, its backbone, and each stage as a method.
 
@@ -121,6 +126,8 @@ class Transfer:
             self.backbone.shard_experts(self.state.device)
         if m.attention_backend is not None:
             self.backbone.set_attention_backend(m.attention_backend)
+        if m.vae_tiling is not None:
+            self.backbone.set_vae_tiling(m.vae_tiling)
         # offload already keeps every component off the device between uses: nothing to park then
         self.backbone.park_device = None if m.keep_encoders or m.offload else torch.device("cpu")
         if m.compile:
@@ -290,8 +297,7 @@ class Transfer:
         return self._head_maps
 
     def stage_experts(self, settings: TrainSettings) -> list[Expert]:
-        """The experts a LoRA stage tunes: all, or the high-noise one only (`experts: high_noise`)."""
-        return [e for e in self.backbone.experts if settings.experts == "all" or e.name != "low_noise"]
+        return stage_experts(self.backbone, settings)
 
     def stage_done(self, stage: str) -> bool:
         """Whether a stage's artifacts are all complete ("classify", "spatial", "motion")."""

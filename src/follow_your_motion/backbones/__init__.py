@@ -9,40 +9,14 @@ import torch
 
 from ..errors import InputError
 from .base import Backbone, VideoGeometry
+from .variants import BY_HUB_ID, FAMILIES, VARIANTS, Variant
 
-# diffusers pipeline class (model_index.json "_class_name") -> family
-PIPELINE_FAMILIES = {"WanPipeline": "wan", "WanImageToVideoPipeline": "wan", "LTXPipeline": "ltx",
-                     "CogVideoXPipeline": "cogvideox", "HunyuanVideo15Pipeline": "hunyuan_video15"}
-# pipelines of a supported family that this project does not run (yet): refused by name, never loaded as another
-REFUSED_PIPELINES = {
-    "WanVACEPipeline": "Wan VACE",
-    "WanAnimatePipeline": "Wan Animate",
-    "WanVideoToVideoPipeline": "Wan video-to-video",
-    "LTXImageToVideoPipeline": "LTX-Video image-to-video",
-    "LTXConditionPipeline": "LTX-Video conditioning",
-    "CogVideoXImageToVideoPipeline": "CogVideoX image-to-video",
-    "CogVideoXVideoToVideoPipeline": "CogVideoX video-to-video",
-    "CogVideoXFunControlPipeline": "CogVideoX Fun control",
-    "HunyuanVideo15ImageToVideoPipeline": "HunyuanVideo 1.5 image-to-video",
-    "HunyuanVideoPipeline": "HunyuanVideo 1.0",
-}
-# hub ids of other families, known without their model_index.json (read from the cache when present)
-HUB_FAMILIES = {
-    "Lightricks/LTX-Video": "ltx", "Lightricks/LTX-Video-0.9.5": "ltx", "Lightricks/LTX-Video-0.9.7-dev": "ltx",
-    "THUDM/CogVideoX-2b": "cogvideox", "THUDM/CogVideoX-5b": "cogvideox", "THUDM/CogVideoX1.5-5B": "cogvideox",
-    "zai-org/CogVideoX-2b": "cogvideox", "zai-org/CogVideoX-5b": "cogvideox", "zai-org/CogVideoX1.5-5B": "cogvideox",
-    "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v": "hunyuan_video15",
-    "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_t2v": "hunyuan_video15",
-}
-# hub ids whose variant is known without their model_index.json (which is read from the cache when present)
-HUB_VARIANTS = {
-    "Wan-AI/Wan2.2-T2V-A14B-Diffusers": "wan2.2-t2v-a14b",
-    "Wan-AI/Wan2.2-TI2V-5B-Diffusers": "wan2.2-ti2v-5b",
-    "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers": "wan2.1-i2v",
-    "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers": "wan2.1-i2v",
-    "Wan-AI/Wan2.2-I2V-A14B-Diffusers": "wan2.2-i2v-a14b",
-    "THUDM/CogVideoX1.5-5B": "cogvideox1.5", "zai-org/CogVideoX1.5-5B": "cogvideox1.5",
-}
+# diffusers pipeline class (model_index.json "_class_name") -> family, of the variants this project runs
+PIPELINE_FAMILIES = {v.pipeline: v.family for v in VARIANTS if v.refused is None}
+# pipelines this project does not run (yet): refused by name, never loaded as another
+REFUSED_PIPELINES = {v.pipeline: v.refused for v in VARIANTS if v.refused is not None}
+# hub id -> the recipe of its variant on top of its family's, known without its model_index.json
+HUB_VARIANTS = {hub_id: v.recipe for hub_id, v in BY_HUB_ID.items() if v.recipe is not None}
 VARIANT_IMAGE_MODES = {"wan2.1-i2v": "required", "wan2.2-i2v-a14b": "required", "wan2.2-ti2v-5b": "optional"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -77,19 +51,44 @@ def model_index(source: str) -> tuple[dict | None, Path | None]:
     return data, index
 
 
-def detect_family(source: str) -> str:
-    """Family of a local directory (a toy model folder, or a pipeline's model_index.json); a hub id that is not
-    in the local cache is looked up in `HUB_FAMILIES`, else taken for Wan."""
-    index, _ = model_index(source)
-    if index is None:
-        return "toy" if is_toy_model_dir(Path(source).expanduser()) else HUB_FAMILIES.get(source, "wan")
-    name = index.get("_class_name", "")
+def refuse_pipeline(source: str, name: str) -> None:
+    """An InputError for a pipeline class this project does not run, naming what it is and what runs."""
     if name in REFUSED_PIPELINES:
         raise InputError(f"model {source!r} is a {REFUSED_PIPELINES[name]} pipeline ({name}), which this project "
                          f"does not support yet (supported: {', '.join(sorted(PIPELINE_FAMILIES))})")
+    known = ", ".join(sorted(PIPELINE_FAMILIES))
+    raise InputError(f"model {source!r}: unsupported pipeline {name!r} (supported: {known})")
+
+
+def hub_variant(source: str) -> Variant | None:
+    """The registry's variant of a hub id, None for a local path or an id it does not list; a refused variant's
+    id raises the refusal (before anything is downloaded)."""
+    variant = BY_HUB_ID.get(source)
+    if variant is not None and variant.refused is not None:
+        refuse_pipeline(source, variant.pipeline)
+    return variant
+
+
+def detect_family(source: str) -> str:
+    """Family of a local directory (a toy model folder, or a pipeline's model_index.json), or of a hub id: from
+    its model_index.json in the local cache, else from the registry (`variants.py`). A hub id the registry does
+    not list is refused before any download, naming `--family`."""
+    index, _ = model_index(source)
+    if index is None:
+        folder = Path(source).expanduser()
+        if is_toy_model_dir(folder):
+            return "toy"
+        if folder.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
+            return "wan"  # a local path that is no pipeline: the loader says what is missing
+        variant = hub_variant(source)
+        if variant is None:
+            raise InputError(f"model {source!r}: a hub id this project does not know, so its family cannot be told "
+                             f"before downloading it; if it is a checkpoint of a supported family, name the family "
+                             f"with --family ({', '.join(FAMILIES)}) or model.family in the config")
+        return variant.family
+    name = index.get("_class_name", "")
     if name not in PIPELINE_FAMILIES:
-        known = ", ".join(sorted(PIPELINE_FAMILIES))
-        raise InputError(f"model {source!r}: unsupported pipeline {name!r} (supported: {known})")
+        refuse_pipeline(source, name)
     return PIPELINE_FAMILIES[name]
 
 
@@ -138,6 +137,8 @@ def detect_variant(source: str) -> str | None:
     index, _ = model_index(source)
     if index is None:
         return HUB_VARIANTS.get(source)
+    if index.get("_class_name") not in PIPELINE_FAMILIES:
+        return None
     two_experts = (index.get("transformer_2") or [None])[0] is not None
     if index.get("_class_name") == "CogVideoXPipeline":
         return "cogvideox1.5" if _transformer_config(source).get("patch_size_t") == 2 else None

@@ -71,6 +71,15 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
 
 
+def pipeline_call(prompt: str, negative_prompt: str, num_frames: int, height: int, width: int, steps: int, seed: int,
+                  output_type: str = "np") -> dict:
+    """What every family's diffusers video pipeline is called with (`Backbone.sample`): a CPU generator seeded
+    with `seed`, as its users sample."""
+    return {"prompt": prompt, "negative_prompt": negative_prompt or None, "num_frames": num_frames, "height": height,
+            "width": width, "num_inference_steps": steps, "generator": torch.Generator("cpu").manual_seed(seed),
+            "output_type": output_type}
+
+
 @contextlib.contextmanager
 def second_adapter_allowed() -> Iterator[None]:
     """PEFT warns whenever a second adapter joins a model; two adapters (spatial, motion) is the method."""
@@ -373,9 +382,7 @@ class Backbone(SpeedOptions, ABC):
         sampler's steps): the family's own diffusers pipeline with a CPU generator seeded with `seed`, as its
         users sample."""
         self.check_generation(num_frames, height, width, guidance_2, image)
-        call = {"prompt": prompt, "negative_prompt": negative_prompt or None, "num_frames": num_frames,
-                "height": height, "width": width, "num_inference_steps": steps,
-                "generator": torch.Generator("cpu").manual_seed(seed), "output_type": "np"}
+        call = pipeline_call(prompt, negative_prompt, num_frames, height, width, steps, seed)
         self.pipe.set_progress_bar_config(desc="generate", **bar_options())  # the denoising steps' bar
         with (self.adapters(adapter_scales), self.guided_steps(step_hook, num_frames, height, width),
               announced_calls(self.pipe.vae, "decode", "generate: decode (VAE)")):

@@ -18,6 +18,7 @@ from diffusers import DiffusionPipeline
 
 from ..errors import InputError
 from ..progress import announced, bar_options
+from .from_configs import CONFIGS_ONLY, pipeline_from_configs
 
 
 class ModelLoadError(InputError):
@@ -29,22 +30,28 @@ def load_pipeline(source: str, dtype: torch.dtype, kinds: tuple[type, ...], what
     """The pipeline at `source`, which must be one of `kinds` (`what` names them for the error). With
     `vae_float32` the VAE stays float32 whatever `dtype` is (latents are encoded once and cached, and video VAEs
     are fragile in half precision)."""
+    dtypes = {"default": dtype, "vae": torch.float32} if vae_float32 else dtype
+    configs = CONFIGS_ONLY.get()  # `fym plan`: the same pipeline, built from configs without weights
+    pipe = _from_pretrained(source, dtypes) if configs is None else pipeline_from_configs(*configs, dtypes)
+    if not isinstance(pipe, kinds):
+        raise ModelLoadError(f"model {source!r} is a {type(pipe).__name__}, not {what}")
+    return pipe
+
+
+def _from_pretrained(source: str, dtypes: dict[str, torch.dtype] | torch.dtype) -> DiffusionPipeline:
+    """`DiffusionPipeline.from_pretrained` of a hub id or a local directory, its failures as one clear line."""
     path = Path(source).expanduser()
     looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1
     if looks_local and not (path / "model_index.json").is_file():
         raise ModelLoadError(
             f"model {source!r}: not a diffusers pipeline directory (no model_index.json) and not a hub id"
         )
-    dtypes = {"default": dtype, "vae": torch.float32} if vae_float32 else dtype
     try:
         with announced(f"load the model ({source})"), component_bars(not bar_options()):
-            pipe = DiffusionPipeline.from_pretrained(str(path) if looks_local else source, dtype=dtypes)
+            return DiffusionPipeline.from_pretrained(str(path) if looks_local else source, dtype=dtypes)
     except (OSError, ValueError, RuntimeError) as err:  # missing files, bad weights, offline hub
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"model {source!r} could not be loaded: {first}") from err
-    if not isinstance(pipe, kinds):
-        raise ModelLoadError(f"model {source!r} is a {type(pipe).__name__}, not {what}")
-    return pipe
 
 
 @contextlib.contextmanager

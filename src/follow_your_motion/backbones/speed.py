@@ -84,6 +84,20 @@ class SpeedOptions:
             raise InputError(f"model.attention_backend {name!r} cannot be used here: {str(err).splitlines()[0]}"
                              ) from err
 
+    vae_tiling: bool = False  # whether the VAE encodes and decodes in spatial tiles (`set_vae_tiling`)
+
+    def set_vae_tiling(self, on: bool) -> None:
+        """Encode and decode in overlapping spatial tiles (diffusers' `enable_tiling`), which bounds the VAE's
+        activations by the tile instead of the frame; the tiles' seams are blended, so values change slightly."""
+        vae = self.encoders().get("vae")
+        if vae is None:
+            raise InputError("model.vae_tiling: this model has no diffusers VAE to tile")
+        if on:
+            vae.enable_tiling()
+        else:
+            vae.disable_tiling()
+        self.vae_tiling = on
+
     def encoders(self) -> dict[str, nn.Module]:
         """The modules that only encode and decode (text encoders, VAE, image encoder): the pipeline's (`pipe`)
         modules that are not an expert. Tuning never runs them once its encodings are cached."""

@@ -148,14 +148,12 @@ def score_layer(
     if templates is None:
         templates = tuple(m.to(q.device, q.dtype) for m in template_masks(queries.cpu(), grid, radius))
     spatial, temporal = templates
-    heads = q.shape[2]
-    mass_s, mass_t, sq = (torch.zeros(heads, dtype=torch.float64) for _ in range(3))
+    per_head = []  # (mass_s, mass_t, sum of squares) of each head
     scale = 1 / math.sqrt(q.shape[-1])
-    for h in range(heads):
+    for h in range(q.shape[2]):
         rows = torch.softmax(q[:, queries, h] @ k[:, :, h].transpose(1, 2) * scale, dim=-1)  # (B, n, S)
-        mass_s[h] = (rows * spatial).sum().double().cpu()
-        mass_t[h] = (rows * temporal).sum().double().cpu()
-        sq[h] = rows.square().sum().double().cpu()
+        per_head.append(torch.stack([(rows * spatial).sum(), (rows * temporal).sum(), rows.square().sum()]))
+    mass_s, mass_t, sq = torch.stack(per_head).double().cpu().unbind(1)
     batch = q.shape[0]
     return HeadScores(mass_s, mass_t, sq, int(spatial.sum()) * batch, int(temporal.sum()) * batch)
 
@@ -219,11 +217,22 @@ def capture_sigma(expert: Expert, sigma: float) -> float:
     return sigma if expert.serves(sigma) else (lo + hi) / 2
 
 
-@torch.no_grad()
 def classify_heads(
     backbone: Backbone, expert: Expert, latents: torch.Tensor, cond: Conditioning, settings: HeadSettings
 ) -> HeadMap:
-    """One no-grad pass of the frozen expert over the noised reference latents."""
+    """One no-grad pass of the frozen expert over the noised reference latents, its scores classified."""
+    scores, recorded = head_scores(backbone, expert, latents, cond, settings)
+    head_map = classify(scores, settings)
+    head_map.settings.update(recorded)
+    return head_map
+
+
+@torch.no_grad()
+def head_scores(
+    backbone: Backbone, expert: Expert, latents: torch.Tensor, cond: Conditioning, settings: HeadSettings
+) -> tuple[list[HeadScores], dict]:
+    """Every layer's template statistics from one no-grad pass of the frozen expert over the noised reference
+    latents, and what the pass used (the noise level where it differs from `settings.sigma`, a timestep)."""
     generator = torch.Generator().manual_seed(settings.seed)
     grid = backbone.token_grid(latents)
     tokens = math.prod(grid)
@@ -246,11 +255,9 @@ def classify_heads(
 
     with backbone.capture_qk(expert, collect):
         backbone.predict(expert, noisy, timesteps, cond)
-    head_map = classify([scores[i] for i in range(len(expert.sites))], settings)
     if sigma_used != settings.sigma:
-        head_map.settings["sigma_used"] = sigma_used
-    head_map.settings.update(recorded)
-    return head_map
+        recorded = {"sigma_used": sigma_used, **recorded}
+    return [scores[i] for i in range(len(expert.sites))], recorded
 
 
 def plot_head_map(head_map: HeadMap, path: Path) -> None:

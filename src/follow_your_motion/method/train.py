@@ -158,6 +158,33 @@ def process_mean(world: int, device: torch.device) -> Callable[[float], float]:
     return mean
 
 
+def make_optimizer(params: list[torch.nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:
+    """The optimizer of a LoRA stage: AdamW (the release's) on the adapter's weights."""
+    return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+
+def micro_step(backbone: Backbone, expert: Expert, batch: StepInputs, generator: torch.Generator,
+               settings: TrainSettings, shift: float, motion_weight: float = 0.0, motion_form: str = "paper"
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One micro-batch of a training step: noise and noise levels drawn from `generator`, the expert's prediction,
+    the losses and their backward pass (scaled for gradient accumulation). Returns the (flow-matching, motion)
+    losses, detached. `fym plan` traces this same function at real size."""
+    latents = batch.latents.to(backbone.device)
+    noise = backbone.draw_noise(latents.shape, generator).to(latents)
+    noisy, timesteps, target = training_sample(backbone, latents, noise, generator, settings.timestep_weighting, shift,
+                                               expert.sigma_range)
+    autocast_dtype = torch.bfloat16 if settings.mixed_precision == "bf16" else None
+    with torch.autocast(backbone.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        pred = backbone.predict(expert, noisy, timesteps, batch.cond, batch.frame_positions, batch.spatial_stride)
+    if batch.cond.fixed_frames:  # frames given clean are not predicted: leave them out
+        learnt = [f for f in range(pred.shape[2]) if f not in batch.cond.fixed_frames]
+        pred, target = pred[:, :, learnt], target[:, :, learnt]
+    fm = flow_matching_loss(pred, target)
+    mo = motion_loss(pred, target, motion_form) if motion_weight else fm.new_zeros(())
+    ((fm + motion_weight * mo) / settings.grad_accum).backward()
+    return fm.detach(), mo.detach()
+
+
 def train_adapter(
     backbone: Backbone,
     expert: Expert,
@@ -179,7 +206,7 @@ def train_adapter(
     returning True, and `settings.early_stop` on a loss plateau (`training_finished` tells that apart)."""
     transformer = expert.module
     params = set_trainable(transformer, adapter)
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = make_optimizer(params, settings)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings))
     if settings.grad_checkpointing:
         transformer.enable_gradient_checkpointing()
@@ -200,7 +227,6 @@ def train_adapter(
     if plateau is not None and plateau.stopped:
         end = start  # the checkpoint is where the stage stopped on a plateau: nothing left to train
     mean_over_processes = process_mean(world, backbone.device)
-    autocast_dtype = torch.bfloat16 if settings.mixed_precision == "bf16" else None
     bar = progress(range(start, end), desc=f"{stage} LoRA", initial=start, total=settings.steps,
                    disable=not accelerator.is_main_process)
     transformer.train()
@@ -213,21 +239,9 @@ def train_adapter(
             for micro in range(settings.grad_accum):
                 stream = (step * world + rank) * settings.grad_accum + micro
                 generator = step_generator(settings.seed, stream, 3)
-                batch = inputs(step, generator)
-                latents = batch.latents.to(backbone.device)
-                noise = backbone.draw_noise(latents.shape, generator).to(latents)
-                noisy, timesteps, target = training_sample(backbone, latents, noise, generator,
-                                                           settings.timestep_weighting, shift, expert.sigma_range)
-                with torch.autocast(backbone.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    pred = backbone.predict(expert, noisy, timesteps, batch.cond, batch.frame_positions,
-                                            batch.spatial_stride)
-                if batch.cond.fixed_frames:  # frames given clean are not predicted: leave them out
-                    learnt = [f for f in range(pred.shape[2]) if f not in batch.cond.fixed_frames]
-                    pred, target = pred[:, :, learnt], target[:, :, learnt]
-                fm = flow_matching_loss(pred, target)
-                mo = motion_loss(pred, target, motion_form) if motion_weight else fm.new_zeros(())
-                ((fm + motion_weight * mo) / settings.grad_accum).backward()
-                totals += torch.stack([fm.detach(), mo.detach()]).double() / settings.grad_accum
+                fm, mo = micro_step(backbone, expert, inputs(step, generator), generator, settings, shift,
+                                    motion_weight, motion_form)
+                totals += torch.stack([fm, mo]).double() / settings.grad_accum
             if fsdp:
                 average_gradients(params, world)
             if settings.max_grad_norm:

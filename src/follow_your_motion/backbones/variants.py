@@ -1,0 +1,86 @@
+"""Every model variant this project knows by name: its diffusers pipeline class, its family, its recipe and its
+hub ids, and whether it runs here or is refused (and why).
+
+One table, so a hub id is identified before anything is downloaded (an unknown one is refused, naming `--family`),
+and `fym plan` finds each supported variant's published configs (`published/<name>/`, see its README).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PUBLISHED = Path(__file__).parent / "published"  # each supported variant's configs, as its hub repository holds them
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # e.g. "wan2.1-t2v-14b": also the folder of its published configs
+    family: str  # the backbone file that runs it (wan, ltx, cogvideox, hunyuan_video15)
+    pipeline: str  # its diffusers pipeline class (model_index.json "_class_name")
+    hub_ids: tuple[str, ...] = ()
+    recipe: str | None = None  # a recipe on top of the family's (config.RECIPES); None: the family's alone
+    refused: str | None = None  # why it does not run here; None: supported
+
+    @property
+    def configs(self) -> Path | None:
+        """The folder of its published configs, where they ship with the package."""
+        folder = PUBLISHED / self.name
+        return folder if (folder / "model_index.json").is_file() else None
+
+
+def _both(name: str) -> tuple[str, str]:
+    """A CogVideoX repository under its old (THUDM) and its new (zai-org) organisation."""
+    return f"THUDM/{name}", f"zai-org/{name}"
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("wan2.1-t2v-1.3b", "wan", "WanPipeline", ("Wan-AI/Wan2.1-T2V-1.3B-Diffusers",)),
+    Variant("wan2.1-t2v-14b", "wan", "WanPipeline", ("Wan-AI/Wan2.1-T2V-14B-Diffusers",)),
+    Variant("wan2.2-t2v-a14b", "wan", "WanPipeline", ("Wan-AI/Wan2.2-T2V-A14B-Diffusers",), "wan2.2-t2v-a14b"),
+    Variant("wan2.2-ti2v-5b", "wan", "WanPipeline", ("Wan-AI/Wan2.2-TI2V-5B-Diffusers",), "wan2.2-ti2v-5b"),
+    Variant("wan2.1-i2v-14b-480p", "wan", "WanImageToVideoPipeline", ("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",),
+            "wan2.1-i2v"),
+    Variant("wan2.1-i2v-14b-720p", "wan", "WanImageToVideoPipeline", ("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",),
+            "wan2.1-i2v"),
+    Variant("wan2.2-i2v-a14b", "wan", "WanImageToVideoPipeline", ("Wan-AI/Wan2.2-I2V-A14B-Diffusers",),
+            "wan2.2-i2v-a14b"),
+    Variant("ltx-video-0.9", "ltx", "LTXPipeline", ("Lightricks/LTX-Video",)),
+    Variant("ltx-video-0.9.1", "ltx", "LTXPipeline", ("Lightricks/LTX-Video-0.9.1",)),
+    Variant("ltx-video-0.9.5", "ltx", "LTXPipeline", ("Lightricks/LTX-Video-0.9.5",)),
+    Variant("cogvideox-2b", "cogvideox", "CogVideoXPipeline", _both("CogVideoX-2b")),
+    Variant("cogvideox-5b", "cogvideox", "CogVideoXPipeline", _both("CogVideoX-5b")),
+    Variant("cogvideox1.5-5b", "cogvideox", "CogVideoXPipeline", _both("CogVideoX1.5-5B"), "cogvideox1.5"),
+    Variant("hunyuanvideo1.5-480p-t2v", "hunyuan_video15", "HunyuanVideo15Pipeline",
+            ("hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v",)),
+    Variant("hunyuanvideo1.5-720p-t2v", "hunyuan_video15", "HunyuanVideo15Pipeline",
+            ("hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_t2v",)),
+    # refused by name: never loaded as another variant
+    Variant("wan2.1-vace", "wan", "WanVACEPipeline",
+            ("Wan-AI/Wan2.1-VACE-1.3B-diffusers", "Wan-AI/Wan2.1-VACE-14B-diffusers"), refused="Wan VACE"),
+    Variant("wan2.2-animate", "wan", "WanAnimatePipeline", ("Wan-AI/Wan2.2-Animate-14B-Diffusers",),
+            refused="Wan Animate"),
+    Variant("wan-v2v", "wan", "WanVideoToVideoPipeline", refused="Wan video-to-video"),
+    Variant("ltx-video-i2v", "ltx", "LTXImageToVideoPipeline", refused="LTX-Video image-to-video"),
+    Variant("ltx-video-0.9.7", "ltx", "LTXConditionPipeline",
+            ("Lightricks/LTX-Video-0.9.7-dev", "Lightricks/LTX-Video-0.9.7-distilled"),
+            refused="LTX-Video conditioning (0.9.7, 13B)"),
+    Variant("cogvideox-i2v", "cogvideox", "CogVideoXImageToVideoPipeline",
+            (*_both("CogVideoX-5b-I2V"), *_both("CogVideoX1.5-5B-I2V")), refused="CogVideoX image-to-video"),
+    Variant("cogvideox-v2v", "cogvideox", "CogVideoXVideoToVideoPipeline", refused="CogVideoX video-to-video"),
+    Variant("cogvideox-fun-control", "cogvideox", "CogVideoXFunControlPipeline", refused="CogVideoX Fun control"),
+    Variant("hunyuanvideo1.5-i2v", "hunyuan_video15", "HunyuanVideo15ImageToVideoPipeline",
+            ("hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v",
+             "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_i2v"),
+            refused="HunyuanVideo 1.5 image-to-video"),
+    Variant("hunyuanvideo1.0", "hunyuan_video", "HunyuanVideoPipeline", ("hunyuanvideo-community/HunyuanVideo",),
+            refused="HunyuanVideo 1.0"),
+)
+
+FAMILIES = ("wan", "ltx", "cogvideox", "hunyuan_video15")  # the families a checkpoint can be run as (`--family`)
+BY_HUB_ID = {hub_id: v for v in VARIANTS for hub_id in v.hub_ids}
+BY_NAME = {v.name: v for v in VARIANTS}
+
+
+def supported() -> list[Variant]:
+    return [v for v in VARIANTS if v.refused is None]

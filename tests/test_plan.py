@@ -1,0 +1,127 @@
+"""`fym plan`: every stage of the job traced at real size on fake tensors from the published configs.
+
+Each family's plan is made once per module (tracing the real sizes takes tens of seconds on this CPU) and nothing
+is cached on disk; the tests check exact properties of it: the parameters on the device are the published
+models', the FLOPs are what the cost model counts by hand, and the peak is where the placement rules put it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from benchmarks import cost_model as cm
+from follow_your_motion.cli import app
+from follow_your_motion.plan import CARDS, STAGES, Plan, StagePlan, fits_card, table
+
+WAN_1_3B = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+
+
+def plan_json(*args: str) -> dict:
+    result = CliRunner().invoke(app, ["plan", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def bf16_bytes(module: torch.nn.Module) -> int:
+    """What `from_pretrained(dtype=bfloat16)` holds: bf16, diffusers' `_keep_in_fp32_modules` in float32."""
+    keep = getattr(module, "_keep_in_fp32_modules", None) or []
+    return sum(p.numel() * (4 if any(k in name.split(".") for k in keep) else 2)
+               for name, p in module.named_parameters())
+
+
+@pytest.fixture(scope="module")
+def wan_plan() -> dict:
+    return plan_json("-m", WAN_1_3B)
+
+
+def test_the_plan_names_the_job_and_every_stage(wan_plan):
+    assert (wan_plan["model"], wan_plan["variant"], wan_plan["family"]) == (WAN_1_3B, "wan2.1-t2v-1.3b", "wan")
+    assert wan_plan["size"] == [81, 480, 832]
+    assert [s["stage"] for s in wan_plan["stages"]] == list(STAGES)
+    assert all(s["expert"] is None for s in wan_plan["stages"])
+    assert wan_plan["peak_bytes"] == max(s["peak_bytes"] for s in wan_plan["stages"])
+    assert wan_plan["fits"] == {str(gb): wan_plan["peak_bytes"] <= gb * 1e9 for gb in CARDS}
+
+
+def test_the_tuning_stages_hold_the_published_transformer_and_the_others_everything(wan_plan):
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    from benchmarks.memory_plan import umt5_xxl
+
+    with torch.device("meta"):
+        transformer = WanTransformer3DModel(**cm.MODELS["wan2.1-1.3b"].transformer_kwargs())
+        vae = AutoencoderKLWan()
+    text = sum(p.numel() * 2 for p in umt5_xxl().parameters())
+    everything = bf16_bytes(transformer) + text + sum(p.numel() * 4 for p in vae.parameters())  # the VAE in float32
+    stages = {s["stage"]: s for s in wan_plan["stages"]}
+    assert stages["classify"]["resident_bytes"] == bf16_bytes(transformer)
+    assert stages["encode"]["resident_bytes"] == everything
+    lora = {name: stages[name]["resident_bytes"] - bf16_bytes(transformer) for name in ("spatial", "motion")}
+    # rank 128 on q, k, v, o of every layer, float32; stage 3 holds the frozen spatial LoRA too
+    one_lora = cm.lora_parameter_count(cm.MODELS["wan2.1-1.3b"], 128) * 4
+    assert lora == {"spatial": one_lora, "motion": 2 * one_lora}
+    assert stages["motion"]["training_state_bytes"] == 3 * one_lora  # its gradient and AdamW's two moments
+
+
+def test_the_traced_flops_are_what_the_cost_model_counts(wan_plan):
+    predicted = {s.name: s.flops.total for s in cm.recipe_stages(cm.MODELS["wan2.1-1.3b"], cm.RECIPES["wan2.1-1.3b"])}
+    traced = {s["stage"]: s["flops"] for s in wan_plan["stages"]}
+    assert traced["classify"] == predicted["stage 1 (classify)"]
+    assert traced["spatial"] == predicted["stage 2 (1 frame)"]
+    assert traced["motion"] == predicted["stage 3 sparse (5 of 21)"]
+
+
+def test_without_a_known_model_plan_is_refused_in_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["plan", "-m", "someone/x", "--family", "wan"])
+    assert result.exit_code == 2 and "no published configs ship for it" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def hunyuan_plan() -> dict:
+    return plan_json("-m", "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v")
+
+
+def test_hunyuan_encodes_and_decodes_its_recipe_clip_within_80_gb_by_default(hunyuan_plan):
+    """Untiled (before VAE tiling was its default), encoding the 121 x 480 x 848 clip alone held about 140 GiB."""
+    assert hunyuan_plan["size"] == [121, 480, 848] and hunyuan_plan["settings"]["vae_tiling"] is True
+    stages = {s["stage"]: s for s in hunyuan_plan["stages"]}
+    for name in ("encode", "decode"):
+        assert stages[name]["untraced"] is None and 0 < stages[name]["peak_bytes"] <= 80e9
+
+
+def test_a_stage_that_branches_on_tensor_values_is_named_not_guessed(hunyuan_plan):
+    """HunyuanVideo 1.5's transformer reorders its text tokens by their masks' values, which fake tensors do not
+    have: its stages say so (and where), and the plan says it is incomplete."""
+    stages = {s["stage"]: s for s in hunyuan_plan["stages"]}
+    assert not hunyuan_plan["complete"]
+    for name in ("classify", "spatial", "motion", "generate"):
+        assert "branches on tensor values (transformer_hunyuan_video15.py:" in stages[name]["untraced"]
+        assert stages[name]["peak_bytes"] == 0
+
+
+def stage(name: str, resident: float, peak: float, offload_peak: float, untraced: str | None = None) -> StagePlan:
+    gb = 10**9
+    return StagePlan(name, None, int(resident * gb), 0, int((peak - resident) * gb), 0, int(peak * gb),
+                     int(offload_peak * gb), 10**15, 10, untraced=untraced)
+
+
+def test_the_card_line_names_the_option_that_makes_the_job_fit():
+    plan = Plan("m", "v", "wan", ["wan"], (81, 480, 832), {"offload": False},
+                [stage("encode", 20, 30, 12), stage("decode", 20, 22, 10)])
+    assert fits_card(plan, 80) == "fits 80 GB (peak 30.0 GB)"
+    assert fits_card(plan, 24) == "fits 24 GB with model.offload: true (peak 12.0 GB)"
+    assert fits_card(plan, 8).startswith("does not fit 8 GB: the encode stage peaks at 30.0 GB (20.0 GB parameters)")
+    assert plan.fits() == {"24": False, "32": True, "48": True, "80": True, "141": True}
+
+
+def test_the_table_shows_each_stage_and_says_which_could_not_be_traced():
+    plan = Plan("m", "v", "hunyuan_video15", ["hunyuan_video15"], (121, 480, 848), {"offload": False},
+                [stage("encode", 36, 61, 39), stage("classify", 0, 0, 0, untraced="its code branches on tensor "
+                                                                                  "values (x.py:1)")])
+    text = table(plan)
+    assert "classify       -  not traced: its code branches on tensor values (x.py:1)" in text
+    assert "peak of the stages traced 61.0 GB" in text and not plan.complete
+    assert "with model.offload: true the peak is 39.0 GB: it fits 48 GB too" in text
