@@ -12,7 +12,8 @@ from .base import Backbone, VideoGeometry
 
 # diffusers pipeline class (model_index.json "_class_name") -> family
 PIPELINE_FAMILIES = {"WanPipeline": "wan", "WanImageToVideoPipeline": "wan", "LTXPipeline": "ltx",
-                     "CogVideoXPipeline": "cogvideox", "HunyuanVideo15Pipeline": "hunyuan_video15"}
+                     "CogVideoXPipeline": "cogvideox", "HunyuanVideo15Pipeline": "hunyuan_video15",
+                     "SkyReelsV2Pipeline": "skyreels_v2", "SkyReelsV2ImageToVideoPipeline": "skyreels_v2"}
 # pipelines of a supported family that this project does not run (yet): refused by name, never loaded as another
 REFUSED_PIPELINES = {
     "WanVACEPipeline": "Wan VACE",
@@ -25,6 +26,9 @@ REFUSED_PIPELINES = {
     "CogVideoXFunControlPipeline": "CogVideoX Fun control",
     "HunyuanVideo15ImageToVideoPipeline": "HunyuanVideo 1.5 image-to-video",
     "HunyuanVideoPipeline": "HunyuanVideo 1.0",
+    "SkyReelsV2DiffusionForcingPipeline": "SkyReels-V2 diffusion-forcing",
+    "SkyReelsV2DiffusionForcingImageToVideoPipeline": "SkyReels-V2 diffusion-forcing image-to-video",
+    "SkyReelsV2DiffusionForcingVideoToVideoPipeline": "SkyReels-V2 diffusion-forcing video-to-video",
 }
 # hub ids of other families, known without their model_index.json (read from the cache when present)
 HUB_FAMILIES = {
@@ -33,6 +37,11 @@ HUB_FAMILIES = {
     "zai-org/CogVideoX-2b": "cogvideox", "zai-org/CogVideoX-5b": "cogvideox", "zai-org/CogVideoX1.5-5B": "cogvideox",
     "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v": "hunyuan_video15",
     "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_t2v": "hunyuan_video15",
+    "Skywork/SkyReels-V2-T2V-14B-540P-Diffusers": "skyreels_v2",
+    "Skywork/SkyReels-V2-T2V-14B-720P-Diffusers": "skyreels_v2",
+    "Skywork/SkyReels-V2-I2V-1.3B-540P-Diffusers": "skyreels_v2",
+    "Skywork/SkyReels-V2-I2V-14B-540P-Diffusers": "skyreels_v2",
+    "Skywork/SkyReels-V2-I2V-14B-720P-Diffusers": "skyreels_v2",
 }
 # hub ids whose variant is known without their model_index.json (which is read from the cache when present)
 HUB_VARIANTS = {
@@ -42,8 +51,12 @@ HUB_VARIANTS = {
     "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers": "wan2.1-i2v",
     "Wan-AI/Wan2.2-I2V-A14B-Diffusers": "wan2.2-i2v-a14b",
     "THUDM/CogVideoX1.5-5B": "cogvideox1.5", "zai-org/CogVideoX1.5-5B": "cogvideox1.5",
+    "Skywork/SkyReels-V2-I2V-1.3B-540P-Diffusers": "skyreels-v2-i2v",
+    "Skywork/SkyReels-V2-I2V-14B-540P-Diffusers": "skyreels-v2-i2v",
+    "Skywork/SkyReels-V2-I2V-14B-720P-Diffusers": "skyreels-v2-i2v",
 }
-VARIANT_IMAGE_MODES = {"wan2.1-i2v": "required", "wan2.2-i2v-a14b": "required", "wan2.2-ti2v-5b": "optional"}
+VARIANT_IMAGE_MODES = {"wan2.1-i2v": "required", "wan2.2-i2v-a14b": "required", "wan2.2-ti2v-5b": "optional",
+                       "skyreels-v2-i2v": "required"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -133,14 +146,16 @@ def read_geometry(source: str | None, family: str) -> VideoGeometry | None:
 
 def detect_variant(source: str) -> str | None:
     """The recipe of a known variant within its family, from the pipeline's model_index.json (image-to-video; a
-    second transformer: Wan2.2-A14B; expand_timesteps: Wan2.2-TI2V-5B), or from a known hub id; None = the
-    family's."""
+    second transformer: Wan2.2-A14B; expand_timesteps: Wan2.2-TI2V-5B; SkyReels-V2 image-to-video), or from a
+    known hub id; None = the family's."""
     index, _ = model_index(source)
     if index is None:
         return HUB_VARIANTS.get(source)
     two_experts = (index.get("transformer_2") or [None])[0] is not None
     if index.get("_class_name") == "CogVideoXPipeline":
         return "cogvideox1.5" if _transformer_config(source).get("patch_size_t") == 2 else None
+    if index.get("_class_name") == "SkyReelsV2ImageToVideoPipeline":
+        return "skyreels-v2-i2v"
     if index.get("_class_name") == "WanImageToVideoPipeline":
         return "wan2.2-i2v-a14b" if two_experts else "wan2.1-i2v"
     if index.get("_class_name") != "WanPipeline":
@@ -180,7 +195,12 @@ def backbone_class(family: str) -> type[Backbone]:
         from .hunyuan_video15 import HunyuanVideo15Backbone
 
         return HunyuanVideo15Backbone
-    raise InputError(f"unknown model family {family!r} (supported: wan, ltx, cogvideox, hunyuan_video15, toy)")
+    if family == "skyreels_v2":
+        from .skyreels_v2 import SkyReelsV2Backbone
+
+        return SkyReelsV2Backbone
+    raise InputError(f"unknown model family {family!r} (supported: wan, ltx, cogvideox, hunyuan_video15, skyreels_v2, "
+                     "toy)")
 
 
 def load_backbone(
