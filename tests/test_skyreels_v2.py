@@ -90,6 +90,13 @@ def test_diffusion_forcing_pipelines_are_refused_by_name(tmp_path, pipeline, nam
         detect_family(str(tmp_path))
 
 
+@pytest.mark.parametrize("size", ["1.3B-540P", "14B-540P", "14B-720P"])
+def test_diffusion_forcing_hub_ids_are_refused_before_any_download(size):
+    source = f"Skywork/SkyReels-V2-DF-{size}-Diffusers"
+    with pytest.raises(InputError, match=re.escape(f"model {source!r} is a SkyReels-V2 diffusion-forcing pipeline")):
+        detect_family(source)
+
+
 # -- the numerics of stage 1 and 3 ------------------------------------------------------------------
 @pytest.mark.parametrize("positions", [None, [0.0, 2.0, 5.5]], ids=["stock", "replaced"])
 def test_capture_qk_equals_the_processor_bit_for_bit(sky, monkeypatch, positions):

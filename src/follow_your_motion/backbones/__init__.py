@@ -30,6 +30,9 @@ REFUSED_PIPELINES = {
     "SkyReelsV2DiffusionForcingImageToVideoPipeline": "SkyReels-V2 diffusion-forcing image-to-video",
     "SkyReelsV2DiffusionForcingVideoToVideoPipeline": "SkyReels-V2 diffusion-forcing video-to-video",
 }
+# hub ids of refused pipelines -> their pipeline class, refused without a download
+REFUSED_HUB_IDS = {f"Skywork/SkyReels-V2-DF-{size}-Diffusers": "SkyReelsV2DiffusionForcingPipeline"
+                   for size in ("1.3B-540P", "14B-540P", "14B-720P")}
 # hub ids of other families, known without their model_index.json (read from the cache when present)
 HUB_FAMILIES = {
     "Lightricks/LTX-Video": "ltx", "Lightricks/LTX-Video-0.9.5": "ltx", "Lightricks/LTX-Video-0.9.7-dev": "ltx",
@@ -94,9 +97,9 @@ def detect_family(source: str) -> str:
     """Family of a local directory (a toy model folder, or a pipeline's model_index.json); a hub id that is not
     in the local cache is looked up in `HUB_FAMILIES`, else taken for Wan."""
     index, _ = model_index(source)
-    if index is None:
+    if index is None and source not in REFUSED_HUB_IDS:
         return "toy" if is_toy_model_dir(Path(source).expanduser()) else HUB_FAMILIES.get(source, "wan")
-    name = index.get("_class_name", "")
+    name = REFUSED_HUB_IDS[source] if index is None else index.get("_class_name", "")
     if name in REFUSED_PIPELINES:
         raise InputError(f"model {source!r} is a {REFUSED_PIPELINES[name]} pipeline ({name}), which this project "
                          f"does not support yet (supported: {', '.join(sorted(PIPELINE_FAMILIES))})")
