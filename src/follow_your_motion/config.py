@@ -28,7 +28,7 @@ class Settings(BaseModel):
 
 class ModelSettings(Settings):
     source: str | None = None  # hub id or local diffusers directory; None = the embedded toy model
-    family: Literal["auto", "wan", "ltx", "cogvideox", "hunyuan_video15", "toy"] = "auto"
+    family: Literal["auto", "wan", "ltx", "cogvideox", "hunyuan_video15", "skyreels_v2", "toy"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"  # "auto": CUDA, then Apple MPS where it runs the dtype, else the CPU (devices.pick_device)
     offload: bool = False  # diffusers' model CPU offload: each component on the device only while it runs
@@ -315,6 +315,20 @@ RECIPES: dict[str, dict] = {
         "motion": {"keep_frames": 7},
         "generate": {"steps": 50, "guidance": 6.0},
     }),
+    # SkyReels-V2 (backbones/skyreels_v2.py), for the 540P text-to-video checkpoints. bf16: as Wan. 97 frames of
+    # 544x960 at 24 fps, guidance 6.0: the SkyworkAI/SkyReels-V2 README's text-to-video command for
+    # SkyReels-V2-T2V-14B-540P (--height 544 --width 960 --num_frames 97 --guidance_scale 6.0 --shift 8.0 --fps 24;
+    # the shift is set on the sampler, SkyReelsV2Backbone), also SkyReelsV2Pipeline.__call__'s defaults. 50 steps:
+    # SkyReelsV2Pipeline.__call__'s default num_inference_steps. 97 frames are 25 latent frames, so K = 6 keeps the
+    # paper's ratio (5 of Wan's 21). Rank and steps: the paper's, as for Wan.
+    "skyreels_v2": merge(PAPER_TUNING, {
+        "video": {"auto_frames": 97, "auto_size": (544, 960), "fps": 24.0},
+        "motion": {"keep_frames": 6},
+        "generate": {"steps": 50, "guidance": 6.0},
+    }),
+    # SkyReels-V2 image-to-video on top of "skyreels_v2": guidance 5.0 (SkyReelsV2ImageToVideoPipeline.__call__'s
+    # default and diffusers' example, "6.0 for T2V, 5.0 for I2V").
+    "skyreels-v2-i2v": {"generate": {"guidance": 5.0}},
     # The embedded ShapesWorld model: 9 frames of 32x32 pixels, seconds per stage on a CPU. It has no frame rate (its
     # training videos have none), so its frames are spread over the whole clip.
     "toy": {

@@ -17,7 +17,8 @@ PIPELINE_FAMILIES = {v.pipeline: v.family for v in VARIANTS if v.refused is None
 REFUSED_PIPELINES = {v.pipeline: v.refused for v in VARIANTS if v.refused is not None}
 # hub id -> the recipe of its variant on top of its family's, known without its model_index.json
 HUB_VARIANTS = {hub_id: v.recipe for hub_id, v in BY_HUB_ID.items() if v.recipe is not None}
-VARIANT_IMAGE_MODES = {"wan2.1-i2v": "required", "wan2.2-i2v-a14b": "required", "wan2.2-ti2v-5b": "optional"}
+VARIANT_IMAGE_MODES = {"wan2.1-i2v": "required", "wan2.2-i2v-a14b": "required", "wan2.2-ti2v-5b": "optional",
+                       "skyreels-v2-i2v": "required"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -132,8 +133,8 @@ def read_geometry(source: str | None, family: str) -> VideoGeometry | None:
 
 def detect_variant(source: str) -> str | None:
     """The recipe of a known variant within its family, from the pipeline's model_index.json (image-to-video; a
-    second transformer: Wan2.2-A14B; expand_timesteps: Wan2.2-TI2V-5B), or from a known hub id; None = the
-    family's."""
+    second transformer: Wan2.2-A14B; expand_timesteps: Wan2.2-TI2V-5B; SkyReels-V2 image-to-video), or from a
+    known hub id; None = the family's."""
     index, _ = model_index(source)
     if index is None:
         return HUB_VARIANTS.get(source)
@@ -142,6 +143,8 @@ def detect_variant(source: str) -> str | None:
     two_experts = (index.get("transformer_2") or [None])[0] is not None
     if index.get("_class_name") == "CogVideoXPipeline":
         return "cogvideox1.5" if _transformer_config(source).get("patch_size_t") == 2 else None
+    if index.get("_class_name") == "SkyReelsV2ImageToVideoPipeline":
+        return "skyreels-v2-i2v"
     if index.get("_class_name") == "WanImageToVideoPipeline":
         return "wan2.2-i2v-a14b" if two_experts else "wan2.1-i2v"
     if index.get("_class_name") != "WanPipeline":
@@ -181,7 +184,12 @@ def backbone_class(family: str) -> type[Backbone]:
         from .hunyuan_video15 import HunyuanVideo15Backbone
 
         return HunyuanVideo15Backbone
-    raise InputError(f"unknown model family {family!r} (supported: wan, ltx, cogvideox, hunyuan_video15, toy)")
+    if family == "skyreels_v2":
+        from .skyreels_v2 import SkyReelsV2Backbone
+
+        return SkyReelsV2Backbone
+    raise InputError(f"unknown model family {family!r} (supported: wan, ltx, cogvideox, hunyuan_video15, skyreels_v2, "
+                     "toy)")
 
 
 def load_backbone(

@@ -16,7 +16,7 @@ PUBLISHED = Path(__file__).parent / "published"  # each supported variant's conf
 @dataclass(frozen=True)
 class Variant:
     name: str  # e.g. "wan2.1-t2v-14b": also the folder of its published configs
-    family: str  # the backbone file that runs it (wan, ltx, cogvideox, hunyuan_video15)
+    family: str  # the backbone file that runs it (wan, ltx, cogvideox, hunyuan_video15, skyreels_v2)
     pipeline: str  # its diffusers pipeline class (model_index.json "_class_name")
     hub_ids: tuple[str, ...] = ()
     recipe: str | None = None  # a recipe on top of the family's (config.RECIPES); None: the family's alone
@@ -55,6 +55,13 @@ VARIANTS: tuple[Variant, ...] = (
             ("hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v",)),
     Variant("hunyuanvideo1.5-720p-t2v", "hunyuan_video15", "HunyuanVideo15Pipeline",
             ("hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_t2v",)),
+    Variant("skyreels-v2-t2v-14b-540p", "skyreels_v2", "SkyReelsV2Pipeline",
+            ("Skywork/SkyReels-V2-T2V-14B-540P-Diffusers",)),
+    Variant("skyreels-v2-t2v-14b-720p", "skyreels_v2", "SkyReelsV2Pipeline",
+            ("Skywork/SkyReels-V2-T2V-14B-720P-Diffusers",)),
+    Variant("skyreels-v2-i2v", "skyreels_v2", "SkyReelsV2ImageToVideoPipeline",
+            tuple(f"Skywork/SkyReels-V2-I2V-{size}-Diffusers" for size in ("1.3B-540P", "14B-540P", "14B-720P")),
+            "skyreels-v2-i2v"),
     # refused by name: never loaded as another variant
     Variant("wan2.1-vace", "wan", "WanVACEPipeline",
             ("Wan-AI/Wan2.1-VACE-1.3B-diffusers", "Wan-AI/Wan2.1-VACE-14B-diffusers"), refused="Wan VACE"),
@@ -75,9 +82,17 @@ VARIANTS: tuple[Variant, ...] = (
             refused="HunyuanVideo 1.5 image-to-video"),
     Variant("hunyuanvideo1.0", "hunyuan_video", "HunyuanVideoPipeline", ("hunyuanvideo-community/HunyuanVideo",),
             refused="HunyuanVideo 1.0"),
+    Variant("skyreels-v2-df", "skyreels_v2", "SkyReelsV2DiffusionForcingPipeline",
+            tuple(f"Skywork/SkyReels-V2-DF-{size}-Diffusers" for size in ("1.3B-540P", "14B-540P", "14B-720P")),
+            refused="SkyReels-V2 diffusion-forcing"),
+    Variant("skyreels-v2-df-i2v", "skyreels_v2", "SkyReelsV2DiffusionForcingImageToVideoPipeline",
+            refused="SkyReels-V2 diffusion-forcing image-to-video"),
+    Variant("skyreels-v2-df-v2v", "skyreels_v2", "SkyReelsV2DiffusionForcingVideoToVideoPipeline",
+            refused="SkyReels-V2 diffusion-forcing video-to-video"),
 )
 
-FAMILIES = ("wan", "ltx", "cogvideox", "hunyuan_video15")  # the families a checkpoint can be run as (`--family`)
+# the families a checkpoint can be run as (`--family`)
+FAMILIES = ("wan", "ltx", "cogvideox", "hunyuan_video15", "skyreels_v2")
 BY_HUB_ID = {hub_id: v for v in VARIANTS for hub_id in v.hub_ids}
 BY_NAME = {v.name: v for v in VARIANTS}
 

@@ -125,6 +125,7 @@ class WanBackbone(DiffusersBackbone):
     """The Wan family through diffusers. `text_length` is the padded prompt length (Wan: 512)."""
 
     name = "wan"
+    title = "Wan"  # the family's name in messages
 
     def __init__(
         self,
@@ -251,15 +252,15 @@ class WanBackbone(DiffusersBackbone):
         return f"{COMFY_PREFIX}blocks.{layer}.self_attn.{_COMFY_ROLE[projection]}"
 
     def save_diffusers_lora(self, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
-        save_pipeline_lora(WanPipeline, path, state_dict, metadata)
+        save_pipeline_lora(type(self.pipe), path, state_dict, metadata)
 
     def load_lora(self, expert: Expert, path: str, adapter: str) -> None:
         low_noise = expert.module is getattr(self.pipe, "transformer_2", None)
-        with loading_lora(path, "a Wan LoRA"):
+        with loading_lora(path, f"a {self.title} LoRA"):
             # from the file, as users load it, so diffusers reads the adapter config (rank, alpha) it holds;
             # a low-noise expert's file goes into transformer_2 as diffusers users load Wan2.2 LoRAs
             self.pipe.load_lora_weights(str(path), adapter_name=adapter, load_into_transformer_2=low_noise)
-            state = WanPipeline.lora_state_dict(str(path))
+            state = self.pipe.lora_state_dict(str(path))
         keep_file_values(expert.module, adapter, state)
 
     # -- generation -----------------------------------------------------------------------------
@@ -271,7 +272,7 @@ class WanBackbone(DiffusersBackbone):
         pipe = self.pipe
         if image is not None:
             extra["image"] = Image.fromarray(resize_center_crop(image[None], call["height"], call["width"])[0])
-            if not isinstance(pipe, WanImageToVideoPipeline):
+            if self.image_mode == "optional":  # TI2V: a text-to-video pipeline, its image mode run as I2V
                 pipe = WanImageToVideoPipeline(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder,
                                                vae=pipe.vae, scheduler=pipe.scheduler, transformer=pipe.transformer,
                                                expand_timesteps=True)
