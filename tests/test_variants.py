@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from diffusers import DiffusionPipeline
 from typer.testing import CliRunner
@@ -10,6 +11,7 @@ from follow_your_motion.backbones import detect_family, detect_variant
 from follow_your_motion.backbones.variants import BY_HUB_ID, FAMILIES, VARIANTS
 from follow_your_motion.cli import app
 from follow_your_motion.config import RECIPES, resolve_config
+from follow_your_motion.video import write_video
 
 
 class Downloaded(Exception):
@@ -26,6 +28,8 @@ def no_download(monkeypatch):
 
 
 def transfer_args(tmp_path, model: str, *extra: str) -> list[str]:
+    """`fym classify` of a real reference (inputs are checked before the model is identified and loaded)."""
+    write_video(tmp_path / "ref.mp4", np.zeros((9, 32, 32, 3), np.uint8), 8)
     return ["classify", str(tmp_path / "ref.mp4"), "-p", "a dog", "-o", str(tmp_path / "run"), "-m", model, *extra]
 
 
