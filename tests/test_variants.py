@@ -82,3 +82,10 @@ def test_family_runs_an_unlisted_checkpoint_with_its_family_recipe_and_says_so(n
 def test_a_wrong_family_name_is_an_input_error(no_download, tmp_path):
     result = CliRunner().invoke(app, transfer_args(tmp_path, "someone/x", "--family", "sora"))
     assert result.exit_code == 2 and "model.family" in result.stderr
+
+
+def test_family_does_not_let_a_refused_hub_id_through(no_download, tmp_path):
+    """`--family wan` on Wan VACE's hub id: the registry still refuses it by name, before any download."""
+    result = CliRunner().invoke(app, transfer_args(tmp_path, "Wan-AI/Wan2.1-VACE-1.3B-diffusers", "--family", "wan"))
+    assert result.exit_code == 2, result.output
+    assert "is a Wan VACE pipeline (WanVACEPipeline), which this project does not support" in result.stderr

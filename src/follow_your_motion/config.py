@@ -351,15 +351,15 @@ def recipe_config(family: str, overrides: dict) -> TransferConfig:
 
 
 def model_family(model: dict) -> str:
-    """The family of a `model` section: its `family`, or the one its `source` is (None: the toy)."""
+    """The family of a `model` section: its `family`, or the one its `source` is (None: the toy). A hub id the
+    registry refuses by name is refused whatever family is given, before anything is downloaded."""
     family = model.get("family", "auto")
-    if family != "auto":
-        return family
     if model.get("source") is None:
-        return "toy"
-    from .backbones import detect_family  # reads model_index.json only
+        return "toy" if family == "auto" else family
+    from .backbones import detect_family, hub_variant  # read model_index.json and the registry only
 
-    return detect_family(model["source"])
+    hub_variant(model["source"])
+    return detect_family(model["source"]) if family == "auto" else family
 
 
 def model_recipe(model: dict) -> dict:

@@ -188,8 +188,7 @@ def backbone_class(family: str) -> type[Backbone]:
         from .skyreels_v2 import SkyReelsV2Backbone
 
         return SkyReelsV2Backbone
-    raise InputError(f"unknown model family {family!r} (supported: wan, ltx, cogvideox, hunyuan_video15, skyreels_v2, "
-                     "toy)")
+    raise InputError(f"unknown model family {family!r} (supported: {', '.join(FAMILIES)}, toy)")
 
 
 def load_backbone(
