@@ -53,7 +53,7 @@ from .base import (
     VideoGeometry,
 )
 from .diffusers_base import DiffusersBackbone, attention_projection, self_attention_sites
-from .loading import ModelLoadError, keep_file_values, load_pipeline, save_pipeline_lora
+from .loading import ModelLoadError, keep_file_values, save_pipeline_lora
 from .lora_files import COMFY_PREFIX, comfyui_to_peft, is_comfyui_lora, loading_lora, lora_file_keys
 
 ROPE_THETA = 10000.0  # get_3d_rotary_pos_embed's default, which the pipeline uses
@@ -94,11 +94,6 @@ class CogVideoXGeometry(VideoGeometry):
         super().check(frames, height, width)
 
 
-def load_cogvideox_pipeline(source: str, dtype: torch.dtype) -> CogVideoXPipeline:
-    """Load a diffusers CogVideoXPipeline from a hub id or a `save_pretrained` directory, with clear errors."""
-    return load_pipeline(source, dtype, (CogVideoXPipeline,), "a CogVideoX text-to-video pipeline", vae_float32=False)
-
-
 def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
     """CogVideoX's joint attention (`transformer_blocks.N.attn1`): text tokens first, q/k normalised per head."""
     return self_attention_sites(transformer, "transformer_blocks.{i}.attn1", text_tokens="before",
@@ -131,19 +126,17 @@ class CogVideoXBackbone(DiffusersBackbone):
     `max_text_seq_length`, 226 on the released models)."""
 
     name = "cogvideox"
+    pipelines = (CogVideoXPipeline,)
+    pipeline_kind = "a CogVideoX text-to-video pipeline"
+    vae_float32 = False
     objective = "v_prediction"
     # positions laid over a crop of the base grid (RoPE), or absolute (2B): they cannot be spaced out
     spaced_positions = False
     repeated_blocks = ("CogVideoXBlock",)  # its transformer declares no `_repeated_blocks` to compile
 
     def __init__(self, pipe: CogVideoXPipeline, device: str | torch.device = "cpu", offload: bool = False) -> None:
-        super().__init__()
-        self.pipe = pipe
         transformer = pipe.transformer
-        transformer.requires_grad_(False)
-        self.experts = [Expert("", transformer, attention_sites(transformer))]
-        self.device = torch.device(device)
-        self.dtype = transformer.dtype
+        super().__init__(pipe, [Expert("", transformer, attention_sites(transformer))], device)
         config = transformer.config
         self.text_length = int(config.max_text_seq_length)
         self.rope = bool(config.use_rotary_positional_embeddings)
@@ -155,10 +148,7 @@ class CogVideoXBackbone(DiffusersBackbone):
         self.alphas_cumprod = torch.as_tensor(pipe.scheduler.alphas_cumprod, dtype=torch.float32).clone()
         self.num_train_timesteps = int(scheduler["num_train_timesteps"])
         self.geometry = self.config_geometry(dict(pipe.vae.config), dict(config))
-        if offload:
-            pipe.enable_model_cpu_offload(device=self.device)
-        else:
-            pipe.to(self.device)
+        self.place(offload)
 
     @classmethod
     def config_geometry(cls, vae: dict, transformer: dict) -> CogVideoXGeometry:
@@ -169,11 +159,6 @@ class CogVideoXBackbone(DiffusersBackbone):
         return CogVideoXGeometry(temporal_stride=temporal * pack,
                                  spatial_stride=2 ** (len(vae["block_out_channels"]) - 1),
                                  patch=(1, patch, patch), frame_step=2 * temporal)
-
-    @classmethod
-    def load(cls, source: str, dtype: torch.dtype = torch.float32, device: str = "cpu", offload: bool = False
-             ) -> CogVideoXBackbone:
-        return cls(load_cogvideox_pipeline(source, dtype), device=device, offload=offload)
 
     # -- layouts ----------------------------------------------------------------------------------------
     def to_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:

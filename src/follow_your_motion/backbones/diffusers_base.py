@@ -1,7 +1,8 @@
-"""What every diffusers family (Wan, LTX-Video, HunyuanVideo 1.5, CogVideoX) does the same way, so that a family
-file holds only what is its own: the pipeline it is (`pipe`), its self-attention layers as sites, a rotary
-embedding whose positions `predict` replaces for one call and always puts back, and the call of the transformer
-through the denoiser that serves it (a DDP wrapper while training).
+"""What every diffusers family (Wan, LTX-Video, HunyuanVideo 1.5, CogVideoX, SkyReels-V2) does the same way, so that
+a family file holds only what is its own: loading the pipeline it is (`pipe`, one of the family's `pipelines`)
+and placing it on the device (or diffusers' offload), its self-attention layers as sites, a rotary embedding
+whose positions `predict` replaces for one call and always puts back, and the call of the transformer through
+the denoiser that serves it (a DDP wrapper while training).
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 import contextlib
 from abc import abstractmethod
 from collections.abc import Collection, Iterator
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, Self
 
 import torch
 from torch import nn
 
 from ..errors import InputError
 from .base import AttentionSite, Backbone, Conditioning, Expert, QKCallback, attention_pre_hooks
+from .loading import load_pipeline
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -78,6 +80,43 @@ class DiffusersBackbone(Backbone):
 
     pipe: DiffusionPipeline
     text_length: int  # the padded prompt length the pipeline encodes to (`max_sequence_length`)
+    # The pipeline classes the family loads, and how a refusal of any other names them.
+    pipelines: ClassVar[tuple[type[DiffusionPipeline], ...]]
+    pipeline_kind: ClassVar[str]
+    # Whether the VAE stays float32 whatever `dtype` is (`loading.load_pipeline`): all but CogVideoX's.
+    vae_float32: ClassVar[bool] = True
+    # Whether the VAE encodes and decodes in tiles unless `model.vae_tiling` says otherwise (HunyuanVideo 1.5).
+    tiled_vae: ClassVar[bool] = False
+
+    def __init__(self, pipe: DiffusionPipeline, experts: list[Expert], device: str | torch.device) -> None:
+        """Hold `pipe` and its `experts` (frozen); `dtype` is the transformers'. The family's `__init__` ends with
+        `place`, once its own modules (rotary embeddings) are in."""
+        super().__init__()
+        self.pipe = pipe
+        self.experts = experts
+        for expert in experts:
+            expert.module.requires_grad_(False)
+        self.device = torch.device(device)
+        self.dtype = experts[0].module.dtype
+
+    @classmethod
+    def load(cls, source: str, dtype: torch.dtype = torch.float32, device: str = "cpu", offload: bool = False
+             ) -> Self:
+        """The family's pipeline at `source` (a hub id or a `save_pretrained` directory; `fym plan`: built from
+        its configs, `loading.CONFIGS_ONLY`) in `dtype`, placed on `device` or offloaded."""
+        pipe = load_pipeline(source, dtype, cls.pipelines, cls.pipeline_kind, vae_float32=cls.vae_float32)
+        return cls(pipe, device=device, offload=offload)
+
+    def place(self, offload: bool) -> None:
+        """The whole pipeline on `device`, or (`offload`) diffusers' model CPU offload, which moves each component
+        there only while it runs; FSDP loads on the CPU and shards later (`shard_experts`). Then the VAE tiled where
+        the family asks for it."""
+        if offload:
+            self.pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            self.pipe.to(self.device)
+        if self.tiled_vae:
+            self.set_vae_tiling(True)
 
     def denoiser(self, expert: Expert) -> nn.Module:
         """The module that runs `expert` now: its transformer, or what `denoiser_as` routes it through."""

@@ -43,7 +43,7 @@ from .base import (
     VideoGeometry,
 )
 from .diffusers_base import DiffusersBackbone, PositionedRotary, attention_projection, self_attention_sites
-from .loading import ModelLoadError, keep_file_values, load_pipeline
+from .loading import ModelLoadError, keep_file_values
 from .lora_files import COMFY_PREFIX, PREFIX, loading_lora, lora_file_keys, write_diffusers_lora
 
 IMAGE_TOKENS = 729  # HunyuanVideo15Pipeline.vision_num_semantic_tokens: zero SigLIP tokens for text-to-video
@@ -86,11 +86,6 @@ class PositionedRope(PositionedRotary):
         return torch.cat([f[0] for f in freqs], dim=1), torch.cat([f[1] for f in freqs], dim=1)
 
 
-def load_hunyuan_video15_pipeline(source: str, dtype: torch.dtype) -> HunyuanVideo15Pipeline:
-    """Load a diffusers HunyuanVideo15Pipeline from a hub id or a `save_pretrained` directory, with clear errors."""
-    return load_pipeline(source, dtype, (HunyuanVideo15Pipeline,), "a HunyuanVideo 1.5 text-to-video pipeline")
-
-
 def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
     """Every dual-stream block's joint attention (`transformer_blocks.N.attn`): the video-stream projections, video
     tokens first and text after, q/k RMS-normalised per head."""
@@ -113,21 +108,20 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
     """HunyuanVideo 1.5 text-to-video through diffusers."""
 
     name = "hunyuan_video15"
+    pipelines = (HunyuanVideo15Pipeline,)
+    pipeline_kind = "a HunyuanVideo 1.5 text-to-video pipeline"
+    # Untiled, its VAE holds about 140 GiB encoding the recipe's 121 x 480 x 848 clip (`fym plan`): tiled by default
+    tiled_vae = True
 
     def __init__(self, pipe: HunyuanVideo15Pipeline, device: str | torch.device = "cpu", offload: bool = False
                  ) -> None:
-        super().__init__()
-        self.pipe = pipe
         transformer = pipe.transformer
         config = transformer.config
         if config.patch_size_t != 1 or config.use_meanflow:
             raise ModelLoadError("this HunyuanVideo 1.5 transformer (temporal patch or MeanFlow super-resolution) is "
                                  "not supported; use a base text-to-video checkpoint")
         transformer.rope = PositionedRope(transformer.rope)
-        transformer.requires_grad_(False)
-        self.experts = [Expert("", transformer, attention_sites(transformer))]
-        self.device = torch.device(device)
-        self.dtype = transformer.dtype
+        super().__init__(pipe, [Expert("", transformer, attention_sites(transformer))], device)
         scheduler = pipe.scheduler.config
         if scheduler.get("use_dynamic_shifting"):
             raise ModelLoadError("HunyuanVideo 1.5 scheduler with dynamic shifting: the pipeline passes no mu, so it "
@@ -135,12 +129,7 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
         self.flow_shift = float(scheduler.get("shift", 1.0))
         self.num_train_timesteps = int(scheduler.get("num_train_timesteps", 1000))
         self.geometry = self.config_geometry(dict(pipe.vae.config), dict(config))
-        if offload:
-            pipe.enable_model_cpu_offload(device=self.device)
-        else:
-            pipe.to(self.device)
-        # Untiled, its VAE holds about 140 GiB encoding the recipe's 121 x 480 x 848 clip (`fym plan`): tiled by default
-        self.set_vae_tiling(True)
+        self.place(offload)
 
     @classmethod
     def config_geometry(cls, vae: dict, transformer: dict) -> VideoGeometry:
@@ -148,11 +137,6 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
         return VideoGeometry(temporal_stride=vae["temporal_compression_ratio"],
                              spatial_stride=vae["spatial_compression_ratio"],
                              patch=(1, transformer["patch_size"], transformer["patch_size"]))
-
-    @classmethod
-    def load(cls, source: str, dtype: torch.dtype = torch.float32, device: str = "cpu", offload: bool = False
-             ) -> HunyuanVideo15Backbone:
-        return cls(load_hunyuan_video15_pipeline(source, dtype), device=device, offload=offload)
 
     # -- encoding ---------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -34,7 +34,7 @@ from .base import (
     VideoGeometry,
 )
 from .diffusers_base import DiffusersBackbone, PositionedRotary, self_attention_sites
-from .loading import keep_file_values, load_pipeline, save_pipeline_lora
+from .loading import keep_file_values, save_pipeline_lora
 from .lora_files import COMFY_PREFIX, comfyui_to_peft, is_comfyui_lora, loading_lora
 
 FRAME_RATE = 25  # LTXPipeline.__call__'s default `frame_rate`: the time axis of the RoPE is in seconds of it
@@ -87,11 +87,6 @@ class PositionedRope(PositionedRotary):
         return self.inner(hidden_states, video_coords=coords)
 
 
-def load_ltx_pipeline(source: str, dtype: torch.dtype) -> LTXPipeline:
-    """Load a diffusers LTXPipeline from a hub id or a `save_pretrained` directory, with clear errors."""
-    return load_pipeline(source, dtype, (LTXPipeline,), "an LTX-Video text-to-video pipeline")
-
-
 def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
     """LTX's self-attention (`transformer_blocks.N.attn1`): video tokens only, q/k RMS-normalised across heads."""
     return self_attention_sites(transformer, "transformer_blocks.{i}.attn1", text_tokens="none",
@@ -130,29 +125,17 @@ class LTXBackbone(DiffusersBackbone):
     (LTXPipeline's default 25); `text_length` the padded T5 prompt length (128)."""
 
     name = "ltx"
+    pipelines = (LTXPipeline,)
+    pipeline_kind = "an LTX-Video text-to-video pipeline"
 
-    def __init__(
-        self,
-        pipe: LTXPipeline,
-        device: str | torch.device = "cpu",
-        offload: bool = False,
-        frame_rate: int = FRAME_RATE,
-        text_length: int = TEXT_LENGTH,
-    ) -> None:
-        super().__init__()
-        self.pipe = pipe
+    def __init__(self, pipe: LTXPipeline, device: str | torch.device = "cpu", offload: bool = False,
+                 frame_rate: int = FRAME_RATE, text_length: int = TEXT_LENGTH) -> None:
         transformer = pipe.transformer
         transformer.rope = PositionedRope(transformer.rope)
-        transformer.requires_grad_(False)
-        self.experts = [Expert("", transformer, attention_sites(transformer))]
-        self.device = torch.device(device)
-        self.dtype = transformer.dtype
+        super().__init__(pipe, [Expert("", transformer, attention_sites(transformer))], device)
         self.frame_rate = frame_rate
         self.text_length = text_length
-        if offload:
-            pipe.enable_model_cpu_offload(device=self.device)
-        else:
-            pipe.to(self.device)
+        self.place(offload)
         self.geometry = self.config_geometry(dict(pipe.vae.config), dict(transformer.config))
         # as LTXPipeline.__call__ builds it: time in seconds per latent frame, space in pixels per latent cell
         self.rope_interpolation_scale = (
@@ -195,12 +178,6 @@ class LTXBackbone(DiffusersBackbone):
     def method_latents(self, latents: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
         pt, p, _ = self.geometry.patch
         return LTXPipeline._unpack_latents(latents, *self._sampler_grid(size), p, pt)
-
-    @classmethod
-    def load(
-        cls, source: str, dtype: torch.dtype = torch.float32, device: str = "cpu", offload: bool = False
-    ) -> LTXBackbone:
-        return cls(load_ltx_pipeline(source, dtype), device=device, offload=offload)
 
     # -- encoding ---------------------------------------------------------------------------------
     @torch.no_grad()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 from diffusers import SkyReelsV2ImageToVideoPipeline, SkyReelsV2Pipeline, UniPCMultistepScheduler
 
-from .loading import load_pipeline
 from .wan import WanBackbone
 
 # The release's sampler shift (SkyworkAI/SkyReels-V2 README and diffusers' SkyReels-V2 pipeline examples:
@@ -30,6 +29,8 @@ class SkyReelsV2Backbone(WanBackbone):
 
     name = "skyreels_v2"
     title = "SkyReels-V2"
+    pipelines = (SkyReelsV2Pipeline, SkyReelsV2ImageToVideoPipeline)
+    pipeline_kind = "a SkyReels-V2 text- or image-to-video pipeline"
 
     def __init__(self, pipe: SkyReelsV2Pipelines, device: str | torch.device = "cpu", offload: bool = False,
                  text_length: int = 512) -> None:
@@ -37,10 +38,3 @@ class SkyReelsV2Backbone(WanBackbone):
                                                              flow_shift=RELEASE_SHIFT[type(pipe)])
         super().__init__(pipe, device=device, offload=offload, text_length=text_length)
         self.image_mode = "required" if isinstance(pipe, SkyReelsV2ImageToVideoPipeline) else "none"
-
-    @classmethod
-    def load(cls, source: str, dtype: torch.dtype = torch.float32, device: str = "cpu", offload: bool = False
-             ) -> SkyReelsV2Backbone:
-        pipe = load_pipeline(source, dtype, (SkyReelsV2Pipeline, SkyReelsV2ImageToVideoPipeline),
-                             "a SkyReels-V2 text- or image-to-video pipeline")
-        return cls(pipe, device=device, offload=offload)

@@ -32,7 +32,7 @@ from .base import (
     VideoGeometry,
 )
 from .diffusers_base import DiffusersBackbone, PositionedRotary, self_attention_sites
-from .loading import keep_file_values, load_pipeline, save_pipeline_lora
+from .loading import keep_file_values, save_pipeline_lora
 from .lora_files import COMFY_PREFIX, loading_lora
 
 ROPE_THETA = 10000.0  # WanRotaryPosEmbed's default; every released Wan2.1 checkpoint uses it
@@ -95,13 +95,6 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 WanPipelines = WanPipeline | WanImageToVideoPipeline
 
 
-def load_wan_pipeline(source: str, dtype: torch.dtype) -> WanPipelines:
-    """Load a diffusers Wan pipeline (text- or image-to-video, as its model_index.json says) from a hub id or a
-    `save_pretrained` directory, with clear errors."""
-    return load_pipeline(source, dtype, (WanPipeline, WanImageToVideoPipeline),
-                         "a Wan text- or image-to-video pipeline")
-
-
 def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
     """Wan's self-attention (`blocks.N.attn1`): video tokens only, q/k RMS-normalised across all heads."""
     return self_attention_sites(transformer, "blocks.{i}.attn1", text_tokens="none", qk_norm="across_heads")
@@ -126,27 +119,17 @@ class WanBackbone(DiffusersBackbone):
 
     name = "wan"
     title = "Wan"  # the family's name in messages
+    pipelines = (WanPipeline, WanImageToVideoPipeline)
+    pipeline_kind = "a Wan text- or image-to-video pipeline"
 
-    def __init__(
-        self,
-        pipe: WanPipelines,
-        device: str | torch.device = "cpu",
-        offload: bool = False,
-        text_length: int = 512,
-    ) -> None:
-        super().__init__()
-        self.pipe = pipe
-        self.experts = wan_experts(pipe)
-        for expert in self.experts:
+    def __init__(self, pipe: WanPipelines, device: str | torch.device = "cpu", offload: bool = False,
+                 text_length: int = 512) -> None:
+        experts = wan_experts(pipe)
+        for expert in experts:
             expert.module.rope = PositionedRope(expert.module.rope)
-            expert.module.requires_grad_(False)
-        self.device = torch.device(device)
-        self.dtype = self.experts[0].module.dtype
+        super().__init__(pipe, experts, device)
         self.text_length = text_length
-        if offload:
-            pipe.enable_model_cpu_offload(device=self.device)
-        else:
-            pipe.to(self.device)
+        self.place(offload)
         self.flow_shift = float(pipe.scheduler.config.get("flow_shift", 1.0) or 1.0)
         self.per_token_timesteps = bool(pipe.config.get("expand_timesteps"))  # Wan2.2-TI2V: a clean first frame
         if isinstance(pipe, WanImageToVideoPipeline):
@@ -163,12 +146,6 @@ class WanBackbone(DiffusersBackbone):
         return VideoGeometry(temporal_stride=vae.get("scale_factor_temporal") or 4,
                              spatial_stride=vae.get("scale_factor_spatial") or 8,
                              patch=tuple(transformer["patch_size"]))
-
-    @classmethod
-    def load(
-        cls, source: str, dtype: torch.dtype = torch.float32, device: str = "cpu", offload: bool = False
-    ) -> WanBackbone:
-        return cls(load_wan_pipeline(source, dtype), device=device, offload=offload)
 
     # -- encoding ---------------------------------------------------------------------------------
     def _latent_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
