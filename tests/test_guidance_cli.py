@@ -82,3 +82,15 @@ def test_the_app_generates_from_a_run_with_a_guidance(flow_run):
     assert service.queue.wait(plain, 600) and plain.state == DONE, plain.message
     assert len(_events(flow_run, "guidance")) == before + 1  # no guidance this time
     assert plain.result["result"] != job.result["result"]  # its own sample, not the guided one overwritten
+
+
+def test_only_the_main_process_logs_a_guidance(flow_run, monkeypatch):
+    """Every process of a launch samples; only the main one writes the sample and logs it, guidance included."""
+    from follow_your_motion.transfer import Transfer
+
+    job = Transfer.open(flow_run, "cpu")
+    monkeypatch.setattr(type(job.state), "is_main_process", property(lambda state: False))
+    before = (flow_run / "log.jsonl").read_text()
+    settings = job.cfg.generate.model_copy(update={"steps": 5})
+    assert job.generate("a green triangle", settings, "other-process").paths == {}
+    assert (flow_run / "log.jsonl").read_text() == before

@@ -377,11 +377,11 @@ class Transfer:
         with self.backbone.encoders_ready():  # the text encoder and the VAE: parked while tuning
             guide = self.guide(prompt, settings, image is not None)
             result = generate_video(self.backbone, prompt, settings, v.frames, v.height, v.width, image, guide)
-        if guide is not None:
-            self.run.log("guidance", method=self.cfg.guidance.method, steps=guide.history)
         shown = self.clip
         paths = {}
         if self.state.is_main_process:
+            if guide is not None:
+                self.run.log("guidance", method=self.cfg.guidance.method, steps=guide.history)
             paths = write_outputs(result, shown.frames, self.run.samples, name, shown.fps)
             self.run.log("generated", prompt=prompt, **{k: p.name for k, p in paths.items()})
         return Sample(result, paths)
