@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -13,6 +16,7 @@ from follow_your_motion.app.jobs import DONE
 from follow_your_motion.app.service import AppService
 from follow_your_motion.cli import app
 from follow_your_motion.errors import InputError
+from follow_your_motion.run_settings import check_guidance, open_config
 from follow_your_motion.toyworld.render import ObjectSpec, SceneSpec, render
 from follow_your_motion.video import write_video
 
@@ -94,3 +98,61 @@ def test_only_the_main_process_logs_a_guidance(flow_run, monkeypatch):
     settings = job.cfg.generate.model_copy(update={"steps": 5})
     assert job.generate("a green triangle", settings, "other-process").paths == {}
     assert (flow_run / "log.jsonl").read_text() == before
+
+
+@pytest.fixture
+def unloadable(monkeypatch):
+    """Loading the model fails the test: what is refused must be refused before it."""
+    from follow_your_motion.transfer import Transfer
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(Transfer, "open", load)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--frames", "5"], "samples at the reference's size (9 frames"),
+    (["--width", "48"], "leave generate.frames/height/width unset"),
+    (["--image", "first.png"], "runs text-to-video only"),
+    (["--steps", "1"], "0.5 of 1 sampling steps guides 0 steps"),  # the toy recipe guides half the steps
+])
+def test_generate_refuses_a_guidance_it_cannot_run_before_loading_the_model(flow_run, unloadable, tmp_path,
+                                                                             options, message):
+    cv2.imwrite(str(tmp_path / "first.png"), np.zeros((32, 32, 3), np.uint8))
+    options = [str(tmp_path / o) if o.endswith(".png") else o for o in options]
+    result = fym("generate", "--run", flow_run, "--guide", "ditflow", *options)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_guidance_is_refused_for_an_image_to_video_model_and_sharded_transformers(flow_run, tmp_path, monkeypatch):
+    from tiny_wan import build_tiny_wan_i2v_pipeline
+
+    cfg = open_config(flow_run)
+    i2v = cfg.model_copy(update={"model": cfg.model.model_copy(update={
+        "source": str(build_tiny_wan_i2v_pipeline(tmp_path / "i2v"))})})
+    with pytest.raises(InputError, match="runs text-to-video only"):
+        check_guidance(i2v, cfg.generate, flow_run)
+    fsdp = {"steps": 10, "distributed": "fsdp"}
+    sharded = cfg.model_copy(update={"spatial": cfg.spatial.model_copy(update=fsdp),
+                                     "motion": cfg.motion.model_copy(update=fsdp)})
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(InputError, match="not on ones sharded across processes"):
+        check_guidance(sharded, cfg.generate, flow_run)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    check_guidance(sharded, cfg.generate, flow_run)  # one process: whole transformers
+
+
+def test_guidance_follows_the_runs_copy_of_a_reference_that_is_gone(reference, tmp_path):
+    moved = tmp_path / "ref.mp4"
+    shutil.copy(reference, moved)
+    run = tmp_path / "run"
+    assert fym("guide", moved, "--prompt", "a blue square", "--method", "flow", "--out", run).exit_code == 0
+    moved.unlink()
+    result = fym("generate", "--run", run, "--steps", "5", "--name", "again")
+    assert result.exit_code == 0, result.output
+    assert [step["step"] for step in _events(run, "guidance")[-1]["steps"]] == [1]  # round(0.2 * 5)
+    (run / "reference.mp4").unlink()
+    result = fym("generate", "--run", run, "--steps", "5")
+    assert result.exit_code == 2 and "is gone and" in result.output

@@ -231,7 +231,7 @@ def generate(
     """Generate a video with the run's motion LoRA and a new prompt (needs the model, not the reference)."""
 
     def act() -> None:
-        from .run_settings import open_config
+        from .run_settings import check_guidance, open_config
         from .transfer import Transfer
         from .video import read_image
 
@@ -247,6 +247,7 @@ def generate(
         settings = resolved.generate
         if settings.image:
             read_image(settings.image)  # a missing or unreadable picture is refused before the model loads
+        check_guidance(resolved, settings, run)
         job = Transfer.open(run, device or "auto", model={"compile": True} if compile else None)
         if guide is not None:
             job.cfg.guidance = resolved.guidance
