@@ -3,6 +3,9 @@ model, the sampler hook on every family's pipeline, and their settings."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -254,3 +257,14 @@ def test_the_predicted_x0_of_the_true_velocity_is_the_clean_latent(objective):
         velocity, sigma = a**0.5 * noise - (1 - a) ** 0.5 * x0, (1 - a) ** 0.5
     assert timestep_sigma(backbone, t) == pytest.approx(sigma)
     assert torch.allclose(predicted_x0(backbone, noisy, t, velocity), x0, atol=1e-5)
+
+
+def test_the_guidance_benchmark_commands_name_committed_settings():
+    """docs/benchmark.md's guidance results: every `--config` file of their commands is in the repository and
+    gives DiTFlow the release's rates the text says."""
+    root = Path(__file__).parents[1]
+    section = (root / "docs" / "benchmark.md").read_text().split("## Results: training-free guidance")[1]
+    configs = re.findall(r"--config (\S+)", section.split("\n## ")[0])
+    assert configs == ["benchmarks/suites/ditflow_release_rates.yaml"]
+    ditflow = resolve_config(None, root / configs[0]).guidance.ditflow
+    assert (ditflow.lr, ditflow.guided_fraction) == ((0.002, 0.001), 0.2)
