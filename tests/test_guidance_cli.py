@@ -18,7 +18,7 @@ from follow_your_motion.cli import app
 from follow_your_motion.errors import InputError
 from follow_your_motion.run_settings import check_guidance, open_config
 from follow_your_motion.toyworld.render import ObjectSpec, SceneSpec, render
-from follow_your_motion.video import write_video
+from follow_your_motion.video import read_video, write_video
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +54,14 @@ def flow_run(reference, tmp_path_factory) -> Path:
 
 
 def test_guide_writes_a_run_without_lora_files(flow_run):
-    assert (flow_run / "samples" / "result.mp4").is_file()
-    assert (flow_run / "samples" / "result_side_by_side.mp4").is_file()
+    assert (flow_run / "samples" / "result_flow.mp4").is_file()
+    assert (flow_run / "samples" / "result_flow_side_by_side.mp4").is_file()
     assert not list(flow_run.glob("*lora*")) and not (flow_run / "heads.json").exists()
     config = yaml.safe_load((flow_run / "config.yaml").read_text())
     assert config["guidance"]["method"] == "flow" and config["generate"]["motion_scale"] == 0.0
+    # the content sampled is the target prompt; the reference has no caption (both guidances read it with none)
+    assert (config["target_prompt"], config["prompt"]) == ("a blue square", "")
+    assert _events(flow_run, "generated")[0]["prompt"] == "a blue square"
     record = _events(flow_run, "guidance")[0]
     # the toy recipe's 20 sampling steps, 0.2 of them guided: 4, after the first (pure noise, as drawn)
     assert [step["step"] for step in record["steps"]] == [1, 2, 3, 4]
@@ -156,3 +159,16 @@ def test_guidance_follows_the_runs_copy_of_a_reference_that_is_gone(reference, t
     (run / "reference.mp4").unlink()
     result = fym("generate", "--run", run, "--steps", "5")
     assert result.exit_code == 2 and "is gone and" in result.output
+
+
+def test_guides_by_two_methods_into_one_run_keep_both_samples(reference, tmp_path):
+    quick = tmp_path / "quick.yaml"
+    quick.write_text("generate: {steps: 4}\n")
+    run = tmp_path / "run"
+    for method in ("flow", "ditflow"):
+        result = fym("guide", reference, "--prompt", "a blue square", "--method", method, "--out", run,
+                     "--config", quick)
+        assert result.exit_code == 0, result.output
+    assert [e["video"] for e in _events(run, "generated")] == ["result_flow.mp4", "result_ditflow.mp4"]
+    flow, ditflow = (read_video(run / "samples" / f"result_{m}.mp4").frames for m in ("flow", "ditflow"))
+    assert not np.array_equal(flow, ditflow)  # the first method's sample is still there, not overwritten

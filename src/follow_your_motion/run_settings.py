@@ -107,8 +107,8 @@ def check_inputs(cfg: TransferConfig, out: Path) -> VideoInfo:
     size asked for; the image to animate; the run directory. Returns the reference's probe, so it is read once."""
     if not cfg.reference:
         raise InputError("no reference video given")
-    if not cfg.prompt:
-        raise InputError("no prompt given")
+    if not cfg.prompt and (cfg.spatial.steps or cfg.motion.steps or not cfg.target_prompt):
+        raise InputError("no prompt given")  # a run that tunes nothing (`fym guide`) needs only a target prompt
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: is a file, not a run directory; choose another --out")
