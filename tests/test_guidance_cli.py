@@ -172,3 +172,18 @@ def test_guides_by_two_methods_into_one_run_keep_both_samples(reference, tmp_pat
     assert [e["video"] for e in _events(run, "generated")] == ["result_flow.mp4", "result_ditflow.mp4"]
     flow, ditflow = (read_video(run / "samples" / f"result_{m}.mp4").frames for m in ("flow", "ditflow"))
     assert not np.array_equal(flow, ditflow)  # the first method's sample is still there, not overwritten
+
+
+def test_a_transfer_to_guide_on_sharded_transformers_is_refused_before_loading(reference, tmp_path, monkeypatch):
+    from follow_your_motion.transfer import Transfer
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(Transfer, "__init__", load)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it for each of two processes
+    settings = tmp_path / "fsdp.yaml"
+    settings.write_text("guidance: {method: flow}\nspatial: {distributed: fsdp}\nmotion: {distributed: fsdp}\n")
+    result = fym("transfer", reference, "--prompt", "a red circle", "--out", tmp_path / "run", "--config", settings)
+    assert result.exit_code == 2, result.output
+    assert "not on ones sharded across processes (distributed: fsdp)" in result.output

@@ -94,9 +94,11 @@ def _flags(reference: Path | None = None, prompt: str | None = None, model: str 
 
 def _open(config_file: Path | None, out: Path, settings: dict | None = None, **flags):
     """The run in `out` with the flags given (and a command's own `settings` over them)."""
+    from .run_settings import check_guidance
     from .transfer import Transfer
 
     cfg = resolve_config(merge(_flags(**flags), settings or {}), config_file)
+    check_guidance(cfg, cfg.generate, out)  # a guidance its sampling would refuse, refused before the model loads
     if cfg.model.source is None:
         typer.echo("no --model given: using the embedded ShapesWorld toy model (offline; seconds on a CPU)", err=True)
     return Transfer(cfg, out)
