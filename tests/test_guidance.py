@@ -3,6 +3,9 @@ model, the sampler hook on every family's pipeline, and their settings."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -10,7 +13,7 @@ from pydantic import ValidationError
 from follow_your_motion.backbones.toy import ToyBackbone
 from follow_your_motion.config import DiTFlowSettings, FlowGuidanceSettings, GuidanceSettings, resolve_config
 from follow_your_motion.errors import InputError
-from follow_your_motion.method.guidance import DiTFlowGuide, FlowGuide, make_guide
+from follow_your_motion.method.guidance import DiTFlowGuide, FlowGuide, guided_steps, make_guide
 from follow_your_motion.method.motion_flow import amf_distance, attention_motion_flow
 from follow_your_motion.method.objective import predicted_x0
 from follow_your_motion.toyworld.render import ObjectSpec, SceneSpec, render
@@ -131,7 +134,28 @@ def test_ditflow_moves_the_latent_toward_the_references_flow(toy, reference):
     assert not torch.equal(moved, latents)
     assert after < before
     assert guide.history[0]["losses"][-1] < guide.history[0]["losses"][0]
-    assert torch.equal(guide.latents(2, t, latents), latents)  # past the guided steps: untouched
+    assert torch.equal(guide.latents(3, t, latents), latents)  # past the guided steps 1..2: untouched
+    assert torch.equal(guide.latents(0, t, latents), latents)  # the drawn noise: never reached
+
+
+def test_exactly_the_guided_fraction_of_steps_is_guided_and_the_rate_runs_first_to_last(toy, reference):
+    settings = GuidanceSettings(method="ditflow", ditflow={"inner_steps": 1, "lr": (0.04, 0.01), "query_chunk": 100})
+    guide = make_guide(toy, settings, reference, "a blue square", steps=10, seed=0)
+    latents, t = _noisy(toy, reference, 0.8)
+    for step in range(10):
+        guide.latents(step, t, latents)
+    assert [record["step"] for record in guide.history] == [1, 2]  # round(0.2 * 10) steps, after the first
+    assert [record["lr"] for record in guide.history] == pytest.approx([0.04, 0.01])
+
+
+@pytest.mark.parametrize(("fraction", "steps", "guided"), [(0.2, 2, 0), (0.2, 50, 10), (1.0, 10, 10)])
+def test_a_guidance_guiding_no_step_or_more_than_there_are_is_refused(fraction, steps, guided):
+    settings = GuidanceSettings(method="flow", flow={"guided_fraction": fraction})
+    if 1 <= guided < steps:
+        assert guided_steps(settings, steps) == guided
+    else:
+        with pytest.raises(InputError, match=f"guides {guided} steps; it must guide 1 to {steps - 1}"):
+            guided_steps(settings, steps)
 
 
 def test_flow_guidance_moves_the_predicted_frame_differences_toward_the_references(toy, reference):
@@ -158,8 +182,9 @@ def test_velocity_shrinks_only_the_part_orthogonal_to_its_running_average(toy, r
     a[0, 0] = 1.0
     b = torch.zeros_like(a)
     b[0, 1] = 1.0
-    assert torch.equal(guide.velocity(0, torch.tensor(1000.0), a), a)  # the first one is its own average
-    out = guide.velocity(1, torch.tensor(900.0), b)  # average (a + b) / 2: b = its projection + an orthogonal part
+    assert torch.equal(guide.velocity(0, torch.tensor(1000.0), b), b)  # step 0 is not guided
+    assert torch.equal(guide.velocity(1, torch.tensor(1000.0), a), a)  # the first one is its own average
+    out = guide.velocity(2, torch.tensor(900.0), b)  # average (a + b) / 2: b = its projection + an orthogonal part
     parallel = (a + b) / 2  # the projection of b on the average (a + b) / 2
     assert torch.allclose(out, parallel + 0.25 * (b - parallel))
 
@@ -232,3 +257,14 @@ def test_the_predicted_x0_of_the_true_velocity_is_the_clean_latent(objective):
         velocity, sigma = a**0.5 * noise - (1 - a) ** 0.5 * x0, (1 - a) ** 0.5
     assert timestep_sigma(backbone, t) == pytest.approx(sigma)
     assert torch.allclose(predicted_x0(backbone, noisy, t, velocity), x0, atol=1e-5)
+
+
+def test_the_guidance_benchmark_commands_name_committed_settings():
+    """docs/benchmark.md's guidance results: every `--config` file of their commands is in the repository and
+    gives DiTFlow the release's rates the text says."""
+    root = Path(__file__).parents[1]
+    section = (root / "docs" / "benchmark.md").read_text().split("## Results: training-free guidance")[1]
+    configs = re.findall(r"--config (\S+)", section.split("\n## ")[0])
+    assert configs == ["benchmarks/suites/ditflow_release_rates.yaml"]
+    ditflow = resolve_config(None, root / configs[0]).guidance.ditflow
+    assert (ditflow.lr, ditflow.guided_fraction) == ((0.002, 0.001), 0.2)

@@ -39,7 +39,7 @@ from .cli_options import (
     handle_errors,
 )
 from .cli_toyworld import toyworld
-from .config import describe_choice, resolve_config
+from .config import describe_choice, merge, resolve_config
 from .errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Follow-Your-Motion: video motion transfer.")
@@ -93,10 +93,13 @@ def _flags(reference: Path | None = None, prompt: str | None = None, model: str 
     return flags
 
 
-def _open(config_file: Path | None, out: Path, **flags):
+def _open(config_file: Path | None, out: Path, settings: dict | None = None, **flags):
+    """The run in `out` with the flags given (and a command's own `settings` over them)."""
+    from .run_settings import check_guidance
     from .transfer import Transfer
 
-    cfg = resolve_config(_flags(**flags), config_file)
+    cfg = resolve_config(merge(_flags(**flags), settings or {}), config_file)
+    check_guidance(cfg, cfg.generate, out)  # a guidance its sampling would refuse, refused before the model loads
     if cfg.model.source is None:
         typer.echo("no --model given: using the embedded ShapesWorld toy model (offline; seconds on a CPU)", err=True)
     else:
@@ -138,17 +141,16 @@ def guide(
     width: Side = None, fps: Fps = None, start: Start = None, keep_encoders: KeepEncoders = None,
 ) -> None:
     """Training-free transfer: sample --prompt guided by the reference's motion, no tuning (a run directory without
-    LoRA files; one sampling, so nothing to resume)."""
+    LoRA files, the sample in samples/result_<method>.mp4; one sampling, so nothing to resume)."""
 
     def act() -> None:
-        from .transfer import Transfer
-
         video = video_flags(frames, size, height, width, fps, start)
-        flags = _flags(reference=reference, prompt=prompt, model=model, device=device, video=video,
-                       keep_encoders=keep_encoders, spatial_steps=0, motion_steps=0)
-        flags |= {"guidance": {"method": method}, "generate": {"motion_scale": 0.0, "spatial_scale": 0.0}}
-        job = Transfer(resolve_config(flags, config), out)
-        for name, path in job.generate().paths.items():
+        # --prompt is the content to sample (target_prompt); the run has no caption of the reference, which both
+        # guidances read with an empty prompt (DiTFlow's release)
+        settings = {"guidance": {"method": method}, "generate": {"motion_scale": 0.0, "spatial_scale": 0.0}}
+        job = _open(config, out, settings, reference=reference, target_prompt=prompt, model=model, device=device,
+                    video=video, keep_encoders=keep_encoders, spatial_steps=0, motion_steps=0)
+        for name, path in job.generate(name=f"result_{method}").paths.items():
             typer.echo(f"{name}: {path}")
 
     handle_errors(act)
@@ -268,7 +270,7 @@ def generate(
     """Generate a video with the run's motion LoRA and a new prompt (needs the model, not the reference)."""
 
     def act() -> None:
-        from .run_settings import open_config
+        from .run_settings import check_guidance, open_config
         from .transfer import Transfer
         from .video import read_image
 
@@ -284,6 +286,7 @@ def generate(
         settings = resolved.generate
         if settings.image:
             read_image(settings.image)  # a missing or unreadable picture is refused before the model loads
+        check_guidance(resolved, settings, run)
         job = Transfer.open(run, device, model={"compile": True} if compile else None)
         if guide is not None:
             job.cfg.guidance = resolved.guidance

@@ -4,6 +4,7 @@ model, so reports and the app can read run settings cheaply."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ from accelerate import PartialState
 
 from .backbones import detect_image_mode, read_geometry
 from .backbones.base import VideoGeometry
-from .config import TransferConfig, model_family
+from .config import GenerateSettings, TransferConfig, model_family
 from .errors import InputError
 from .fitting import fit_frames, fit_rate, fit_video
 from .runs import RunDir
@@ -22,6 +23,8 @@ if TYPE_CHECKING:  # for annotations only
 
 # The least any model needs, known before one is loaded: two frames, of any count.
 ANY_FRAMES = VideoGeometry(temporal_stride=1, spatial_stride=1, patch=(1, 1, 1))
+# The reference as the model saw it, which a run keeps for generation, guidance and reports.
+REFERENCE_COPY = "reference.mp4"
 # Settings that do not change what tuning produces; a run may be reused with different values
 # (e.g. tuned on a GPU, generated from on a laptop).
 UNTUNED = {"generate": True, "target_prompt": True, "guidance": True,
@@ -76,6 +79,33 @@ def shards_the_model(cfg: TransferConfig, processes: int) -> bool:
     return ways == {"fsdp"}
 
 
+def check_guidance(cfg: TransferConfig, settings: GenerateSettings, run: Path) -> None:
+    """What a guided sampling (`guidance.method`) of the run in `run` refuses before its model loads: a frame count
+    or size other than the reference's (it compares the sample with the reference latent by latent), an image or an
+    image-to-video model (text-to-video only), a guidance that guides no step, a reference neither at its path nor
+    kept in the run (`REFERENCE_COPY`), and transformers sharded across processes (FSDP), whose forward pass the
+    guidance's capture would stop mid-way."""
+    from .method.guidance import guided_steps  # loads torch and the backbone contract
+
+    method, v = cfg.guidance.method, cfg.video
+    if method == "none":
+        return
+    asked = {"frames": settings.frames, "height": settings.height, "width": settings.width}
+    if any(value not in (None, getattr(v, key)) for key, value in asked.items()):
+        raise InputError(f"guidance.method {method} samples at the reference's size ({v.frames} frames of "
+                         f"{v.height}x{v.width}): leave generate.frames/height/width unset")
+    if settings.image or detect_image_mode(cfg.model.source) == "required":
+        raise InputError(f"guidance.method {method} runs text-to-video only: give no image and a text-to-video "
+                         "model, or no guidance")
+    guided_steps(cfg.guidance, settings.steps)
+    if not (cfg.reference and Path(cfg.reference).is_file()) and not (Path(run) / REFERENCE_COPY).is_file():
+        raise InputError(f"guidance.method {method} reads the reference's motion: {cfg.reference} is gone and "
+                         f"{run} keeps no {REFERENCE_COPY}; put the reference back at that path")
+    if shards_the_model(cfg, int(os.environ.get("WORLD_SIZE", "1"))):
+        raise InputError(f"guidance.method {method} runs on whole transformers, not on ones sharded across "
+                         "processes (distributed: fsdp): generate in one process, or with no guidance")
+
+
 def check_inputs(cfg: TransferConfig, out: Path) -> VideoInfo:
     """Everything about a new run that can be checked before a model is loaded (minutes for a real checkpoint, or
     a download): the prompt; the reference (it exists, decodes, and is long enough for the model: its minimum and
@@ -83,8 +113,8 @@ def check_inputs(cfg: TransferConfig, out: Path) -> VideoInfo:
     size asked for; the image to animate; the run directory. Returns the reference's probe, so it is read once."""
     if not cfg.reference:
         raise InputError("no reference video given")
-    if not cfg.prompt:
-        raise InputError("no prompt given")
+    if not cfg.prompt and (cfg.spatial.steps or cfg.motion.steps or not cfg.target_prompt):
+        raise InputError("no prompt given")  # a run that tunes nothing (`fym guide`) needs only a target prompt
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: is a file, not a run directory; choose another --out")

@@ -32,7 +32,9 @@ from .method.train import StepCallback, motion_inputs, spatial_inputs, train_ada
 from .processes import job_state
 from .progress import announced, progress
 from .run_settings import (
+    REFERENCE_COPY,
     check_downsample,
+    check_guidance,
     check_inputs,
     check_run_config,
     first_frame_condition,
@@ -52,7 +54,6 @@ from .video import (
 
 log = logging.getLogger("follow_your_motion")
 
-REFERENCE_COPY = "reference.mp4"  # the reference as the model saw it, kept in the run for generation and reports
 # what each cached encoding is, for its progress line (the per-frame ones show a bar over the frames instead)
 ENCODING = {"latents": "encode the reference (VAE)", "text": "encode the caption (text encoder)",
             "image": "encode the first frame (image condition)"}
@@ -384,11 +385,11 @@ class Transfer:
         with self.backbone.encoders_ready():  # the text encoder and the VAE: parked while tuning
             guide = self.guide(prompt, settings, image is not None)
             result = generate_video(self.backbone, prompt, settings, v.frames, v.height, v.width, image, guide)
-        if guide is not None:
-            self.run.log("guidance", method=self.cfg.guidance.method, steps=guide.history)
         shown = self.clip
         paths = {}
         if self.state.is_main_process:
+            if guide is not None:
+                self.run.log("guidance", method=self.cfg.guidance.method, steps=guide.history)
             paths = write_outputs(result, shown.frames, self.run.samples, name, shown.fps)
             self.run.log("generated", prompt=prompt, **{k: p.name for k, p in paths.items()})
         return Sample(result, paths)
@@ -398,13 +399,19 @@ class Transfer:
         with the reference latent by latent, so it samples at the reference's frame count and size."""
         if self.cfg.guidance.method == "none":
             return None
-        v = self.cfg.video
-        asked = {"frames": settings.frames, "height": settings.height, "width": settings.width}
-        if any(value not in (None, getattr(v, key)) for key, value in asked.items()):
-            raise InputError(f"guidance.method {self.cfg.guidance.method} samples at the reference's size "
-                             f"({v.frames} frames of {v.height}x{v.width}): leave generate.frames/height/width unset")
-        return make_guide(self.backbone, self.cfg.guidance, self.reference().latents, prompt, settings.steps,
+        check_guidance(self.cfg, settings, self.run.root)  # the CLI checks before loading; the app and bench here
+        return make_guide(self.backbone, self.cfg.guidance, self.guidance_reference(), prompt, settings.steps,
                           settings.seed, image_given)
+
+    def guidance_reference(self) -> torch.Tensor:
+        """The reference latents a guidance follows: the tuning stages' (from the original video) while it is at
+        its path, else the run's copy (`REFERENCE_COPY`, the reference as the model saw it) encoded once."""
+        if self.cfg.reference and Path(self.cfg.reference).is_file():
+            return self.reference().latents
+        copy = self.run.path(REFERENCE_COPY)
+        key = digest(self._model_key, REFERENCE_COPY, copy.stat().st_size, copy.stat().st_mtime_ns,
+                     self.cfg.video.model_dump())
+        return self._cached("latents", key, lambda: self.backbone.encode_video(to_tensor(self.clip.frames)))
 
     def all(self) -> Sample:
         """Every stage in order, reusing whatever is already complete."""

@@ -43,7 +43,17 @@ class StepHook(Protocol):
         """The (guided) model output the sampler is about to use at denoising step `step`."""
 
     def latents(self, step: int, timestep: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        """The latents denoising step `step` (>= 1) starts from: the hook may move them."""
+        """The latents denoising step `step` (>= 1) starts from: the hook may move them (it returns `latents`
+        itself where it leaves them)."""
+
+
+def forget_last_sample(scheduler) -> None:
+    """Make a multistep scheduler's next step a plain predictor step from the sample it is given. A corrector
+    (diffusers' UniPC, which Wan samples with, and SA-Solver) rebuilds its next sample from the sample it stepped to
+    (`last_sample`), not the one it is given, so it would undo a guidance's move of the latents; without one it
+    skips the correction. Schedulers that keep no such sample are left as they are."""
+    if getattr(scheduler, "last_sample", None) is not None:
+        scheduler.last_sample = None
 
 
 # Projections of one self-attention layer that LoRA may target, by role. "q", "k", "v" are split into
@@ -403,7 +413,9 @@ class Backbone(SpeedOptions, ABC):
         """While active, every step of the family's sampler (`pipe.scheduler.step`, which each pipeline calls once
         per denoising step) hands its model output to `hook.velocity` before stepping, and the latents it gives to
         `hook.latents` before the next step. Every family and its own pipeline (classifier-free guidance, the
-        scheduler, decoding) stay as they are; the hook sees the method's layout only."""
+        scheduler, decoding) stay as they are; the hook sees the method's layout only. Once a hook moves the
+        latents, the scheduler's memory of the sample it stepped to is dropped (`forget_last_sample`), so that
+        the next step starts from the moved latents."""
         if hook is None:
             yield
             return
@@ -417,8 +429,12 @@ class Backbone(SpeedOptions, ABC):
             if i + 1 >= len(timesteps):
                 return result
             latents = result[0] if isinstance(result, tuple) else result.prev_sample
-            moved = hook.latents(i + 1, timesteps[i + 1], self.method_latents(latents, size))
+            given = self.method_latents(latents, size)
+            moved = hook.latents(i + 1, timesteps[i + 1], given)
+            if moved is given:
+                return result
             moved = self.sampler_latents(moved, size).to(latents.dtype)
+            forget_last_sample(scheduler)
             if isinstance(result, tuple):
                 return (moved, *result[1:])
             result.prev_sample = moved

@@ -34,9 +34,18 @@ class _Captured(Exception):
     """Ends a forward pass once the guided layer's q and k are taken."""
 
 
-def guided_steps(fraction: float, steps: int) -> int:
-    """How many of the first denoising steps a guidance acts on."""
-    return round(fraction * steps)
+def guided_steps(settings: GuidanceSettings, steps: int) -> int:
+    """How many denoising steps the guidance acts on, N = round(guided_fraction * steps): steps 1..N. Step 0
+    starts from the drawn noise, which the family's sampler has read before a hook first runs (the hook moves the
+    latents each step starts from, between steps), so at most steps - 1. Raises InputError for a guidance that
+    would guide no step, or more than there are."""
+    fraction = (settings.ditflow if settings.method == "ditflow" else settings.flow).guided_fraction
+    guided = round(fraction * steps)
+    if not 1 <= guided <= steps - 1:
+        raise InputError(f"guidance.{settings.method}.guided_fraction {fraction} of {steps} sampling steps guides "
+                         f"{guided} steps; it must guide 1 to {steps - 1} (the first step starts from the drawn "
+                         f"noise): change the fraction or generate.steps")
+    return guided
 
 
 @dataclass
@@ -48,8 +57,12 @@ class Guide:
     reference: torch.Tensor  # (1, C, F, h, w) clean reference latents
     reference_cond: Conditioning  # the prompt the reference is read with
     target_cond: Conditioning  # the prompt being sampled
-    guided: int  # the number of first denoising steps guided
+    guided: int  # N: denoising steps 1..N are guided (`guided_steps`)
     history: list[dict] = field(default_factory=list)
+
+    def guides(self, step: int) -> bool:
+        """Whether denoising step `step` is guided."""
+        return 1 <= step <= self.guided
 
     def _check(self, latents: torch.Tensor) -> None:
         if latents.shape[1:] != self.reference.shape[1:]:
@@ -77,7 +90,7 @@ class Guide:
                 losses.append(loss.item())
         record = {"step": step, "timestep": float(timestep), "lr": lr, "losses": losses}
         self.history.append(record)
-        log.info("guided step %d/%d (t=%.1f): loss %.4g -> %.4g", step + 1, self.guided, float(timestep), losses[0],
+        log.info("guided step %d/%d (t=%.1f): loss %.4g -> %.4g", step, self.guided, float(timestep), losses[0],
                  losses[-1])
         return moved.detach().to(latents.dtype)
 
@@ -134,11 +147,11 @@ class DiTFlowGuide(Guide):
         return output
 
     def latents(self, step: int, timestep: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        if step >= self.guided:
+        if not self.guides(step):
             return latents
         expert = self.backbone.expert_for(timestep_sigma(self.backbone, timestep))
         first, last = self.settings.lr
-        lr = first + (last - first) * (step / max(self.guided - 1, 1))
+        lr = first + (last - first) * ((step - 1) / max(self.guided - 1, 1))
         reference = self.reference_flow(expert)
 
         def loss_of(moved: torch.Tensor) -> torch.Tensor:
@@ -156,7 +169,7 @@ class FlowGuide(Guide):
     average: torch.Tensor | None = None  # the running average of the velocity over the guided steps
 
     def velocity(self, step: int, timestep: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        if step >= self.guided:
+        if not self.guides(step):
             return output
         s = self.settings
         v = output.float()
@@ -182,7 +195,7 @@ class FlowGuide(Guide):
                                                                               self.reference_cond))
 
     def latents(self, step: int, timestep: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        if step >= self.guided:
+        if not self.guides(step):
             return latents
         expert = self.backbone.expert_for(timestep_sigma(self.backbone, timestep))
         reference = self.reference_x0(expert, timestep)
@@ -203,10 +216,10 @@ def make_guide(backbone: Backbone, settings: GuidanceSettings, reference: torch.
         return None
     if image_given:
         raise InputError(f"guidance.method {settings.method} runs text-to-video only: give no image, or no guidance")
+    guided = guided_steps(settings, steps)
     noise = backbone.draw_noise(tuple(reference.shape), torch.Generator().manual_seed(seed)).to(reference)
     common = {"backbone": backbone, "reference": reference, "reference_cond": backbone.encode_prompt(reference_prompt),
-              "target_cond": backbone.encode_prompt(target_prompt), "noise": noise}
+              "target_cond": backbone.encode_prompt(target_prompt), "noise": noise, "guided": guided}
     if settings.method == "ditflow":
-        return DiTFlowGuide(guided=guided_steps(settings.ditflow.guided_fraction, steps), settings=settings.ditflow,
-                            **common)
-    return FlowGuide(guided=guided_steps(settings.flow.guided_fraction, steps), settings=settings.flow, **common)
+        return DiTFlowGuide(settings=settings.ditflow, **common)
+    return FlowGuide(settings=settings.flow, **common)
