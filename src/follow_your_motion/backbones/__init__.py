@@ -188,8 +188,11 @@ def backbone_class(family: str) -> type[Backbone]:
         from .skyreels_v2 import SkyReelsV2Backbone
 
         return SkyReelsV2Backbone
-    raise InputError(f"unknown model family {family!r} (supported: wan, ltx, cogvideox, hunyuan_video15, skyreels_v2, "
-                     "toy)")
+    if family == "kandinsky5":
+        from .kandinsky5 import Kandinsky5Backbone
+
+        return Kandinsky5Backbone
+    raise InputError(f"unknown model family {family!r} (supported: {', '.join(FAMILIES)}, toy)")
 
 
 def load_backbone(

@@ -78,6 +78,7 @@ class DiffusersBackbone(Backbone):
 
     pipe: DiffusionPipeline
     text_length: int  # the padded prompt length the pipeline encodes to (`max_sequence_length`)
+    rope_attribute = "rope"  # the transformer's attribute holding its rotary embedding
 
     def denoiser(self, expert: Expert) -> nn.Module:
         """The module that runs `expert` now: its transformer, or what `denoiser_as` routes it through."""
@@ -87,7 +88,7 @@ class DiffusersBackbone(Backbone):
                 frame_positions: torch.Tensor | None = None, spatial_stride: int = 1) -> torch.Tensor:
         """`transformer_output` as float32, with the expert's rotary embedding at `frame_positions` and
         `spatial_stride` for this call only."""
-        rope = getattr(expert.module, "rope", None)
+        rope = getattr(expert.module, self.rope_attribute, None)
         placed = (rope.placed(frame_positions, spatial_stride) if isinstance(rope, PositionedRotary)
                   else contextlib.nullcontext())
         with placed:
