@@ -155,10 +155,7 @@ class CogVideoXBackbone(DiffusersBackbone):
         self.alphas_cumprod = torch.as_tensor(pipe.scheduler.alphas_cumprod, dtype=torch.float32).clone()
         self.num_train_timesteps = int(scheduler["num_train_timesteps"])
         self.geometry = self.config_geometry(dict(pipe.vae.config), dict(config))
-        if offload:
-            pipe.enable_model_cpu_offload(device=self.device)
-        else:
-            pipe.to(self.device)
+        self.place(offload)
 
     @classmethod
     def config_geometry(cls, vae: dict, transformer: dict) -> CogVideoXGeometry:

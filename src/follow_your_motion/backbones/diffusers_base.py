@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import InputError
 from .base import AttentionSite, Backbone, Conditioning, Expert, QKCallback, attention_pre_hooks
+from .loading import ModelLoadError
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -79,6 +80,24 @@ class DiffusersBackbone(Backbone):
     pipe: DiffusionPipeline
     text_length: int  # the padded prompt length the pipeline encodes to (`max_sequence_length`)
     rope_attribute = "rope"  # the transformer's attribute holding its rotary embedding
+
+    def place(self, offload: bool) -> None:
+        """The pipeline on `device`, or with `offload` each component moved there only while it runs
+        (`enable_model_cpu_offload`)."""
+        if offload:
+            self.pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            self.pipe.to(self.device)
+
+    def take_fixed_shift(self, what: str) -> None:
+        """`flow_shift` and `num_train_timesteps` from a flow-matching scheduler with one fixed `shift`; one that
+        shifts by token count is refused (`what` names the family), as its pipeline passes no `mu` for it."""
+        scheduler = self.pipe.scheduler.config
+        if scheduler.get("use_dynamic_shifting"):
+            raise ModelLoadError(f"{what} scheduler with dynamic shifting: the pipeline passes no mu, so it cannot "
+                             "sample with it")
+        self.flow_shift = float(scheduler.get("shift", 1.0))
+        self.num_train_timesteps = int(scheduler.get("num_train_timesteps", 1000))
 
     def denoiser(self, expert: Expert) -> nn.Module:
         """The module that runs `expert` now: its transformer, or what `denoiser_as` routes it through."""

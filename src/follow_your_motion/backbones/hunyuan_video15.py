@@ -128,17 +128,9 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
         self.experts = [Expert("", transformer, attention_sites(transformer))]
         self.device = torch.device(device)
         self.dtype = transformer.dtype
-        scheduler = pipe.scheduler.config
-        if scheduler.get("use_dynamic_shifting"):
-            raise ModelLoadError("HunyuanVideo 1.5 scheduler with dynamic shifting: the pipeline passes no mu, so it "
-                                 "cannot sample with it")
-        self.flow_shift = float(scheduler.get("shift", 1.0))
-        self.num_train_timesteps = int(scheduler.get("num_train_timesteps", 1000))
+        self.take_fixed_shift("HunyuanVideo 1.5")
         self.geometry = self.config_geometry(dict(pipe.vae.config), dict(config))
-        if offload:
-            pipe.enable_model_cpu_offload(device=self.device)
-        else:
-            pipe.to(self.device)
+        self.place(offload)
         # Untiled, its VAE holds about 140 GiB encoding the recipe's 121 x 480 x 848 clip (`fym plan`): tiled by default
         self.set_vae_tiling(True)
 

@@ -104,17 +104,9 @@ class Kandinsky5Backbone(DiffusersBackbone):
         self.device = torch.device(device)
         self.dtype = transformer.dtype
         self.text_length = text_length
-        scheduler = pipe.scheduler.config
-        if scheduler.get("use_dynamic_shifting"):
-            raise ModelLoadError("Kandinsky 5 scheduler with dynamic shifting: the pipeline passes no mu, so it "
-                                 "cannot sample with it")
-        self.flow_shift = float(scheduler.get("shift", 1.0))
-        self.num_train_timesteps = int(scheduler.get("num_train_timesteps", 1000))
+        self.take_fixed_shift("Kandinsky 5")
         self.geometry = self.config_geometry(dict(pipe.vae.config), dict(config))
-        if offload:
-            pipe.enable_model_cpu_offload(device=self.device)
-        else:
-            pipe.to(self.device)
+        self.place(offload)
 
     @classmethod
     def config_geometry(cls, vae: dict, transformer: dict) -> VideoGeometry:
