@@ -12,6 +12,7 @@ import torch
 from diffusers import UniPCMultistepScheduler
 from tiny_cogvideox import build_tiny_cogvideox_pipeline
 from tiny_hunyuan_video15 import build_tiny_hunyuan_video15_pipeline
+from tiny_kandinsky5 import build_tiny_kandinsky5_pipeline
 from tiny_ltx import build_tiny_ltx_pipeline
 from tiny_wan import build_tiny_wan_pipeline
 
@@ -25,6 +26,7 @@ BUILDERS = {
     "cogvideox": build_tiny_cogvideox_pipeline,
     "ltx": build_tiny_ltx_pipeline,
     "hunyuan_video15": build_tiny_hunyuan_video15_pipeline,
+    "kandinsky5": build_tiny_kandinsky5_pipeline,
 }
 FRAMES, STEPS = 9, 3
 

@@ -28,7 +28,8 @@ class Settings(BaseModel):
 
 class ModelSettings(Settings):
     source: str | None = None  # hub id or local diffusers directory; None = the embedded toy model
-    family: Literal["auto", "wan", "ltx", "cogvideox", "hunyuan_video15", "skyreels_v2", "toy"] = "auto"
+    family: Literal["auto", "wan", "ltx", "cogvideox", "hunyuan_video15", "skyreels_v2", "kandinsky5",
+                    "toy"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"  # "auto": CUDA, then Apple MPS where it runs the dtype, else the CPU (devices.pick_device)
     offload: bool = False  # diffusers' model CPU offload: each component on the device only while it runs
@@ -329,6 +330,17 @@ RECIPES: dict[str, dict] = {
     # SkyReels-V2 image-to-video on top of "skyreels_v2": guidance 5.0 (SkyReelsV2ImageToVideoPipeline.__call__'s
     # default and diffusers' example, "6.0 for T2V, 5.0 for I2V").
     "skyreels-v2-i2v": {"generate": {"guidance": 5.0}},
+    # Kandinsky 5 T2V Lite (backbones/kandinsky5.py), for the 5-second checkpoints. bf16: diffusers' example's dtype.
+    # 121 frames of 512x768 at 24 fps, 50 steps, guidance 5.0: Kandinsky5T2VPipeline.__call__'s defaults and its
+    # example (height 512, width 768, num_frames 121, guidance_scale 5.0, exported at fps 24), also the release's
+    # ComfyUI workflow ("768x512x121 for 5s"). 121 frames are 31 latent frames, so K = 7 keeps the paper's ratio (5
+    # of Wan's 21). Rank and steps: the paper's, as for Wan. Training noise levels are shifted by the scheduler's
+    # `shift` (Kandinsky5Backbone.flow_shift).
+    "kandinsky5": merge(PAPER_TUNING, {
+        "video": {"auto_frames": 121, "auto_size": (512, 768), "fps": 24.0},
+        "motion": {"keep_frames": 7},
+        "generate": {"steps": 50, "guidance": 5.0},
+    }),
     # The embedded ShapesWorld model: 9 frames of 32x32 pixels, seconds per stage on a CPU. It has no frame rate (its
     # training videos have none), so its frames are spread over the whole clip.
     "toy": {

@@ -188,6 +188,10 @@ def backbone_class(family: str) -> type[Backbone]:
         from .skyreels_v2 import SkyReelsV2Backbone
 
         return SkyReelsV2Backbone
+    if family == "kandinsky5":
+        from .kandinsky5 import Kandinsky5Backbone
+
+        return Kandinsky5Backbone
     raise InputError(f"unknown model family {family!r} (supported: {', '.join(FAMILIES)}, toy)")
 
 

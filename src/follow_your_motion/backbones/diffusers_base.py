@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import InputError
 from .base import AttentionSite, Backbone, Conditioning, Expert, QKCallback, attention_pre_hooks
-from .loading import load_pipeline
+from .loading import ModelLoadError, load_pipeline
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -87,6 +87,7 @@ class DiffusersBackbone(Backbone):
     vae_float32: ClassVar[bool] = True
     # Whether the VAE encodes and decodes in tiles unless `model.vae_tiling` says otherwise (HunyuanVideo 1.5).
     tiled_vae: ClassVar[bool] = False
+    rope_attribute: ClassVar[str] = "rope"  # the transformer's attribute holding its rotary embedding
 
     def __init__(self, pipe: DiffusionPipeline, experts: list[Expert], device: str | torch.device) -> None:
         """Hold `pipe` and its `experts` (frozen); `dtype` is the transformers'. The family's `__init__` ends with
@@ -118,6 +119,16 @@ class DiffusersBackbone(Backbone):
         if self.tiled_vae:
             self.set_vae_tiling(True)
 
+    def take_fixed_shift(self, what: str) -> None:
+        """`flow_shift` and `num_train_timesteps` from a flow-matching scheduler with one fixed `shift`; one that
+        shifts by token count is refused (`what` names the family), as its pipeline passes no `mu` for it."""
+        scheduler = self.pipe.scheduler.config
+        if scheduler.get("use_dynamic_shifting"):
+            raise ModelLoadError(f"{what} scheduler with dynamic shifting: the pipeline passes no mu, so it cannot "
+                                 "sample with it")
+        self.flow_shift = float(scheduler.get("shift", 1.0))
+        self.num_train_timesteps = int(scheduler.get("num_train_timesteps", 1000))
+
     def denoiser(self, expert: Expert) -> nn.Module:
         """The module that runs `expert` now: its transformer, or what `denoiser_as` routes it through."""
         return self.denoisers.get(expert.name, expert.module)
@@ -126,7 +137,7 @@ class DiffusersBackbone(Backbone):
                 frame_positions: torch.Tensor | None = None, spatial_stride: int = 1) -> torch.Tensor:
         """`transformer_output` as float32, with the expert's rotary embedding at `frame_positions` and
         `spatial_stride` for this call only."""
-        rope = getattr(expert.module, "rope", None)
+        rope = getattr(expert.module, self.rope_attribute, None)
         placed = (rope.placed(frame_positions, spatial_stride) if isinstance(rope, PositionedRotary)
                   else contextlib.nullcontext())
         with placed:

@@ -98,7 +98,7 @@ def build_component(folder: Path, name: str, library: str, class_name: str, dtyp
 
     cls = getattr(diffusers if library == "diffusers" else transformers, class_name)
     where = folder / name
-    if "Tokenizer" in class_name:
+    if "Tokenizer" in class_name or (class_name.endswith("Processor") and not where.is_dir()):  # Qwen2VLProcessor
         if class_name == "ByT5Tokenizer":  # bytes: needs no vocabulary file
             return cls()
         return stand_in_tokenizer()

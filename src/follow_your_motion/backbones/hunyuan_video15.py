@@ -122,12 +122,7 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
                                  "not supported; use a base text-to-video checkpoint")
         transformer.rope = PositionedRope(transformer.rope)
         super().__init__(pipe, [Expert("", transformer, attention_sites(transformer))], device)
-        scheduler = pipe.scheduler.config
-        if scheduler.get("use_dynamic_shifting"):
-            raise ModelLoadError("HunyuanVideo 1.5 scheduler with dynamic shifting: the pipeline passes no mu, so it "
-                                 "cannot sample with it")
-        self.flow_shift = float(scheduler.get("shift", 1.0))
-        self.num_train_timesteps = int(scheduler.get("num_train_timesteps", 1000))
+        self.take_fixed_shift("HunyuanVideo 1.5")
         self.geometry = self.config_geometry(dict(pipe.vae.config), dict(config))
         self.place(offload)
 

@@ -16,7 +16,8 @@ PUBLISHED = Path(__file__).parent / "published"  # each supported variant's conf
 @dataclass(frozen=True)
 class Variant:
     name: str  # e.g. "wan2.1-t2v-14b": also the folder of its published configs
-    family: str  # the backbone file that runs it (wan, ltx, cogvideox, hunyuan_video15, skyreels_v2)
+    family: str  # the backbone file that runs it (wan, ltx, cogvideox, hunyuan_video15, skyreels_v2,
+    # kandinsky5)
     pipeline: str  # its diffusers pipeline class (model_index.json "_class_name")
     hub_ids: tuple[str, ...] = ()
     recipe: str | None = None  # a recipe on top of the family's (config.RECIPES); None: the family's alone
@@ -62,6 +63,12 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("skyreels-v2-i2v", "skyreels_v2", "SkyReelsV2ImageToVideoPipeline",
             tuple(f"Skywork/SkyReels-V2-I2V-{size}-Diffusers" for size in ("1.3B-540P", "14B-540P", "14B-720P")),
             "skyreels-v2-i2v"),
+    # Kandinsky 5 T2V Lite, 5-second checkpoints with regular attention (ids as diffusers' Kandinsky5T2VPipeline
+    # example lists them under kandinskylab/; their ai-forever/ copies as diffusers' docs name them: unverified
+    # against the hub from here). The 10-second checkpoints use NABLA sparse attention: refused at load.
+    Variant("kandinsky5-t2v-lite-5s", "kandinsky5", "Kandinsky5T2VPipeline",
+            tuple(f"{org}/Kandinsky-5.0-T2V-Lite-{kind}-5s-Diffusers" for org in ("kandinskylab", "ai-forever")
+                  for kind in ("sft", "nocfg", "distilled16steps", "pretrain"))),
     # refused by name: never loaded as another variant
     Variant("wan2.1-vace", "wan", "WanVACEPipeline",
             ("Wan-AI/Wan2.1-VACE-1.3B-diffusers", "Wan-AI/Wan2.1-VACE-14B-diffusers"), refused="Wan VACE"),
@@ -89,10 +96,13 @@ VARIANTS: tuple[Variant, ...] = (
             refused="SkyReels-V2 diffusion-forcing image-to-video"),
     Variant("skyreels-v2-df-v2v", "skyreels_v2", "SkyReelsV2DiffusionForcingVideoToVideoPipeline",
             refused="SkyReels-V2 diffusion-forcing video-to-video"),
+    Variant("kandinsky5-i2v", "kandinsky5", "Kandinsky5I2VPipeline", refused="Kandinsky 5 image-to-video"),
+    Variant("kandinsky5-t2i", "kandinsky5", "Kandinsky5T2IPipeline", refused="Kandinsky 5 text-to-image"),
+    Variant("kandinsky5-i2i", "kandinsky5", "Kandinsky5I2IPipeline", refused="Kandinsky 5 image editing"),
 )
 
 # the families a checkpoint can be run as (`--family`)
-FAMILIES = ("wan", "ltx", "cogvideox", "hunyuan_video15", "skyreels_v2")
+FAMILIES = ("wan", "ltx", "cogvideox", "hunyuan_video15", "skyreels_v2", "kandinsky5")
 BY_HUB_ID = {hub_id: v for v in VARIANTS for hub_id in v.hub_ids}
 BY_NAME = {v.name: v for v in VARIANTS}
 
