@@ -155,3 +155,25 @@ def test_the_options_that_make_a_job_fit_are_named_each_on_top_of_the_last(monke
     line = plan_module.options_line(([downsample], 30 * 10**9), 32)
     assert line == "fits 32 GB with motion.downsample: 2 (peak 30.0 GB)"
     assert plan_module.options_line(None, 10).startswith("no option here makes it fit 10 GB (tried: ")
+
+
+@pytest.mark.parametrize("hub_id", ["Lightricks/LTX-Video", "THUDM/CogVideoX-2b"])
+def test_ltx_and_cogvideox_plans_tune_their_published_transformers(hub_id):
+    """At 9 frames of 256 x 256 (seconds to trace): every stage traced, the tuning stages hold the published
+    transformer, and stage 3 holds its LoRA, the frozen spatial one and the trained one's gradient and moments."""
+    import diffusers
+
+    from follow_your_motion.backbones.variants import BY_HUB_ID
+
+    plan = plan_json("-m", hub_id, "--frames", "9", "--size", "256x256")
+    folder = BY_HUB_ID[hub_id].configs / "transformer"
+    cls = getattr(diffusers, json.loads((folder / "config.json").read_text())["_class_name"])
+    with torch.device("meta"):
+        transformer = cls.from_config(cls.load_config(folder))
+    stages = {s["stage"]: s for s in plan["stages"]}
+    assert plan["size"] == [9, 256, 256] and plan["complete"] and list(stages) == list(STAGES)
+    assert stages["classify"]["resident_bytes"] == bf16_bytes(transformer)
+    lora = stages["spatial"]["resident_bytes"] - bf16_bytes(transformer)
+    assert lora > 0 and stages["motion"]["resident_bytes"] - bf16_bytes(transformer) == 2 * lora
+    assert stages["motion"]["training_state_bytes"] == 3 * lora
+    assert all(s["peak_bytes"] > s["resident_bytes"] for s in plan["stages"])
