@@ -125,3 +125,55 @@ def test_the_table_shows_each_stage_and_says_which_could_not_be_traced():
     assert "classify       -  not traced: its code branches on tensor values (x.py:1)" in text
     assert "peak of the stages traced 61.0 GB" in text and not plan.complete
     assert "with model.offload: true the peak is 39.0 GB: it fits 48 GB too" in text
+
+
+def test_the_options_that_make_a_job_fit_are_named_each_on_top_of_the_last(monkeypatch):
+    """`options_to_fit` plans the job again with gradient checkpointing, then also with motion.downsample 2, prices
+    model.offload on top of each, and names the first set that fits (offload, which changes no result, before the
+    next option); an option the job already has is not named."""
+    import follow_your_motion.plan as plan_module
+    from follow_your_motion.config import resolve_config
+
+    peaks = {(False, 1): 90, (True, 1): 50, (True, 2): 30}  # GB by (grad checkpointing, motion.downsample)
+
+    def planned(cfg, tflops):
+        peak = peaks[(cfg.motion.grad_checkpointing, cfg.motion.downsample)]
+        return Plan("m", "v", "wan", ["wan"], (81, 480, 832), {"offload": False},
+                    [stage("motion", 20, peak, peak - 15)])
+
+    monkeypatch.setattr(plan_module, "plan_transfer", planned)
+    cfg = resolve_config({"model": {"source": WAN_1_3B}}, settings={"prompt": "a tiger"})
+    off = plan_module.with_settings(cfg, {"spatial": {"grad_checkpointing": False},
+                                          "motion": {"grad_checkpointing": False}})
+    checkpointing, downsample = (name for name, _ in plan_module.MEMORY_OPTIONS)
+    assert plan_module.options_to_fit(off, 60) == ([checkpointing], 50 * 10**9)
+    assert plan_module.options_to_fit(off, 40) == ([checkpointing, "model.offload: true"], 35 * 10**9)
+    assert plan_module.options_to_fit(off, 32) == ([checkpointing, downsample], 30 * 10**9)
+    assert plan_module.options_to_fit(off, 20) == ([checkpointing, downsample, "model.offload: true"], 15 * 10**9)
+    assert plan_module.options_to_fit(off, 10) is None
+    assert plan_module.options_to_fit(cfg, 32) == ([downsample], 30 * 10**9)  # the recipe checkpoints already
+    line = plan_module.options_line(([downsample], 30 * 10**9), 32)
+    assert line == "fits 32 GB with motion.downsample: 2 (peak 30.0 GB)"
+    assert plan_module.options_line(None, 10).startswith("no option here makes it fit 10 GB (tried: ")
+
+
+@pytest.mark.parametrize("hub_id", ["Lightricks/LTX-Video", "THUDM/CogVideoX-2b"])
+def test_ltx_and_cogvideox_plans_tune_their_published_transformers(hub_id):
+    """At 9 frames of 256 x 256 (seconds to trace): every stage traced, the tuning stages hold the published
+    transformer, and stage 3 holds its LoRA, the frozen spatial one and the trained one's gradient and moments."""
+    import diffusers
+
+    from follow_your_motion.backbones.variants import BY_HUB_ID
+
+    plan = plan_json("-m", hub_id, "--frames", "9", "--size", "256x256")
+    folder = BY_HUB_ID[hub_id].configs / "transformer"
+    cls = getattr(diffusers, json.loads((folder / "config.json").read_text())["_class_name"])
+    with torch.device("meta"):
+        transformer = cls.from_config(cls.load_config(folder))
+    stages = {s["stage"]: s for s in plan["stages"]}
+    assert plan["size"] == [9, 256, 256] and plan["complete"] and list(stages) == list(STAGES)
+    assert stages["classify"]["resident_bytes"] == bf16_bytes(transformer)
+    lora = stages["spatial"]["resident_bytes"] - bf16_bytes(transformer)
+    assert lora > 0 and stages["motion"]["resident_bytes"] - bf16_bytes(transformer) == 2 * lora
+    assert stages["motion"]["training_state_bytes"] == 3 * lora
+    assert all(s["peak_bytes"] > s["resident_bytes"] for s in plan["stages"])

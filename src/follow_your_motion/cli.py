@@ -233,7 +233,7 @@ def plan(
     the model's published configs: no weights, no GPU, no network."""
 
     def act() -> None:
-        from .plan import fits_card, plan_transfer, table
+        from .plan import GB, fits_card, options_line, options_to_fit, plan_transfer, table
 
         flags = _flags(model=model, family=family, keep_encoders=keep_encoders,
                        video=video_flags(frames, size, height, width, None, None))
@@ -241,12 +241,21 @@ def plan(
         if not json_out:
             typer.echo(describe_choice(cfg), err=True)
         result = plan_transfer(cfg, tflops)
+        lines = [] if gpu_memory is None else [fits_card(result, gpu_memory)]
+        to_fit = None
+        if lines and lines[0].startswith("does not fit"):  # trace the job again with the options that lower it
+            found = options_to_fit(cfg, gpu_memory, tflops)
+            lines.append(options_line(found, gpu_memory))
+            to_fit = found and {"options": found[0], "peak_bytes": found[1]}
         if json_out:
-            typer.echo(json.dumps(result.to_json(), indent=1))
+            extra = {} if gpu_memory is None else {"gpu_memory_gb": gpu_memory,
+                                                   "fits_card": result.peak_bytes <= gpu_memory * GB,
+                                                   "to_fit": to_fit}
+            typer.echo(json.dumps(result.to_json() | extra, indent=1))
             return
         typer.echo(table(result))
-        if gpu_memory is not None:
-            typer.echo(fits_card(result, gpu_memory))
+        for line in lines:
+            typer.echo(line)
 
     handle_errors(act)
 

@@ -41,6 +41,7 @@ from .method.heads import head_scores
 from .method.lora import add_masked_lora, set_trainable
 from .method.sparse import step_generator
 from .method.train import make_optimizer, micro_step, motion_inputs, spatial_inputs
+from .run_settings import check_downsample
 from .tracing import MemoryTrace
 from .transfer import stage_experts
 
@@ -49,6 +50,13 @@ CARDS = (24, 32, 48, 80, 141)  # GB of the cards a plan is checked against
 STAGES = ("encode", "classify", "spatial", "motion", "generate", "decode")
 UNTRACEABLE = (DataDependentOutputException, DynamicOutputShapeException)  # code that needs tensor values
 DEFAULT_TFLOPS = 400.0  # bf16 matrix throughput the predicted seconds assume (an H100's sustained, roughly)
+# the settings that lower a job's peak, tried in this order, each on top of those before it (model.offload is priced
+# in every plan without tracing again): (what a config file says, the change to the config)
+MEMORY_OPTIONS: tuple[tuple[str, dict], ...] = (
+    ("spatial.grad_checkpointing: true, motion.grad_checkpointing: true",
+     {"spatial": {"grad_checkpointing": True}, "motion": {"grad_checkpointing": True}}),
+    ("motion.downsample: 2", {"motion": {"downsample": 2}}),
+)
 
 
 @dataclass
@@ -373,6 +381,7 @@ def _plan(cfg: TransferConfig, configs: Path, variant: str | None, fake: FakeTen
     video = cfg.video.model_copy(update={"frames": frames, "height": height, "width": width,
                                          "first_frame_condition": first_frame})
     cfg = cfg.model_copy(update={"video": video})
+    check_downsample(backbone, cfg)
     settings = {"dtype": m.dtype, "offload": m.offload, "keep_encoders": m.keep_encoders,
                 "grad_checkpointing": [cfg.spatial.grad_checkpointing, cfg.motion.grad_checkpointing],
                 "mixed_precision": [cfg.spatial.mixed_precision, cfg.motion.mixed_precision],
@@ -426,3 +435,41 @@ def fits_card(plan: Plan, gpu_memory: float) -> str:
     return (f"does not fit {gpu_memory:g} GB: the {worst.stage} stage peaks at {gib(worst.peak_bytes)} GB "
             f"({gib(worst.resident_bytes)} GB parameters); see docs/performance.md for the options per card")
 
+
+
+def with_settings(cfg: TransferConfig, change: dict) -> TransferConfig:
+    """`cfg` with `change`'s settings ({section: {setting: value}}) set."""
+    return cfg.model_copy(update={section: getattr(cfg, section).model_copy(update=values)
+                                  for section, values in change.items()})
+
+
+def options_to_fit(cfg: TransferConfig, gpu_memory: float, tflops: float = DEFAULT_TFLOPS
+                   ) -> tuple[list[str], int] | None:
+    """The memory options (`MEMORY_OPTIONS`, then model.offload) that make `cfg`'s job fit `gpu_memory` GB, and the
+    peak bytes with them: each option set traced again, since each changes what the tuning stages hold. Options the run
+    already has are skipped, and one the model refuses (motion.downsample on CogVideoX) is left out; None: none fits."""
+    names: list[str] = []
+    for name, change in MEMORY_OPTIONS:
+        if all(getattr(getattr(cfg, section), key) == value for section, values in change.items()
+               for key, value in values.items()):
+            continue
+        candidate = with_settings(cfg, change)
+        try:
+            plan = plan_transfer(candidate, tflops)
+        except InputError:
+            continue
+        cfg, names = candidate, [*names, name]
+        if plan.peak_bytes <= gpu_memory * GB:
+            return names, plan.peak_bytes
+        if not plan.settings["offload"] and plan.offload_peak_bytes <= gpu_memory * GB:
+            return [*names, "model.offload: true"], plan.offload_peak_bytes
+    return None
+
+
+def options_line(found: tuple[list[str], int] | None, gpu_memory: float) -> str:
+    """One line naming the options `options_to_fit` found, with the peak they give, or that none does."""
+    if found is None:
+        return (f"no option here makes it fit {gpu_memory:g} GB (tried: "
+                f"{'; '.join(name for name, _ in MEMORY_OPTIONS)}; model.offload: true)")
+    names, peak = found
+    return f"fits {gpu_memory:g} GB with {'; '.join(names)} (peak {gib(peak)} GB)"
