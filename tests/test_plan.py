@@ -125,6 +125,10 @@ def test_the_table_shows_each_stage_and_says_which_could_not_be_traced():
     assert "classify       -  not traced: its code branches on tensor values (x.py:1)" in text
     assert "peak of the stages traced 61.0 GB" in text and not plan.complete
     assert "with model.offload: true the peak is 39.0 GB: it fits 48 GB too" in text
+    # what the untraced stages need is unknown: a card the traced ones fit is not claimed to fit the job
+    assert plan.fits() == {"24": False, "32": False, "48": False, "80": None, "141": None}
+    assert "fits 24 GB: no, 32 GB: no, 48 GB: no, 80 GB: unknown, 141 GB: unknown" in text
+    assert fits_card(plan, 80) == "fits 80 GB in the stages that could be traced (the others: unknown) (peak 61.0 GB)"
 
 
 def test_the_options_that_make_a_job_fit_are_named_each_on_top_of_the_last(monkeypatch):

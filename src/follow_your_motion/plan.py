@@ -15,6 +15,14 @@ text tokens by their masks) cannot run on fake tensors: such a stage is reported
 guessed. The allocator's fragmentation, CUDA kernels' workspaces and the CUDA context are not counted; attention
 runs through the CPU flash kernel's meta function, which, like the CUDA flash and memory-efficient kernels, never
 holds the S x S matrix (the math fallback would).
+
+Where it is not yet the same code as `fym transfer`: the stages' bodies are called here one by one (`JobTrace`),
+not through `Transfer` and `train_adapter`, so these differ from a real run and are not planned: an image-to-video
+run's stage 2 conditions each single frame on itself in `fym transfer` (one `encode_image` per frame), here on the
+first frame; with `motion.downsample` stage 3 keeps the full-size conditioning; generation calls the family's
+`sample` directly (no `Backbone.generate` checks, no training-free guidance: a plan with `guidance.method` set is
+refused). Making the plan run `Transfer` itself, with a one-step stop in `train_adapter` and `generate`, is the
+open part of this module.
 """
 
 from __future__ import annotations
@@ -105,8 +113,11 @@ class Plan:
     def complete(self) -> bool:
         return all(s.untraced is None for s in self.stages)
 
-    def fits(self) -> dict[str, bool]:
-        return {str(gb): self.peak_bytes <= gb * GB for gb in CARDS}
+    def fits(self) -> dict[str, bool | None]:
+        """Per card, whether the job fits; None where it does not fit can not be told: the stages traced fit, but
+        some could not be traced (`complete` false)."""
+        return {str(gb): (self.peak_bytes <= gb * GB) if self.complete or self.peak_bytes > gb * GB else None
+                for gb in CARDS}
 
     def to_json(self) -> dict:
         stages = [asdict(s) | {"seconds": s.seconds(self.tflops)} for s in self.stages]
@@ -361,6 +372,9 @@ def plan_transfer(cfg: TransferConfig, tflops: float = DEFAULT_TFLOPS) -> Plan:
     m = cfg.model
     if m.source is None or m.family == "toy":
         raise InputError("fym plan is for the diffusers models (--model); the toy model runs on any CPU")
+    if cfg.guidance.method != "none":
+        raise InputError(f"fym plan does not trace training-free guidance yet (guidance.method: "
+                         f"{cfg.guidance.method}); plan the job without it")
     configs, variant = published_configs(m.source)
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     with modules_stay():
@@ -415,7 +429,8 @@ def table(plan: Plan) -> str:
                      f"{s.flops / 1e12:.1f}", str(s.repeats), f"{s.seconds(plan.tflops):.0f}"))
     widths = [max(len(r[i]) for r in rows if not r[2].startswith("not traced")) for i in range(len(rows[0]))]
     lines = [head] + ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    fits = ", ".join(f"{gb} GB: {'yes' if ok else 'no'}" for gb, ok in plan.fits().items())
+    answer = {True: "yes", False: "no", None: "unknown"}
+    fits = ", ".join(f"{gb} GB: {answer[ok]}" for gb, ok in plan.fits().items())
     partial = "" if plan.complete else " of the stages traced"
     lines.append(f"peak{partial} {gib(plan.peak_bytes)} GB; fits {fits}")
     offload_fits = [gb for gb in CARDS if plan.offload_peak_bytes <= gb * GB < plan.peak_bytes]
@@ -427,8 +442,9 @@ def table(plan: Plan) -> str:
 
 def fits_card(plan: Plan, gpu_memory: float) -> str:
     """One line: whether the job fits a card of `gpu_memory` GB, and with which option if only with one."""
+    untraced = "" if plan.complete else " in the stages that could be traced (the others: unknown)"
     if plan.peak_bytes <= gpu_memory * GB:
-        return f"fits {gpu_memory:g} GB (peak {gib(plan.peak_bytes)} GB)"
+        return f"fits {gpu_memory:g} GB{untraced} (peak {gib(plan.peak_bytes)} GB)"
     if not plan.settings["offload"] and plan.offload_peak_bytes <= gpu_memory * GB:
         return f"fits {gpu_memory:g} GB with model.offload: true (peak {gib(plan.offload_peak_bytes)} GB)"
     worst = max(plan.stages, key=lambda s: s.peak_bytes)
