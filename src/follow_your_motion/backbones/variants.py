@@ -60,9 +60,10 @@ VARIANTS: tuple[Variant, ...] = (
             ("Skywork/SkyReels-V2-T2V-14B-540P-Diffusers",)),
     Variant("skyreels-v2-t2v-14b-720p", "skyreels_v2", "SkyReelsV2Pipeline",
             ("Skywork/SkyReels-V2-T2V-14B-720P-Diffusers",)),
-    Variant("skyreels-v2-i2v", "skyreels_v2", "SkyReelsV2ImageToVideoPipeline",
-            tuple(f"Skywork/SkyReels-V2-I2V-{size}-Diffusers" for size in ("1.3B-540P", "14B-540P", "14B-720P")),
-            "skyreels-v2-i2v"),
+    # one variant per size: a plan of the 14B ones must not take the 1.3B's configs
+    *(Variant(f"skyreels-v2-i2v-{size.lower()}", "skyreels_v2", "SkyReelsV2ImageToVideoPipeline",
+              (f"Skywork/SkyReels-V2-I2V-{size}-Diffusers",), "skyreels-v2-i2v")
+      for size in ("1.3B-540P", "14B-540P", "14B-720P")),
     # Kandinsky 5 T2V Lite, 5-second checkpoints with regular attention (ids as diffusers' Kandinsky5T2VPipeline
     # example lists them under kandinskylab/; their ai-forever/ copies as diffusers' docs name them: unverified
     # against the hub from here). The 10-second checkpoints use NABLA sparse attention: refused at load.
