@@ -21,7 +21,8 @@ not through `Transfer` and `train_adapter`, so these differ from a real run and 
 run's stage 2 conditions each single frame on itself in `fym transfer` (one `encode_image` per frame), here on the
 first frame; with `motion.downsample` stage 3 keeps the full-size conditioning; generation calls the family's
 `sample` directly (no `Backbone.generate` checks, no training-free guidance: a plan with `guidance.method` set is
-refused). Making the plan run `Transfer` itself, with a one-step stop in `train_adapter` and `generate`, is the
+refused). Its input decisions are `fym transfer`'s own (`first_frame_condition`, `check_downsample`). Making
+the plan run `Transfer` itself, with a one-step stop in `train_adapter` and `generate`, is the
 open part of this module.
 """
 
@@ -49,7 +50,7 @@ from .method.heads import head_scores
 from .method.lora import add_masked_lora, set_trainable
 from .method.sparse import step_generator
 from .method.train import make_optimizer, micro_step, motion_inputs, spatial_inputs
-from .run_settings import check_downsample
+from .run_settings import check_downsample, first_frame_condition
 from .tracing import MemoryTrace
 from .transfer import stage_experts
 
@@ -389,9 +390,7 @@ def _plan(cfg: TransferConfig, configs: Path, variant: str | None, fake: FakeTen
     if m.vae_tiling is not None:
         backbone.set_vae_tiling(m.vae_tiling)
     backbone.geometry.check(frames, height, width)
-    first_frame = cfg.video.first_frame_condition
-    if first_frame is None:
-        first_frame = backbone.image_mode == "required"
+    first_frame = first_frame_condition(backbone.image_mode, cfg)  # as `Transfer` decides it, refusals included
     video = cfg.video.model_copy(update={"frames": frames, "height": height, "width": width,
                                          "first_frame_condition": first_frame})
     cfg = cfg.model_copy(update={"video": video})
