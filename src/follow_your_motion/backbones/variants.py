@@ -43,7 +43,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("wan2.1-i2v-14b-480p", "wan", "WanImageToVideoPipeline", ("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",),
             "wan2.1-i2v"),
     Variant("wan2.1-i2v-14b-720p", "wan", "WanImageToVideoPipeline", ("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",),
-            "wan2.1-i2v"),
+            "wan2.1-i2v-720p"),
     Variant("wan2.2-i2v-a14b", "wan", "WanImageToVideoPipeline", ("Wan-AI/Wan2.2-I2V-A14B-Diffusers",),
             "wan2.2-i2v-a14b"),
     Variant("ltx-video-0.9", "ltx", "LTXPipeline", ("Lightricks/LTX-Video",)),
@@ -59,10 +59,11 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("skyreels-v2-t2v-14b-540p", "skyreels_v2", "SkyReelsV2Pipeline",
             ("Skywork/SkyReels-V2-T2V-14B-540P-Diffusers",)),
     Variant("skyreels-v2-t2v-14b-720p", "skyreels_v2", "SkyReelsV2Pipeline",
-            ("Skywork/SkyReels-V2-T2V-14B-720P-Diffusers",)),
+            ("Skywork/SkyReels-V2-T2V-14B-720P-Diffusers",), "skyreels-v2-720p"),
     # one variant per size: a plan of the 14B ones must not take the 1.3B's configs
     *(Variant(f"skyreels-v2-i2v-{size.lower()}", "skyreels_v2", "SkyReelsV2ImageToVideoPipeline",
-              (f"Skywork/SkyReels-V2-I2V-{size}-Diffusers",), "skyreels-v2-i2v")
+              (f"Skywork/SkyReels-V2-I2V-{size}-Diffusers",),
+              "skyreels-v2-i2v-720p" if size.endswith("720P") else "skyreels-v2-i2v")
       for size in ("1.3B-540P", "14B-540P", "14B-720P")),
     # Kandinsky 5 T2V Lite, 5-second checkpoints with regular attention (ids as diffusers' Kandinsky5T2VPipeline
     # example lists them under kandinskylab/; their ai-forever/ copies as diffusers' docs name them: unverified
