@@ -65,9 +65,10 @@ VARIANTS: tuple[Variant, ...] = (
               (f"Skywork/SkyReels-V2-I2V-{size}-Diffusers",),
               "skyreels-v2-i2v-720p" if size.endswith("720P") else "skyreels-v2-i2v")
       for size in ("1.3B-540P", "14B-540P", "14B-720P")),
-    # Kandinsky 5 T2V Lite, 5-second checkpoints with regular attention (ids as diffusers' Kandinsky5T2VPipeline
-    # example lists them under kandinskylab/; their ai-forever/ copies as diffusers' docs name them: unverified
-    # against the hub from here). The 10-second checkpoints use NABLA sparse attention: refused at load.
+    # Kandinsky 5 T2V Lite, 5-second checkpoints with regular attention: the ids diffusers' Kandinsky5T2VPipeline
+    # example loads (kandinskylab/) and the earlier organisation's (ai-forever/, as diffusers' docs and other tools'
+    # examples name them; the hub itself was not reachable from here). The 10-second checkpoints use NABLA sparse
+    # attention: refused at load.
     Variant("kandinsky5-t2v-lite-5s", "kandinsky5", "Kandinsky5T2VPipeline",
             tuple(f"{org}/Kandinsky-5.0-T2V-Lite-{kind}-5s-Diffusers" for org in ("kandinskylab", "ai-forever")
                   for kind in ("sft", "nocfg", "distilled16steps", "pretrain"))),
