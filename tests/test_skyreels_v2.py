@@ -71,12 +71,46 @@ def test_skyreels_v2_is_detected_and_loaded_with_its_sites_shift_and_recipe(sky_
 
 
 def test_hub_ids_are_known_without_download():
-    for size in ("14B-540P", "14B-720P"):
-        source = f"Skywork/SkyReels-V2-T2V-{size}-Diffusers"
-        assert detect_family(source) == "skyreels_v2" and source not in HUB_VARIANTS
-    for size in ("1.3B-540P", "14B-540P", "14B-720P"):
+    source = "Skywork/SkyReels-V2-T2V-14B-540P-Diffusers"
+    assert detect_family(source) == "skyreels_v2" and source not in HUB_VARIANTS
+    assert HUB_VARIANTS["Skywork/SkyReels-V2-T2V-14B-720P-Diffusers"] == "skyreels-v2-720p"
+    for size, recipe in (("1.3B-540P", "skyreels-v2-i2v"), ("14B-540P", "skyreels-v2-i2v"),
+                         ("14B-720P", "skyreels-v2-i2v-720p")):
         source = f"Skywork/SkyReels-V2-I2V-{size}-Diffusers"
-        assert (detect_family(source), HUB_VARIANTS[source]) == ("skyreels_v2", "skyreels-v2-i2v")
+        assert (detect_family(source), HUB_VARIANTS[source]) == ("skyreels_v2", recipe)
+
+
+@pytest.mark.parametrize(("model", "recipe"), [
+    ("Skywork/SkyReels-V2-T2V-14B-540P-Diffusers", (97, (544, 960), 24.0, 6, 6.0)),
+    ("Skywork/SkyReels-V2-T2V-14B-720P-Diffusers", (121, (720, 1280), 24.0, 7, 6.0)),
+    ("Skywork/SkyReels-V2-I2V-14B-540P-Diffusers", (97, (544, 960), 24.0, 6, 5.0)),
+    ("Skywork/SkyReels-V2-I2V-14B-720P-Diffusers", (121, (720, 1280), 24.0, 7, 5.0)),
+])
+def test_each_checkpoint_gets_the_release_size_of_its_resolution(monkeypatch, model, recipe):
+    """The README's "544 * 960 * 97f" for 540P and "720 * 1280 * 121f" for 720P; I2V's guidance 5."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = resolve_config({"model": {"source": model}})
+    v = cfg.video
+    assert (v.auto_frames, v.auto_size, v.fps, cfg.motion.keep_frames, cfg.generate.guidance) == recipe
+
+
+@pytest.mark.parametrize(("folders", "recipe"), [
+    (("SkyReels-V2-T2V-14B-720P-Diffusers",), "skyreels-v2-720p"),
+    (("skyreels_720p",), "skyreels-v2-720p"),
+    (("SkyReels-V2-T2V-14B-540P-Diffusers",), None),
+    (("720p-runs", "skyreels-540P"), None),  # only the checkpoint's own folder counts
+    (("models--Skywork--SkyReels-V2-T2V-14B-720P-Diffusers", "snapshots", "0123abcd"), "skyreels-v2-720p"),
+    (("models--Skywork--SkyReels-V2-T2V-14B-540P-Diffusers", "snapshots", "0123abcd"), None),
+])
+def test_a_local_checkpoint_is_720p_by_its_folder_name(tmp_path, folders, recipe):
+    """720P and 540P checkpoints have identical configs: the folder's name (or the Hugging Face cache's
+    repository folder) tells them apart."""
+    folder = tmp_path.joinpath(*folders)
+    folder.mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "SkyReelsV2Pipeline"}))
+    assert detect_variant(str(folder)) == recipe
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "SkyReelsV2ImageToVideoPipeline"}))
+    assert detect_variant(str(folder)) == ("skyreels-v2-i2v-720p" if recipe else "skyreels-v2-i2v")
 
 
 @pytest.mark.parametrize(("pipeline", "named"), [

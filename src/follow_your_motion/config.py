@@ -259,6 +259,12 @@ PAPER_TUNING: dict[str, dict] = {
     "motion": {"rank": 128, "steps": 2000, "grad_checkpointing": True, "mixed_precision": "bf16"},
 }
 
+# What a variant's 720P checkpoint and its image-to-video sibling share (the RECIPES entries say where from).
+WAN21_I2V: dict = {"generate": {"steps": 40, "guidance": 5.0}}
+SKYREELS_I2V: dict = {"generate": {"guidance": 5.0}}
+SKYREELS_720P: dict = {"video": {"auto_frames": 121, "auto_size": (720, 1280), "fps": 24.0},
+                       "motion": {"keep_frames": 7}}
+
 # Per-backbone defaults; a user's explicit settings override them.
 RECIPES: dict[str, dict] = {
     # The paper's settings where known (81 frames at 480x832, K=5 latent frames), the release's optimiser (AdamW
@@ -277,7 +283,10 @@ RECIPES: dict[str, dict] = {
     "wan2.2-ti2v-5b": {"video": {"auto_frames": 121, "auto_size": (704, 1280), "fps": 24.0},
                        "generate": {"steps": 50, "guidance": 5.0}},
     # Wan2.1-I2V-14B on top of "wan" (the Wan2.1 release's i2v-14B config: 40 sampling steps, guidance 5.0).
-    "wan2.1-i2v": {"generate": {"steps": 40, "guidance": 5.0}},
+    "wan2.1-i2v": WAN21_I2V,
+    # Wan2.1-I2V-14B-720P on top of "wan" and "wan2.1-i2v": 81 frames of 720x1280 (the Wan2.1 README's command for
+    # the 720P checkpoint: --task i2v-14B --size 1280*720).
+    "wan2.1-i2v-720p": merge(WAN21_I2V, {"video": {"auto_size": (720, 1280)}}),
     # Wan2.2-I2V-A14B on top of "wan" (the Wan2.2 release's i2v-A14B config: 40 steps, guidance 3.5 for both
     # experts).
     "wan2.2-i2v-a14b": {"generate": {"steps": 40, "guidance": 3.5, "guidance_2": 3.5}},
@@ -329,7 +338,12 @@ RECIPES: dict[str, dict] = {
     }),
     # SkyReels-V2 image-to-video on top of "skyreels_v2": guidance 5.0 (SkyReelsV2ImageToVideoPipeline.__call__'s
     # default and diffusers' example, "6.0 for T2V, 5.0 for I2V").
-    "skyreels-v2-i2v": {"generate": {"guidance": 5.0}},
+    "skyreels-v2-i2v": SKYREELS_I2V,
+    # The 720P checkpoints on top of "skyreels_v2" (and "skyreels-v2-i2v"): 121 frames of 720x1280 at 24 fps, the
+    # SkyworkAI/SkyReels-V2 README's model table ("720 * 1280 * 121f") and its --num_frames advice ("121 for
+    # 720P"). 121 frames are 31 latent frames, so K = 7 keeps the paper's ratio, as for HunyuanVideo 1.5.
+    "skyreels-v2-720p": SKYREELS_720P,
+    "skyreels-v2-i2v-720p": merge(SKYREELS_I2V, SKYREELS_720P),
     # Kandinsky 5 T2V Lite (backbones/kandinsky5.py), for the 5-second checkpoints. bf16: diffusers' example's dtype.
     # 121 frames of 512x768 at 24 fps, 50 steps, guidance 5.0: Kandinsky5T2VPipeline.__call__'s defaults and its
     # example (height 512, width 768, num_frames 121, guidance_scale 5.0, exported at fps 24), also the release's

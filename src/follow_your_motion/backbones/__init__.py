@@ -17,8 +17,8 @@ PIPELINE_FAMILIES = {v.pipeline: v.family for v in VARIANTS if v.refused is None
 REFUSED_PIPELINES = {v.pipeline: v.refused for v in VARIANTS if v.refused is not None}
 # hub id -> the recipe of its variant on top of its family's, known without its model_index.json
 HUB_VARIANTS = {hub_id: v.recipe for hub_id, v in BY_HUB_ID.items() if v.recipe is not None}
-VARIANT_IMAGE_MODES = {"wan2.1-i2v": "required", "wan2.2-i2v-a14b": "required", "wan2.2-ti2v-5b": "optional",
-                       "skyreels-v2-i2v": "required"}
+VARIANT_IMAGE_MODES = {"wan2.1-i2v": "required", "wan2.1-i2v-720p": "required", "wan2.2-i2v-a14b": "required",
+                       "wan2.2-ti2v-5b": "optional", "skyreels-v2-i2v": "required", "skyreels-v2-i2v-720p": "required"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -131,22 +131,36 @@ def read_geometry(source: str | None, family: str) -> VideoGeometry | None:
         return None
 
 
+def named_720p(index: Path) -> bool:
+    """Whether a checkpoint's folder is named for a 720P release: the folder itself or, in the Hugging Face cache
+    (<cache>/models--org--name/snapshots/<hash>/), its repository's. Wan2.1-I2V-14B and SkyReels-V2 ship 720P and
+    480P / 540P checkpoints with identical configs, so the name is all that tells them apart."""
+    folder = index.parent
+    names = [folder.name] + ([folder.parents[1].name] if folder.parent.name == "snapshots" else [])
+    return any("720p" in name.lower() for name in names)
+
+
 def detect_variant(source: str) -> str | None:
-    """The recipe of a known variant within its family, from the pipeline's model_index.json (image-to-video; a
-    second transformer: Wan2.2-A14B; expand_timesteps: Wan2.2-TI2V-5B; SkyReels-V2 image-to-video), or from a
-    known hub id; None = the family's."""
-    index, _ = model_index(source)
-    if index is None:
+    """The recipe of a known variant within its family: a known hub id's, or from the pipeline's model_index.json
+    (image-to-video; a second transformer: Wan2.2-A14B; expand_timesteps: Wan2.2-TI2V-5B; SkyReels-V2
+    image-to-video; a folder named for a 720P release: `named_720p`); None = the family's."""
+    if source in BY_HUB_ID and not Path(source).expanduser().exists():  # (a cached copy's folder is a hash)
         return HUB_VARIANTS.get(source)
+    index, path = model_index(source)
+    if index is None or path is None:
+        return None
     if index.get("_class_name") not in PIPELINE_FAMILIES:
         return None
     two_experts = (index.get("transformer_2") or [None])[0] is not None
+    hd = "-720p" if named_720p(path) else ""
     if index.get("_class_name") == "CogVideoXPipeline":
         return "cogvideox1.5" if _transformer_config(source).get("patch_size_t") == 2 else None
     if index.get("_class_name") == "SkyReelsV2ImageToVideoPipeline":
-        return "skyreels-v2-i2v"
+        return "skyreels-v2-i2v" + hd
+    if index.get("_class_name") == "SkyReelsV2Pipeline":
+        return "skyreels-v2-720p" if hd else None
     if index.get("_class_name") == "WanImageToVideoPipeline":
-        return "wan2.2-i2v-a14b" if two_experts else "wan2.1-i2v"
+        return "wan2.2-i2v-a14b" if two_experts else "wan2.1-i2v" + hd
     if index.get("_class_name") != "WanPipeline":
         return None
     if two_experts:

@@ -43,7 +43,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("wan2.1-i2v-14b-480p", "wan", "WanImageToVideoPipeline", ("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",),
             "wan2.1-i2v"),
     Variant("wan2.1-i2v-14b-720p", "wan", "WanImageToVideoPipeline", ("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",),
-            "wan2.1-i2v"),
+            "wan2.1-i2v-720p"),
     Variant("wan2.2-i2v-a14b", "wan", "WanImageToVideoPipeline", ("Wan-AI/Wan2.2-I2V-A14B-Diffusers",),
             "wan2.2-i2v-a14b"),
     Variant("ltx-video-0.9", "ltx", "LTXPipeline", ("Lightricks/LTX-Video",)),
@@ -59,14 +59,16 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("skyreels-v2-t2v-14b-540p", "skyreels_v2", "SkyReelsV2Pipeline",
             ("Skywork/SkyReels-V2-T2V-14B-540P-Diffusers",)),
     Variant("skyreels-v2-t2v-14b-720p", "skyreels_v2", "SkyReelsV2Pipeline",
-            ("Skywork/SkyReels-V2-T2V-14B-720P-Diffusers",)),
+            ("Skywork/SkyReels-V2-T2V-14B-720P-Diffusers",), "skyreels-v2-720p"),
     # one variant per size: a plan of the 14B ones must not take the 1.3B's configs
     *(Variant(f"skyreels-v2-i2v-{size.lower()}", "skyreels_v2", "SkyReelsV2ImageToVideoPipeline",
-              (f"Skywork/SkyReels-V2-I2V-{size}-Diffusers",), "skyreels-v2-i2v")
+              (f"Skywork/SkyReels-V2-I2V-{size}-Diffusers",),
+              "skyreels-v2-i2v-720p" if size.endswith("720P") else "skyreels-v2-i2v")
       for size in ("1.3B-540P", "14B-540P", "14B-720P")),
-    # Kandinsky 5 T2V Lite, 5-second checkpoints with regular attention (ids as diffusers' Kandinsky5T2VPipeline
-    # example lists them under kandinskylab/; their ai-forever/ copies as diffusers' docs name them: unverified
-    # against the hub from here). The 10-second checkpoints use NABLA sparse attention: refused at load.
+    # Kandinsky 5 T2V Lite, 5-second checkpoints with regular attention: the ids diffusers' Kandinsky5T2VPipeline
+    # example loads (kandinskylab/) and the earlier organisation's (ai-forever/, as diffusers' docs and other tools'
+    # examples name them; the hub itself was not reachable from here). The 10-second checkpoints use NABLA sparse
+    # attention: refused at load.
     Variant("kandinsky5-t2v-lite-5s", "kandinsky5", "Kandinsky5T2VPipeline",
             tuple(f"{org}/Kandinsky-5.0-T2V-Lite-{kind}-5s-Diffusers" for org in ("kandinskylab", "ai-forever")
                   for kind in ("sft", "nocfg", "distilled16steps", "pretrain"))),
