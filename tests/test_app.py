@@ -13,6 +13,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import get_args
 
 import httpx
 import numpy as np
@@ -26,6 +27,8 @@ from follow_your_motion.app.runs_index import list_runs, resolve_run
 from follow_your_motion.app.scoring import metrics_markdown, result_metrics
 from follow_your_motion.app.service import AppService
 from follow_your_motion.app.settings import (
+    HEAD_RULES,
+    HEAD_THRESHOLDS,
     TOY_MODEL,
     Advanced,
     TransferRequest,
@@ -36,7 +39,7 @@ from follow_your_motion.app.settings import (
 )
 from follow_your_motion.app.uploads import stage_reference
 from follow_your_motion.cli import app as cli
-from follow_your_motion.config import resolve_config
+from follow_your_motion.config import HeadSettings, resolve_config
 from follow_your_motion.errors import InputError
 from follow_your_motion.toyworld.examples import EXAMPLES
 from follow_your_motion.toyworld.render import COLOURS, render
@@ -306,8 +309,8 @@ def test_presets_and_advanced_fields_follow_the_one_precedence():
         spatial_steps=3, motion_steps=7, rank=4, keep_frames=2, rope="scaled", head_rule="release", head_alpha=2.0,
         motion_scale=0.5, spatial_scale=0.25, seed=9)))
     assert (chosen.spatial.steps, chosen.motion.steps, chosen.spatial.rank, chosen.motion.rank) == (3, 7, 4, 4)
-    assert (chosen.motion.keep_frames, chosen.motion.rope, chosen.heads.rule, chosen.heads.alpha) == (2, "scaled",
-                                                                                                     "release", 2.0)
+    assert (chosen.motion.keep_frames, chosen.motion.rope, chosen.heads.rule) == (2, "scaled", "release")
+    assert (chosen.heads.release_ratio, chosen.heads.alpha) == (2.0, HeadSettings().alpha)  # the rule's threshold
     assert (chosen.generate.motion_scale, chosen.generate.spatial_scale, chosen.generate.seed) == (0.5, 0.25, 9)
     assert not image_to_video("") and not image_to_video("Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
     shown = dict(rope="index", head_rule="paper", head_alpha=1.25, motion_scale=1.0, spatial_scale=0.0, seed=0)
@@ -317,6 +320,22 @@ def test_presets_and_advanced_fields_follow_the_one_precedence():
         spatial_steps=3000, motion_steps=2000, rank=128, keep_frames=5, **shown)
     dense = resolve_request(TransferRequest(None, "a red circle", "", advanced=Advanced(keep_frames=0)))
     assert dense.motion.keep_frames is None  # the field's 0 = every latent frame
+
+
+@pytest.mark.parametrize(("page_rule", "file_rule", "threshold"), [
+    ("paper", None, "alpha"), ("release", None, "release_ratio"), ("relative", None, "relative_alpha"),
+    (None, "relative", "relative_alpha"), (None, None, "alpha")])
+def test_head_alpha_sets_the_threshold_of_the_rule_that_applies(page_rule, file_rule, threshold):
+    """Every rule of the config is offered, and the Head alpha field sets the chosen rule's own threshold (the page's
+    rule, else a settings file's, else the default), never one that rule ignores."""
+    assert set(HEAD_RULES) == set(get_args(HeadSettings.model_fields["rule"].annotation)) == set(HEAD_THRESHOLDS)
+    extra = {"heads": {"rule": file_rule}} if file_rule else {}
+    cfg = resolve_request(TransferRequest(None, "a red circle", "", extra=extra,
+                                          advanced=Advanced(head_rule=page_rule, head_alpha=0.75)))
+    assert cfg.heads.rule == (page_rule or file_rule or "paper")
+    untouched = {name for name in HEAD_THRESHOLDS.values() if name != threshold}
+    assert getattr(cfg.heads, threshold) == 0.75
+    assert all(getattr(cfg.heads, name) == getattr(HeadSettings(), name) for name in untouched)
 
 
 def test_the_page_sends_only_what_the_user_changed_so_settings_files_and_recipes_apply():
@@ -335,7 +354,9 @@ def test_the_page_sends_only_what_the_user_changed_so_settings_files_and_recipes
     edited = changed_fields(shown, replace(shown, head_alpha=3.0, seed=9, device="cpu"))
     assert edited == Advanced(head_alpha=3.0, seed=9, device="cpu")
     cfg = resolve_request(TransferRequest(None, "a red circle", "", advanced=edited, extra=below))
-    assert (cfg.heads.alpha, cfg.heads.rule, cfg.generate.seed, cfg.generate.motion_scale) == (3.0, "release", 9, 0.7)
+    assert (cfg.heads.release_ratio, cfg.heads.rule, cfg.generate.seed, cfg.generate.motion_scale) == (
+        3.0, "release", 9, 0.7)  # the field is the threshold of the rule the file chose
+    assert cfg.heads.alpha == 2.0
 
 
 def test_generate_fields_follow_the_one_precedence(tmp_path):

@@ -5,9 +5,10 @@ refuses exactly what `fym transfer` does."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import get_args
 
 from ..backbones import detect_image_mode
-from ..config import TransferConfig, merge, model_family, resolve_config
+from ..config import HeadSettings, TransferConfig, merge, model_family, resolve_config
 from ..errors import InputError
 
 TOY_MODEL = "toy (embedded ShapesWorld model)"  # the Model field's default: source None
@@ -15,7 +16,9 @@ PRESETS = ("fast", "paper")
 # "fast" = a quick look (the browser test runs it); "paper" = the family recipe's steps (the paper's for Wan).
 FAST_STEPS = {"toy": {"spatial": 20, "motion": 60}, "wan": {"spatial": 300, "motion": 200}}
 ROPE_MODES = ("index", "scaled", "none")
-HEAD_RULES = ("paper", "release")
+HEAD_RULES = get_args(HeadSettings.model_fields["rule"].annotation)
+# the threshold each head rule reads: the Advanced panel's "Head alpha" sets the chosen rule's own
+HEAD_THRESHOLDS = {"paper": "alpha", "release": "release_ratio", "relative": "relative_alpha"}
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class Advanced:
     keep_frames: int | None = None  # sparse K: latent frames per motion step; 0 = all of them
     rope: str | None = None
     head_rule: str | None = None
-    head_alpha: float | None = None
+    head_alpha: float | None = None  # the threshold of the rule that applies (HEAD_THRESHOLDS)
     motion_scale: float | None = None
     spatial_scale: float | None = None
     seed: int | None = None
@@ -78,7 +81,7 @@ def preset_settings(preset: str, family: str) -> dict:
 FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
     "spatial_steps": (("spatial", "steps"),), "motion_steps": (("motion", "steps"),),
     "rank": (("spatial", "rank"), ("motion", "rank")), "rope": (("motion", "rope"),),
-    "head_rule": (("heads", "rule"),), "head_alpha": (("heads", "alpha"),),
+    "head_rule": (("heads", "rule"),),
     "motion_scale": (("generate", "motion_scale"),), "spatial_scale": (("generate", "spatial_scale"),),
     "seed": (("generate", "seed"),), "device": (("model", "device"),),
 }
@@ -105,9 +108,15 @@ def form_flags(request: TransferRequest) -> dict:
 
 
 def _resolve(request: TransferRequest) -> TransferConfig:
+    """The config the form means; a Head alpha given sets the threshold of the head rule that applies (the page's,
+    a settings file's or the default), never one the rule does not read."""
     flags = form_flags(request)
     family = model_family(flags["model"])
     preset = merge(preset_settings(request.preset, family), request.extra)
+    cfg = resolve_config(flags, settings=preset)
+    if request.advanced.head_alpha is None:
+        return cfg
+    flags.setdefault("heads", {})[HEAD_THRESHOLDS[cfg.heads.rule]] = request.advanced.head_alpha
     return resolve_config(flags, settings=preset)
 
 
@@ -129,8 +138,9 @@ def preset_fields(model: str | None, preset: str) -> Advanced:
     cfg = _resolve(TransferRequest(None, "", "", model=model or TOY_MODEL, preset=preset))
     return Advanced(spatial_steps=cfg.spatial.steps, motion_steps=cfg.motion.steps, rank=cfg.motion.rank,
                     keep_frames=cfg.motion.keep_frames or 0, rope=cfg.motion.rope, head_rule=cfg.heads.rule,
-                    head_alpha=cfg.heads.alpha, motion_scale=cfg.generate.motion_scale,
-                    spatial_scale=cfg.generate.spatial_scale, seed=cfg.generate.seed)
+                    head_alpha=getattr(cfg.heads, HEAD_THRESHOLDS[cfg.heads.rule]),
+                    motion_scale=cfg.generate.motion_scale, spatial_scale=cfg.generate.spatial_scale,
+                    seed=cfg.generate.seed)
 
 
 def changed_fields(shown: Advanced, page: Advanced) -> Advanced:

@@ -191,7 +191,8 @@ def transfer_tab(service: AppService) -> gr.Textbox:
                 with gr.Row():
                     rope = gr.Dropdown(label="RoPE mode", choices=list(ROPE_MODES), value=preset_default.rope)
                     rule = gr.Dropdown(label="Head rule", choices=list(HEAD_RULES), value=preset_default.head_rule)
-                    alpha = gr.Number(label="Head alpha", value=preset_default.head_alpha)
+                    alpha = gr.Number(label="Head alpha", value=preset_default.head_alpha,
+                                      info="the rule's threshold: alpha, release ratio or relative alpha")
                 with gr.Row():
                     motion_scale = gr.Number(label="Motion LoRA scale", value=preset_default.motion_scale)
                     spatial_scale = gr.Number(label="Spatial LoRA scale", value=preset_default.spatial_scale)
