@@ -13,9 +13,11 @@ import follow_your_motion.transfer as transfer
 from follow_your_motion.bench import runner
 from follow_your_motion.bench.manifest import validate_manifest
 from follow_your_motion.bench.methods import Method, get_methods
-from follow_your_motion.bench.reuse import REUSED, tuning_sources
+from follow_your_motion.bench.reuse import REUSED, reuse_tuning, tuning_sources
 from follow_your_motion.bench.runner import base_settings
 from follow_your_motion.bench.sharding import shard, work_items
+from follow_your_motion.bench.transfer_call import STAGE_STATS
+from follow_your_motion.config import TransferConfig
 
 # seconds per stage on the toy; 4 sampling steps so the flow guidance guides 2 of them
 TINY = {"spatial": {"steps": 2}, "motion": {"steps": 2}, "generate": {"steps": 4},
@@ -106,3 +108,28 @@ def test_shards_keep_a_reused_tuning_with_its_source():
             if item.method in sources:  # its source's item of the case is on this process, before it
                 source = next(i for i in part if (i.case, i.method) == (item.case, "fym"))
                 assert part.index(source) < part.index(item)
+
+
+def finished_tuning(run: Path, stages=("classify", "spatial", "motion")) -> None:
+    """The files the bench leaves in a run directory once `stages` are tuned (bench/transfer_call.py)."""
+    run.mkdir(parents=True)
+    for name in ("heads.json", "spatial_lora.safetensors", "motion_lora.safetensors"):
+        (run / name).write_text(name)
+    (run / STAGE_STATS).write_text(json.dumps({s: {"seconds": 1.0} for s in stages}))
+
+
+def test_reuse_needs_a_finished_tuning_and_a_killed_link_resumes(tmp_path):
+    cfg = TransferConfig()  # classified heads, spatial and motion stages
+    finished_tuning(tmp_path / "half", stages=("classify", "spatial"))  # killed while tuning its motion LoRA
+    assert not reuse_tuning(tmp_path / "half", tmp_path / "a", "fym", cfg) and not (tmp_path / "a").exists()
+    finished_tuning(tmp_path / "own")  # a run that tuned itself (before reuse): resumed as it was
+    finished_tuning(tmp_path / "fym")
+    assert not reuse_tuning(tmp_path / "fym", tmp_path / "own", "fym", cfg)
+    assert not (tmp_path / "own" / REUSED).exists()
+
+    assert reuse_tuning(tmp_path / "fym", tmp_path / "b", "fym", cfg)
+    linked = sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert linked == sorted([REUSED, STAGE_STATS, "heads.json", "motion_lora.safetensors", "spatial_lora.safetensors"])
+    (tmp_path / "b" / "motion_lora.safetensors").unlink()  # as if killed before linking it
+    assert reuse_tuning(tmp_path / "fym", tmp_path / "b", "fym", cfg)  # its marker: still the reuse, completed
+    assert (tmp_path / "b" / "motion_lora.safetensors").read_text() == "motion_lora.safetensors"
