@@ -82,6 +82,7 @@ def test_sampling_only_methods_reuse_the_first_tuning_and_sample_what_their_own_
     reused, own = (samples[d / "cases" / "orbit" / "fym+flow-guidance"] for d in (out, alone))
     assert reused.dtype == np.uint8 and reused.std() > 0
     assert np.array_equal(reused, own)
+    assert not np.array_equal(reused, samples[out / "cases" / "orbit" / "fym"])  # the guidance did act
 
 
 def test_only_sampling_settings_share_a_tuning():
