@@ -3,11 +3,13 @@
     python -m torch.distributed.run --standalone --nproc_per_node 2 bench_shard.py OUT_DIR
 
 runs `SHARD_METHODS` over `shard_manifest()` into OUT_DIR with `FakeTransfer` in place of the expensive
-transfer call; every call appends "<pid> <rank> <item>" to OUT_DIR/calls/<pid>.txt.
+transfer call; every call appends "<pid> <rank> <item>" to OUT_DIR/calls/<pid>.txt, every fake tuning "<pid>
+<rank> <run>" to OUT_DIR/trained/<pid>.txt.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -17,11 +19,11 @@ import numpy as np
 from follow_your_motion.bench import runner
 from follow_your_motion.bench.manifest import Manifest, validate_manifest
 from follow_your_motion.bench.result_metrics import colours_in
-from follow_your_motion.bench.transfer_call import Generated
+from follow_your_motion.bench.transfer_call import STAGE_STATS, Generated
 from follow_your_motion.toyworld.render import COLOURS, segment_colour
 from follow_your_motion.video import load_reference, write_video
 
-SHARD_METHODS = ("fym", "base")
+SHARD_METHODS = ("fym", "base", "fym+flow-guidance")  # the last reuses fym's tuning
 
 
 def shapes_case(case_id: str, colour: str, shape: str, program: str, targets: list[str], **scene) -> dict:
@@ -54,6 +56,7 @@ class FakeTransfer:
 
     def __init__(self, interrupt_at: int | None = None, log_dir: Path | None = None, rank: str = "-") -> None:
         self.calls: list[str] = []
+        self.trained: list[str] = []  # the runs it tuned: a tuned method's, on its first call
         self.interrupt_at = interrupt_at
         self.log_dir = log_dir
         self.rank = rank  # the launcher's RANK (hidden from the environment while items run)
@@ -67,6 +70,8 @@ class FakeTransfer:
                 f.write(f"{os.getpid()} {self.rank} {item}\n")
         if self.interrupt_at is not None and len(self.calls) == self.interrupt_at:
             raise KeyboardInterrupt
+        if tune and not (Path(run_dir) / STAGE_STATS).exists():
+            self._tune(Path(run_dir))
         clip = load_reference(cfg.reference, *cfg.video.target())
         moving = clip.frames if tune else np.repeat(clip.frames[:1], len(clip.frames), axis=0)  # base: static
         frames = recolour(moving, cfg.prompt, prompt)
@@ -74,6 +79,20 @@ class FakeTransfer:
         timings = {"classify": 1.0, "spatial": 2.0, "motion": 3.0} if tune else {}
         return Generated(frames=frames, reference=clip.frames, fps=clip.fps, paths={"video": video},
                          timings=timings | {"generate": 0.5})
+
+    def _tune(self, run_dir: Path) -> None:
+        """The files a finished tuning leaves (what ``bench.reuse`` links into a run that reuses it)."""
+        item = f"{run_dir.parent.name}__{run_dir.name}"
+        self.trained.append(item)
+        if self.log_dir is not None:
+            (self.log_dir.parent / "trained").mkdir(parents=True, exist_ok=True)
+            with open(self.log_dir.parent / "trained" / f"{os.getpid()}.txt", "a") as f:
+                f.write(f"{os.getpid()} {self.rank} {item}\n")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("heads.json", "spatial_lora.safetensors", "motion_lora.safetensors"):
+            (run_dir / name).write_text("{}")
+        stats = {stage: {"seconds": s} for stage, s in (("classify", 1.0), ("spatial", 2.0), ("motion", 3.0))}
+        (run_dir / STAGE_STATS).write_text(json.dumps(stats))
 
 
 def main(out: Path) -> None:

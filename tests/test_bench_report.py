@@ -340,3 +340,21 @@ def test_cli_metrics_errors(pan_videos, tmp_path):
     assert clip_without_prompt.exit_code == 2
     assert "--clip scores text similarity, which needs the output's --prompt" in clip_without_prompt.stderr
 
+
+
+def test_a_reused_tuning_counts_in_full_and_sampling_time_is_shown_alone(tmp_path):
+    """A result that sampled from fym's tuning (``tuning_from``) carries fym's stage times: its tuning + sampling
+    is a video's cost from scratch, its sampling time alone what one more video costs with that tuning at hand."""
+    reused = record("cam-0", "camera", "fym") | {"method": "fym+flow-guidance", "tuning_from": "fym"}
+    reused["timings"] = reused["timings"] | {"generate": 5.0}
+    lines = [json.dumps(r) for r in (record("cam-0", "camera", "fym"), reused)]
+    (tmp_path / "results.jsonl").write_text("\n".join(lines) + "\n")
+    written = write_report(tmp_path)
+    md = written["markdown"].read_text()
+    assert "| method | results | motion_fidelity_det |" in md and "| tuning time (s) | sampling time (s) |" in md
+    assert "| fym+flow-guidance | 1 | 0.6000 ± n/a (n=1) |" in md
+    assert "| 31.00 ± n/a (n=1) | 5.00 ± n/a (n=1) |" in md and "| 31.00 ± n/a (n=1) | 3.00 ± n/a (n=1) |" in md
+    paired = json.loads(written["json"].read_text())["paired"]["methods"]["fym+flow-guidance"]
+    assert (paired["tuning_time_s"]["mean"], paired["sampling_time_s"]["mean"]) == (0.0, 2.0)
+    page = written["html"].read_text()
+    assert "<dt>tuning time</dt><dd>31.0 s (reused fym's)</dd><dt>sampling time</dt><dd>5.0 s</dd>" in page

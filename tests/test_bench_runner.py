@@ -24,8 +24,8 @@ from follow_your_motion.video import write_video
 SHARD_SCRIPT = Path(__file__).with_name("bench_shard.py")
 TIMEOUT_S = 120
 RECORD_KEYS = {
-    "schema", "case", "category", "tags", "method", "tuned", "prompt_index", "prompt", "source_prompt", "seed",
-    "metrics", "ground_truth", "metric_errors", "timings", "memory", "paths", "video", "constants", "config",
+    "schema", "case", "category", "tags", "method", "tuned", "tuning_from", "prompt_index", "prompt", "source_prompt",
+    "seed", "metrics", "ground_truth", "metric_errors", "timings", "memory", "paths", "video", "constants", "config",
     "device", "process", "created",
 }
 METRIC_KEYS = {
@@ -177,10 +177,18 @@ def test_two_processes_run_each_item_exactly_once(tmp_path):
     assert Counter(item for _, _, item in calls) == Counter(expected)  # each exactly once, across processes
     assert {rank for _, rank, _ in calls} == {"0", "1"} and len({pid for pid, _, _ in calls}) == 2
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert {f"{r['case']}__{r['method']}__p0_s0" for r in records} == expected and len(records) == 4
+    assert {f"{r['case']}__{r['method']}__p0_s0" for r in records} == expected and len(records) == 6
     assert {r["process"]["world"] for r in records} == {2}
     assert {r["process"]["rank"] for r in records} == {0, 1}
-    assert len(list((out / "results").glob("*.json"))) == 4
+    assert len(list((out / "results").glob("*.json"))) == 6
+    # fym+flow-guidance samples from fym's tuning of its case, on the process that tuned it: one tuning per case
+    trained = [line.split() for f in (out / "trained").glob("*.txt") for line in f.read_text().splitlines()]
+    assert sorted(run for _, _, run in trained) == ["orbit__fym", "zigzag__fym"]
+    by_key = {(r["case"], r["method"]): r for r in records}
+    for case in ("orbit", "zigzag"):
+        reused, source = by_key[case, "fym+flow-guidance"], by_key[case, "fym"]
+        assert (reused["tuning_from"], source["tuning_from"]) == ("fym", None)
+        assert reused["process"]["pid"] == source["process"]["pid"]
 
 
 TINY_CONFIG = tiny_config(2)

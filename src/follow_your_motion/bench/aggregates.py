@@ -1,4 +1,5 @@
-"""Result records in, aggregates out: per method, per category and overall, every metric and the tuning time.
+"""Result records in, aggregates out: per method, per category and overall, every metric, the tuning time and
+the sampling time.
 
 ``load_results`` reads what the runner wrote (``results.jsonl``, or else every ``results/*.json``), one
 record per (case, method, prompt, seed). Missing or null metric values are left out of that metric's n.
@@ -7,8 +8,11 @@ Boolean metrics (e.g. ``reference_colour_leaked``) are averaged as 0/1, i.e. rep
 Tuning time of a result is 0 for a method that does not tune (``"tuned": false``), else the sum of its
 ``classify``, ``spatial`` and ``motion`` timings (those not null; the runner repeats its run's stage times in
 every result of that run); a record with none of them but a ``total`` and a ``generate`` timing gets
-``total - generate``; otherwise it has none. Metrics in ``NOT_AGGREGATED`` (the frame count, and
-``text_similarity_x100``, which is 100 x ``text_similarity``) are kept in the CSV but left out of the tables.
+``total - generate``; otherwise it has none. A result that reused another method's tuning (``tuning_from``)
+carries that tuning's stage times, so tuning + sampling stays the cost of one video made from scratch; its
+sampling time (the ``generate`` timing alone) is what one more video costs with a tuning at hand. Metrics in
+``NOT_AGGREGATED`` (the frame count, and ``text_similarity_x100``, which is 100 x ``text_similarity``) are kept in
+the CSV but left out of the tables.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ NOT_AGGREGATED = ("frames", "text_similarity_x100")
 """Entries of a result's ``metrics`` that describe it, or repeat another metric on another scale."""
 TUNING_STAGES = ("classify", "spatial", "motion")
 TUNING = "tuning_time_s"
+SAMPLING = "sampling_time_s"
+TIMES = (TUNING, SAMPLING)
+"""The time columns that follow the metrics in every table."""
 FLAT_GROUPS = ("metrics", "timings", "memory", "paths")
 """Record fields that are objects of plain values (the CSV flattens them to ``group.key`` columns)."""
 
@@ -135,17 +142,19 @@ def is_rate(records: list[dict], metric: str) -> bool:
 
 
 def metric_values(records: list[dict], metric: str) -> list[float]:
-    """The metric's numeric values in `records` (tuning time for "tuning_time_s"), missing ones left out."""
+    """The metric's numeric values in `records` (the times for ``TIMES``), missing ones left out."""
     if metric == TUNING:
         found = (tuning_time(r) for r in records)
+    elif metric == SAMPLING:
+        found = (as_number((r.get("timings") or {}).get("generate")) for r in records)
     else:
         found = (as_number((r.get("metrics") or {}).get(metric)) for r in records)
     return [v for v in found if v is not None]
 
 
 def aggregate(records: list[dict]) -> dict:
-    """{method: {category | "overall": {"n_results": n, metric | "tuning_time_s": summarize(...)}}}."""
-    metrics = [*metric_names(records), TUNING]
+    """{method: {category | "overall": {"n_results": n, metric | time: summarize(...)}}} (times: ``TIMES``)."""
+    metrics = [*metric_names(records), *TIMES]
     out: dict[str, dict] = {}
     for method in _ordered_methods(records):
         mine = [r for r in records if r["method"] == method]
@@ -159,14 +168,14 @@ def aggregate(records: list[dict]) -> dict:
 
 
 def metric_label(metric: str, rates: set[str]) -> str:
-    """A column heading: rates (boolean metrics, see ``is_rate``) and the tuning time say so."""
-    if metric == TUNING:
-        return "tuning time (s)"
+    """A column heading: rates (boolean metrics, see ``is_rate``) and the times say so."""
+    if metric in TIMES:
+        return metric.removesuffix("_time_s") + " time (s)"
     return f"{metric} (rate)" if metric in rates else metric
 
 
 def mean_ci(stats: dict, metric: str) -> str:
     """A ``summarize`` result as "mean ± half-width" ("± n/a" with one value); seconds to 2 decimals."""
-    digits = 2 if metric == TUNING else 4
+    digits = 2 if metric in TIMES else 4
     half = "n/a" if stats["ci95_half"] is None else f"{stats['ci95_half']:.{digits}f}"
     return f"{stats['mean']:.{digits}f} ± {half}"

@@ -8,7 +8,16 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from .aggregates import OVERALL, TUNING, as_number, category_of, mean_ci, metric_label, ordered_categories, tuning_time
+from .aggregates import (
+    OVERALL,
+    TIMES,
+    as_number,
+    category_of,
+    mean_ci,
+    metric_label,
+    metric_values,
+    ordered_categories,
+)
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".m4v", ".ogv")
 IMAGE_SUFFIXES = (".gif", ".png", ".jpg", ".jpeg", ".webp")
@@ -73,6 +82,10 @@ def _sort_key(value: object) -> tuple:
     return (0, number, "") if number is not None else (1, 0.0, str(value))
 
 
+def _seconds(value: list[float]) -> str:
+    return f"{value[0]:.1f} s" if value else "—"
+
+
 def _result_figure(bench_dir: Path, record: dict, metrics: list[str]) -> str:
     paths = record.get("paths") or {}
     values = record.get("metrics") or {}
@@ -80,8 +93,10 @@ def _result_figure(bench_dir: Path, record: dict, metrics: list[str]) -> str:
     if record.get("prompt"):
         caption += f": “{_esc(record['prompt'])}”"
     rows = "".join(f"<dt>{_esc(m)}</dt><dd>{_format_value(values.get(m))}</dd>" for m in metrics)
-    tuning = tuning_time(record)
-    rows += f"<dt>tuning time</dt><dd>{'—' if tuning is None else f'{tuning:.1f} s'}</dd>"
+    tuning, sampling = (metric_values([record], t) for t in TIMES)
+    reused = f" (reused {_esc(record['tuning_from'])}'s)" if record.get("tuning_from") else ""
+    rows += f"<dt>tuning time</dt><dd>{_seconds(tuning)}{reused}</dd>"
+    rows += f"<dt>sampling time</dt><dd>{_seconds(sampling)}</dd>"
     errors = record.get("metric_errors") or {}
     notes = "".join(f"<li>{_esc(k)}: {_esc(v)}</li>" for k, v in errors.items()) if isinstance(errors, dict) else ""
     if notes:
@@ -95,7 +110,7 @@ def _result_figure(bench_dir: Path, record: dict, metrics: list[str]) -> str:
 def index_page(bench_dir: Path, records: list[dict], aggregates: dict, metrics: list[str], rates: set[str],
           plots: dict[str, Path], source: str) -> str:
     methods = list(aggregates)
-    cols = [*metrics, TUNING]
+    cols = [*metrics, *TIMES]
     summary = "".join(
         f"<tr><th scope='row'>{_esc(method)}</th><td class='num'>{groups[OVERALL]['n_results']}</td>"
         + "".join(_html_cell(groups[OVERALL][m], m) for m in cols)

@@ -18,7 +18,8 @@ so every method runs through the same ``Transfer`` code; only the settings diffe
   classification or training, the base model with the target prompt only.
 - ``ditflow``, ``flow-guidance``: ``guidance.method: ditflow`` / ``flow``, no LoRA (as ``base``) and
   ``tune=False``: the training-free methods (method/guidance.py), the base model guided by the reference's motion.
-- ``fym+ditflow``, ``fym+flow-guidance``: ``fym``'s tuned motion LoRA at inference, plus the guidance.
+- ``fym+ditflow``, ``fym+flow-guidance``: ``fym``'s tuned motion LoRA at inference, plus the guidance (run with
+  ``fym``, they sample from its tuning instead of repeating it: ``reuse``).
 
 Values in parentheses equal the defaults; they are set so a user config cannot change what the method is.
 """

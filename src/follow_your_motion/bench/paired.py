@@ -8,7 +8,7 @@ interval (Student's t, as ``stats.summarize``) excluding 0 separates the two met
 
 from __future__ import annotations
 
-from .aggregates import TUNING, metric_names, metric_values
+from .aggregates import TIMES, metric_names, metric_values
 from .stats import summarize
 
 DEFAULT_BASELINE = "fym"
@@ -19,7 +19,7 @@ def _key(record: dict) -> tuple:
 
 
 def paired_differences(records: list[dict], baseline: str) -> dict[str, dict[str, dict]]:
-    """{method: {metric | "tuning_time_s": summarize(method - baseline over the shared results)}} for every
+    """{method: {metric | time (``TIMES``): summarize(method - baseline over the shared results)}} for every
     method but `baseline`. Results where either side lacks the metric take no part."""
     by_method: dict[str, dict[tuple, dict]] = {}
     for record in records:
@@ -33,7 +33,7 @@ def paired_differences(records: list[dict], baseline: str) -> dict[str, dict[str
             continue
         shared = [key for key in mine if key in base]
         differences = {}
-        for metric in [*metric_names(records), TUNING]:
+        for metric in [*metric_names(records), *TIMES]:
             pairs = [(metric_values([mine[k]], metric), metric_values([base[k]], metric)) for k in shared]
             differences[metric] = summarize(a[0] - b[0] for a, b in pairs if a and b)
         out[method] = differences

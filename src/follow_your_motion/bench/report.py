@@ -27,6 +27,7 @@ from ..runs import atomic_write_text
 from .aggregates import (
     FLAT_GROUPS,
     OVERALL,
+    TIMES,
     TUNING,
     TUNING_STAGES,
     aggregate,
@@ -112,7 +113,7 @@ def _paired_markdown(paired: dict, baseline: str, cols: list[str], rates: set[st
 
 def _markdown(aggregates: dict, metrics: list[str], rates: set[str], source: str, n: int,
               paired: dict, baseline: str) -> str:
-    cols = [*metrics, TUNING]
+    cols = [*metrics, *TIMES]
     header = "| {} | results | " + " | ".join(metric_label(m, rates) for m in cols) + " |"
     rule = "|---|---:|" + "---:|" * len(cols)
     lines = [
@@ -121,7 +122,9 @@ def _markdown(aggregates: dict, metrics: list[str], rates: set[str], source: str
         f"{n} results from `{source}`. Cells: mean ± half-width of the {CI_LEVEL:.0%} confidence interval of",
         "the mean (Student's t, n - 1 degrees of freedom; n/a with one value), and n, the number of results",
         "with that value. Each result (case × prompt × seed) counts as one sample. Rates are booleans averaged",
-        "as 0/1. Tuning time: classify + spatial + motion stages (0 for methods that do not tune).",
+        "as 0/1. Tuning time: classify + spatial + motion stages (0 for methods that do not tune; for a method",
+        "that reused another's tuning of the case, that tuning's). Sampling time: generating the one video alone,",
+        "what a video costs once its LoRAs are tuned (tuning + sampling: what it costs from scratch).",
         "",
         "## Overall",
         "",
@@ -175,7 +178,9 @@ def write_report(bench_dir: Path) -> dict[str, Path]:
             "method": "mean ± t(0.975, n-1) * s / sqrt(n), s the sample std; null for n = 1",
             "sample": "one result (case x prompt x seed)",
         },
-        "tuning_time": f"0 if not tuned; else sum of timings {list(TUNING_STAGES)}; else total - generate",
+        "tuning_time": f"0 if not tuned; else sum of timings {list(TUNING_STAGES)} (a reused tuning's: see "
+                       "tuning_from); else total - generate",
+        "sampling_time": "timings.generate: generating the one video",
         "aggregates": aggregates,
         "paired": {"baseline": baseline, "difference": "method - baseline, per (case, prompt index, seed) both have",
                    "methods": paired},

@@ -7,6 +7,8 @@ Result JSON (``SCHEMA``; NaN is written as null)::
 
     schema            "fym-bench-result/1"
     case, category, tags, method, tuned (bool: the method trains LoRAs)
+    tuning_from       null, or the method whose tuning of this case the result sampled from (``reuse``: it differs
+                      only in sampling settings); its classify/spatial/motion timings are that tuning's
     prompt_index, prompt, source_prompt, seed
     metrics           flat, every value a number, bool or null:
       motion_fidelity_det, motion_fidelity_dmt    bench.score.score_pair on KLT tracks of the reference vs
@@ -32,8 +34,8 @@ Result JSON (``SCHEMA``; NaN is written as null)::
     ground_truth      null, or {"objects": [per object: reference, reference_colour, target_colour and the
                       toyworld.metrics.transfer_metrics fields], "leakage": toyworld.leakage.leakage_metrics}
     metric_errors     {metric: message} for scores that could not be computed (value null in metrics)
-    timings           seconds: classify, spatial, motion (null when not run: untuned method, stage off),
-                      generate, metrics
+    timings           seconds: classify, spatial, motion (null when not run: untuned method, stage off; a
+                      reused tuning's own), generate (sampling alone), metrics
     memory            ru_maxrss_kib (process peak RSS so far), cuda_max_allocated_bytes (peak over the
                       tuning stages and this generation; null without CUDA)
     paths             relative to out: reference, result, side_by_side, run; reference_source: the
@@ -176,8 +178,10 @@ def _shape(frames: np.ndarray) -> list[int]:
 
 
 def build_record(item: WorkItem, case: Case, method: Method, cfg: TransferConfig, gen: Generated,
-                 ref: CaseReference, out: Path, procs: Processes, appearance: AppearanceModels) -> dict:
-    """Score one generated result and assemble its record (``SCHEMA``)."""
+                 ref: CaseReference, out: Path, procs: Processes, appearance: AppearanceModels,
+                 tuning_from: str | None = None) -> dict:
+    """Score one generated result and assemble its record (``SCHEMA``); `tuning_from`: the method whose tuning
+    it reused, if any."""
     began = time.perf_counter()
     result = np.asarray(gen.frames)
     exact = ref.frames is not None and ref.frames.shape == np.asarray(gen.reference).shape
@@ -205,7 +209,7 @@ def build_record(item: WorkItem, case: Case, method: Method, cfg: TransferConfig
     return {
         "schema": SCHEMA,
         "case": case.id, "category": case.category, "tags": case.tags,
-        "method": method.name, "tuned": method.tune,
+        "method": method.name, "tuned": method.tune, "tuning_from": tuning_from,
         "prompt_index": item.prompt_index, "prompt": item.prompt, "source_prompt": case.caption, "seed": item.seed,
         "metrics": scores | flat_ground_truth(gt) | {"frames": int(len(result))},
         "ground_truth": gt,

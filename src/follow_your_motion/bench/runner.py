@@ -5,7 +5,9 @@ Layout of ``out``::
     suite.json                          the resolved manifest, methods, settings (written by the main process)
     references/<case>-<T>x<H>x<W>.mp4   the reference as the model sees it (ShapesWorld: rendered here)
     cases/<case>/<method>/              one Transfer run directory per case x method (resumable stages);
-                                        samples/p<k>_s<seed>.mp4 per target prompt k and seed
+                                        samples/p<k>_s<seed>.mp4 per target prompt k and seed; a method that
+                                        differs from an earlier one only in sampling settings has that one's
+                                        tuning linked in (``reuse``) and trains nothing
     results/<case>__<method>__p<k>__s<seed>.json   one result per work item (written atomically)
     results.jsonl                       every result of the suite, one per line, merged at the end
 
@@ -15,6 +17,7 @@ resumes its own stages from their checkpoints). Generation seeds are the given `
 come from the config, so everything is deterministic.
 
 The parts: ``sharding`` (work items, and how the processes of a torchrun / accelerate launch share them),
+``reuse`` (one tuning per case for the methods that differ only in how they sample),
 ``references`` (reference videos), ``transfer_call`` (tuning and generating one sample), ``result_metrics``
 (its scores) and ``results`` (its JSON record, the resume check, results.jsonl).
 """
@@ -36,6 +39,7 @@ from .methods import Method, get_methods
 from .references import case_reference
 from .result_metrics import AppearanceModels
 from .results import build_record, check_finished, jsonable, merge_results, result_path, write_result
+from .reuse import reuse_tuning, tuning_sources
 from .sharding import Processes, WorkItem, shard, work_items
 from .transfer_call import close_jobs, run_transfer
 
@@ -85,6 +89,7 @@ def run_suite(
     appearance = AppearanceModels(clip, dino, device)
     appearance.load()
     items = work_items(manifest, methods, seeds)
+    sources = tuning_sources(methods, settings)
     if procs.rank == 0:
         suite = {
             "schema": SUITE_SCHEMA, "manifest": manifest.model_dump(mode="json"),
@@ -92,12 +97,13 @@ def run_suite(
             "family": family, "device": device, "overrides": overrides or {}, "processes": procs.world,
             "appearance_models": {"clip": clip, "dino": dino},
             "configs": {m.name: m.config(settings).model_dump(mode="json") for m in methods},
+            "tuning_from": sources,
             "items": [i.key for i in items],
         }
         atomic_write_text(out / "suite.json", json.dumps(jsonable(suite), indent=1))
     with procs.single_process_env():
-        _run_items(shard(items, procs.rank, procs.world), manifest, {m.name: m for m in methods}, settings, out,
-                   procs, appearance)
+        _run_items(shard(items, procs.rank, procs.world, sources), manifest, {m.name: m for m in methods}, settings,
+                   out, procs, appearance, sources)
     procs.barrier()
     if procs.rank == 0:
         merge_results(out, items)
@@ -105,7 +111,9 @@ def run_suite(
 
 
 def _run_items(items: list[WorkItem], manifest: Manifest, methods: dict[str, Method], settings: dict, out: Path,
-               procs: Processes, appearance: AppearanceModels) -> None:
+               procs: Processes, appearance: AppearanceModels, sources: dict[str, str]) -> None:
+    """Run `items` unit by unit ((case, method): one run directory); `sources`: method -> the earlier method
+    whose tuning it reuses (``reuse.tuning_sources``), whose unit ``shard`` keeps on this process, before it."""
     bar = tqdm(total=len(items), desc=f"bench {procs.rank + 1}/{procs.world}" if procs.world > 1 else "bench",
                unit="result", position=procs.rank if procs.world > 1 else None)
     references: dict = {}
@@ -123,10 +131,13 @@ def _run_items(items: list[WorkItem], manifest: Manifest, methods: dict[str, Met
             ref = case_reference(out, case, method.config(settings), references)
             cfg = _unit_config(settings, method, case, ref.path)
             run_dir = out / "cases" / case.id / method.name
+            source = sources.get(method.name)
+            if source is not None and not reuse_tuning(out / "cases" / case.id / source, run_dir, source, cfg):
+                source = None
             for item in pending:
                 bar.set_postfix_str(item.key)
                 generated = run_transfer(cfg, run_dir, method.tune, item.prompt, item.seed, item.sample)
-                record = build_record(item, case, method, cfg, generated, ref, out, procs, appearance)
+                record = build_record(item, case, method, cfg, generated, ref, out, procs, appearance, source)
                 write_result(out, item, record)
                 bar.update(1)
     finally:

@@ -1,19 +1,19 @@
 """The work items of a suite and how the processes of a launch share them.
 
 Under torchrun / accelerate launch with N processes, the (case, method) run directories are dealt out by
-process index, method by method (see ``shard``), so each work item runs exactly once and no run directory
-is shared. Each process then runs its Transfers as a single process: ``Transfer`` trains with DDP whenever
-accelerate sees several processes, which would deadlock when processes work on different items, so the
-launcher's RANK/WORLD_SIZE/LOCAL_RANK variables are hidden from accelerate while items run
-(``device="cuda"`` becomes ``cuda:<local rank>``). At the end a gloo barrier waits for every process, after
-which the main process merges the results.
+process index, method by method (see ``shard``; a method that reuses another's tuning goes with it), so each
+work item runs exactly once and no run directory is shared. Each process then runs its Transfers as a single
+process: ``Transfer`` trains with DDP whenever accelerate sees several processes, which would deadlock when
+processes work on different items, so the launcher's RANK/WORLD_SIZE/LOCAL_RANK variables are hidden from
+accelerate while items run (``device="cuda"`` becomes ``cuda:<local rank>``). At the end a gloo
+barrier waits for every process, after which the main process merges the results.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -56,13 +56,21 @@ def work_items(manifest: Manifest, methods: Sequence[Method], seeds: Sequence[in
     ]
 
 
-def shard(items: Sequence[WorkItem], rank: int, world: int) -> list[WorkItem]:
+def shard(items: Sequence[WorkItem], rank: int, world: int, tuning_from: Mapping[str, str] | None = None
+          ) -> list[WorkItem]:
     """This process's items: whole (case, method) units (a run directory is never shared), dealt out round
-    robin method by method, so each process gets its share of every method's (differently costly) units."""
+    robin method by method, so each process gets its share of every method's (differently costly) units. A
+    method that reuses another's tuning (`tuning_from`: method -> that method, ``reuse.tuning_sources``) goes
+    with that method's unit of the same case, after it (items keep their order)."""
+    tuning_from = tuning_from or {}
+
+    def unit(item: WorkItem) -> tuple[str, str]:
+        return item.case, tuning_from.get(item.method, item.method)
+
     methods = list(dict.fromkeys(i.method for i in items))
-    units = sorted(dict.fromkeys((i.case, i.method) for i in items), key=lambda u: methods.index(u[1]))
+    units = sorted(dict.fromkeys(unit(i) for i in items), key=lambda u: methods.index(u[1]))
     mine = {u for n, u in enumerate(units) if n % world == rank}
-    return [i for i in items if (i.case, i.method) in mine]
+    return [i for i in items if unit(i) in mine]
 
 
 @dataclass(frozen=True)

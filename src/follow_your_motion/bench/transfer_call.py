@@ -63,6 +63,12 @@ def _cuda_peak() -> int | None:
     return None
 
 
+def tuning_stages(cfg: TransferConfig) -> list[str]:
+    """The tuning stages a run of `cfg` records in ``STAGE_STATS``, in order."""
+    return [*(["classify"] if cfg.heads.select == "classified" else []), *(["spatial"] if cfg.spatial.steps else []),
+            "motion"]
+
+
 def _tune(job: Any, tune: bool) -> dict:
     """Run the tuning stages that are not complete yet, adding their time to the run's stage record.
 
@@ -71,14 +77,9 @@ def _tune(job: Any, tune: bool) -> dict:
     stats = json.loads(path.read_text()) if path.exists() else {}
     if not tune:
         return stats
-    cfg = job.cfg
-    stages = []
-    if cfg.heads.select == "classified":
-        stages.append(("classify", job.classify))
-    if cfg.spatial.steps:
-        stages.append(("spatial", job.tune_spatial))
-    stages.append(("motion", job.tune_motion))
-    for name, stage in stages:
+    calls = {"classify": job.classify, "spatial": job.tune_spatial, "motion": job.tune_motion}
+    for name in tuning_stages(job.cfg):
+        stage = calls[name]
         if job.stage_done(name):
             continue
         _cuda_reset()
