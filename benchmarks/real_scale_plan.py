@@ -25,15 +25,16 @@ from .common import command, machine
 PLAN_FILE = Path(__file__).parent / "results" / "real_scale_plan.json"
 VARIANTS = {"wan2.1-1.3b": "wan2.1-t2v-1.3b", "wan2.1-14b": "wan2.1-t2v-14b"}  # real_scale's names -> the registry's
 PROMPT = "a tiger walks through snow"
-MEASURED = ("measured: torch.cuda.max_memory_allocated over the stage (tensors only: no allocator cache, "
+MEASURED = ("Measured: torch.cuda.max_memory_allocated over the stage (tensors only: no allocator cache, "
             "fragmentation or CUDA context); planned: the parameters on the device + the most the traced tensors "
             "held at once (fake tensors; attention through the CPU kernels' meta functions). GB = 1e9 bytes, "
             "MiB = 2^20")
 TUNING = ("the same LoRA tensors: a head-masked LoRA is full-rank on every layer it has a head in, so real_scale's "
           "halves of each layer's heads and the plan's both-kinds-on-every-layer worst case add the same parameters "
           "and activations; the plan traces one step with AdamW's moments made, real_scale's peak is over its steps")
-ENCODE = ("the plan's encode peak is the largest of its parts (the clip, the prompt, one frame, the shrunk clip): "
-          "the clip's; measured with the first model's transformer on the device, which the plan counts too")
+ENCODE = ("the plan's encode peak is the largest of its parts (the clip, the prompt, one frame, the shrunk clip), "
+          "the clip being the largest; measured with the first model's transformer on the device, which the plan "
+          "counts too")
 GENERATE = ("the measured window holds the sampling steps and the VAE decode, so the planned peak is the larger of "
             "the plan's generate and decode")
 DECODE = "its measured peak is the generation window's (the decode is timed apart, its memory is not)"
@@ -116,7 +117,7 @@ def plan_notes(data: dict) -> list[str]:
     lines = [f"Planned: `fym plan`, from {data['plan']['file']} (benchmarks/real_scale_plan.py). {MEASURED}."] \
         if paired else []
     for note in dict.fromkeys(n for _, n in paired if n):
-        lines.append(f"- {', '.join(dict.fromkeys(name for name, n in paired if n == note))}: {note}.")
+        lines.append(f"- {'; '.join(dict.fromkeys(name for name, n in paired if n == note))}: {note}.")
     for need in data.get("plan", {}).get("missing", []):
         lines.append(f"- no plan of {need['model']} with {need['settings']} in {data['plan']['file']}: "
                      "`python -m benchmarks.real_scale --plan-only` with this run's options traces it.")

@@ -303,6 +303,26 @@ def test_real_scale_pairs_each_measured_peak_with_the_plan_of_its_settings():
     assert f"- encode clip: {real_scale_plan.ENCODE}." in table
 
 
+def test_real_scale_plan_file_covers_the_default_gpu_run():
+    """The committed plans answer every planned stage of the default run (the recipe's rank, queries and K, the
+    clip shrunk 2 times, encoders parked), so the GPU session gets its comparison without tracing anything."""
+    from benchmarks import real_scale_plan
+    from follow_your_motion.config import recipe_config
+
+    wan = recipe_config("wan", {})
+    run = {"frames": 81, "height": 480, "width": 832, "rank": wan.motion.rank, "queries": wan.heads.num_queries,
+           "keep": [wan.motion.keep_frames], "downsample": 2, "keep_encoders": False}
+    cases = real_scale_plan.load(real_scale_plan.PLAN_FILE)
+    models = list(real_scale_plan.VARIANTS)
+    assert real_scale_plan.missing(run, models, cases) == []
+    parts = real_scale_plan.counterparts(run)
+    measured = {name: {"peak_mib": 1024.0} for name in parts}
+    for model in models:
+        paired = real_scale_plan.pair(measured, parts, cases, model)
+        assert set(paired) == set(parts)
+        assert all(p["planned_bytes"] > 2**30 for p in paired.values())
+
+
 def test_memory_plan_counts_the_published_encoders_and_adds_up():
     from benchmarks import memory_plan
 
