@@ -5,11 +5,13 @@ The plans are precomputed (`python -m benchmarks.real_scale --plan-only` writes 
 rather than traced at the start of the GPU run: a real-size plan takes minutes of CPU per case here (the file
 records each case's seconds), a run needs several cases per model (one per stage-3 setting it measures), and the
 GPU run has 8 minutes in all. Nothing in a plan depends on the device, so the GPU need not spend its time on it.
+`--plan-only` traces only the cases the file lacks: after a change to `plan.py` (or to what it traces), delete
+the file and run it again (34 minutes for the 8 cases of the default run on this 2-core machine).
 
 Each case is a `TransferConfig` with real_scale's own settings: the variant's published configs (`Wan2.1-T2V-1.3B`,
 `-14B` through the registry), its frames and size, one LoRA rank for both stages, stage 1's queries, K, the
 shrink factor, `keep_encoders`, bf16 weights, bf16 autocast and gradient checkpointing in both tuning stages,
-batch size 1. A run whose settings have no case in the file gets no planned column, and says which command
+batch size 1. A run whose settings have no case in the file shows "-" in the planned columns and says which command
 computes it: a plan of other settings is never shown beside a measurement.
 """
 
