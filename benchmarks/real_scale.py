@@ -15,9 +15,14 @@ layer each, not the classified heads: with random
 weights the classification is arbitrary, and a split that left the early layers without a LoRA would skip
 their backward and time a step no real run takes. Records seconds per step and peak memory per stage, and
 projects the whole transfer for the paper's recipe (3,000 + 2,000 steps, K = 5, 50 generation steps), the
-paper's without sparse sampling, and the project's Wan recipe (`recipe_config("wan")`). The JSON is rewritten
-after every stage, so a run cut short keeps what it measured.
+paper's without sparse sampling, and the project's Wan recipe (`recipe_config("wan")`). Beside each peak goes
+`fym plan`'s prediction for the same settings and measured / planned (`real_scale_plan.py`: which planned stage
+answers which measured one, and what differs). The plans are read from `results/real_scale_plan.json`, traced
+beforehand on the CPU by `--plan-only`, not at the start of the GPU run: they take minutes of CPU per case and the
+GPU run has 8 minutes; a run whose options have no plan there says so under its table. The JSON is rewritten after
+every stage, so a run cut short keeps what it measured.
 
+    python -m benchmarks.real_scale --plan-only                   # the plans, on the CPU (once per set of options)
     timeout 420 python -m benchmarks.real_scale --device cuda     # one H100/H200-class GPU, under 7 minutes
     python -m benchmarks.real_scale --tiny                        # seconds on a CPU (the test suite runs this)
 
@@ -49,6 +54,17 @@ from .common import (
     return_freed_memory,
     train_steps,
     write_result,
+)
+from .real_scale_plan import (
+    PLAN_FILE,
+    counterparts,
+    load,
+    missing,
+    motion_stage,
+    pair,
+    plan_notes,
+    planned_cells,
+    write_plans,
 )
 
 PROMPT = "a tiger walks through snow"
@@ -190,7 +206,7 @@ def run_model(key: str, cfg: cm.WanConfig, shared: dict, args, rec: Recorder) ->
     add_lora(backbone, "motion", temporal_heads, args.rank)
     backbone.set_active_adapters({"spatial": 1.0, "motion": 1.0})
     for keep in [None, *args.keep]:
-        name = "stage 3 dense" if keep is None else f"stage 3 sparse K={keep}"
+        name = motion_stage(keep)
         motion = MotionSettings(**train, keep_frames=keep)
         rec.stage(key, name, lambda m=motion: train_steps(backbone, "motion", m, motion_inputs(latents, text, m),
                                                           motion_weight=m.motion_weight))
@@ -202,7 +218,7 @@ def run_model(key: str, cfg: cm.WanConfig, shared: dict, args, rec: Recorder) ->
     if backbone.park_device is not None:  # the same stage with the encoders back: the peak without parking
         motion = MotionSettings(**train, keep_frames=args.keep[0])
         with backbone.encoders_ready():
-            rec.stage(key, f"stage 3 sparse K={args.keep[0]}, encoders on the device",
+            rec.stage(key, motion_stage(args.keep[0], encoders=True),
                       lambda: train_steps(backbone, "motion", motion, motion_inputs(latents, text, motion),
                                           motion_weight=motion.motion_weight))
     generation(key, backbone, args, rec)
@@ -210,7 +226,7 @@ def run_model(key: str, cfg: cm.WanConfig, shared: dict, args, rec: Recorder) ->
 
 def shrunk_stage(args) -> str:
     """The name of stage 3 on the clip shrunk `--downsample` times (sparse, at the first K)."""
-    return f"stage 3 sparse K={args.keep[0]}, 1/{args.downsample} size"
+    return motion_stage(args.keep[0], args.downsample)
 
 
 def park(key: str, backbone, args, rec: Recorder) -> None:
@@ -261,15 +277,15 @@ def add_projections(key: str, cfg: cm.WanConfig, data: dict, args) -> None:
     """Projections (paper, paper dense, ours) and the cost model's sparse/dense ratio next to the measured one."""
     stages = {**data["encoding"], **data["models"][key]["stages"]}
     ours = data["our_recipe"]
-    sparse = {k: f"stage 3 sparse K={k}" for k in args.keep}
+    sparse = {k: motion_stage(k) for k in args.keep}
     model = data["models"][key]
     model["projections"] = {
         "paper": projection(stages, PAPER["spatial_steps"], PAPER["motion_steps"], sparse[PAPER["keep"]],
                             PAPER["generate_steps"]),
-        "paper, dense stage 3": projection(stages, PAPER["spatial_steps"], PAPER["motion_steps"], "stage 3 dense",
+        "paper, dense stage 3": projection(stages, PAPER["spatial_steps"], PAPER["motion_steps"], motion_stage(None),
                                            PAPER["generate_steps"]),
         "ours": projection(stages, ours["spatial_steps"], ours["motion_steps"],
-                           sparse.get(ours["keep"], "stage 3 dense"), ours["generate_steps"]),
+                           sparse.get(ours["keep"], motion_stage(None)), ours["generate_steps"]),
     }
     if args.downsample > 1:
         model["projections"][f"ours, motion at 1/{args.downsample} size"] = projection(
@@ -277,19 +293,34 @@ def add_projections(key: str, cfg: cm.WanConfig, data: dict, args) -> None:
     frames, rows, cols = cfg.token_grid(args.frames, args.height, args.width)
     dense = cm.Shapes(frames, rows, cols, text_length=args.text_length, rank=args.rank, frozen_rank=args.rank)
     model["sparse_dense"] = {
-        f"K={k}": {"measured": stages[name]["seconds_per_step"] / stages["stage 3 dense"]["seconds_per_step"],
+        f"K={k}": {"measured": stages[name]["seconds_per_step"] / stages[motion_stage(None)]["seconds_per_step"],
                    "predicted": cm.sparse_dense_ratio(cfg, dense, k, checkpointing=not args.tiny)}
         for k, name in sparse.items()}
 
 
+def add_planned(key: str, data: dict, cases: list[dict]) -> None:
+    """The plan's peak beside each measured one of `key` (and, for the first model, of the shared encodings, which
+    ran with its transformer on the device)."""
+    model = data["models"][key]
+    first = key == next(iter(data["models"]))
+    measured = {**(data["encoding"] if first else {}), **model["stages"]}
+    model["planned"] = pair(measured, counterparts(data["config"]), cases, key)
+
+
+def row(where: str, name: str, s: dict, planned: dict) -> list:
+    """One stage's cells: steps, seconds, peak, and the plan's peak and measured / planned where it has one."""
+    return [where, name, s["timed_steps"], f"{s['seconds_per_step']:.3f}", f"{s['peak_mib']:.0f}",
+            *planned_cells(planned.get(name))]
+
+
 def markdown(data: dict) -> str:
-    """Seconds per step and peak memory of every stage; then the projections and sparse/dense ratios."""
-    rows = [["shared", name, s["timed_steps"], f"{s['seconds_per_step']:.3f}", f"{s['peak_mib']:.0f}"]
-            for name, s in data["encoding"].items()]
+    """Seconds per step, peak memory and the plan's peak of every stage; then the projections and sparse/dense
+    ratios."""
+    shared = next(iter(data["models"].values()), {}).get("planned", {})
+    rows = [row("shared", name, s, shared) for name, s in data["encoding"].items()]
     projections = []
     for key, model in data["models"].items():
-        rows += [[key, name, s["timed_steps"], f"{s['seconds_per_step']:.3f}", f"{s['peak_mib']:.0f}"]
-                 for name, s in model["stages"].items()]
+        rows += [row(key, name, s, model.get("planned", {})) for name, s in model["stages"].items()]
         for kind, p in model.get("projections", {}).items():
             projections.append([key, kind, " + ".join(f"{q['steps']} x {q['stage']}" for q in p["parts"]),
                                 f"{p['total_seconds']:,.0f}"])
@@ -299,7 +330,11 @@ def markdown(data: dict) -> str:
         if "parking_freed_mib" in model:
             projections.append([key, "encoders parked", f"{model['encoder_mib']:,.0f} MiB of encoder weights, "
                                 f"{model['parking_freed_mib']:,.0f} MiB freed on the device", "-"])
-    table = markdown_table(["model", "stage", "timed steps", "s / step", "peak MiB"], rows)
+    table = markdown_table(["model", "stage", "timed steps", "s / step", "peak MiB", "planned GB",
+                            "measured / planned"], rows)
+    notes = plan_notes(data)
+    if notes:
+        table += "\n\n" + "\n".join(notes)
     if projections:
         table += "\n\n" + markdown_table(["model", "recipe", "steps", "projected s"], projections)
     return table + "\n"
@@ -318,6 +353,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--downsample", type=int, default=2,
                         help="also time stage 3 on the clip shrunk this many times (motion.downsample; 1: not)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/real_scale"))
+    parser.add_argument("--plan", type=Path, default=PLAN_FILE, help="the precomputed plans (real_scale_plan.py)")
+    parser.add_argument("--plan-only", action="store_true",
+                        help="trace on the CPU the plans this run's options need that --plan lacks, write them, stop")
     args = parser.parse_args(argv)
     if args.device == "cpu":
         one_thread()
@@ -335,6 +373,10 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [k for k in args.models.split(",") if k not in wan21]
     if unknown:
         parser.error(f"--models: {', '.join(unknown)} not among {', '.join(wan21)}")
+    if args.plan_only:
+        if args.tiny:
+            parser.error("--plan-only: the tiny model has no published configs to plan")
+        return {"cases": write_plans(vars(args), args.models.split(","), args.plan, argv)}
     configs = {"tiny": tiny_config()} if args.tiny else {k: cm.MODELS[k] for k in args.models.split(",")}
     text_dim = next(iter(configs.values())).text_dim
 
@@ -344,6 +386,9 @@ def main(argv: list[str] | None = None) -> dict:
                                                   "keep": ours.motion.keep_frames,
                                                   "generate_steps": ours.generate.steps},
             "encoding": {}, "models": {}}
+    cases = [] if args.tiny else load(args.plan)  # the tiny model has no published configs, so no plan
+    if not args.tiny:
+        data["plan"] = {"file": str(args.plan), "missing": missing(data["config"], list(configs), cases)}
     rec = Recorder(args.out, data, argv, device)
     shared: dict = {"dtype": torch.float32 if args.tiny else torch.bfloat16}
 
@@ -360,6 +405,7 @@ def main(argv: list[str] | None = None) -> dict:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         add_projections(key, cfg, data, args)
+        add_planned(key, data, cases)
         rec.save()
     print(markdown(data))
     return data

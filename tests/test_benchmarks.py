@@ -246,6 +246,81 @@ def test_real_scale_runs_tiny_on_cpu(tmp_path):
     assert 0 < model["sparse_dense"]["K=5"]["predicted"] < 1
     shrunk = {p["stage"] for p in model["projections"]["ours, motion at 1/2 size"]["parts"]}
     assert "stage 3 sparse K=5, 1/2 size" in shrunk and "stage 3 sparse K=5" not in shrunk
+    # every stage the plan is paired with is one the run measures (its names are real_scale's own); the tiny model
+    # has no published configs, so no plan, and the planned columns are empty
+    assert set(real_scale.counterparts(data["config"])) <= set(stages)
+    assert model["planned"] == {} and "plan" not in data
+    assert "| planned GB | measured / planned |" in out.with_suffix(".md").read_text()
+
+
+def test_real_scale_pairs_each_measured_peak_with_the_plan_of_its_settings():
+    from benchmarks import real_scale, real_scale_plan
+
+    run = {"frames": 81, "height": 480, "width": 832, "rank": 128, "queries": 1024, "keep": [5], "downsample": 2,
+           "keep_encoders": False}
+    parts = real_scale_plan.counterparts(run)
+    assert {name: p.stages for name, p in parts.items()} == {
+        "encode clip": ("encode",), "stage 1": ("classify",), "stage 2": ("spatial",), "stage 3 dense": ("motion",),
+        "stage 3 sparse K=5": ("motion",), "stage 3 sparse K=5, 1/2 size": ("motion",),
+        "stage 3 sparse K=5, encoders on the device": ("motion",), "generation step": ("generate", "decode"),
+        "vae decode": ("decode",)}
+    base = {"frames": 81, "height": 480, "width": 832, "rank": 128, "queries": 1024, "keep_frames": 5,
+            "downsample": 1, "keep_encoders": False}
+    assert parts["stage 2"].case == parts["generation step"].case == parts["stage 3 sparse K=5"].case == base
+    assert parts["stage 3 dense"].case == base | {"keep_frames": None}
+    assert parts["stage 3 sparse K=5, 1/2 size"].case == base | {"downsample": 2}
+    assert parts["stage 3 sparse K=5, encoders on the device"].case == base | {"keep_encoders": True}
+
+    def plan(motion: float, scale: float = 1.0) -> dict:
+        peaks = {"encode": 20e9, "classify": 5e9, "spatial": 4e9, "motion": motion, "generate": 16e9, "decode": 23e9}
+        return {"stages": [{"stage": s, "peak_bytes": scale * b, "untraced": None} for s, b in peaks.items()]}
+
+    cases = [{"model": "wan2.1-1.3b", "settings": base, "plan": plan(6e9)},
+             {"model": "wan2.1-1.3b", "settings": base | {"keep_frames": None}, "plan": plan(9e9)},
+             {"model": "wan2.1-14b", "settings": base, "plan": plan(6e9, scale=2.0)}]
+    measured = {name: {"peak_mib": 10000.0} for name in ("build transformer", "encode clip", "stage 2",
+                                                         "stage 3 dense", "stage 3 sparse K=5",
+                                                         "stage 3 sparse K=5, 1/2 size", "generation step")}
+    paired = real_scale_plan.pair(measured, parts, cases, "wan2.1-1.3b")
+    # no counterpart (building) or no plan of those settings (the shrunk clip's): left out, not guessed
+    assert set(paired) == {"encode clip", "stage 2", "stage 3 dense", "stage 3 sparse K=5", "generation step"}
+    assert {name: p["planned_bytes"] for name, p in paired.items()} == {
+        "encode clip": 20e9, "stage 2": 4e9, "stage 3 dense": 9e9, "stage 3 sparse K=5": 6e9, "generation step": 23e9}
+    assert paired["encode clip"]["measured_over_planned"] == 0.524288  # 10000 MiB = 10,485,760,000 bytes / 20e9
+    assert paired["stage 2"]["measured_over_planned"] == 2.62144
+    assert real_scale_plan.pair(measured, parts, cases, "wan2.1-14b")["stage 2"]["planned_bytes"] == 8e9
+    assert real_scale_plan.missing(run, ["wan2.1-1.3b"], cases) == [
+        {"model": "wan2.1-1.3b", "settings": base | {"keep_encoders": True}},
+        {"model": "wan2.1-1.3b", "settings": base | {"downsample": 2}}]
+
+    record = {"timed_steps": 1, "seconds_per_step": 1.0, "peak_mib": 10000.0}
+    data = {"encoding": {"encode clip": record}, "plan": {"file": "plans.json", "missing": []},
+            "models": {"wan2.1-1.3b": {"stages": {"stage 2": record, "park encoders": record}, "planned": paired}}}
+    table = real_scale.markdown(data)
+    assert "| shared | encode clip | 1 | 1.000 | 10000 | 20.00 | 0.524 |" in table
+    assert "| wan2.1-1.3b | stage 2 | 1 | 1.000 | 10000 | 4.00 | 2.621 |" in table
+    assert "| wan2.1-1.3b | park encoders | 1 | 1.000 | 10000 | - | - |" in table
+    assert f"- encode clip: {real_scale_plan.ENCODE}." in table
+
+
+def test_real_scale_plan_file_covers_the_default_gpu_run():
+    """The committed plans answer every planned stage of the default run (the recipe's rank, queries and K, the
+    clip shrunk 2 times, encoders parked), so the GPU session gets its comparison without tracing anything."""
+    from benchmarks import real_scale_plan
+    from follow_your_motion.config import recipe_config
+
+    wan = recipe_config("wan", {})
+    run = {"frames": 81, "height": 480, "width": 832, "rank": wan.motion.rank, "queries": wan.heads.num_queries,
+           "keep": [wan.motion.keep_frames], "downsample": 2, "keep_encoders": False}
+    cases = real_scale_plan.load(real_scale_plan.PLAN_FILE)
+    models = list(real_scale_plan.VARIANTS)
+    assert real_scale_plan.missing(run, models, cases) == []
+    parts = real_scale_plan.counterparts(run)
+    measured = {name: {"peak_mib": 1024.0} for name in parts}
+    for model in models:
+        paired = real_scale_plan.pair(measured, parts, cases, model)
+        assert set(paired) == set(parts)
+        assert all(p["planned_bytes"] > 2**30 for p in paired.values())
 
 
 def test_memory_plan_counts_the_published_encoders_and_adds_up():
