@@ -47,6 +47,7 @@ def test_each_hub_id_is_listed_once_and_every_variant_has_a_known_family_and_rec
     ("zai-org/CogVideoX-5b", "cogvideox", 49, (480, 720)),
     ("THUDM/CogVideoX1.5-5B", "cogvideox", 81, (768, 1360)),
     ("hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_t2v", "hunyuan_video15", 121, (480, 848)),
+    ("Lightricks/LTX-2", "ltx2", 121, (512, 768)),
 ])
 def test_a_listed_hub_id_gets_its_family_and_recipe_offline(no_download, hub_id, family, frames, size):
     cfg = resolve_config({"model": {"source": hub_id}})
