@@ -32,8 +32,8 @@ timestep stays the clip's. An `LTX2Pipeline` checkpoint animates a picture when 
 the image-to-video pipeline); a directory saved as `LTX2ImageToVideoPipeline` always needs one.
 
 Objective: rectified flow (FlowMatchEulerDiscreteScheduler), timestep sigma * 1000; the sampler shifts by the token
-count (`LTXBackbone`'s rule with LTX-2's defaults). LoRA files: `LTX2Pipeline.load_lora_weights` reads diffusers'
-keys; ComfyUI's LTX-AV model (comfy/ldm/lightricks/av_model.py) names its video self-attention
+count (`LightricksBackbone.clip_shift`, with LTX2Pipeline's defaults). LoRA files: `LTX2Pipeline.load_lora_weights`
+reads diffusers' keys; ComfyUI's LTX-AV model (comfy/ldm/lightricks/av_model.py) names its video self-attention
 `transformer_blocks.N.attn1.to_q` etc. as diffusers does, under `diffusion_model.`, which diffusers' own LTX-2 key
 converter reads back.
 """
