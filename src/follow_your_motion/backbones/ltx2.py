@@ -121,8 +121,7 @@ class LTX2Backbone(LightricksBackbone):
         the video stream's embeddings (`text`), the audio stream's (`audio_text`) and their mask (`text_mask`)."""
         embeds, mask, _, _ = self.pipe.encode_prompt(prompt, do_classifier_free_guidance=False,
                                                      max_sequence_length=self.text_length, device=self.device)
-        video, audio, mask = self.pipe.connectors(embeds, mask,
-                                                  padding_side=self.pipe.tokenizer.padding_side)
+        video, audio, mask = self.pipe.connectors(embeds, mask, padding_side=self.pipe.tokenizer.padding_side)
         return Conditioning({"text": video.to(self.dtype), "audio_text": audio.to(self.dtype), "text_mask": mask})
 
     @torch.no_grad()
