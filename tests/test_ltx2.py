@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import record_attention_inputs
+from conftest import record_attention_inputs, train_motion, trained_output
 from diffusers import LTX2Pipeline, LTX2VideoTransformer3DModel
 from diffusers.models.transformers import transformer_ltx2
 from safetensors.torch import load_file
@@ -20,12 +20,9 @@ from tiny_ltx2 import AUDIO_CHANNELS, HEAD_DIM, HEADS, LATENT_CHANNELS, LAYERS, 
 
 from follow_your_motion.backbones import detect_family, detect_image_mode, load_backbone
 from follow_your_motion.backbones.ltx2 import LTX2Backbone, video_coords
-from follow_your_motion.config import MotionSettings, resolve_config
+from follow_your_motion.config import resolve_config
 from follow_your_motion.errors import InputError
 from follow_your_motion.method.export import export_lora
-from follow_your_motion.method.lora import add_masked_lora
-from follow_your_motion.method.train import motion_inputs, train_adapter
-from follow_your_motion.runs import RunDir
 from follow_your_motion.video import read_video, write_video
 
 PROMPT = "a robot walks"
@@ -191,26 +188,15 @@ def test_image_condition_is_the_i2v_pipelines_clean_first_frame_with_timestep_ze
 def _train_motion(ltx2_dir: Path, run: Path, stop_after: int | None = None):
     """A motion adapter on selected heads, trained (or resumed) in `run` on sparse frames of a random clip."""
     backbone = LTX2Backbone.load(str(ltx2_dir))
-    gen = torch.Generator().manual_seed(0)
-    latents = backbone.encode_video(torch.rand(3, 33, 64, 96, generator=gen) * 2 - 1)  # 5 latent frames of 2x3
-    cond = backbone.encode_prompt(PROMPT)
-    add_masked_lora(backbone.experts[0], "motion", SELECTION, rank=RANK, alpha=ALPHA)
-    settings = MotionSettings(steps=4, keep_frames=3, lr=5e-2, rank=RANK, alpha=ALPHA, max_grad_norm=None,
-                              checkpoint_every=1)
-    state = train_adapter(backbone, backbone.experts[0], RunDir(run), "motion", "motion", settings,
-                          motion_inputs(latents, cond, settings), motion_weight=1.0, stop_after=stop_after)
-    return backbone, latents, cond, state
+    clip = torch.rand(3, 33, 64, 96, generator=torch.Generator().manual_seed(0)) * 2 - 1  # 5 latent frames of 2x3
+    return (backbone, *train_motion(backbone, clip, run, SELECTION, RANK, ALPHA, stop_after))
 
 
 @pytest.fixture(scope="module")
 def trained(ltx2_dir, tmp_path_factory):
     """The tiny LTX-2 with a trained motion adapter, probe inputs and the adapter's output."""
     backbone, latents, cond, _ = _train_motion(ltx2_dir, tmp_path_factory.mktemp("ltx2-train") / "run")
-    noisy = 0.4 * latents + 0.6 * torch.randn(latents.shape, generator=torch.Generator().manual_seed(1))
-    timestep = torch.tensor([600.0])
-    with torch.no_grad(), backbone.adapters({"motion": 1.0}):
-        out = backbone.predict(backbone.experts[0], noisy, timestep, cond)
-    return backbone, noisy, timestep, cond, out
+    return (backbone, *trained_output(backbone, latents, cond))
 
 
 def test_head_masks_are_exact_and_only_video_self_attention_is_trained(trained):
