@@ -90,3 +90,33 @@ def record_attention_inputs(monkeypatch: pytest.MonkeyPatch, owner: object, name
 
     monkeypatch.setattr(owner, name, recording)
     return calls
+
+
+def train_motion(backbone, clip, run: Path, selection: dict[int, list[int]], rank: int, alpha: float,
+                 stop_after: int | None = None, prompt: str = "a robot walks") -> tuple:
+    """A motion adapter on `selection`'s heads of a backbone's only expert, trained (or resumed) in `run` for 4 steps
+    on 3 sparse latent frames of `clip` (3, T, H, W) in [-1, 1]: (latents, the prompt's conditioning, its state)."""
+    from follow_your_motion.config import MotionSettings
+    from follow_your_motion.method.lora import add_masked_lora
+    from follow_your_motion.method.train import motion_inputs, train_adapter
+    from follow_your_motion.runs import RunDir
+
+    latents, cond = backbone.encode_video(clip), backbone.encode_prompt(prompt)
+    add_masked_lora(backbone.experts[0], "motion", selection, rank=rank, alpha=alpha)
+    settings = MotionSettings(steps=4, keep_frames=3, lr=5e-2, rank=rank, alpha=alpha, max_grad_norm=None,
+                              checkpoint_every=1)
+    state = train_adapter(backbone, backbone.experts[0], RunDir(run), "motion", "motion", settings,
+                          motion_inputs(latents, cond, settings), motion_weight=1.0, stop_after=stop_after)
+    return latents, cond, state
+
+
+def trained_output(backbone, latents, cond) -> tuple:
+    """A noisy probe of `latents` at timestep 600 and the trained motion adapter's output on it: (noisy, timestep,
+    cond, output), what a family's export tests compare loaded files with."""
+    import torch
+
+    noisy = 0.4 * latents + 0.6 * torch.randn(latents.shape, generator=torch.Generator().manual_seed(1))
+    timestep = torch.tensor([600.0])
+    with torch.no_grad(), backbone.adapters({"motion": 1.0}):
+        out = backbone.predict(backbone.experts[0], noisy, timestep, cond)
+    return noisy, timestep, cond, out

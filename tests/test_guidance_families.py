@@ -14,6 +14,7 @@ from tiny_cogvideox import build_tiny_cogvideox_pipeline
 from tiny_hunyuan_video15 import build_tiny_hunyuan_video15_pipeline
 from tiny_kandinsky5 import build_tiny_kandinsky5_pipeline
 from tiny_ltx import build_tiny_ltx_pipeline
+from tiny_ltx2 import build_tiny_ltx2_pipeline
 from tiny_wan import build_tiny_wan_pipeline
 
 from follow_your_motion.backbones import load_backbone
@@ -27,6 +28,7 @@ BUILDERS = {
     "ltx": build_tiny_ltx_pipeline,
     "hunyuan_video15": build_tiny_hunyuan_video15_pipeline,
     "kandinsky5": build_tiny_kandinsky5_pipeline,
+    "ltx2": build_tiny_ltx2_pipeline,
 }
 FRAMES, STEPS = 9, 3
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import record_attention_inputs
+from conftest import record_attention_inputs, train_motion, trained_output
 from diffusers import Kandinsky5T2VPipeline, Kandinsky5Transformer3DModel
 from diffusers.models.transformers import transformer_kandinsky
 from safetensors.torch import load_file
@@ -20,12 +20,9 @@ from tiny_kandinsky5 import HEAD_DIM, HEADS, LATENT_CHANNELS, LAYERS, SHIFT, bui
 
 from follow_your_motion.backbones import detect_family, detect_variant, load_backbone
 from follow_your_motion.backbones.kandinsky5 import Kandinsky5Backbone
-from follow_your_motion.config import MotionSettings, resolve_config
+from follow_your_motion.config import resolve_config
 from follow_your_motion.errors import InputError
 from follow_your_motion.method.export import export_lora
-from follow_your_motion.method.lora import add_masked_lora
-from follow_your_motion.method.train import motion_inputs, train_adapter
-from follow_your_motion.runs import RunDir
 from follow_your_motion.video import read_video, write_video
 
 PROMPT = "a robot walks"
@@ -149,26 +146,15 @@ def test_predict_is_the_pipelines_step_and_positions_move_only_kept_frames(k5, k
 def _train_motion(k5_dir: Path, run: Path, stop_after: int | None = None):
     """A motion adapter on selected heads, trained (or resumed) in `run` on sparse frames of a random clip."""
     k5 = Kandinsky5Backbone.load(str(k5_dir))
-    gen = torch.Generator().manual_seed(0)
-    latents = k5.encode_video(torch.rand(3, 17, 32, 32, generator=gen) * 2 - 1)  # 5 latent frames of 4x4
-    cond = k5.encode_prompt(PROMPT)
-    add_masked_lora(k5.experts[0], "motion", SELECTION, rank=RANK, alpha=ALPHA)
-    settings = MotionSettings(steps=4, keep_frames=3, lr=5e-2, rank=RANK, alpha=ALPHA, max_grad_norm=None,
-                              checkpoint_every=1)
-    state = train_adapter(k5, k5.experts[0], RunDir(run), "motion", "motion", settings,
-                          motion_inputs(latents, cond, settings), motion_weight=1.0, stop_after=stop_after)
-    return k5, latents, cond, state
+    clip = torch.rand(3, 17, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1  # 5 latent frames of 4x4
+    return (k5, *train_motion(k5, clip, run, SELECTION, RANK, ALPHA, stop_after))
 
 
 @pytest.fixture(scope="module")
 def trained(k5_dir, tmp_path_factory):
     """The tiny Kandinsky 5 with a trained motion adapter, probe inputs and the adapter's output."""
     k5, latents, cond, _ = _train_motion(k5_dir, tmp_path_factory.mktemp("k5-train") / "run")
-    noisy = 0.4 * latents + 0.6 * torch.randn(latents.shape, generator=torch.Generator().manual_seed(1))
-    timestep = torch.tensor([600.0])
-    with torch.no_grad(), k5.adapters({"motion": 1.0}):
-        out = k5.predict(k5.experts[0], noisy, timestep, cond)
-    return k5, noisy, timestep, cond, out
+    return (k5, *trained_output(k5, latents, cond))
 
 
 def test_head_masks_are_exact_after_training(trained):

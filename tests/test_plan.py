@@ -161,7 +161,7 @@ def test_the_options_that_make_a_job_fit_are_named_each_on_top_of_the_last(monke
     assert plan_module.options_line(None, 10).startswith("no option here makes it fit 10 GB (tried: ")
 
 
-@pytest.mark.parametrize("hub_id", ["Lightricks/LTX-Video", "THUDM/CogVideoX-2b"])
+@pytest.mark.parametrize("hub_id", ["Lightricks/LTX-Video", "THUDM/CogVideoX-2b", "Lightricks/LTX-2"])
 def test_ltx_and_cogvideox_plans_tune_their_published_transformers(hub_id):
     """At 9 frames of 256 x 256 (seconds to trace): every stage traced, the tuning stages hold the published
     transformer, and stage 3 holds its LoRA, the frozen spatial one and the trained one's gradient and moments."""

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import record_attention_inputs
+from conftest import record_attention_inputs, train_motion, trained_output
 from diffusers import SkyReelsV2Pipeline, SkyReelsV2Transformer3DModel
 from diffusers.models.transformers import transformer_skyreels_v2
 from PIL import Image
@@ -22,12 +22,9 @@ from tiny_skyreels_v2 import HEAD_DIM, HEADS, LAYERS, build_tiny_skyreels_v2_pip
 
 from follow_your_motion.backbones import HUB_VARIANTS, detect_family, detect_variant, load_backbone
 from follow_your_motion.backbones.skyreels_v2 import SkyReelsV2Backbone
-from follow_your_motion.config import MotionSettings, resolve_config
+from follow_your_motion.config import resolve_config
 from follow_your_motion.errors import InputError
 from follow_your_motion.method.export import export_lora
-from follow_your_motion.method.lora import add_masked_lora
-from follow_your_motion.method.train import motion_inputs, train_adapter
-from follow_your_motion.runs import RunDir
 from follow_your_motion.video import read_video, write_video
 
 PROMPT = "a robot walks"
@@ -177,26 +174,15 @@ def test_predict_is_the_pipelines_step_and_positions_move_only_kept_frames(sky, 
 def _train_motion(sky_dir: Path, run: Path, stop_after: int | None = None):
     """A motion adapter on selected heads, trained (or resumed) in `run` on sparse frames of a random clip."""
     sky = SkyReelsV2Backbone.load(str(sky_dir))
-    gen = torch.Generator().manual_seed(0)
-    latents = sky.encode_video(torch.rand(3, 17, 32, 32, generator=gen) * 2 - 1)  # 5 latent frames of 4x4
-    cond = sky.encode_prompt(PROMPT)
-    add_masked_lora(sky.experts[0], "motion", SELECTION, rank=RANK, alpha=ALPHA)
-    settings = MotionSettings(steps=4, keep_frames=3, lr=5e-2, rank=RANK, alpha=ALPHA, max_grad_norm=None,
-                              checkpoint_every=1)
-    state = train_adapter(sky, sky.experts[0], RunDir(run), "motion", "motion", settings,
-                          motion_inputs(latents, cond, settings), motion_weight=1.0, stop_after=stop_after)
-    return sky, latents, cond, state
+    clip = torch.rand(3, 17, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1  # 5 latent frames of 4x4
+    return (sky, *train_motion(sky, clip, run, SELECTION, RANK, ALPHA, stop_after))
 
 
 @pytest.fixture(scope="module")
 def trained(sky_dir, tmp_path_factory):
     """The tiny SkyReels-V2 with a trained motion adapter, probe inputs and the adapter's output."""
     sky, latents, cond, _ = _train_motion(sky_dir, tmp_path_factory.mktemp("sky-train") / "run")
-    noisy = 0.4 * latents + 0.6 * torch.randn(latents.shape, generator=torch.Generator().manual_seed(1))
-    timestep = torch.tensor([600.0])
-    with torch.no_grad(), sky.adapters({"motion": 1.0}):
-        out = sky.predict(sky.experts[0], noisy, timestep, cond)
-    return sky, noisy, timestep, cond, out
+    return (sky, *trained_output(sky, latents, cond))
 
 
 def test_head_masks_are_exact_after_training(trained):

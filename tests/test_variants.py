@@ -49,6 +49,7 @@ def test_each_hub_id_is_listed_once_and_every_variant_has_a_known_family_and_rec
     ("hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_t2v", "hunyuan_video15", 121, (480, 848)),
     ("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "wan", 81, (480, 832)),
     ("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", "wan", 81, (720, 1280)),
+    ("Lightricks/LTX-2", "ltx2", 121, (512, 768)),
 ])
 def test_a_listed_hub_id_gets_its_family_and_recipe_offline(no_download, hub_id, family, frames, size):
     cfg = resolve_config({"model": {"source": hub_id}})

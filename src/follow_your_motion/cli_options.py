@@ -18,7 +18,7 @@ Model = Annotated[
 ]
 Family = Annotated[str | None, typer.Option(
     help="the model family of a checkpoint the registry does not list: wan, ltx, cogvideox, hunyuan_video15, "
-         "skyreels_v2, kandinsky5 "
+         "skyreels_v2, kandinsky5, ltx2 "
          "(model.family; default: told by the model)")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="YAML with any settings to override")]
 Steps = Annotated[int | None, typer.Option(help="override the training steps of the stage(s)")]

@@ -28,7 +28,7 @@ class Settings(BaseModel):
 
 class ModelSettings(Settings):
     source: str | None = None  # hub id or local diffusers directory; None = the embedded toy model
-    family: Literal["auto", "wan", "ltx", "cogvideox", "hunyuan_video15", "skyreels_v2", "kandinsky5",
+    family: Literal["auto", "wan", "ltx", "cogvideox", "hunyuan_video15", "skyreels_v2", "kandinsky5", "ltx2",
                     "toy"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"  # "auto": CUDA, then Apple MPS where it runs the dtype, else the CPU (devices.pick_device)
@@ -354,6 +354,17 @@ RECIPES: dict[str, dict] = {
         "video": {"auto_frames": 121, "auto_size": (512, 768), "fps": 24.0},
         "motion": {"keep_frames": 7},
         "generate": {"steps": 50, "guidance": 5.0},
+    }),
+    # LTX-2 (backbones/ltx2.py), text- and image-to-video. bf16: diffusers' LTX-2 example's dtype. 121 frames of
+    # 512x768 at 24 fps, 30 steps, guidance 3.0: LTX2Pipeline.__call__'s defaults (num_frames where it has no duration
+    # head, height, width, frame_rate, num_inference_steps, guidance_scale) and diffusers' example (the same values;
+    # the RoPE's time axis assumes the frame rate). 121 frames are 16 latent frames, so K = 4 keeps the paper's ratio
+    # (5 of Wan's 21). Rank and steps: the paper's, as for Wan. Training noise levels are shifted by the sampler's
+    # shift at this size (LTX2Backbone.flow_shift).
+    "ltx2": merge(PAPER_TUNING, {
+        "video": {"auto_frames": 121, "auto_size": (512, 768), "fps": 24.0},
+        "motion": {"keep_frames": 4},
+        "generate": {"steps": 30, "guidance": 3.0},
     }),
     # The embedded ShapesWorld model: 9 frames of 32x32 pixels, seconds per stage on a CPU. It has no frame rate (its
     # training videos have none), so its frames are spread over the whole clip.

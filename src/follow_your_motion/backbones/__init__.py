@@ -19,6 +19,8 @@ REFUSED_PIPELINES = {v.pipeline: v.refused for v in VARIANTS if v.refused is not
 HUB_VARIANTS = {hub_id: v.recipe for hub_id, v in BY_HUB_ID.items() if v.recipe is not None}
 VARIANT_IMAGE_MODES = {"wan2.1-i2v": "required", "wan2.1-i2v-720p": "required", "wan2.2-i2v-a14b": "required",
                        "wan2.2-ti2v-5b": "optional", "skyreels-v2-i2v": "required", "skyreels-v2-i2v-720p": "required"}
+# pipelines whose every checkpoint has one image mode: LTX-2's text-to-video checkpoint also animates a picture
+PIPELINE_IMAGE_MODES = {"LTX2Pipeline": "optional", "LTX2ImageToVideoPipeline": "required"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -171,9 +173,14 @@ def detect_variant(source: str) -> str | None:
 
 
 def detect_image_mode(source: str | None) -> str:
-    """Whether a model animates a given picture, from its variant, without loading it: "required"
-    (image-to-video), "optional" (Wan2.2-TI2V) or "none"."""
-    return VARIANT_IMAGE_MODES.get((source and detect_variant(source)) or "", "none")
+    """Whether a model animates a given picture, from its variant or its pipeline class (a local directory's
+    model_index.json, or a hub id's registry entry), without loading it: "required" (image-to-video), "optional"
+    (Wan2.2-TI2V, LTX-2) or "none"."""
+    if not source:
+        return "none"
+    index, _ = model_index(source)
+    pipeline = (index or {}).get("_class_name") or getattr(BY_HUB_ID.get(source), "pipeline", None)
+    return VARIANT_IMAGE_MODES.get(detect_variant(source) or "") or PIPELINE_IMAGE_MODES.get(pipeline, "none")
 
 
 def backbone_class(family: str) -> type[Backbone]:
@@ -206,6 +213,10 @@ def backbone_class(family: str) -> type[Backbone]:
         from .kandinsky5 import Kandinsky5Backbone
 
         return Kandinsky5Backbone
+    if family == "ltx2":
+        from .ltx2 import LTX2Backbone
+
+        return LTX2Backbone
     raise InputError(f"unknown model family {family!r} (supported: {', '.join(FAMILIES)}, toy)")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import types
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -206,6 +207,12 @@ class VideoGeometry:
 
     def pixel_frames(self, latent_frames: int) -> int:
         return (latent_frames - 1) * self.temporal_stride + 1
+
+    def token_grid(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """(frames, rows, cols) of the transformer's tokens for a clip of this many pixel frames and pixels."""
+        pt, ph, pw = self.patch
+        stride = self.spatial_stride
+        return self.latent_frames(frames) // pt, height // stride // ph, width // stride // pw
 
     @property
     def frames_rule(self) -> str:
@@ -415,14 +422,17 @@ class Backbone(SpeedOptions, ABC):
         `hook.latents` before the next step. Every family and its own pipeline (classifier-free guidance, the
         scheduler, decoding) stay as they are; the hook sees the method's layout only. Once a hook moves the
         latents, the scheduler's memory of the sample it stepped to is dropped (`forget_last_sample`), so that
-        the next step starts from the moved latents."""
+        the next step starts from the moved latents. The wrapper is a method bound to the scheduler, so a deep copy
+        of it (LTX-2's pipelines step their audio latents on one) is bound to the copy and steps as its class does."""
         if hook is None:
             yield
             return
         scheduler, size, counter = self.pipe.scheduler, (num_frames, height, width), itertools.count()
         original = scheduler.step
 
-        def step(output: torch.Tensor, *args, **kwargs):
+        def step(owner, output: torch.Tensor, *args, **kwargs):
+            if owner is not scheduler:  # a copy made while the hook was on: not the video's sampler
+                return type(owner).step(owner, output, *args, **kwargs)
             i, timesteps = next(counter), scheduler.timesteps
             guided = hook.velocity(i, timesteps[i], self.method_latents(output, size))
             result = original(self.sampler_latents(guided, size).to(output.dtype), *args, **kwargs)
@@ -440,7 +450,7 @@ class Backbone(SpeedOptions, ABC):
             result.prev_sample = moved
             return result
 
-        scheduler.step = step
+        scheduler.step = types.MethodType(step, scheduler)
         try:
             yield
         finally:

@@ -150,6 +150,20 @@ class DiffusersBackbone(Backbone):
         method's layout. Positions on a `PositionedRotary` are already placed; a family whose positions live
         elsewhere (CogVideoX: tables its pipeline builds) places them here."""
 
+    def fix_frames(self, hidden: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A first-frame condition as Wan2.2-TI2V's and LTX-2's image-to-video pipelines run it: the fixed frames
+        hold the clean condition latents (`first_frame`), and the timestep is given per token (B, tokens),
+        frame-major, 0 on those frames' tokens."""
+        fixed = list(cond.fixed_frames)
+        hidden = hidden.clone()
+        hidden[:, :, fixed] = cond.tensors["first_frame"].to(hidden)
+        frames, rows, cols = self.token_grid(hidden)
+        per_token = timesteps.to(hidden.device, torch.float32).view(-1, 1, 1).repeat(
+            hidden.shape[0] // len(timesteps), frames, rows * cols)
+        per_token[:, fixed] = 0.0
+        return hidden, per_token.flatten(1)
+
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> Conditioning:
         """The pipeline's prompt embeddings (1, `text_length`, D) as `text`, in the transformer's dtype."""

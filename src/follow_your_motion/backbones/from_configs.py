@@ -11,6 +11,7 @@ to matters for memory, and the pipelines pad to a fixed length.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -96,7 +97,10 @@ def build_component(folder: Path, name: str, library: str, class_name: str, dtyp
     import diffusers
     import transformers
 
-    cls = getattr(diffusers if library == "diffusers" else transformers, class_name)
+    # a pipeline's own modules are named by its package ("ltx2": LTX-2's text connectors and vocoder)
+    owner = {"diffusers": diffusers, "transformers": transformers}.get(library) or importlib.import_module(
+        f"diffusers.pipelines.{library}")
+    cls = getattr(owner, class_name)
     where = folder / name
     if "Tokenizer" in class_name or (class_name.endswith("Processor") and not where.is_dir()):  # Qwen2VLProcessor
         if class_name == "ByT5Tokenizer":  # bytes: needs no vocabulary file
@@ -108,10 +112,13 @@ def build_component(folder: Path, name: str, library: str, class_name: str, dtyp
         _keep_float32(model)
         return model.eval()
     if issubclass(cls, transformers.PreTrainedModel):
+        from transformers.initialization import no_init_weights
+
         config = transformers.AutoConfig.from_pretrained(where)
-        with mode, default_dtype(dtype):
+        # no initialisation: its values mean nothing here, and some (SigLIP's) read tensor values, which a fake can't
+        with mode, default_dtype(dtype), no_init_weights():
             return cls._from_config(config, dtype=dtype).eval()
-    return cls.from_pretrained(folder, subfolder=name) if library == "diffusers" else cls.from_pretrained(where)
+    return cls.from_pretrained(folder, subfolder=name) if library != "transformers" else cls.from_pretrained(where)
 
 
 def pipeline_from_configs(folder: Path, mode: contextlib.AbstractContextManager,

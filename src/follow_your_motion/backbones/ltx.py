@@ -17,6 +17,7 @@ Adaptive RoPE replaces only the time coordinate of each frame's tokens, through 
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -93,40 +94,108 @@ def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
                                 qk_norm="across_heads")
 
 
-def sampler_shift(scheduler_config: dict, tokens: int) -> float:
+# LTXPipeline's calculate_shift arguments where the scheduler config has none: base_image_seq_len,
+# max_image_seq_len, base_shift, max_shift
+SHIFT_DEFAULTS = (256, 4096, 0.5, 1.15)
+
+
+def sampler_shift(scheduler_config: dict, tokens: int, defaults: tuple[float, float, float, float] = SHIFT_DEFAULTS
+                  ) -> float:
     """The shift LTXPipeline's sampler applies to a video of `tokens` tokens: it passes mu = calculate_shift(tokens)
     to the scheduler, whose exponential time shift exp(mu) / (exp(mu) + 1/s - 1) is the flow shift exp(mu) (the
-    linear one is the shift mu). A scheduler without dynamic shifting uses its fixed `shift`."""
+    linear one is the shift mu). A scheduler without dynamic shifting uses its fixed `shift`. `defaults`: the
+    pipeline's values of the shift settings its scheduler config lacks (LTX-2's pipelines have their own)."""
     if not scheduler_config.get("use_dynamic_shifting"):
         return float(scheduler_config.get("shift", 1.0))
-    mu = calculate_shift(
-        tokens,
-        scheduler_config.get("base_image_seq_len", 256),
-        scheduler_config.get("max_image_seq_len", 4096),
-        scheduler_config.get("base_shift", 0.5),
-        scheduler_config.get("max_shift", 1.15),
-    )
+    keys = ("base_image_seq_len", "max_image_seq_len", "base_shift", "max_shift")
+    mu = calculate_shift(tokens, *(scheduler_config.get(key, value) for key, value in zip(keys, defaults, strict=True)))
     return math.exp(mu) if scheduler_config.get("time_shift_type", "exponential") == "exponential" else mu
 
 
-def comfyui_to_diffusers(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
-    """A ComfyUI-native LTXV LoRA as diffusers' keys (`transformer.<module>.lora_A.weight`; renamed by diffusers'
-    own converter) and the adapter config they need, with `transformer.` keys (`lora_files.comfyui_to_peft`)."""
+def comfyui_to_diffusers(state: dict[str, torch.Tensor], pipeline: type = LTXPipeline
+                         ) -> tuple[dict[str, torch.Tensor], dict]:
+    """A ComfyUI-native LTXV (or, `pipeline` LTX2Pipeline, LTX-2) LoRA as diffusers' keys
+    (`transformer.<module>.lora_A.weight`; renamed by the pipeline's own converter) and the adapter config they need,
+    with `transformer.` keys (`lora_files.comfyui_to_peft`)."""
     def rename(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {key.removeprefix("transformer."): value for key, value in LTXPipeline.lora_state_dict(weights).items()}
+        return {key.removeprefix("transformer."): value for key, value in pipeline.lora_state_dict(weights).items()}
 
     converted, config = comfyui_to_peft(state, rename, missing_alpha_is_rank=True)
     return ({f"transformer.{key}": value for key, value in converted.items()},
             {f"transformer.{key}": value for key, value in config.items()})
 
 
-class LTXBackbone(DiffusersBackbone):
+class LightricksBackbone(DiffusersBackbone):
+    """What LTX-Video and LTX-2 do alike (their pipelines pack, normalise and load LoRAs with the same code): the
+    geometry from LTX VAE and transformer configs, the sampler's token-count shift, packed tokens, the VAE's
+    normalised latents, and LoRA files through `lora_pipeline`'s loader (diffusers' keys, or ComfyUI's through its
+    converter)."""
+
+    lora_pipeline: ClassVar[type]  # the pipeline class whose static helpers and LoRA loader the family uses
+    lora_kind: ClassVar[str]  # how a refused LoRA file is named ("an LTX-Video LoRA")
+    shift_defaults: ClassVar[tuple[float, float, float, float]] = SHIFT_DEFAULTS
+
+    @classmethod
+    def config_geometry(cls, vae: dict, transformer: dict) -> VideoGeometry:
+        """The VAE's compression ratios (as AutoencoderKLLTXVideo and AutoencoderKLLTX2Video derive them where
+        their config gives none) and the transformer's patch."""
+        scaling = 2 ** sum(vae["spatio_temporal_scaling"])
+        return VideoGeometry(
+            temporal_stride=vae.get("temporal_compression_ratio") or vae["patch_size_t"] * scaling,
+            spatial_stride=vae.get("spatial_compression_ratio") or vae["patch_size"] * scaling,
+            patch=(transformer["patch_size_t"], transformer["patch_size"], transformer["patch_size"]),
+        )
+
+    def clip_shift(self, frames: int, height: int, width: int) -> float:
+        """The shift the pipeline's sampler gives a clip of this size (it grows with the token count)."""
+        tokens = math.prod(self.geometry.token_grid(frames, height, width))
+        return sampler_shift(dict(self.pipe.scheduler.config), tokens, self.shift_defaults)
+
+    def sampler_latents(self, latents: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+        """The pipeline steps on packed tokens (B, S, C)."""
+        pt, p, _ = self.geometry.patch
+        return self.lora_pipeline._pack_latents(latents, p, pt)
+
+    def method_latents(self, latents: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+        pt, p, _ = self.geometry.patch
+        return self.lora_pipeline._unpack_latents(latents, *self.geometry.token_grid(*size), p, pt)
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """The VAE latent's mode, normalised with the VAE's latents_mean/std as the pipeline does."""
+        vae = self.pipe.vae
+        dist = vae.encode(video[None].to(vae.device, vae.dtype)).latent_dist
+        latents = self.lora_pipeline._normalize_latents(dist.mode().float().cpu(), vae.latents_mean.float().cpu(),
+                                                        vae.latents_std.float().cpu(), vae.config.scaling_factor)
+        return latents.to(self.device)
+
+    def save_diffusers_lora(self, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
+        save_pipeline_lora(self.lora_pipeline, path, state_dict, metadata)
+
+    def load_lora(self, expert: Expert, path: str, adapter: str) -> None:
+        """A diffusers file through the pipeline's `load_lora_weights`, as users load it; a ComfyUI-native file
+        through diffusers' key converter of the family and its loader, with its alpha in the adapter config. The
+        file's float32 values are kept."""
+        with loading_lora(path, self.lora_kind):
+            state = load_file(str(path))
+            if is_comfyui_lora(list(state)):
+                state, metadata = comfyui_to_diffusers(state, self.lora_pipeline)
+                self.lora_pipeline.load_lora_into_transformer(state, transformer=expert.module, adapter_name=adapter,
+                                                              metadata=metadata, _pipeline=self.pipe)
+            else:
+                self.pipe.load_lora_weights(str(path), adapter_name=adapter)
+        keep_file_values(expert.module, adapter, state)
+
+
+class LTXBackbone(LightricksBackbone):
     """LTX-Video through diffusers. `frame_rate` is the rate the RoPE's time axis assumes in tuning and sampling
     (LTXPipeline's default 25); `text_length` the padded T5 prompt length (128)."""
 
     name = "ltx"
     pipelines = (LTXPipeline,)
     pipeline_kind = "an LTX-Video text-to-video pipeline"
+    lora_pipeline = LTXPipeline
+    lora_kind = "an LTX-Video LoRA"
 
     def __init__(self, pipe: LTXPipeline, device: str | torch.device = "cpu", offload: bool = False,
                  frame_rate: int = FRAME_RATE, text_length: int = TEXT_LENGTH) -> None:
@@ -145,50 +214,7 @@ class LTXBackbone(DiffusersBackbone):
         )
         self.flow_shift = self.clip_shift(SHIFT_FRAMES, *SHIFT_SIZE)  # where no clip is known: the recipe's size
 
-    @classmethod
-    def config_geometry(cls, vae: dict, transformer: dict) -> VideoGeometry:
-        """The VAE's compression ratios (as AutoencoderKLLTXVideo derives them where its config gives none) and
-        the transformer's patch."""
-        scaling = 2 ** sum(vae["spatio_temporal_scaling"])
-        return VideoGeometry(
-            temporal_stride=vae.get("temporal_compression_ratio") or vae["patch_size_t"] * scaling,
-            spatial_stride=vae.get("spatial_compression_ratio") or vae["patch_size"] * scaling,
-            patch=(transformer["patch_size_t"], transformer["patch_size"], transformer["patch_size"]),
-        )
-
-    def clip_shift(self, frames: int, height: int, width: int) -> float:
-        """The shift LTXPipeline's sampler gives a clip of this size (it grows with the token count)."""
-        pt, p, _ = self.geometry.patch
-        stride = self.geometry.spatial_stride
-        tokens = (self.geometry.latent_frames(frames) // pt) * (height // stride // p) * (width // stride // p)
-        return sampler_shift(dict(self.pipe.scheduler.config), tokens)
-
-    def _sampler_grid(self, size: tuple[int, int, int]) -> tuple[int, int, int]:
-        """(frames, rows, cols) of the token grid of a clip of `size` (pixel frames, height, width)."""
-        frames, height, width = size
-        pt, p, _ = self.geometry.patch
-        stride = self.geometry.spatial_stride
-        return self.geometry.latent_frames(frames) // pt, height // stride // p, width // stride // p
-
-    def sampler_latents(self, latents: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
-        """LTXPipeline steps on packed tokens (B, S, C)."""
-        pt, p, _ = self.geometry.patch
-        return LTXPipeline._pack_latents(latents, p, pt)
-
-    def method_latents(self, latents: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
-        pt, p, _ = self.geometry.patch
-        return LTXPipeline._unpack_latents(latents, *self._sampler_grid(size), p, pt)
-
     # -- encoding ---------------------------------------------------------------------------------
-    @torch.no_grad()
-    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        """The VAE latent's mode, normalised with the VAE's latents_mean/std as the pipeline does."""
-        vae = self.pipe.vae
-        dist = vae.encode(video[None].to(vae.device, vae.dtype)).latent_dist
-        latents = LTXPipeline._normalize_latents(dist.mode().float().cpu(), vae.latents_mean.float().cpu(),
-                                                 vae.latents_std.float().cpu(), vae.config.scaling_factor)
-        return latents.to(self.device)
-
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> Conditioning:
         """The T5 embeddings (1, L, D) and their attention mask (1, L): LTX's cross-attention masks the padding."""
@@ -235,22 +261,6 @@ class LTXBackbone(DiffusersBackbone):
         """ComfyUI's LTXV model has diffusers' module names (`transformer_blocks.N.attn1.to_q`), under
         `diffusion_model.`: what diffusers' `_convert_non_diffusers_ltxv_lora_to_diffusers` strips."""
         return f"{COMFY_PREFIX}{module_name}"
-
-    def save_diffusers_lora(self, path: str, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
-        save_pipeline_lora(LTXPipeline, path, state_dict, metadata)
-
-    def load_lora(self, expert: Expert, path: str, adapter: str) -> None:
-        """A diffusers file through `LTXPipeline.load_lora_weights`, as users load it; a ComfyUI-native file
-        through diffusers' LTXV key converter and loader, with its alpha in the adapter config."""
-        with loading_lora(path, "an LTX-Video LoRA"):
-            state = load_file(str(path))
-            if is_comfyui_lora(list(state)):
-                state, metadata = comfyui_to_diffusers(state)
-                LTXPipeline.load_lora_into_transformer(state, transformer=expert.module, adapter_name=adapter,
-                                                       metadata=metadata, _pipeline=self.pipe)
-            else:
-                self.pipe.load_lora_weights(str(path), adapter_name=adapter)
-        keep_file_values(expert.module, adapter, state)
 
     # -- generation -----------------------------------------------------------------------------
     def sample(self, call: dict, guidance: float, guidance_2: float | None, image: np.ndarray | None

@@ -17,7 +17,7 @@ PUBLISHED = Path(__file__).parent / "published"  # each supported variant's conf
 class Variant:
     name: str  # e.g. "wan2.1-t2v-14b": also the folder of its published configs
     family: str  # the backbone file that runs it (wan, ltx, cogvideox, hunyuan_video15, skyreels_v2,
-    # kandinsky5)
+    # kandinsky5, ltx2)
     pipeline: str  # its diffusers pipeline class (model_index.json "_class_name")
     hub_ids: tuple[str, ...] = ()
     recipe: str | None = None  # a recipe on top of the family's (config.RECIPES); None: the family's alone
@@ -72,6 +72,11 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("kandinsky5-t2v-lite-5s", "kandinsky5", "Kandinsky5T2VPipeline",
             tuple(f"{org}/Kandinsky-5.0-T2V-Lite-{kind}-5s-Diffusers" for org in ("kandinskylab", "ai-forever")
                   for kind in ("sft", "nocfg", "distilled16steps", "pretrain"))),
+    # LTX-2 (19B audio-video): the hub repository holds the diffusers pipeline (LTX2Pipeline in its model_index.json,
+    # as diffusers' LTX-2 docs load it; its layout from refs/pr/3 on is not verified from here). The same checkpoint
+    # animates a picture through LTX2ImageToVideoPipeline; a directory saved as that pipeline is the I2V variant.
+    Variant("ltx-2", "ltx2", "LTX2Pipeline", ("Lightricks/LTX-2",)),
+    Variant("ltx-2-i2v", "ltx2", "LTX2ImageToVideoPipeline"),
     # refused by name: never loaded as another variant
     Variant("wan2.1-vace", "wan", "WanVACEPipeline",
             ("Wan-AI/Wan2.1-VACE-1.3B-diffusers", "Wan-AI/Wan2.1-VACE-14B-diffusers"), refused="Wan VACE"),
@@ -102,10 +107,18 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("kandinsky5-i2v", "kandinsky5", "Kandinsky5I2VPipeline", refused="Kandinsky 5 image-to-video"),
     Variant("kandinsky5-t2i", "kandinsky5", "Kandinsky5T2IPipeline", refused="Kandinsky 5 text-to-image"),
     Variant("kandinsky5-i2i", "kandinsky5", "Kandinsky5I2IPipeline", refused="Kandinsky 5 image editing"),
+    Variant("ltx-2-condition", "ltx2", "LTX2ConditionPipeline", refused="LTX-2 conditioning (keyframes, video)"),
+    Variant("ltx-2-ic-lora", "ltx2", "LTX2InContextPipeline", refused="LTX-2 in-context (IC-LoRA)"),
+    Variant("ltx-2-dfr", "ltx2", "LTX2DFRPipeline", refused="LTX-2 DFR"),
+    Variant("ltx-2-dfr-refine", "ltx2", "LTX2DFRTemporalRefinePipeline", refused="LTX-2 DFR temporal refinement"),
+    Variant("ltx-2-hdr", "ltx2", "LTX2HDRPipeline", refused="LTX-2 HDR"),
+    Variant("ltx-2-latent-upsample", "ltx2", "LTX2LatentUpsamplePipeline", refused="LTX-2 latent upsampling"),
+    Variant("ltx-2-diffusion-decode", "ltx2", "LTX2VideoDiffusionDecodePipeline",
+            refused="LTX-2 diffusion decoding"),
 )
 
 # the families a checkpoint can be run as (`--family`)
-FAMILIES = ("wan", "ltx", "cogvideox", "hunyuan_video15", "skyreels_v2", "kandinsky5")
+FAMILIES = ("wan", "ltx", "cogvideox", "hunyuan_video15", "skyreels_v2", "kandinsky5", "ltx2")
 BY_HUB_ID = {hub_id: v for v in VARIANTS for hub_id in v.hub_ids}
 BY_NAME = {v.name: v for v in VARIANTS}
 

@@ -188,7 +188,7 @@ class WanBackbone(DiffusersBackbone):
         """As one step of the pipeline; the positions are the rotary embedding's (`PositionedRope`)."""
         hidden = latents.to(self.dtype)
         if cond.fixed_frames:  # TI2V: the clean first frame in place, with timestep 0 on its tokens
-            hidden, timesteps = self._fix_frames(hidden, timesteps, cond)
+            hidden, timesteps = self.fix_frames(hidden, timesteps, cond)
         if "image_latents" in cond.tensors:  # image-to-video: the first-frame condition beside the latents
             hidden = torch.cat([hidden, cond.tensors["image_latents"].to(hidden)], dim=1)
         image = cond.tensors.get("image_embeds")
@@ -199,19 +199,6 @@ class WanBackbone(DiffusersBackbone):
             encoder_hidden_states_image=None if image is None else image.to(self.dtype),
             return_dict=False,
         )[0]
-
-    def _fix_frames(self, hidden: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Wan2.2-TI2V's image mode, as its pipeline runs it: the fixed frames hold the clean condition latents,
-        and the timestep is given per token, 0 on those frames' tokens."""
-        fixed = list(cond.fixed_frames)
-        hidden = hidden.clone()
-        hidden[:, :, fixed] = cond.tensors["first_frame"].to(hidden)
-        frames, rows, cols = self.token_grid(hidden)
-        per_token = timesteps.to(hidden.device, torch.float32).view(-1, 1, 1).repeat(
-            hidden.shape[0] // len(timesteps), frames, rows * cols)
-        per_token[:, fixed] = 0.0
-        return hidden, per_token.flatten(1)
 
     @staticmethod
     def attention_qk(attn: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
