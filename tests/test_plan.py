@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from benchmarks import cost_model as cm
 from follow_your_motion.cli import app
+from follow_your_motion.config import DiTFlowSettings
 from follow_your_motion.plan import CARDS, STAGES, Plan, StagePlan, fits_card, table
 
 WAN_1_3B = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
@@ -40,7 +41,7 @@ def wan_plan() -> dict:
 def test_the_plan_names_the_job_and_every_stage(wan_plan):
     assert (wan_plan["model"], wan_plan["variant"], wan_plan["family"]) == (WAN_1_3B, "wan2.1-t2v-1.3b", "wan")
     assert wan_plan["size"] == [81, 480, 832]
-    assert [s["stage"] for s in wan_plan["stages"]] == list(STAGES)
+    assert [s["stage"] for s in wan_plan["stages"]] == [s for s in STAGES if s != "guide"]  # no guidance
     assert all(s["expert"] is None for s in wan_plan["stages"])
     assert wan_plan["peak_bytes"] == max(s["peak_bytes"] for s in wan_plan["stages"])
     assert wan_plan["fits"] == {str(gb): wan_plan["peak_bytes"] <= gb * 1e9 for gb in CARDS}
@@ -72,6 +73,31 @@ def test_the_traced_flops_are_what_the_cost_model_counts(wan_plan):
     assert traced["classify"] == predicted["stage 1 (classify)"]
     assert traced["spatial"] == predicted["stage 2 (1 frame)"]
     assert traced["motion"] == predicted["stage 3 sparse (5 of 21)"]
+
+
+@pytest.fixture(scope="module")
+def ditflow_plan(tmp_path_factory) -> dict:
+    """`fym guide`'s job with DiTFlow (no tuning, no LoRA) at the recipe size."""
+    config = tmp_path_factory.mktemp("plan") / "guide.yaml"
+    config.write_text("spatial: {steps: 0}\nmotion: {steps: 0}\ngenerate: {motion_scale: 0, spatial_scale: 0}\n")
+    return plan_json("-m", WAN_1_3B, "--config", str(config), "--guide", "ditflow")
+
+
+def test_ditflow_plans_its_guided_step_through_generate(ditflow_plan, wan_plan):
+    """Generation runs `Backbone.generate` with the guidance until its first guided step: that step's capture pass
+    and backward pass through the transformer, and the AMF's frame-pair scores of a query chunk against every
+    frame's tokens, (1, query_chunk, F, rows x cols) in float32 (motion_flow.py), come on top of what plain
+    sampling holds, even with the plain job's LoRAs on the device."""
+    frames, height, width = ditflow_plan["size"]
+    latent_frames, rows, cols = (frames - 1) // 4 + 1, height // 16, width // 16  # Wan: 4x8x8 VAE, 1x2x2 patches
+    frame_pair_scores = DiTFlowSettings().query_chunk * latent_frames * rows * cols * 4
+    stages = {s["stage"]: s for s in ditflow_plan["stages"]}
+    plain = {s["stage"]: s for s in wan_plan["stages"]}
+    assert ditflow_plan["complete"] and ditflow_plan["settings"]["guidance"] == "ditflow"
+    assert list(stages) == ["encode", "classify", "guide", "generate", "decode"]
+    assert stages["generate"]["peak_bytes"] >= plain["generate"]["peak_bytes"] + frame_pair_scores
+    assert stages["generate"]["resident_bytes"] < plain["generate"]["resident_bytes"]  # no LoRA
+    assert stages["guide"]["flops"] > 0 and stages["generate"]["repeats"] == 50
 
 
 def test_without_a_known_model_plan_is_refused_in_one_line(tmp_path):

@@ -29,7 +29,6 @@ open part of this module.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import traceback
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -41,22 +40,25 @@ from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicO
 from torch.utils._pytree import tree_flatten
 
 from .backbones import detect_variant, hub_variant, load_backbone
-from .backbones.base import Backbone, Expert, pipeline_call
+from .backbones.base import Backbone, Expert, StepHook
 from .backbones.from_configs import modules_stay, weightless
 from .backbones.variants import BY_NAME
 from .config import TrainSettings, TransferConfig, recipe_names
 from .errors import InputError
+from .method.generate import generate_video
+from .method.guidance import DiTFlowGuide, make_guide
 from .method.heads import head_scores
 from .method.lora import add_masked_lora, set_trainable
+from .method.objective import timestep_sigma
 from .method.sparse import step_generator
 from .method.train import make_optimizer, micro_step, motion_inputs, spatial_inputs
-from .run_settings import check_downsample, first_frame_condition
-from .tracing import MemoryTrace
+from .run_settings import check_downsample, check_guided_sampling, first_frame_condition
+from .tracing import MemoryTrace, ZeroReads
 from .transfer import stage_experts
 
 GB = 1e9
 CARDS = (24, 32, 48, 80, 141)  # GB of the cards a plan is checked against
-STAGES = ("encode", "classify", "spatial", "motion", "generate", "decode")
+STAGES = ("encode", "classify", "spatial", "motion", "guide", "generate", "decode")  # guide: with guidance only
 UNTRACEABLE = (DataDependentOutputException, DynamicOutputShapeException)  # code that needs tensor values
 DEFAULT_TFLOPS = 400.0  # bf16 matrix throughput the predicted seconds assume (an H100's sustained, roughly)
 # the settings that lower a job's peak, tried in this order, each on top of those before it (model.offload is priced
@@ -84,7 +86,7 @@ class StagePlan:
     repeats: int  # calls in the whole job (the recipe's steps)
     trace_seconds: float = 0.0  # how long tracing it took on this machine
     untraced: str | None = None  # why the stage could not be traced on fake tensors (its numbers are then 0)
-    setup_flops: int = 0  # done once besides the repeated calls (generation's prompt encoding)
+    setup_flops: int = 0  # done besides the repeated calls (generation's prompt encoding, its guided steps)
 
     def seconds(self, tflops: float) -> float:
         return (self.setup_flops + self.flops * self.repeats) / (tflops * 1e12)
@@ -158,11 +160,33 @@ def both_kinds_on_every_layer(expert: Expert) -> tuple[dict[int, list[int]], dic
     return spatial, {layer: [0] for layer in range(len(expert.sites))}
 
 
-def stop_after_one_step(pipe, step: int, timestep, kwargs: dict) -> dict:
-    """A diffusers pipeline callback that skips the denoising steps after the first (every video pipeline checks
-    its `interrupt` flag at each step), so the trace covers one step of the recipe's schedule and then the decode."""
-    pipe._interrupt = True
-    return {}
+class _Decoded(Exception):
+    """Ends `Backbone.generate` once its pipeline has decoded."""
+
+
+class FirstStep:
+    """The StepHook `fym plan` generates with: the run's guidance (if any) acting between the sampler's steps as in
+    `fym transfer`, and the sampling ended after its first step by the pipeline's own `interrupt` flag (every video
+    pipeline checks it at each step), which then decodes as at the end of the recipe's schedule. The first step
+    ends with the guidance's first move of the latents, so one plain and one guided step are traced: the guided
+    step as its own record, and before it DiTFlow's reference flow (computed at the first guided step, once)."""
+
+    def __init__(self, backbone: Backbone, guide: StepHook | None, trace: MemoryTrace) -> None:
+        self.backbone, self.guide, self.trace = backbone, guide, trace
+
+    def velocity(self, step: int, timestep: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        return output if self.guide is None else self.guide.velocity(step, timestep, output)
+
+    def latents(self, step: int, timestep: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        self.backbone.pipe._interrupt = True
+        if self.guide is None:
+            return latents
+        if isinstance(self.guide, DiTFlowGuide):
+            self.trace.begin(("guide", "reference"))
+            self.guide.reference_flow(self.backbone.expert_for(timestep_sigma(self.backbone, timestep)))
+        self.trace.begin(("generate", "guided"))
+        with ZeroReads():  # the losses it logs
+            return self.guide.latents(step, timestep, latents)
 
 
 class JobTrace:
@@ -189,18 +213,20 @@ class JobTrace:
         return experts + encoders
 
     def record(self, stage: str, expert: str | None, parts: dict, repeats: int, training_state: int = 0,
-               setup: tuple = ()) -> None:
+               counts: dict | None = None) -> None:
         """A stage from its trace records: `parts` maps each record's key to the modules that run in it (encoding
-        has several: the video with the VAE, the prompt with the text encoders...); the records in `setup` run
-        once per stage, the others `repeats` times."""
+        has several: the video with the VAE, the prompt with the text encoders...); the records in `counts` run
+        that many times in the job (generation's prompt encoding once, its guided step as many times as the
+        guidance guides), the others `repeats` times."""
+        counts = counts or {}
         records = {key: self.trace.records[key] for key in parts}
         first = next(iter(records.values()))
 
         def peak(offload: bool) -> int:
             return max(self.resident(stage, parts[key], offload) + r["peak"] for key, r in records.items())
 
-        flops = sum(r["flops"] for key, r in records.items() if key not in setup)
-        once = sum(records[key]["flops"] for key in setup)
+        flops = sum(r["flops"] for key, r in records.items() if key not in counts)
+        once = sum(records[key]["flops"] * n for key, n in counts.items())
         self.stages.append(StagePlan(
             stage, expert, max(self.resident(stage, running, False) for running in parts.values()), first["start"],
             max(r["peak"] - r["start"] for r in records.values()), training_state, peak(False), peak(True), flops,
@@ -295,47 +321,62 @@ class JobTrace:
             self.record(adapter, key[1], {key: [transformer]}, settings.steps, state)
 
     def generate(self) -> None:
-        """One guided sampling step of the family's pipeline with both LoRAs, then its VAE decode. Records: the
-        pipeline's encoding of the prompt (once), its denoising step (begun by the first transformer call, as
-        many as the recipe's steps), its decode (begun when it calls `vae.decode`)."""
-        g, b = self.cfg.generate, self.backbone
+        """`Backbone.generate` with both LoRAs (and the run's guidance), as `fym transfer` calls it, ended after its
+        first step (`FirstStep`), then its VAE decode. Records: the pipeline's encoding of the prompt (once), its
+        denoising step (begun by the first transformer call, as many as the recipe's steps), the guided step (as
+        many as the guidance guides), its decode (begun when it calls `vae.decode`)."""
+        cfg, g, b = self.cfg, self.cfg.generate, self.backbone
         vae = b.encoders()["vae"]
         original = vae.decode
-        denoise = ("generate", "denoise")
+        denoise, guided = ("generate", "denoise"), ("generate", "guided")
 
         def decode(*args, **kwargs):
             self.trace.begin(("decode", None))
-            return original(*args, **kwargs)
+            original(*args, **kwargs)
+            self.trace.begin("after decode")
+            raise _Decoded  # what follows makes host arrays of the frames, which fake tensors cannot give
 
         def first_step(module, args, kwargs) -> None:
             if denoise not in self.trace.records:
                 self.trace.begin(denoise)
 
+        prompt = cfg.target_prompt or cfg.prompt
         image = np.zeros((self.height, self.width, 3), np.uint8) if b.image_mode == "required" else None
-        call = pipeline_call(self.cfg.target_prompt or self.cfg.prompt, g.negative_prompt, g.frames or self.frames,
-                             g.height or self.height, g.width or self.width, g.steps, g.seed, output_type="pt")
-        if "callback_on_step_end" in inspect.signature(type(b.pipe).__call__).parameters:
-            call["callback_on_step_end"] = stop_after_one_step  # the recipe's schedule, one step of it traced
-        else:  # a pipeline without step callbacks (HunyuanVideo 1.5): a one-step schedule
-            call["num_inference_steps"] = 1
+        guide = self.guide(prompt, image is not None)
         vae.decode = decode
         hooks = [e.module.register_forward_pre_hook(first_step, with_kwargs=True) for e in b.experts]
         try:
-            with self.traced(("generate", None)), b.adapters({"motion": g.motion_scale, "spatial": g.spatial_scale}):
-                b.sample(call, g.guidance, g.guidance_2, image)
-                self.trace.begin("after decode")
+            with self.traced(("generate", None)), contextlib.suppress(_Decoded):
+                generate_video(b, prompt, g, self.frames, self.height, self.width, image,
+                               FirstStep(b, guide, self.trace))
             encoders = list(b.encoders().values())  # the prompt's (and an image-to-video pipeline's image's)
-            self.record("generate", None, {("generate", None): encoders, denoise: [e.module for e in b.experts]},
-                        g.steps, setup=(("generate", None),))
+            experts = [e.module for e in b.experts]
+            if guide is not None:
+                self.record("guide", None, {key: encoders if key == ("guide", "prompts") else experts
+                                            for key in self.trace.records if key[:1] == ("guide",)}, 1)
+            parts = {("generate", None): encoders, denoise: experts}
+            counts = {("generate", None): 1}
+            if guide is not None:
+                parts[guided], counts[guided] = experts, guide.guided
+            self.record("generate", None, parts, g.steps, counts=counts)
         except UNTRACEABLE as err:
             self.untraced("generate", None, err)
             with self.traced(("decode", None)), torch.no_grad():  # the reference's latents, as the pipeline ends
-                vae.decode(self.latents.to(vae.dtype))
+                original(self.latents.to(vae.dtype))
         finally:
             del vae.decode
             for hook in hooks:
                 hook.remove()
         self.record("decode", None, {("decode", None): [vae]}, 1)
+
+    def guide(self, prompt: str, image_given: bool) -> StepHook | None:
+        """The run's training-free guidance as `fym transfer` makes it (`make_guide`: the reference and target
+        prompts encoded, the reference's noise drawn), following the reference's latents; None without one."""
+        cfg, g = self.cfg, self.cfg.generate
+        if cfg.guidance.method == "none":
+            return None
+        with self.traced(("guide", "prompts")):
+            return make_guide(self.backbone, cfg.guidance, self.latents, prompt, g.steps, g.seed, image_given)
 
     def untraced(self, stage: str, expert: str | None, err: Exception) -> None:
         """A stage whose code branches on tensor values, which fake tensors do not have: named, with where."""
@@ -373,9 +414,6 @@ def plan_transfer(cfg: TransferConfig, tflops: float = DEFAULT_TFLOPS) -> Plan:
     m = cfg.model
     if m.source is None or m.family == "toy":
         raise InputError("fym plan is for the diffusers models (--model); the toy model runs on any CPU")
-    if cfg.guidance.method != "none":
-        raise InputError(f"fym plan does not trace training-free guidance yet (guidance.method: "
-                         f"{cfg.guidance.method}); plan the job without it")
     configs, variant = published_configs(m.source)
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     with modules_stay():
@@ -395,11 +433,13 @@ def _plan(cfg: TransferConfig, configs: Path, variant: str | None, fake: FakeTen
                                          "first_frame_condition": first_frame})
     cfg = cfg.model_copy(update={"video": video})
     check_downsample(backbone, cfg)
+    check_guided_sampling(cfg, cfg.generate)
     settings = {"dtype": m.dtype, "offload": m.offload, "keep_encoders": m.keep_encoders,
                 "grad_checkpointing": [cfg.spatial.grad_checkpointing, cfg.motion.grad_checkpointing],
                 "mixed_precision": [cfg.spatial.mixed_precision, cfg.motion.mixed_precision],
                 "rank": [cfg.spatial.rank, cfg.motion.rank], "keep_frames": cfg.motion.keep_frames,
-                "downsample": cfg.motion.downsample, "vae_tiling": backbone.vae_tiling}
+                "downsample": cfg.motion.downsample, "vae_tiling": backbone.vae_tiling,
+                "guidance": cfg.guidance.method}
     plan = Plan(m.source, variant or detect_variant(m.source), m.family, recipe_names(m.model_dump()),
                 (frames, height, width), settings, tflops=tflops)
     plan.stages = JobTrace(cfg, backbone, fake).run()
