@@ -100,6 +100,29 @@ def test_ditflow_plans_its_guided_step_through_generate(ditflow_plan, wan_plan):
     assert stages["guide"]["flops"] > 0 and stages["generate"]["repeats"] == 50
 
 
+def test_an_image_to_video_plan_conditions_the_stages_as_transfer_does(tmp_path, monkeypatch):
+    """Through `fym transfer`'s own functions: stage 2 conditions each single frame on itself (batch T, one latent
+    frame each), and with motion.downsample 2 stage 3 is conditioned on the shrunk clip's first frame."""
+    import follow_your_motion.plan as plan_module
+
+    seen = {}
+
+    def encode_only(self):
+        self.encode()
+        seen.update(full=self.cond, frames=self.frame_conditions, motion=self.motion_cond)
+        return self.stages
+
+    monkeypatch.setattr(plan_module.JobTrace, "run", encode_only)
+    config = tmp_path / "downsample.yaml"
+    config.write_text("motion: {downsample: 2}\n")
+    plan_json("-m", "Skywork/SkyReels-V2-I2V-1.3B-540P-Diffusers", "--frames", "9", "--size", "256x256",
+              "--config", str(config))
+    full, frames, motion = (seen[k].tensors["image_latents"].shape for k in ("full", "frames", "motion"))
+    assert full[0] == 1 and full[2:] == (3, 32, 32)  # 9 frames of 256 x 256: 3 latent frames of 32 x 32
+    assert frames[0] == 9 and frames[2:] == (1, 32, 32)
+    assert motion[0] == 1 and motion[2:] == (3, 16, 16)
+
+
 def test_without_a_known_model_plan_is_refused_in_one_line(tmp_path):
     result = CliRunner().invoke(app, ["plan", "-m", "someone/x", "--family", "wan"])
     assert result.exit_code == 2 and "no published configs ship for it" in result.stderr

@@ -40,7 +40,7 @@ from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicO
 from torch.utils._pytree import tree_flatten
 
 from .backbones import detect_variant, hub_variant, load_backbone
-from .backbones.base import Backbone, Expert, StepHook
+from .backbones.base import Backbone, Conditioning, Expert, StepHook
 from .backbones.from_configs import modules_stay, weightless
 from .backbones.variants import BY_NAME
 from .config import TrainSettings, TransferConfig, recipe_names
@@ -54,7 +54,7 @@ from .method.sparse import step_generator
 from .method.train import make_optimizer, micro_step, motion_inputs, spatial_inputs
 from .run_settings import check_downsample, check_guided_sampling, first_frame_condition
 from .tracing import MemoryTrace, ZeroReads
-from .transfer import stage_experts
+from .transfer import clip_condition, conditions_own_frames, own_first_frame, stage_experts
 
 GB = 1e9
 CARDS = (24, 32, 48, 80, 141)  # GB of the cards a plan is checked against
@@ -246,35 +246,49 @@ class JobTrace:
             return torch.zeros(3, frames, height, width)
 
     def encode(self) -> None:
-        """`Transfer.encode`: the reference's latents, the caption's conditioning, the first frame's (image-to-video),
-        one single frame as stage 2 encodes each, the shrunk clip stage 3 tunes on (`motion.downsample`)."""
-        b, cfg, v = self.backbone, self.cfg, self.cfg.video
+        """`Transfer.encode`: the reference's latents, the caption's conditioning, the first frame's (image-to-video,
+        `clip_condition`), one single frame as stage 2 encodes each (latents, and conditioning where it conditions
+        each frame on itself), the shrunk clip stage 3 tunes on (`motion.downsample`) with its own condition."""
+        b, cfg = self.backbone, self.cfg
         encoders = self.backbone.encoders()
         vae = [encoders["vae"]]
         texts = [m for name, m in encoders.items() if name.startswith("text_encoder")]
+        images = [m for name, m in encoders.items() if not name.startswith("text_encoder")]
         parts = {("encode", "video"): vae, ("encode", "prompt"): texts}
         with self.traced(("encode", "video")):
             self.latents = b.encode_video(self.video(self.frames, self.height, self.width))
         with self.traced(("encode", "prompt")):
-            self.cond = b.encode_prompt(cfg.prompt)
-        if v.first_frame_condition:
-            parts[("encode", "image")] = [m for name, m in encoders.items() if not name.startswith("text_encoder")]
+            text = b.encode_prompt(cfg.prompt)
+        self.cond = text
+        if cfg.video.first_frame_condition:
+            parts[("encode", "image")] = images
             with self.traced(("encode", "image")):
-                first = np.zeros((self.height, self.width, 3), np.uint8)
-                self.cond = self.cond.merged(b.encode_image(first, self.frames, self.height, self.width))
-        self.motion_latents = self.latents
+                self.cond = text.merged(clip_condition(b, self.still(self.height, self.width), self.frames))
+        self.motion_latents, self.motion_cond = self.latents, self.cond
         if cfg.motion.steps and cfg.motion.downsample > 1:
-            parts[("encode", "shrunk")] = vae
-            factor = cfg.motion.downsample
+            parts[("encode", "shrunk")] = images if cfg.video.first_frame_condition else vae
+            height, width = self.height // cfg.motion.downsample, self.width // cfg.motion.downsample
             with self.traced(("encode", "shrunk")):
-                self.motion_latents = b.encode_video(self.video(self.frames, self.height // factor,
-                                                                self.width // factor))
+                self.motion_latents = b.encode_video(self.video(self.frames, height, width))
+                if cfg.video.first_frame_condition:
+                    self.motion_cond = text.merged(clip_condition(b, self.still(height, width), self.frames))
+        self.frame_conditions = None
         if cfg.spatial.steps:
             parts[("encode", "frame")] = vae
-            with self.traced(("encode", "frame")):
+            with self.traced(("encode", "frame")):  # one frame traced; each of the others is encoded alike
                 one = b.encode_video(self.video(1, self.height, self.width))
                 self.frame_latents = torch.cat([one] * self.frames)
+            if conditions_own_frames(cfg, self.cond):
+                parts[("encode", "frame image")] = images
+                with self.traced(("encode", "frame image")):
+                    own = own_first_frame(b, self.still(self.height, self.width)[0])
+                    self.frame_conditions = Conditioning.stacked([own] * self.frames)
         self.record("encode", None, parts, 1)
+
+    def still(self, height: int, width: int) -> np.ndarray:
+        """A clip of this size as `Transfer` holds its frames, (T, H, W, 3) uint8, here its first frame alone: the
+        one an image condition reads."""
+        return np.zeros((1, height, width, 3), np.uint8)
 
     def classify(self) -> None:
         for expert in self.backbone.experts:
@@ -399,11 +413,11 @@ class JobTrace:
         self.encode()
         self.each_stage("classify", self.classify)
         if cfg.spatial.steps:
-            self.each_stage("spatial", lambda: self.tune(
-                "spatial", cfg.spatial, spatial_inputs(self.frame_latents, self.cond, cfg.spatial.batch_size)))
+            self.each_stage("spatial", lambda: self.tune("spatial", cfg.spatial, spatial_inputs(
+                self.frame_latents, self.cond, cfg.spatial.batch_size, self.frame_conditions)))
         if m.steps:
             self.each_stage("motion", lambda: self.tune(
-                "motion", m, motion_inputs(self.motion_latents, self.cond, m), motion_weight=m.motion_weight,
+                "motion", m, motion_inputs(self.motion_latents, self.motion_cond, m), motion_weight=m.motion_weight,
                 motion_form=m.motion_loss))
         self.generate()
         return self.stages
