@@ -224,7 +224,7 @@ def test_ltx_and_cogvideox_plans_tune_their_published_transformers(hub_id):
     with torch.device("meta"):
         transformer = cls.from_config(cls.load_config(folder))
     stages = {s["stage"]: s for s in plan["stages"]}
-    assert plan["size"] == [9, 256, 256] and plan["complete"] and list(stages) == list(STAGES)
+    assert plan["size"] == [9, 256, 256] and plan["complete"] and list(stages) == [s for s in STAGES if s != "guide"]
     assert stages["classify"]["resident_bytes"] == bf16_bytes(transformer)
     lora = stages["spatial"]["resident_bytes"] - bf16_bytes(transformer)
     assert lora > 0 and stages["motion"]["resident_bytes"] - bf16_bytes(transformer) == 2 * lora
