@@ -3,6 +3,7 @@ and with model.offload, and which cards (24 / 48 / 80 GB) each fits. The tables 
 
     python -m benchmarks.plan_tables            # writes benchmarks/results/plan_tables.{json,md}
     python -m benchmarks.plan_tables --only wan2.1-t2v-1.3b
+    python -m benchmarks.plan_tables --only wan2.1-t2v-1.3b --guide ditflow   # a row with training-free guidance
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ RESULTS = Path(__file__).parent / "results"
 CARDS = (24, 48, 80)
 
 
-def plan_variant(hub_id: str) -> dict:
-    """The plan's JSON of one hub id with its recipe, and how long tracing took."""
+def plan_variant(hub_id: str, guide: str = "none") -> dict:
+    """The plan's JSON of one hub id with its recipe (and `guidance.method` `guide`), and how long tracing took."""
     began = time.perf_counter()
-    cfg = resolve_config({"model": {"source": hub_id}}, settings={"prompt": "a tiger walks through snow"})
+    cfg = resolve_config({"model": {"source": hub_id}, "guidance": {"method": guide}},
+                         settings={"prompt": "a tiger walks through snow"})
     result = plan_transfer(cfg).to_json()
     return result | {"trace_seconds": round(time.perf_counter() - began, 1)}
 
@@ -45,9 +47,9 @@ def what_fits(plan: dict) -> dict[str, str]:
 def markdown(plans: dict[str, dict]) -> str:
     lines = ["Peak accelerator memory per stage (GB = 1e9 bytes), `fym plan` at each recipe size: parameters on the "
              "device + the most the stage's tensors hold at once.", "",
-             "| variant | size | encode | classify | spatial | motion | generate | decode | peak | with offload | "
-             + " | ".join(f"{gb} GB" for gb in CARDS) + " |",
-             "|---" * (10 + len(CARDS)) + "|"]
+             "| variant | size | encode | classify | spatial | motion | guide | generate | decode | peak "
+             + "| with offload | " + " | ".join(f"{gb} GB" for gb in CARDS) + " |",
+             "|---" * (11 + len(CARDS)) + "|"]
     for name, plan in plans.items():
         peaks: dict[str, str] = {}
         for stage in plan["stages"]:  # the largest over experts
@@ -58,7 +60,7 @@ def markdown(plans: dict[str, dict]) -> str:
         frames, height, width = plan["size"]
         fits = what_fits(plan)
         mark = "" if plan["complete"] else " (traced stages)"
-        cells = [peaks.get(s, "-") for s in ("encode", "classify", "spatial", "motion", "generate", "decode")]
+        cells = [peaks.get(s, "-") for s in ("encode", "classify", "spatial", "motion", "guide", "generate", "decode")]
         lines.append(f"| {name} | {frames}x{height}x{width} | " + " | ".join(cells)
                      + f" | {plan['peak_bytes'] / GB:.1f}{mark} | {plan['offload_peak_bytes'] / GB:.1f}{mark} | "
                      + " | ".join(fits[str(gb)] + mark for gb in CARDS) + " |")
@@ -78,6 +80,8 @@ def write(out: Path, plans: dict[str, dict], argv: list[str] | None) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="variant names (default: every one whose configs ship)")
+    parser.add_argument("--guide", choices=("none", "ditflow", "flow"), default="none",
+                        help="with this training-free guidance (rows named 'VARIANT + METHOD')")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     path = args.out / "plan_tables.json"
@@ -85,9 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
     for variant in supported():
         if variant.configs is None or (args.only and variant.name not in args.only):
             continue
-        plans[variant.name] = plan_variant(variant.hub_ids[0])
+        name = variant.name if args.guide == "none" else f"{variant.name} + {args.guide}"
+        plans[name] = plan_variant(variant.hub_ids[0], args.guide)
         write(args.out, plans, argv)  # after each: a long run keeps what it has
-        print(variant.name, f"{plans[variant.name]['peak_bytes'] / GB:.1f} GB", flush=True)
+        print(name, f"{plans[name]['peak_bytes'] / GB:.1f} GB", flush=True)
     return plans
 
 

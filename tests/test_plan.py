@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from benchmarks import cost_model as cm
 from follow_your_motion.cli import app
+from follow_your_motion.config import DiTFlowSettings
 from follow_your_motion.plan import CARDS, STAGES, Plan, StagePlan, fits_card, table
 
 WAN_1_3B = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
@@ -40,7 +41,7 @@ def wan_plan() -> dict:
 def test_the_plan_names_the_job_and_every_stage(wan_plan):
     assert (wan_plan["model"], wan_plan["variant"], wan_plan["family"]) == (WAN_1_3B, "wan2.1-t2v-1.3b", "wan")
     assert wan_plan["size"] == [81, 480, 832]
-    assert [s["stage"] for s in wan_plan["stages"]] == list(STAGES)
+    assert [s["stage"] for s in wan_plan["stages"]] == [s for s in STAGES if s != "guide"]  # no guidance
     assert all(s["expert"] is None for s in wan_plan["stages"])
     assert wan_plan["peak_bytes"] == max(s["peak_bytes"] for s in wan_plan["stages"])
     assert wan_plan["fits"] == {str(gb): wan_plan["peak_bytes"] <= gb * 1e9 for gb in CARDS}
@@ -72,6 +73,54 @@ def test_the_traced_flops_are_what_the_cost_model_counts(wan_plan):
     assert traced["classify"] == predicted["stage 1 (classify)"]
     assert traced["spatial"] == predicted["stage 2 (1 frame)"]
     assert traced["motion"] == predicted["stage 3 sparse (5 of 21)"]
+
+
+@pytest.fixture(scope="module")
+def ditflow_plan(tmp_path_factory) -> dict:
+    """`fym guide`'s job with DiTFlow (no tuning, no LoRA) at the recipe size."""
+    config = tmp_path_factory.mktemp("plan") / "guide.yaml"
+    config.write_text("spatial: {steps: 0}\nmotion: {steps: 0}\ngenerate: {motion_scale: 0, spatial_scale: 0}\n")
+    return plan_json("-m", WAN_1_3B, "--config", str(config), "--guide", "ditflow")
+
+
+def test_ditflow_plans_its_guided_step_through_generate(ditflow_plan, wan_plan):
+    """Generation runs `Backbone.generate` with the guidance until its first guided step: that step's capture pass
+    and backward pass through the transformer, and the AMF's frame-pair scores of a query chunk against every
+    frame's tokens, (1, query_chunk, F, rows x cols) in float32 (motion_flow.py), come on top of what plain
+    sampling holds, even with the plain job's LoRAs on the device."""
+    frames, height, width = ditflow_plan["size"]
+    latent_frames, rows, cols = (frames - 1) // 4 + 1, height // 16, width // 16  # Wan: 4x8x8 VAE, 1x2x2 patches
+    frame_pair_scores = DiTFlowSettings().query_chunk * latent_frames * rows * cols * 4
+    stages = {s["stage"]: s for s in ditflow_plan["stages"]}
+    plain = {s["stage"]: s for s in wan_plan["stages"]}
+    assert ditflow_plan["complete"] and ditflow_plan["settings"]["guidance"] == "ditflow"
+    assert list(stages) == ["encode", "classify", "guide", "generate", "decode"]
+    assert stages["generate"]["peak_bytes"] >= plain["generate"]["peak_bytes"] + frame_pair_scores
+    assert stages["generate"]["resident_bytes"] < plain["generate"]["resident_bytes"]  # no LoRA
+    assert stages["guide"]["flops"] > 0 and stages["generate"]["repeats"] == 50
+
+
+def test_an_image_to_video_plan_conditions_the_stages_as_transfer_does(tmp_path, monkeypatch):
+    """Through `fym transfer`'s own functions: stage 2 conditions each single frame on itself (batch T, one latent
+    frame each), and with motion.downsample 2 stage 3 is conditioned on the shrunk clip's first frame."""
+    import follow_your_motion.plan as plan_module
+
+    seen = {}
+
+    def encode_only(self):
+        self.encode()
+        seen.update(full=self.cond, frames=self.frame_conditions, motion=self.motion_cond)
+        return self.stages
+
+    monkeypatch.setattr(plan_module.JobTrace, "run", encode_only)
+    config = tmp_path / "downsample.yaml"
+    config.write_text("motion: {downsample: 2}\n")
+    plan_json("-m", "Skywork/SkyReels-V2-I2V-1.3B-540P-Diffusers", "--frames", "9", "--size", "256x256",
+              "--config", str(config))
+    full, frames, motion = (seen[k].tensors["image_latents"].shape for k in ("full", "frames", "motion"))
+    assert full[0] == 1 and full[2:] == (3, 32, 32)  # 9 frames of 256 x 256: 3 latent frames of 32 x 32
+    assert frames[0] == 9 and frames[2:] == (1, 32, 32)
+    assert motion[0] == 1 and motion[2:] == (3, 16, 16)
 
 
 def test_without_a_known_model_plan_is_refused_in_one_line(tmp_path):
@@ -175,7 +224,7 @@ def test_ltx_and_cogvideox_plans_tune_their_published_transformers(hub_id):
     with torch.device("meta"):
         transformer = cls.from_config(cls.load_config(folder))
     stages = {s["stage"]: s for s in plan["stages"]}
-    assert plan["size"] == [9, 256, 256] and plan["complete"] and list(stages) == list(STAGES)
+    assert plan["size"] == [9, 256, 256] and plan["complete"] and list(stages) == [s for s in STAGES if s != "guide"]
     assert stages["classify"]["resident_bytes"] == bf16_bytes(transformer)
     lora = stages["spatial"]["resident_bytes"] - bf16_bytes(transformer)
     assert lora > 0 and stages["motion"]["resident_bytes"] - bf16_bytes(transformer) == 2 * lora

@@ -228,6 +228,8 @@ def plan(
     gpu_memory: Annotated[float | None, typer.Option(min=1, help="GB of the card to check the job against")] = None,
     tflops: Annotated[float, typer.Option(min=1, help="TFLOP/s the predicted seconds assume")] = 400.0,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object instead of the table")] = False,
+    guide: Annotated[str | None, typer.Option(help="guide the sampling too: ditflow or flow (guidance.method)")
+                     ] = None,
 ) -> None:
     """Peak accelerator memory and cost of each stage of `fym transfer` at real size, traced on fake tensors from
     the model's published configs: no weights, no GPU, no network."""
@@ -237,6 +239,8 @@ def plan(
 
         flags = _flags(model=model, family=family, keep_encoders=keep_encoders,
                        video=video_flags(frames, size, height, width, None, None))
+        if guide is not None:
+            flags["guidance"] = {"method": guide}
         cfg = resolve_config(flags, config, settings={"prompt": "a tiger walks through snow"})
         if not json_out:
             typer.echo(describe_choice(cfg), err=True)

@@ -80,11 +80,22 @@ def shards_the_model(cfg: TransferConfig, processes: int) -> bool:
 
 
 def check_guidance(cfg: TransferConfig, settings: GenerateSettings, run: Path) -> None:
-    """What a guided sampling (`guidance.method`) of the run in `run` refuses before its model loads: a frame count
-    or size other than the reference's (it compares the sample with the reference latent by latent), an image or an
-    image-to-video model (text-to-video only), a guidance that guides no step, a reference neither at its path nor
-    kept in the run (`REFERENCE_COPY`), and transformers sharded across processes (FSDP), whose forward pass the
-    guidance's capture would stop mid-way."""
+    """What a guided sampling (`guidance.method`) of the run in `run` refuses before its model loads: what
+    `check_guided_sampling` refuses, and a reference neither at its path nor kept in the run (`REFERENCE_COPY`)."""
+    check_guided_sampling(cfg, settings)
+    method = cfg.guidance.method
+    if method == "none":
+        return
+    if not (cfg.reference and Path(cfg.reference).is_file()) and not (Path(run) / REFERENCE_COPY).is_file():
+        raise InputError(f"guidance.method {method} reads the reference's motion: {cfg.reference} is gone and "
+                         f"{run} keeps no {REFERENCE_COPY}; put the reference back at that path")
+
+
+def check_guided_sampling(cfg: TransferConfig, settings: GenerateSettings) -> None:
+    """What a guided sampling refuses whatever the reference (`fym plan` has none): a frame count or size other
+    than the reference's (it compares the sample with the reference latent by latent), an image or an
+    image-to-video model (text-to-video only), a guidance that guides no step, and transformers sharded across
+    processes (FSDP), whose forward pass the guidance's capture would stop mid-way."""
     from .method.guidance import guided_steps  # loads torch and the backbone contract
 
     method, v = cfg.guidance.method, cfg.video
@@ -98,9 +109,6 @@ def check_guidance(cfg: TransferConfig, settings: GenerateSettings, run: Path) -
         raise InputError(f"guidance.method {method} runs text-to-video only: give no image and a text-to-video "
                          "model, or no guidance")
     guided_steps(cfg.guidance, settings.steps)
-    if not (cfg.reference and Path(cfg.reference).is_file()) and not (Path(run) / REFERENCE_COPY).is_file():
-        raise InputError(f"guidance.method {method} reads the reference's motion: {cfg.reference} is gone and "
-                         f"{run} keeps no {REFERENCE_COPY}; put the reference back at that path")
     if shards_the_model(cfg, int(os.environ.get("WORLD_SIZE", "1"))):
         raise InputError(f"guidance.method {method} runs on whole transformers, not on ones sharded across "
                          "processes (distributed: fsdp): generate in one process, or with no guidance")

@@ -13,6 +13,7 @@ import time
 import weakref
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
@@ -82,3 +83,15 @@ class MemoryTrace(TorchDispatchMode):
     def _freed(self, key: int, size: int) -> None:
         self._counted.discard(key)
         self.live -= size
+
+
+class ZeroReads(TorchDispatchMode):
+    """A fake tensor's value read on the host (`.item()`, `float(t)`) answered with 0 instead of refused: for code
+    that reads values only to log them (a guidance's losses), where no value exists to log. Anything that
+    branches on a value must not run under it: it would take one branch as if the value were 0."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is aten._local_scalar_dense.default and isinstance(args[0], FakeTensor):
+            dtype = args[0].dtype
+            return False if dtype == torch.bool else 0.0 if dtype.is_floating_point else 0
+        return func(*args, **(kwargs or {}))

@@ -97,6 +97,27 @@ def stage_experts(backbone: Backbone, settings: TrainSettings) -> list[Expert]:
     return [e for e in backbone.experts if settings.experts == "all" or e.name != "low_noise"]
 
 
+def clip_condition(backbone: Backbone, frames: np.ndarray, num_frames: int) -> Conditioning:
+    """Image-to-video: the condition a clip (T, H, W, 3) is tuned with, its own first frame at its size (the
+    reference's, or stage 3's shrunk copy of it)."""
+    height, width = frames.shape[1:3]
+    return backbone.encode_image(frames[0], num_frames, height, width)
+
+
+def conditions_own_frames(cfg: TransferConfig, cond: Conditioning) -> bool:
+    """Whether stage 2 conditions each single frame on itself (`own_first_frame`): image-to-video, unless the first
+    frame is given clean (TI2V: a one-frame clip would have no frame left to learn, so its single frames are learnt
+    unconditioned, as its text-to-video mode runs)."""
+    return cfg.video.first_frame_condition and not cond.fixed_frames
+
+
+def own_first_frame(backbone: Backbone, frame: np.ndarray) -> Conditioning:
+    """Stage 2, image-to-video: a single frame (H, W, 3)'s conditioning as its own first frame, how the model sees a
+    one-frame clip of it."""
+    height, width = frame.shape[:2]
+    return backbone.encode_image(frame, 1, height, width)
+
+
 class Transfer:
     """One run: its config, its directory, its backbone, and each stage as a method.
 
@@ -223,9 +244,8 @@ class Transfer:
         cond = self._cached_conditioning("text", digest(self._model_key, cfg.prompt),
                                          lambda: self.backbone.encode_prompt(cfg.prompt))
         if v.first_frame_condition:  # image-to-video: tuned on the reference's own first frame
-            height, width = clip.frames.shape[1:3]
-            first = self._cached_conditioning("image", key, lambda: self.backbone.encode_image(
-                clip.frames[0], v.frames, height, width))
+            first = self._cached_conditioning("image", key, lambda: clip_condition(self.backbone, clip.frames,
+                                                                                   v.frames))
             cond = cond.merged(first)
         return Reference(clip.frames, clip.fps, latents, cond)
 
@@ -255,14 +275,12 @@ class Transfer:
 
     def frame_conditions(self) -> Conditioning | None:
         """Image-to-video, for stage 2: every pixel frame's conditioning as its own first frame (batch T), cached;
-        None for text-to-video and where the first frame is given clean (TI2V: a one-frame clip would have no
-        frame left to learn, so its single frames are learnt unconditioned, as its text-to-video mode runs)."""
+        None where stage 2 does not condition on the frames (`conditions_own_frames`)."""
         ref = self.reference()
-        if not self.cfg.video.first_frame_condition or ref.cond.fixed_frames:
+        if not conditions_own_frames(self.cfg, ref.cond):
             return None
-        height, width = ref.frames.shape[1:3]
         return self._cached_conditioning("frame_images", self._key, lambda: Conditioning.stacked(
-            [self.backbone.encode_image(frame, 1, height, width)
+            [own_first_frame(self.backbone, frame)
              for frame in progress(ref.frames, desc="encode single frames as first frames")]))
 
     def encode(self) -> Reference:
