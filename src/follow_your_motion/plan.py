@@ -42,6 +42,7 @@ from torch.utils._pytree import tree_flatten
 
 from .backbones import detect_variant, hub_variant, load_backbone
 from .backbones.base import Backbone, Expert, pipeline_call
+from .backbones.block_swap import offloaded_bytes
 from .backbones.from_configs import modules_stay, weightless
 from .backbones.variants import BY_NAME
 from .config import TrainSettings, TransferConfig, recipe_names
@@ -178,11 +179,15 @@ class JobTrace:
     def resident(self, stage: str, running: list[torch.nn.Module], offload: bool) -> int:
         """Parameter bytes on the device: without offload, every component while encoding and generating, the
         experts alone while tuning (the encoders parked on the CPU, unless `keep_encoders`); with offload, only
-        the largest of the modules that run in the stage (diffusers' model offload moves one at a time)."""
+        the largest of the modules that run in the stage (diffusers' model offload moves one at a time); with
+        `model.blocks_to_swap`, the experts less their swapped blocks but two (`block_swap.offloaded_bytes`)."""
         m = self.cfg.model
         if offload:
             return max(param_bytes(module) for module in running)
         experts = sum(param_bytes(e.module) for e in self.backbone.experts)
+        if m.blocks_to_swap:
+            experts -= offloaded_bytes([self.backbone.expert_blocks(e) for e in self.backbone.experts],
+                                       m.blocks_to_swap)
         encoders = sum(param_bytes(module) for module in self.backbone.encoders().values())
         if stage in ("classify", "spatial", "motion") and not m.keep_encoders:
             return experts
@@ -395,7 +400,9 @@ def _plan(cfg: TransferConfig, configs: Path, variant: str | None, fake: FakeTen
                                          "first_frame_condition": first_frame})
     cfg = cfg.model_copy(update={"video": video})
     check_downsample(backbone, cfg)
+    cfg.check_block_swap()
     settings = {"dtype": m.dtype, "offload": m.offload, "keep_encoders": m.keep_encoders,
+                "blocks_to_swap": m.blocks_to_swap,
                 "grad_checkpointing": [cfg.spatial.grad_checkpointing, cfg.motion.grad_checkpointing],
                 "mixed_precision": [cfg.spatial.mixed_precision, cfg.motion.mixed_precision],
                 "rank": [cfg.spatial.rank, cfg.motion.rank], "keep_frames": cfg.motion.keep_frames,
