@@ -170,3 +170,43 @@ def test_refusals(tiny_wan_dir):
                                       ).check_block_swap()
     TransferConfig.model_validate({"model": {"blocks_to_swap": 1}, "spatial": {"steps": 0}, "motion": {"steps": 0}}
                                   ).check_block_swap()
+
+
+FAMILIES = {
+    "wan": ("tiny_wan", "build_tiny_wan_pipeline", {}),
+    "wan2.2-a14b": ("tiny_wan", "build_tiny_wan_pipeline", {"boundary_ratio": 0.5}),  # two experts, both swapped
+    "ltx": ("tiny_ltx", "build_tiny_ltx_pipeline", {}),
+    "cogvideox": ("tiny_cogvideox", "build_tiny_cogvideox_pipeline", {}),
+    "hunyuan_video15": ("tiny_hunyuan_video15", "build_tiny_hunyuan_video15_pipeline", {}),
+    "kandinsky5": ("tiny_kandinsky5", "build_tiny_kandinsky5_pipeline", {}),
+    "skyreels_v2": ("tiny_skyreels_v2", "build_tiny_skyreels_v2_pipeline", {}),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_samples_with_swapped_blocks_as_without(family, tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """Each family's blocks (`blocks_attribute`) are found and swapped through the shared base, and two sampling steps
+    of its own pipeline gives the unswapped frames bit for bit, the swapped block run on its device copies."""
+    import importlib
+
+    module, builder, options = FAMILIES[family]
+    pipe = str(getattr(importlib.import_module(module), builder)(tmp_path / "pipe", **options))
+    frames = []
+    for swap in (0, 1):
+        backbone = load_backbone(pipe, blocks_to_swap=swap)
+        blocks = backbone.expert_blocks(backbone.experts[0])
+        assert isinstance(blocks, nn.ModuleList) and len(blocks) >= 2
+        swaps, runs = watch_swaps(monkeypatch, type(blocks[-1]))
+        if swap:
+            expert_blocks = [list(backbone.expert_blocks(e)) for e in backbone.experts]
+            assert [s.blocks for s in backbone.block_swaps] == expert_blocks
+            assert all(list(s.slots) == [len(blocks) - 1] for s in backbone.block_swaps)
+            swaps.extend(backbone.block_swaps)
+        g = backbone.geometry
+        frames.append(backbone.generate("a robot walks", negative_prompt="", num_frames=9,
+                                        height=2 * g.size_multiple, width=2 * g.size_multiple, steps=2,
+                                        guidance=1.0, seed=0, adapter_scales={}))
+        assert runs["forward"] >= swap * len(backbone.experts) and (runs["forward"] > 0) == bool(swap)
+        assert all(placement(swaps).values())
+        monkeypatch.undo()
+    assert np.array_equal(*frames)
