@@ -413,6 +413,9 @@ def _plan(cfg: TransferConfig, configs: Path, variant: str | None, fake: FakeTen
     if m.offload:  # the run's own placement: offload's peaks are the plan's peaks
         for stage in plan.stages:
             stage.peak_bytes = stage.offload_peak_bytes
+    if m.blocks_to_swap:  # offload is refused beside it: not an option to price
+        for stage in plan.stages:
+            stage.offload_peak_bytes = stage.peak_bytes
     return plan
 
 

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .speed import same_device
 
 
 class Slot:
@@ -175,7 +176,7 @@ class BlockSwap:
             self.attached.add(i)
             swapped = {id(s.param) for s in self.slots[i]}
             for param in block.parameters():
-                if id(param) not in swapped and param.device != self.device:
+                if id(param) not in swapped and not same_device(param.device, self.device):
                     param.data = param.data.to(self.device)
         if backward and not self.release_queued:
             self.release_queued = True
