@@ -88,6 +88,7 @@ def test_swapped_blocks_tune_and_generate_as_without(tiny_wan_dir, tmp_path, mon
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), adapter
     videos = [read_video(run / "samples" / "result.mp4").frames for run in (swapped, plain)]
     assert np.array_equal(*videos)
+    transfer(tmp_path, tiny_wan_dir, "swapped", swap=0)  # where blocks wait is no tuned setting: the run reopens
 
 
 class Residual(nn.Module):
