@@ -11,9 +11,9 @@ backward to recompute its activations: the same pre-hook brings its weights back
 recomputed graph's saved tensors exactly until the block's backward is done. Non-reentrant checkpointing may stop
 that recomputation early, before the forward hook runs (so may a pass that ends early, as stage 1's capture): so
 every block's pre-hook first releases any other block still attached, and a callback at the end of each backward
-pass releases the last one. Without gradient checkpointing the
-graph saves every block's device weights for backward, so nothing is saved: tuning with block swapping needs it
-(`TransferConfig` refuses otherwise).
+pass releases the last one. Without gradient checkpointing the graph saves every block's device weights for backward,
+so nothing is saved: tuning with block swapping needs it (`TransferConfig.check_block_swap` refuses otherwise, for
+`fym transfer` and `fym plan`).
 
 Memory. One block is prefetched ahead in the direction of the pass (towards the last block in a forward pass, the
 first in backward): on CUDA from pinned host memory on a copy stream, non-blocking, which the compute stream waits
@@ -30,7 +30,7 @@ good. Only the tensors recorded at setup are swapped, so the adapters never move
 What it does not combine with: `model.offload` (diffusers moves whole components; both at once would fight over the
 transformer), `model.compile` (a compiled block would trace the hooks, whose moves change its weights' devices),
 several processes (DDP checks and broadcasts module states, FSDP owns the parameters' storage): each refused with
-the other setting named (config.py, `Transfer`, `train_adapter`). `keep_encoders` is independent: it concerns the
+the other setting named (`ModelSettings`; `Transfer` for processes). `keep_encoders` is independent: it concerns the
 encoders, not the transformer.
 """
 
@@ -94,7 +94,8 @@ def offloaded_bytes(expert_blocks: list[nn.ModuleList], count: int) -> int:
 
 
 def in_backward() -> bool:
-    """Whether autograd is running a backward pass now (a checkpointed block being recomputed)."""
+    """Whether autograd is running a backward pass now (a checkpointed block being recomputed): torch's graph-task
+    id, -1 outside backward (a private function; tests/test_block_swap.py would catch a change of it)."""
     return torch._C._current_graph_task_id() != -1
 
 
