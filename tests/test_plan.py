@@ -230,3 +230,28 @@ def test_ltx_and_cogvideox_plans_tune_their_published_transformers(hub_id):
     assert lora > 0 and stages["motion"]["resident_bytes"] - bf16_bytes(transformer) == 2 * lora
     assert stages["motion"]["training_state_bytes"] == 3 * lora
     assert all(s["peak_bytes"] > s["resident_bytes"] for s in plan["stages"])
+
+
+def test_swapped_blocks_leave_the_device_but_two(tmp_path):
+    """`model.blocks_to_swap: 20` on Wan2.1-1.3B (30 blocks): every stage holds the transformer less 18 of its blocks'
+    weights (20 swapped, 2 of them on the device at a time), counted from the published config."""
+    from diffusers import WanTransformer3DModel
+
+    with torch.device("meta"):
+        transformer = WanTransformer3DModel(**cm.MODELS["wan2.1-1.3b"].transformer_kwargs())
+    keep = transformer._keep_in_fp32_modules or []
+    block = sum(p.numel() * (4 if any(k in name.split(".") for k in keep) else 2)
+                for name, p in transformer.named_parameters() if name.startswith("blocks.0."))
+    swap = tmp_path / "swap.yaml"
+    swap.write_text("model: {blocks_to_swap: 20}\n")
+    small = ("-m", WAN_1_3B, "--frames", "9", "--size", "256x256")
+    plans = [plan_json(*small), plan_json(*small, "--config", str(swap))]
+    assert plans[1]["settings"]["blocks_to_swap"] == 20
+    resident = [{s["stage"]: s["resident_bytes"] for s in plan["stages"]} for plan in plans]
+    assert list(resident[0]) == list(resident[1]) == [s for s in STAGES if s != "guide"]
+    assert {name: resident[0][name] - resident[1][name] for name in resident[0]} == dict.fromkeys(resident[0],
+                                                                                                 18 * block)
+    assert plans[1]["offload_peak_bytes"] == plans[1]["peak_bytes"]  # model.offload is refused beside it
+    swap.write_text("model: {blocks_to_swap: 30}\n")
+    result = CliRunner().invoke(app, ["plan", *small, "--config", str(swap)])
+    assert result.exit_code == 2 and "this transformer has 30 blocks; swap from 1 to 29" in result.output

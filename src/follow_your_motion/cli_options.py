@@ -46,7 +46,8 @@ Compile = Annotated[bool | None, typer.Option(
     "--compile", help="torch.compile the transformer blocks for tuning and generation (model.compile)")]
 
 MEMORY_HINT = ("out of memory: try --config with spatial/motion grad_checkpointing: true and mixed_precision: bf16, "
-               "model.offload: true, fewer motion.keep_frames, a smaller --size or fewer --frames")
+               "model.offload: true or model.blocks_to_swap: N, fewer motion.keep_frames, a smaller --size or fewer "
+               "--frames")
 debug = {"on": False}
 
 

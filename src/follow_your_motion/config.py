@@ -41,12 +41,21 @@ class ModelSettings(Settings):
     # (UMT5-XXL alone is about 11 GB in bf16) and come back only to encode or generate; true keeps them resident.
     keep_encoders: bool = False
     compile: bool = False  # torch.compile each transformer block (regional compilation) for tuning and generation
+    # Keep the last N blocks of each transformer in host memory, each brought to the device only while it runs
+    # (backbones/block_swap.py): fits a transformer larger than the card, at the cost of copying them every step
+    blocks_to_swap: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _offload_moves_everything(self) -> ModelSettings:
         if self.offload and self.keep_encoders:
             raise ValueError("keep_encoders keeps the encoders on the device, offload moves every component off it "
                              "between uses: choose one")
+        if self.blocks_to_swap and self.offload:
+            raise ValueError("blocks_to_swap moves the transformer's blocks one at a time, offload the whole "
+                             "transformer: choose one (blocks_to_swap fits larger models)")
+        if self.blocks_to_swap and self.compile:
+            raise ValueError("compile traces the transformer blocks, whose weights blocks_to_swap moves between "
+                             "devices as they run: leave one of them off")
         return self
 
 
@@ -226,6 +235,16 @@ class TransferConfig(Settings):
     motion: MotionSettings = MotionSettings()
     generate: GenerateSettings = GenerateSettings()
     guidance: GuidanceSettings = GuidanceSettings()
+
+    def check_block_swap(self) -> None:
+        """Refuse `model.blocks_to_swap` for a stage that tunes without gradient checkpointing, whose backward would
+        keep every block's device weights alive: swapping would save nothing. (A check of the whole run's config,
+        recipe merged, not of a config file alone.)"""
+        tuned = [name for name in ("spatial", "motion")
+                 if getattr(self, name).steps and not getattr(self, name).grad_checkpointing]
+        if self.model.blocks_to_swap and tuned:
+            raise InputError(f"model.blocks_to_swap needs gradient checkpointing to save memory while tuning: set "
+                             f"{', '.join(f'{name}.grad_checkpointing: true' for name in tuned)}")
 
     def save(self, path: Path) -> None:
         from .runs import atomic_write_text

@@ -133,8 +133,10 @@ def _plan(cfg: TransferConfig, configs: Path, variant: str | None, fake: FakeTen
                                          "first_frame_condition": first_frame})
     cfg = cfg.model_copy(update={"video": video})
     check_downsample(backbone, cfg)
+    cfg.check_block_swap()
     check_guided_sampling(cfg, cfg.generate)
     settings = {"dtype": m.dtype, "offload": m.offload, "keep_encoders": m.keep_encoders,
+                "blocks_to_swap": m.blocks_to_swap,
                 "grad_checkpointing": [cfg.spatial.grad_checkpointing, cfg.motion.grad_checkpointing],
                 "mixed_precision": [cfg.spatial.mixed_precision, cfg.motion.mixed_precision],
                 "rank": [cfg.spatial.rank, cfg.motion.rank], "keep_frames": cfg.motion.keep_frames,
@@ -146,6 +148,9 @@ def _plan(cfg: TransferConfig, configs: Path, variant: str | None, fake: FakeTen
     if m.offload:  # the run's own placement: offload's peaks are the plan's peaks
         for stage in plan.stages:
             stage.peak_bytes = stage.offload_peak_bytes
+    if m.blocks_to_swap:  # offload is refused beside it: not an option to price
+        for stage in plan.stages:
+            stage.offload_peak_bytes = stage.peak_bytes
     return plan
 
 

@@ -15,6 +15,7 @@ from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicO
 from torch.utils._pytree import tree_flatten
 
 from .backbones.base import Backbone, Conditioning, Expert, StepHook
+from .backbones.block_swap import offloaded_bytes
 from .config import TrainSettings, TransferConfig
 from .method.generate import generate_video
 from .method.guidance import DiTFlowGuide, make_guide
@@ -109,11 +110,15 @@ class JobTrace:
     def resident(self, stage: str, running: list[torch.nn.Module], offload: bool) -> int:
         """Parameter bytes on the device: without offload, every component while encoding and generating, the
         experts alone while tuning (the encoders parked on the CPU, unless `keep_encoders`); with offload, only
-        the largest of the modules that run in the stage (diffusers' model offload moves one at a time)."""
+        the largest of the modules that run in the stage (diffusers' model offload moves one at a time); with
+        `model.blocks_to_swap`, the experts less their swapped blocks but two (`block_swap.offloaded_bytes`)."""
         m = self.cfg.model
         if offload:
             return max(param_bytes(module) for module in running)
         experts = sum(param_bytes(e.module) for e in self.backbone.experts)
+        if m.blocks_to_swap:
+            experts -= offloaded_bytes([self.backbone.expert_blocks(e) for e in self.backbone.experts],
+                                       m.blocks_to_swap)
         encoders = sum(param_bytes(module) for module in self.backbone.encoders().values())
         if stage in ("classify", "spatial", "motion") and not m.keep_encoders:
             return experts

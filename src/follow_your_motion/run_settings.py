@@ -28,7 +28,7 @@ REFERENCE_COPY = "reference.mp4"
 # Settings that do not change what tuning produces; a run may be reused with different values
 # (e.g. tuned on a GPU, generated from on a laptop).
 UNTUNED = {"generate": True, "target_prompt": True, "guidance": True,
-           "model": {"device", "offload", "attention_backend", "keep_encoders", "compile"}}
+           "model": {"device", "offload", "blocks_to_swap", "attention_backend", "keep_encoders", "compile"}}
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, object]:

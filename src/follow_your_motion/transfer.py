@@ -142,7 +142,12 @@ class Transfer:
             if device == "cpu" and m.source is not None and tunes and self.state.is_main_process:  # a real checkpoint
                 log.info(cpu_note(m.source, model_family(m.model_dump()), cfg))
             # sharded: each process moves only its shard of the transformers onto its device, not the whole pipeline
-            backbone = load_backbone(m.source, m.family, m.dtype, "cpu" if sharded else device, m.offload)
+            cfg.check_block_swap()
+            if m.blocks_to_swap and self.state.num_processes > 1:
+                raise InputError("model.blocks_to_swap runs in one process: DDP and FSDP need every weight where "
+                                 "they put it; leave it at 0 with several (torchrun, accelerate)")
+            backbone = load_backbone(m.source, m.family, m.dtype, "cpu" if sharded else device, m.offload,
+                                     m.blocks_to_swap)
         self.backbone = backbone
         if sharded:
             self.backbone.shard_experts(self.state.device)

@@ -24,7 +24,7 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed"
 FINISHED = frozenset({DONE, FAILED, CANCELLED})
 INTERNAL_ERROR = "internal error (the traceback is in the server console)"
 OUT_OF_MEMORY = ("out of memory: lower the steps' memory with a YAML run config (grad_checkpointing, mixed_precision, "
-                 "model.offload), a smaller sparse K, or a smaller model")
+                 "model.offload, model.blocks_to_swap), a smaller sparse K, or a smaller model")
 
 
 class Cancelled(Exception):  # noqa: N818 - a stop the user asked for, not an error

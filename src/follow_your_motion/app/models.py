@@ -16,7 +16,7 @@ from ..backbones.base import Backbone
 from ..config import ModelSettings
 
 # Settings a loaded model keeps (what it was loaded with, and how its attention runs); the others are set per job.
-KEY_FIELDS = ("source", "family", "dtype", "device", "offload", "attention_backend", "compile")
+KEY_FIELDS = ("source", "family", "dtype", "device", "offload", "blocks_to_swap", "attention_backend", "compile")
 
 
 class ModelCache:
@@ -36,7 +36,8 @@ class ModelCache:
             key = tuple(getattr(model, name) for name in KEY_FIELDS)
             if key != self._key:
                 self._drop()
-                self._backbone = load_backbone(model.source, model.family, model.dtype, model.device, model.offload)
+                self._backbone = load_backbone(model.source, model.family, model.dtype, model.device, model.offload,
+                                               model.blocks_to_swap)
                 self._key = key
                 self.loads += 1
             backbone = self._backbone

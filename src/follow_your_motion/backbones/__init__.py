@@ -221,14 +221,19 @@ def backbone_class(family: str) -> type[Backbone]:
 
 
 def load_backbone(
-    source: str | None, family: str = "auto", dtype: str = "float32", device: str = "auto", offload: bool = False
+    source: str | None, family: str = "auto", dtype: str = "float32", device: str = "auto", offload: bool = False,
+    blocks_to_swap: int = 0,
 ) -> Backbone:
-    """Load a backbone; `source` None means the embedded toy model; `device` "auto": `devices.pick_device`."""
+    """Load a backbone; `source` None means the embedded toy model; `device` "auto": `devices.pick_device`;
+    `blocks_to_swap`: that many blocks of each transformer in host memory between their uses (`block_swap`)."""
     from ..devices import pick_device
 
     device = pick_device(device, dtype)
     if source is not None and family == "auto":
         family = detect_family(source)
     if source is None or family == "toy":
+        if blocks_to_swap:
+            raise InputError("model.blocks_to_swap is for the diffusers models; the toy model has no blocks to swap")
         return backbone_class("toy").load(source, device=device)
-    return backbone_class(family).load(source, dtype=DTYPES[dtype], device=device, offload=offload)
+    return backbone_class(family).load(source, dtype=DTYPES[dtype], device=device, offload=offload,
+                                       blocks_to_swap=blocks_to_swap)

@@ -134,7 +134,8 @@ class CogVideoXBackbone(DiffusersBackbone):
     spaced_positions = False
     repeated_blocks = ("CogVideoXBlock",)  # its transformer declares no `_repeated_blocks` to compile
 
-    def __init__(self, pipe: CogVideoXPipeline, device: str | torch.device = "cpu", offload: bool = False) -> None:
+    def __init__(self, pipe: CogVideoXPipeline, device: str | torch.device = "cpu", offload: bool = False,
+                 blocks_to_swap: int = 0) -> None:
         transformer = pipe.transformer
         super().__init__(pipe, [Expert("", transformer, attention_sites(transformer))], device)
         config = transformer.config
@@ -148,7 +149,7 @@ class CogVideoXBackbone(DiffusersBackbone):
         self.alphas_cumprod = torch.as_tensor(pipe.scheduler.alphas_cumprod, dtype=torch.float32).clone()
         self.num_train_timesteps = int(scheduler["num_train_timesteps"])
         self.geometry = self.config_geometry(dict(pipe.vae.config), dict(config))
-        self.place(offload)
+        self.place(offload, blocks_to_swap)
 
     @classmethod
     def config_geometry(cls, vae: dict, transformer: dict) -> CogVideoXGeometry:

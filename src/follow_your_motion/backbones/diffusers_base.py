@@ -88,6 +88,7 @@ class DiffusersBackbone(Backbone):
     # Whether the VAE encodes and decodes in tiles unless `model.vae_tiling` says otherwise (HunyuanVideo 1.5).
     tiled_vae: ClassVar[bool] = False
     rope_attribute: ClassVar[str] = "rope"  # the transformer's attribute holding its rotary embedding
+    blocks_attribute = "transformer_blocks"  # the transformer's list of blocks, which `model.blocks_to_swap` swaps
 
     def __init__(self, pipe: DiffusionPipeline, experts: list[Expert], device: str | torch.device) -> None:
         """Hold `pipe` and its `experts` (frozen); `dtype` is the transformers'. The family's `__init__` ends with
@@ -101,21 +102,27 @@ class DiffusersBackbone(Backbone):
         self.dtype = experts[0].module.dtype
 
     @classmethod
-    def load(cls, source: str, dtype: torch.dtype = torch.float32, device: str = "cpu", offload: bool = False
-             ) -> Self:
+    def load(cls, source: str, dtype: torch.dtype = torch.float32, device: str = "cpu", offload: bool = False,
+             blocks_to_swap: int = 0) -> Self:
         """The family's pipeline at `source` (a hub id or a `save_pretrained` directory; `fym plan`: built from
-        its configs, `loading.CONFIGS_ONLY`) in `dtype`, placed on `device` or offloaded."""
+        its configs, `loading.CONFIGS_ONLY`) in `dtype`, placed on `device` or offloaded (`place`)."""
         pipe = load_pipeline(source, dtype, cls.pipelines, cls.pipeline_kind, vae_float32=cls.vae_float32)
-        return cls(pipe, device=device, offload=offload)
+        return cls(pipe, device=device, offload=offload, blocks_to_swap=blocks_to_swap)
 
-    def place(self, offload: bool) -> None:
+    def place(self, offload: bool, blocks_to_swap: int = 0) -> None:
         """The whole pipeline on `device`, or (`offload`) diffusers' model CPU offload, which moves each component
-        there only while it runs; FSDP loads on the CPU and shards later (`shard_experts`). Then the VAE tiled where
-        the family asks for it."""
+        there only while it runs; FSDP loads on the CPU and shards later (`shard_experts`). `blocks_to_swap`: the
+        last blocks of each expert stay in host memory and visit the device as they run (`block_swap`). Then the
+        VAE tiled where the family asks for it."""
+        if offload and blocks_to_swap:
+            raise InputError("model.offload and model.blocks_to_swap both move the transformer: choose one")
         if offload:
             self.pipe.enable_model_cpu_offload(device=self.device)
         else:
-            self.pipe.to(self.device)
+            with contextlib.ExitStack() as rest_only:
+                for swap in self.swap_blocks(blocks_to_swap):
+                    rest_only.enter_context(swap.emptied())
+                self.pipe.to(self.device)
         if self.tiled_vae:
             self.set_vae_tiling(True)
 

@@ -112,12 +112,18 @@ def build_component(folder: Path, name: str, library: str, class_name: str, dtyp
         _keep_float32(model)
         return model.eval()
     if issubclass(cls, transformers.PreTrainedModel):
-        from transformers.initialization import no_init_weights
+        try:
+            from transformers.initialization import no_init_weights
+        except ImportError:  # transformers 4.x
+            from transformers.modeling_utils import no_init_weights
 
         config = transformers.AutoConfig.from_pretrained(where)
-        # no initialisation: its values mean nothing here, and some (SigLIP's) read tensor values, which a fake can't
+        # no initialisation: its values mean nothing here, and some (SigLIP's) read tensor values, which a fake can't;
+        # skipping it also skips the tying of shared weights (UMT5's and Gemma 3's embeddings), done here as loading does
         with mode, default_dtype(dtype), no_init_weights():
-            return cls._from_config(config, dtype=dtype).eval()
+            model = cls._from_config(config, dtype=dtype)
+            model.tie_weights()
+            return model.eval()
     return cls.from_pretrained(folder, subfolder=name) if library != "transformers" else cls.from_pretrained(where)
 
 

@@ -113,8 +113,8 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
     # Untiled, its VAE holds about 140 GiB encoding the recipe's 121 x 480 x 848 clip (`fym plan`): tiled by default
     tiled_vae = True
 
-    def __init__(self, pipe: HunyuanVideo15Pipeline, device: str | torch.device = "cpu", offload: bool = False
-                 ) -> None:
+    def __init__(self, pipe: HunyuanVideo15Pipeline, device: str | torch.device = "cpu", offload: bool = False,
+                 blocks_to_swap: int = 0) -> None:
         transformer = pipe.transformer
         config = transformer.config
         if config.patch_size_t != 1 or config.use_meanflow:
@@ -124,7 +124,7 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
         super().__init__(pipe, [Expert("", transformer, attention_sites(transformer))], device)
         self.take_fixed_shift("HunyuanVideo 1.5")
         self.geometry = self.config_geometry(dict(pipe.vae.config), dict(config))
-        self.place(offload)
+        self.place(offload, blocks_to_swap)
 
     @classmethod
     def config_geometry(cls, vae: dict, transformer: dict) -> VideoGeometry:

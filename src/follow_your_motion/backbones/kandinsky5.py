@@ -87,11 +87,12 @@ class Kandinsky5Backbone(DiffusersBackbone):
 
     name = "kandinsky5"
     rope_attribute = "visual_rope_embeddings"
+    blocks_attribute = "visual_transformer_blocks"  # the video tokens' blocks (the text's run once, before them)
     pipelines = (Kandinsky5T2VPipeline,)
     pipeline_kind = "a Kandinsky 5 text-to-video pipeline"
 
     def __init__(self, pipe: Kandinsky5T2VPipeline, device: str | torch.device = "cpu", offload: bool = False,
-                 text_length: int = 512) -> None:
+                 blocks_to_swap: int = 0, text_length: int = 512) -> None:
         transformer = pipe.transformer
         config = transformer.config
         if config.attention_type != "regular" or tuple(config.patch_size)[0] != 1:
@@ -103,7 +104,7 @@ class Kandinsky5Backbone(DiffusersBackbone):
         self.text_length = text_length
         self.take_fixed_shift("Kandinsky 5")
         self.geometry = self.config_geometry(dict(pipe.vae.config), dict(config))
-        self.place(offload)
+        self.place(offload, blocks_to_swap)
 
     @classmethod
     def config_geometry(cls, vae: dict, transformer: dict) -> VideoGeometry:

@@ -198,13 +198,13 @@ class LTXBackbone(LightricksBackbone):
     lora_kind = "an LTX-Video LoRA"
 
     def __init__(self, pipe: LTXPipeline, device: str | torch.device = "cpu", offload: bool = False,
-                 frame_rate: int = FRAME_RATE, text_length: int = TEXT_LENGTH) -> None:
+                 blocks_to_swap: int = 0, frame_rate: int = FRAME_RATE, text_length: int = TEXT_LENGTH) -> None:
         transformer = pipe.transformer
         transformer.rope = PositionedRope(transformer.rope)
         super().__init__(pipe, [Expert("", transformer, attention_sites(transformer))], device)
         self.frame_rate = frame_rate
         self.text_length = text_length
-        self.place(offload)
+        self.place(offload, blocks_to_swap)
         self.geometry = self.config_geometry(dict(pipe.vae.config), dict(transformer.config))
         # as LTXPipeline.__call__ builds it: time in seconds per latent frame, space in pixels per latent cell
         self.rope_interpolation_scale = (

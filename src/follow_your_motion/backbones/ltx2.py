@@ -102,7 +102,8 @@ class LTX2Backbone(LightricksBackbone):
     shift_defaults = SHIFT_DEFAULTS
 
     def __init__(self, pipe: LTX2Pipeline | LTX2ImageToVideoPipeline, device: str | torch.device = "cpu",
-                 offload: bool = False, frame_rate: float = FRAME_RATE, text_length: int = TEXT_LENGTH) -> None:
+                 offload: bool = False, blocks_to_swap: int = 0, frame_rate: float = FRAME_RATE,
+                 text_length: int = TEXT_LENGTH) -> None:
         transformer = pipe.transformer
         sites = self_attention_sites(transformer, "transformer_blocks.{i}.attn1", text_tokens="none",
                                      qk_norm="across_heads")
@@ -112,7 +113,7 @@ class LTX2Backbone(LightricksBackbone):
         self.image_mode = "required" if isinstance(pipe, LTX2ImageToVideoPipeline) else "optional"
         self.geometry = self.config_geometry(dict(pipe.vae.config), dict(transformer.config))
         self.flow_shift = self.clip_shift(SHIFT_FRAMES, *SHIFT_SIZE)
-        self.place(offload)
+        self.place(offload, blocks_to_swap)
 
     # -- encoding ---------------------------------------------------------------------------------
     @torch.no_grad()

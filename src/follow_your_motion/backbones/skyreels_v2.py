@@ -33,8 +33,8 @@ class SkyReelsV2Backbone(WanBackbone):
     pipeline_kind = "a SkyReels-V2 text- or image-to-video pipeline"
 
     def __init__(self, pipe: SkyReelsV2Pipelines, device: str | torch.device = "cpu", offload: bool = False,
-                 text_length: int = 512) -> None:
+                 blocks_to_swap: int = 0, text_length: int = 512) -> None:
         pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config,
                                                              flow_shift=RELEASE_SHIFT[type(pipe)])
-        super().__init__(pipe, device=device, offload=offload, text_length=text_length)
+        super().__init__(pipe, device=device, offload=offload, blocks_to_swap=blocks_to_swap, text_length=text_length)
         self.image_mode = "required" if isinstance(pipe, SkyReelsV2ImageToVideoPipeline) else "none"

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
 
     from .base import Expert
+    from .block_swap import BlockSwap
 
 
 def shard_frozen_base(transformer: nn.Module, mesh: DeviceMesh, keep: set[nn.Parameter]) -> None:
@@ -60,6 +61,9 @@ class SpeedOptions:
     encoders_held: bool = False  # inside an `encoders_ready` block: inner blocks leave the encoders where they are
     # Transformer block classes to compile where the transformer declares no `_repeated_blocks` (CogVideoX).
     repeated_blocks: tuple[str, ...] = ()
+    # The transformers' attribute holding their list of blocks (`model.blocks_to_swap`); None: the model has none
+    blocks_attribute: str | None = None
+    block_swaps: tuple[BlockSwap, ...] = ()  # one per expert, where blocks are swapped (`swap_blocks`)
 
     def set_attention_backend(self, name: str) -> None:
         """Run every expert's attention through diffusers' backend `name` (native, flash, sage, ...: diffusers'
@@ -151,6 +155,22 @@ class SpeedOptions:
             module.to(device)
         self.device = device
         self.sharded = True
+
+    def expert_blocks(self, expert: Expert) -> nn.ModuleList:
+        """`expert`'s transformer blocks, in the order they run; refused where the model names none."""
+        if self.blocks_attribute is None:
+            raise InputError(f"model.blocks_to_swap: {type(self).__name__} has no transformer blocks to swap")
+        return getattr(expert.module, self.blocks_attribute)
+
+    def swap_blocks(self, count: int) -> tuple[BlockSwap, ...]:
+        """The last `count` blocks of every expert kept in host memory and brought to `device` only while they run
+        (`block_swap`), from now on; nothing for 0. Called while placing the model, before anything is on the
+        device: the swapped weights never go there whole."""
+        from .block_swap import BlockSwap
+
+        if count:
+            self.block_swaps = tuple(BlockSwap(self.expert_blocks(e), count, self.device) for e in self.experts)
+        return self.block_swaps
 
     def compile_blocks(self) -> None:
         """`torch.compile` every expert's repeated transformer blocks (regional compilation, diffusers'

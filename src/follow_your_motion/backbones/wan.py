@@ -120,16 +120,17 @@ class WanBackbone(DiffusersBackbone):
     name = "wan"
     title = "Wan"  # the family's name in messages
     pipelines = (WanPipeline, WanImageToVideoPipeline)
+    blocks_attribute = "blocks"
     pipeline_kind = "a Wan text- or image-to-video pipeline"
 
     def __init__(self, pipe: WanPipelines, device: str | torch.device = "cpu", offload: bool = False,
-                 text_length: int = 512) -> None:
+                 blocks_to_swap: int = 0, text_length: int = 512) -> None:
         experts = wan_experts(pipe)
         for expert in experts:
             expert.module.rope = PositionedRope(expert.module.rope)
         super().__init__(pipe, experts, device)
         self.text_length = text_length
-        self.place(offload)
+        self.place(offload, blocks_to_swap)
         self.flow_shift = float(pipe.scheduler.config.get("flow_shift", 1.0) or 1.0)
         self.per_token_timesteps = bool(pipe.config.get("expand_timesteps"))  # Wan2.2-TI2V: a clean first frame
         if isinstance(pipe, WanImageToVideoPipeline):

@@ -66,6 +66,9 @@ def add_masked_lora(
     with torch.random.fork_rng(devices=[]), second_adapter_allowed():
         torch.manual_seed(seed)
         transformer.add_adapter(config, adapter_name=adapter)
+    # PEFT puts an adapter beside its base weight; one in a swapped block (`model.blocks_to_swap`) is in host memory
+    # there, but the adapter trains on the device the transformer runs on, with its gradients and optimizer state
+    device = next(transformer.parameters()).device
     masks = {}
     for name, (role, layer, heads) in targets.items():
         module = transformer.get_submodule(name)
@@ -73,7 +76,7 @@ def add_masked_lora(
         mask = head_mask(heads, site.heads, site.head_dim)
         lora_a, lora_b = _lora_pair(module, adapter)
         for param in (lora_a, lora_b):  # train in float32 even over a bf16 base model
-            param.data = param.data.float()
+            param.data = param.data.to(device, torch.float32)
         if role in COLUMN_ROLES:
             param, shaped = lora_a, mask.view(1, -1)
         else:
