@@ -119,7 +119,7 @@ def build_component(folder: Path, name: str, library: str, class_name: str, dtyp
 
         config = transformers.AutoConfig.from_pretrained(where)
         # no initialisation: its values mean nothing here, and some (SigLIP's) read tensor values, which a fake can't;
-        # skipping it also skips the tying of shared weights (UMT5's and Gemma 3's embeddings), done here as loading does
+        # skipping it also skips tying shared weights (UMT5's and Gemma 3's embeddings), done here as loading does
         with mode, default_dtype(dtype), no_init_weights():
             model = cls._from_config(config, dtype=dtype)
             model.tie_weights()
