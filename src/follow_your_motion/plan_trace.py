@@ -267,10 +267,7 @@ class JobTrace:
                 self.trace.begin(denoise)
 
         prompt = cfg.target_prompt or cfg.prompt
-        # as `Transfer.generate`: a picture when the run gives one (a stand-in of its size: the plan reads no file),
-        # and always for an image-to-video pipeline, which `fym transfer` refuses to run without
-        animates = cfg.generate.image is not None or b.image_mode == "required"
-        image = np.zeros((self.height, self.width, 3), np.uint8) if animates else None
+        image = np.zeros((self.height, self.width, 3), np.uint8) if b.image_mode == "required" else None
         guide = self.guide(prompt, image is not None)
         vae.decode = decode
         hooks = [e.module.register_forward_pre_hook(first_step, with_kwargs=True) for e in b.experts]
