@@ -25,7 +25,8 @@ holds the S x S matrix (the math fallback would). After the pipeline's VAE decod
 Where it is still not the same code as `fym transfer`: the stages' bodies are called here one by one (`JobTrace`),
 not through `Transfer` and `train_adapter` (no run directory, caches or checkpoints), though each with the same
 functions and input decisions (`first_frame_condition`, `check_downsample`, `conditions_own_frames`,
-`check_guided_sampling`).
+`check_guided_sampling`). A model that takes a picture optionally (Wan2.2-TI2V, LTX-2) is planned sampling from
+text: given a picture, its backbone samples through a second pipeline the first-step stop does not reach yet.
 """
 
 from __future__ import annotations
