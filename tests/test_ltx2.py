@@ -16,7 +16,7 @@ from diffusers import LTX2Pipeline, LTX2VideoTransformer3DModel
 from diffusers.models.transformers import transformer_ltx2
 from safetensors.torch import load_file
 from test_cli import moving_square, ok
-from tiny_ltx2 import AUDIO_CHANNELS, HEAD_DIM, HEADS, LATENT_CHANNELS, LAYERS, build_tiny_ltx2_pipeline
+from tiny_ltx2 import AUDIO_CHANNELS, CLI_SETTINGS, HEAD_DIM, HEADS, LATENT_CHANNELS, LAYERS, build_tiny_ltx2_pipeline
 
 from follow_your_motion.backbones import detect_family, detect_image_mode, load_backbone
 from follow_your_motion.backbones.ltx2 import LTX2Backbone, video_coords
@@ -304,11 +304,7 @@ def test_resume_is_bit_identical(ltx2_dir, tmp_path):
 # -- fym end to end ---------------------------------------------------------------------------------
 def test_cli_end_to_end_on_ltx2(ltx2_dir, tmp_path):
     settings = tmp_path / "settings.yaml"
-    settings.write_text(yaml.safe_dump({
-        "model": {"dtype": "float32"}, "video": {"frames": 17, "height": 64, "width": 64, "fps": None},
-        "heads": {"num_queries": 16}, "spatial": {"steps": 2, "rank": 4},
-        "motion": {"steps": 2, "rank": 4, "keep_frames": 2}, "generate": {"steps": 2},
-    }))
+    settings.write_text(yaml.safe_dump(CLI_SETTINGS))
     ref = write_video(tmp_path / "ref.mp4", moving_square(17, 64), 8)
     run = tmp_path / "run"
     ok("transfer", ref, "-p", PROMPT, "-m", ltx2_dir, "-o", run, "-c", settings)

@@ -9,7 +9,7 @@ import yaml
 from diffusers import LTX2ImageToVideoPipeline
 from PIL import Image
 from test_cli import moving_square, ok
-from tiny_ltx2 import build_tiny_ltx2_pipeline
+from tiny_ltx2 import CLI_SETTINGS, build_tiny_ltx2_pipeline
 
 from follow_your_motion.backbones import detect_family, detect_image_mode, load_backbone
 from follow_your_motion.config import TransferConfig
@@ -39,11 +39,7 @@ def test_an_image_to_video_directory_needs_a_picture(tmp_path):
 def test_the_text_to_video_checkpoint_tunes_and_animates_a_picture(tmp_path, monkeypatch):
     model = build_tiny_ltx2_pipeline(tmp_path / "t2v")
     settings = tmp_path / "settings.yaml"
-    settings.write_text(yaml.safe_dump({
-        "model": {"dtype": "float32"}, "video": {"frames": 17, "height": 64, "width": 64, "fps": None},
-        "heads": {"num_queries": 16}, "spatial": {"steps": 2, "rank": 4},
-        "motion": {"steps": 2, "rank": 4, "keep_frames": 2}, "generate": {"steps": 2},
-    }))
+    settings.write_text(yaml.safe_dump(CLI_SETTINGS))
     ref = write_video(tmp_path / "ref.mp4", moving_square(17, 64), 8)
     pictures = []
     for i, value in enumerate((40, 220)):

@@ -101,6 +101,14 @@ def _audio() -> tuple[AutoencoderKLLTX2Audio, LTX2Vocoder]:
     return vae, vocoder
 
 
+# a two-step `fym transfer` of a 17-frame 64x64 clip on the tiny pipeline, as the CLI tests run it
+CLI_SETTINGS = {
+    "model": {"dtype": "float32"}, "video": {"frames": 17, "height": 64, "width": 64, "fps": None},
+    "heads": {"num_queries": 16}, "spatial": {"steps": 2, "rank": 4},
+    "motion": {"steps": 2, "rank": 4, "keep_frames": 2}, "generate": {"steps": 2},
+}
+
+
 def build_tiny_ltx2_pipeline(path: Path, seed: int = 0, rope_type: str = "split", image_to_video: bool = False
                              ) -> Path:
     """Write a tiny LTX2Pipeline (or LTX2ImageToVideoPipeline) to `path`: 2 blocks, a video stream of 2 heads x 8
