@@ -115,6 +115,9 @@ def batch(step: int, size: int, meta: dict, settings: PretrainSettings) -> tuple
     return frames, captions
 
 
+BATCH_TIMEOUT_S = 600  # seconds a rendering worker may take for one batch
+
+
 class StepBatches(torch.utils.data.Dataset):
     """(step, *batch(step)) for the steps of one run, so a DataLoader's worker processes can render them ahead."""
 
@@ -127,6 +130,16 @@ class StepBatches(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor, list[str]]:
         step = self.steps[index]
         return (step, *batch(step, self.settings.batch_size, self.meta, self.settings))
+
+
+def loader_process_options(workers: int) -> dict:
+    """How rendering workers start: spawned, not forked. A fork copies the parent's locks in whatever state its other
+    threads (a web app's job workers, a progress bar's monitor, OpenMP's and OpenCV's pools) left them, and a worker
+    that waits on one never returns a batch; a spawned one starts clean. The timeout turns a worker that is stuck
+    anyway into an error naming it instead of a run that hangs (a batch renders in seconds)."""
+    if not workers:
+        return {}
+    return {"multiprocessing_context": "spawn", "prefetch_factor": 4, "timeout": BATCH_TIMEOUT_S}
 
 
 def learning_rate(step: int, settings: PretrainSettings) -> float:
@@ -255,7 +268,7 @@ def pretrain(out: Path, settings: PretrainSettings, meta: dict | None = None, st
     model.transformer.train()
     model.text_encoder.train()
     loader = torch.utils.data.DataLoader(StepBatches(range(start, end), meta, settings), batch_size=None,
-                                         num_workers=settings.workers, prefetch_factor=4 if settings.workers else None)
+                                         num_workers=settings.workers, **loader_process_options(settings.workers))
     bar = tqdm(loader, initial=start, total=settings.steps, desc="toy pretrain")
     tick = time.perf_counter()
     for step, cpu_clips, captions in bar:
