@@ -32,13 +32,17 @@ def plan_variant(hub_id: str, guide: str = "none") -> dict:
 
 
 def what_fits(plan: dict) -> dict[str, str]:
-    """Per card: "default", "model.offload: true", or "no option here"."""
+    """Per card: "default", "model.offload: true", the fewest blocks to swap ("model.blocks_to_swap: N", priced from
+    the plan: `Plan.swap_to_fit`), or "no option here"."""
     out = {}
+    swap = plan.get("blocks_to_swap_to_fit", {})  # rows traced before swapping was priced have none
     for gb in CARDS:
         if plan["peak_bytes"] <= gb * GB:
             out[str(gb)] = "default"
         elif plan["offload_peak_bytes"] <= gb * GB:
             out[str(gb)] = "model.offload: true"
+        elif swap.get(str(gb)):
+            out[str(gb)] = f"model.blocks_to_swap: {swap[str(gb)]}"
         else:
             out[str(gb)] = "no option here"
     return out

@@ -189,36 +189,6 @@ def test_the_table_shows_each_stage_and_says_which_could_not_be_traced():
     assert fits_card(plan, 80) == "fits 80 GB in the stages that could be traced (the others: unknown) (peak 61.0 GB)"
 
 
-def test_the_options_that_make_a_job_fit_are_named_each_on_top_of_the_last(monkeypatch):
-    """`options_to_fit` plans the job again with gradient checkpointing, then also with motion.downsample 2, prices
-    model.offload on top of each, and names the first set that fits (offload, which changes no result, before the
-    next option); an option the job already has is not named."""
-    import follow_your_motion.plan as plan_module
-    from follow_your_motion.config import resolve_config
-
-    peaks = {(False, 1): 90, (True, 1): 50, (True, 2): 30}  # GB by (grad checkpointing, motion.downsample)
-
-    def planned(cfg, tflops):
-        peak = peaks[(cfg.motion.grad_checkpointing, cfg.motion.downsample)]
-        return Plan("m", "v", "wan", ["wan"], (81, 480, 832), {"offload": False},
-                    [stage("motion", 20, peak, peak - 15)])
-
-    monkeypatch.setattr(plan_module, "plan_transfer", planned)
-    cfg = resolve_config({"model": {"source": WAN_1_3B}}, settings={"prompt": "a tiger"})
-    off = plan_module.with_settings(cfg, {"spatial": {"grad_checkpointing": False},
-                                          "motion": {"grad_checkpointing": False}})
-    checkpointing, downsample = (name for name, _ in plan_module.MEMORY_OPTIONS)
-    assert plan_module.options_to_fit(off, 60) == ([checkpointing], 50 * 10**9)
-    assert plan_module.options_to_fit(off, 40) == ([checkpointing, "model.offload: true"], 35 * 10**9)
-    assert plan_module.options_to_fit(off, 32) == ([checkpointing, downsample], 30 * 10**9)
-    assert plan_module.options_to_fit(off, 20) == ([checkpointing, downsample, "model.offload: true"], 15 * 10**9)
-    assert plan_module.options_to_fit(off, 10) is None
-    assert plan_module.options_to_fit(cfg, 32) == ([downsample], 30 * 10**9)  # the recipe checkpoints already
-    line = plan_module.options_line(([downsample], 30 * 10**9), 32)
-    assert line == "fits 32 GB with motion.downsample: 2 (peak 30.0 GB)"
-    assert plan_module.options_line(None, 10).startswith("no option here makes it fit 10 GB (tried: ")
-
-
 @pytest.mark.parametrize("hub_id", ["Lightricks/LTX-Video", "THUDM/CogVideoX-2b"])
 def test_ltx_and_cogvideox_plans_tune_their_published_transformers(hub_id):
     """At 9 frames of 256 x 256 (seconds to trace): every stage traced, the tuning stages hold the published
@@ -260,6 +230,10 @@ def test_swapped_blocks_leave_the_device_but_two(tmp_path, small_wan_plan):
     assert list(resident[0]) == list(resident[1]) == [s for s in STAGES if s != "guide"]
     assert {name: resident[0][name] - resident[1][name] for name in resident[0]} == dict.fromkeys(resident[0],
                                                                                                  18 * block)
+    # what the unswapped plan prices swapping at, for `--gpu-memory`'s search, is what the swapped one holds less
+    assert small_wan_plan["swap_savings"][19] == 18 * block and plans[1]["swap_savings"] == []
+    assert [a["peak_bytes"] - b["peak_bytes"] for a, b in zip(*(p["stages"] for p in plans), strict=True)] == [
+        18 * block] * len(resident[0])
     assert plans[1]["offload_peak_bytes"] == plans[1]["peak_bytes"]  # model.offload is refused beside it
     swap.write_text("model: {blocks_to_swap: 30}\n")
     result = CliRunner().invoke(app, ["plan", *small, "--config", str(swap)])

@@ -248,7 +248,7 @@ def plan(
         lines = [] if gpu_memory is None else [fits_card(result, gpu_memory)]
         to_fit = None
         if lines and lines[0].startswith("does not fit"):  # trace the job again with the options that lower it
-            found = options_to_fit(cfg, gpu_memory, tflops)
+            found = options_to_fit(cfg, gpu_memory, tflops, traced=result)
             lines.append(options_line(found, gpu_memory))
             to_fit = found and {"options": found[0], "peak_bytes": found[1]}
         if json_out:

@@ -37,6 +37,8 @@ from pathlib import Path
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from .backbones import detect_variant, hub_variant, load_backbone
+from .backbones.base import Backbone
+from .backbones.block_swap import offloaded_bytes
 from .backbones.from_configs import modules_stay, weightless
 from .backbones.variants import BY_NAME
 from .config import TransferConfig, recipe_names
@@ -67,6 +69,9 @@ class Plan:
     settings: dict  # the settings that set the memory
     stages: list[StagePlan] = field(default_factory=list)
     tflops: float = DEFAULT_TFLOPS
+    # bytes that `model.blocks_to_swap: N` would keep off the device, at index N - 1; empty where the run already
+    # swaps or offloads, or the model has no blocks to swap
+    swap_savings: list[int] = field(default_factory=list)
 
     @property
     def peak_bytes(self) -> int:
@@ -87,13 +92,26 @@ class Plan:
         return {str(gb): (self.peak_bytes <= gb * GB) if self.complete or self.peak_bytes > gb * GB else None
                 for gb in CARDS}
 
+    def swap_to_fit(self, gpu_memory: float) -> int | None:
+        """The fewest blocks to swap (`model.blocks_to_swap`) that bring every stage under `gpu_memory` GB (0 where it
+        fits already): swapping changes only the parameters on the device, the same bytes in every stage, so no new
+        trace is needed. None where no count does, or where stages could not be traced."""
+        over = self.peak_bytes - gpu_memory * GB
+        if not self.complete:
+            return None
+        if over <= 0:
+            return 0
+        return next((n for n, saved in enumerate(self.swap_savings, start=1) if saved >= over), None)
+
     def to_json(self) -> dict:
         stages = [asdict(s) | {"seconds": s.seconds(self.tflops)} for s in self.stages]
         return {"model": self.model, "variant": self.variant, "family": self.family, "recipe": self.recipe,
                 "size": list(self.size), "settings": self.settings, "tflops": self.tflops, "stages": stages,
                 "complete": self.complete,
                 "peak_bytes": self.peak_bytes, "fits": self.fits(), "offload_peak_bytes": self.offload_peak_bytes,
-                "fits_with_offload": {str(gb): self.offload_peak_bytes <= gb * GB for gb in CARDS}}
+                "fits_with_offload": {str(gb): self.offload_peak_bytes <= gb * GB for gb in CARDS},
+                "swap_savings": self.swap_savings,
+                "blocks_to_swap_to_fit": {str(gb): self.swap_to_fit(gb) for gb in CARDS}}
 
 
 def published_configs(source: str) -> tuple[Path, str | None]:
@@ -145,6 +163,8 @@ def _plan(cfg: TransferConfig, configs: Path, variant: str | None, fake: FakeTen
                 "guidance": cfg.guidance.method}
     plan = Plan(m.source, variant or detect_variant(m.source), m.family, recipe_names(m.model_dump()),
                 (frames, height, width), settings, tflops=tflops)
+    if not (m.offload or m.blocks_to_swap):
+        plan.swap_savings = swap_savings(backbone)
     plan.stages = JobTrace(cfg, backbone, fake).run()
     if m.offload:  # the run's own placement: offload's peaks are the plan's peaks
         for stage in plan.stages:
@@ -153,6 +173,16 @@ def _plan(cfg: TransferConfig, configs: Path, variant: str | None, fake: FakeTen
         for stage in plan.stages:
             stage.offload_peak_bytes = stage.peak_bytes
     return plan
+
+
+def swap_savings(backbone: Backbone) -> list[int]:
+    """What swapping 1, 2, ... of every expert's blocks keeps off the device (`block_swap.offloaded_bytes`); empty
+    where the model has no blocks to swap (the toy)."""
+    try:
+        blocks = [backbone.expert_blocks(e) for e in backbone.experts]
+    except InputError:
+        return []
+    return [offloaded_bytes(blocks, n) for n in range(1, min(map(len, blocks)))]
 
 
 def gib(n: int) -> str:
@@ -204,26 +234,65 @@ def with_settings(cfg: TransferConfig, change: dict) -> TransferConfig:
                                   for section, values in change.items()})
 
 
-def options_to_fit(cfg: TransferConfig, gpu_memory: float, tflops: float = DEFAULT_TFLOPS
-                   ) -> tuple[list[str], int] | None:
-    """The memory options (`MEMORY_OPTIONS`, then model.offload) that make `cfg`'s job fit `gpu_memory` GB, and the
-    peak bytes with them: each option set traced again, since each changes what the tuning stages hold. Options the run
-    already has are skipped, and one the model refuses (motion.downsample on CogVideoX) is left out; None: none fits."""
+def options_to_fit(cfg: TransferConfig, gpu_memory: float, tflops: float = DEFAULT_TFLOPS,
+                   traced: Plan | None = None) -> tuple[list[str], int] | None:
+    """The memory options that make `cfg`'s job fit `gpu_memory` GB, and the peak bytes with them: `MEMORY_OPTIONS`
+    one on top of another, each set traced again, since each changes what the tuning stages hold; after each set,
+    model.offload (priced in its plan), then block swapping (`swapped_to_fit`), which changes no result either.
+    Options the run already has are skipped, and one the model refuses (motion.downsample on CogVideoX) is left out;
+    `traced`: `cfg`'s plan if made already. None: none fits."""
     names: list[str] = []
-    for name, change in MEMORY_OPTIONS:
-        if all(getattr(getattr(cfg, section), key) == value for section, values in change.items()
-               for key, value in values.items()):
-            continue
-        candidate = with_settings(cfg, change)
-        try:
-            plan = plan_transfer(candidate, tflops)
-        except InputError:
-            continue
-        cfg, names = candidate, [*names, name]
-        if plan.peak_bytes <= gpu_memory * GB:
+    plan = traced or plan_transfer(cfg, tflops)
+    for name, change in ((None, {}), *MEMORY_OPTIONS):
+        if change:
+            if all(getattr(getattr(cfg, section), key) == value for section, values in change.items()
+                   for key, value in values.items()):
+                continue
+            candidate = with_settings(cfg, change)
+            try:
+                plan = plan_transfer(candidate, tflops)
+            except InputError:
+                continue
+            cfg, names = candidate, [*names, name]
+        if plan.complete and plan.peak_bytes <= gpu_memory * GB:
             return names, plan.peak_bytes
         if not plan.settings["offload"] and plan.offload_peak_bytes <= gpu_memory * GB:
             return [*names, "model.offload: true"], plan.offload_peak_bytes
+        found = swapped_to_fit(cfg, names, plan, gpu_memory, tflops)
+        if found is not None:
+            return found
+    return None
+
+
+def swapped_to_fit(cfg: TransferConfig, names: list[str], plan: Plan, gpu_memory: float, tflops: float
+                   ) -> tuple[list[str], int] | None:
+    """On top of `names`' options (`cfg`, whose plan is `plan`): the fewest swapped blocks that make the
+    job fit (`Plan.swap_to_fit`), else the same with VAE tiling, for a job whose encode or decode beside every
+    component still would not fit (tiling changes values near the tiles' seams, so it comes only here); the count
+    chosen is traced again to confirm it."""
+    if cfg.model.offload or cfg.model.blocks_to_swap:  # swapping refuses offload
+        cfg = with_settings(cfg, {"model": {"offload": False, "blocks_to_swap": 0}})
+        plan = plan_transfer(cfg, tflops)
+    found = _swap(cfg, plan, names, gpu_memory, tflops)
+    if found is not None or plan.settings["vae_tiling"]:
+        return found
+    tiled = with_settings(cfg, {"model": {"vae_tiling": True}})
+    return _swap(tiled, plan_transfer(tiled, tflops), [*names, "model.vae_tiling: true"], gpu_memory, tflops)
+
+
+def _swap(cfg: TransferConfig, plan: Plan, names: list[str], gpu_memory: float, tflops: float
+          ) -> tuple[list[str], int] | None:
+    if plan.complete and plan.peak_bytes <= gpu_memory * GB:
+        return names, plan.peak_bytes
+    count = plan.swap_to_fit(gpu_memory)
+    if count is None:
+        return None
+    try:
+        swapped = plan_transfer(with_settings(cfg, {"model": {"blocks_to_swap": count}}), tflops)
+    except InputError:  # a stage tunes without gradient checkpointing
+        return None
+    if swapped.complete and swapped.peak_bytes <= gpu_memory * GB:
+        return [*names, f"model.blocks_to_swap: {count}"], swapped.peak_bytes
     return None
 
 
@@ -231,6 +300,7 @@ def options_line(found: tuple[list[str], int] | None, gpu_memory: float) -> str:
     """One line naming the options `options_to_fit` found, with the peak they give, or that none does."""
     if found is None:
         return (f"no option here makes it fit {gpu_memory:g} GB (tried: "
-                f"{'; '.join(name for name, _ in MEMORY_OPTIONS)}; model.offload: true)")
+                f"{'; '.join(name for name, _ in MEMORY_OPTIONS)}; model.offload: true; model.blocks_to_swap, "
+                f"with model.vae_tiling: true)")
     names, peak = found
     return f"fits {gpu_memory:g} GB with {'; '.join(names)} (peak {gib(peak)} GB)"
