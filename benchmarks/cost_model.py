@@ -45,7 +45,7 @@ class Recipe:
     guidance: bool = True  # classifier-free guidance: two forwards per generation step
 
 
-# The project's recipes (`follow_your_motion.config.RECIPES`, checked in the tests): Wan2.1 at the paper's sizes;
+# The project's recipes (`follow_your_motion.recipes.RECIPES`, checked in the tests): Wan2.1 at the paper's sizes;
 # Wan2.2-TI2V-5B at its release's 121 frames of 704x1280 (31 latent frames), keeping the Wan recipe's K = 5.
 RECIPES: dict[str, Recipe] = {
     "wan2.1-1.3b": Recipe(),

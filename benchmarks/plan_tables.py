@@ -15,8 +15,8 @@ from pathlib import Path
 
 from benchmarks.common import command, machine
 from follow_your_motion.backbones.variants import supported
-from follow_your_motion.config import resolve_config
 from follow_your_motion.plan import GB, plan_transfer
+from follow_your_motion.precedence import resolve_config
 
 RESULTS = Path(__file__).parent / "results"
 CARDS = (24, 48, 80)

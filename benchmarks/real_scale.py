@@ -38,8 +38,9 @@ from pathlib import Path
 
 import torch
 
-from follow_your_motion.config import HeadSettings, MotionSettings, SpatialSettings, recipe_config
+from follow_your_motion.config import HeadSettings, MotionSettings, SpatialSettings
 from follow_your_motion.method.train import motion_inputs, spatial_inputs
+from follow_your_motion.recipes import recipe_config
 
 from . import cost_model as cm
 from .common import (

@@ -140,7 +140,7 @@ def load(path: Path) -> list[dict]:
 def transfer_config(model: str, settings: dict):
     """The `TransferConfig` of one case, resolved as `fym plan` resolves its flags."""
     from follow_your_motion.backbones.variants import BY_NAME
-    from follow_your_motion.config import resolve_config
+    from follow_your_motion.precedence import resolve_config
 
     tuning = {"rank": settings["rank"], "grad_checkpointing": True, "mixed_precision": "bf16", "batch_size": 1}
     return resolve_config(settings={

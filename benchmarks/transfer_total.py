@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from follow_your_motion.config import recipe_config
+from follow_your_motion.recipes import recipe_config
 from follow_your_motion.transfer import Transfer
 
 from .common import markdown_table, median, one_thread, write_result

@@ -39,8 +39,9 @@ from follow_your_motion.app.settings import (
 )
 from follow_your_motion.app.uploads import stage_reference
 from follow_your_motion.cli import app as cli
-from follow_your_motion.config import HeadSettings, resolve_config
+from follow_your_motion.config import HeadSettings
 from follow_your_motion.errors import InputError
+from follow_your_motion.precedence import resolve_config
 from follow_your_motion.toyworld.examples import EXAMPLES
 from follow_your_motion.toyworld.render import COLOURS, render
 from follow_your_motion.video import read_video, write_video

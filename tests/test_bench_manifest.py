@@ -12,7 +12,7 @@ from follow_your_motion.bench.manifest import Manifest, load_manifest
 from follow_your_motion.bench.manifest_sources import from_folder, from_mtbench, resolve_manifest
 from follow_your_motion.bench.methods import METHODS, get_method, get_methods
 from follow_your_motion.bench.shapesworld_suite import SHAPESWORLD_SUITE, shapesworld_suite
-from follow_your_motion.config import RECIPES
+from follow_your_motion.recipes import RECIPES
 from follow_your_motion.run_settings import flatten
 from follow_your_motion.toyworld import render as sw
 from follow_your_motion.video import write_video

@@ -209,7 +209,7 @@ def test_recipe_token_grids():
 
 
 def test_recipes_are_the_projects():
-    from follow_your_motion.config import RECIPES, merge
+    from follow_your_motion.recipes import RECIPES, merge
 
     for key, recipe in cm.RECIPES.items():
         project = merge(RECIPES["wan"], RECIPES.get(cm.VARIANT_RECIPES[key], {}))
@@ -307,7 +307,7 @@ def test_real_scale_plan_file_covers_the_default_gpu_run():
     """The committed plans answer every planned stage of the default run (the recipe's rank, queries and K, the
     clip shrunk 2 times, encoders parked), so the GPU session gets its comparison without tracing anything."""
     from benchmarks import real_scale_plan
-    from follow_your_motion.config import recipe_config
+    from follow_your_motion.recipes import recipe_config
 
     wan = recipe_config("wan", {})
     run = {"frames": 81, "height": 480, "width": 832, "rank": wan.motion.rank, "queries": wan.heads.num_queries,

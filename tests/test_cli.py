@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from follow_your_motion.cli import app
-from follow_your_motion.config import resolve_config
+from follow_your_motion.precedence import resolve_config
 from follow_your_motion.transfer import Transfer
 from follow_your_motion.video import read_video, write_video
 

@@ -8,8 +8,8 @@ import torch
 from typer.testing import CliRunner
 
 from follow_your_motion.cli import MEMORY_HINT, app
-from follow_your_motion.config import resolve_config
 from follow_your_motion.errors import InputError
+from follow_your_motion.precedence import resolve_config
 from follow_your_motion.transfer import Transfer
 from follow_your_motion.video import VideoError
 

@@ -22,7 +22,7 @@ from tiny_cogvideox import HEAD_DIM, HEADS, LAYERS, build_tiny_cogvideox_pipelin
 
 from follow_your_motion.backbones import detect_family, detect_variant, load_backbone
 from follow_your_motion.backbones.cogvideox import CogVideoXBackbone
-from follow_your_motion.config import MotionSettings, resolve_config
+from follow_your_motion.config import MotionSettings
 from follow_your_motion.errors import InputError
 from follow_your_motion.method.export import export_lora
 from follow_your_motion.method.lora import add_masked_lora
@@ -37,6 +37,7 @@ from follow_your_motion.method.objective import (
     v_prediction_sample,
 )
 from follow_your_motion.method.train import motion_inputs, train_adapter
+from follow_your_motion.precedence import resolve_config
 from follow_your_motion.runs import RunDir
 from follow_your_motion.transfer import Transfer
 from follow_your_motion.video import read_video, write_video

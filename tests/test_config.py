@@ -16,8 +16,10 @@ from typer.testing import CliRunner
 
 from follow_your_motion.bench.runner import base_settings
 from follow_your_motion.cli import app
-from follow_your_motion.config import RECIPES, TransferConfig, resolve_config
+from follow_your_motion.config import TransferConfig
 from follow_your_motion.errors import InputError
+from follow_your_motion.precedence import resolve_config
+from follow_your_motion.recipes import RECIPES
 from follow_your_motion.video import write_video
 
 # section -> (key, a YAML value, a flag value): every section has a setting a YAML may set and a flag may win over
@@ -103,7 +105,8 @@ def test_height_without_width_is_refused():
 
 
 def test_config_does_not_import_the_method():
-    code = ("import sys, follow_your_motion.config; "
+    code = ("import sys, follow_your_motion.precedence; "
             "print(sorted(m for m in sys.modules if m.startswith('follow_your_motion.')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "follow_your_motion.method" not in loaded and "follow_your_motion.config" in loaded
+    assert "follow_your_motion.method" not in loaded
+    assert all(f"follow_your_motion.{name}" in loaded for name in ("config", "recipes", "precedence"))

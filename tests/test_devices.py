@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from follow_your_motion import cost, devices
 from follow_your_motion.cli import app
-from follow_your_motion.config import resolve_config
+from follow_your_motion.precedence import resolve_config
 from follow_your_motion.video import write_video
 
 

@@ -11,10 +11,11 @@ from conftest import tiny_config
 from test_cli import moving_square
 
 from follow_your_motion.backbones.wan import WanBackbone
-from follow_your_motion.config import EarlyStopSettings, MotionSettings, SpatialSettings, resolve_config
+from follow_your_motion.config import EarlyStopSettings, MotionSettings, SpatialSettings
 from follow_your_motion.method.early_stop import Plateau
 from follow_your_motion.method.lora import add_masked_lora
 from follow_your_motion.method.train import motion_inputs, train_adapter, training_finished
+from follow_your_motion.precedence import resolve_config
 from follow_your_motion.runs import RunDir
 from follow_your_motion.transfer import Transfer
 from follow_your_motion.video import write_video

@@ -11,8 +11,8 @@ from test_cli import moving_square
 from typer.testing import CliRunner
 
 from follow_your_motion.backbones.toy import ToyBackbone
-from follow_your_motion.config import resolve_config
 from follow_your_motion.errors import InputError
+from follow_your_motion.precedence import resolve_config
 from follow_your_motion.transfer import Transfer
 from follow_your_motion.video import write_video
 

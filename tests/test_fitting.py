@@ -9,10 +9,9 @@ from typer.testing import CliRunner
 
 from follow_your_motion.backbones.base import VideoGeometry
 from follow_your_motion.cli import app
-from follow_your_motion.config import VideoSettings
+from follow_your_motion.config import TransferConfig, VideoSettings
 from follow_your_motion.errors import InputError
 from follow_your_motion.fitting import available_frames, fit_frames, fit_size, fit_video, nearest_size
-from follow_your_motion.transfer import TransferConfig
 from follow_your_motion.video import VideoClip, VideoInfo, read_video, select_frames, write_video
 
 WAN = VideoGeometry(temporal_stride=4, spatial_stride=8, patch=(1, 2, 2))

@@ -11,11 +11,12 @@ import torch
 from pydantic import ValidationError
 
 from follow_your_motion.backbones.toy import ToyBackbone
-from follow_your_motion.config import DiTFlowSettings, FlowGuidanceSettings, GuidanceSettings, resolve_config
+from follow_your_motion.config import DiTFlowSettings, FlowGuidanceSettings, GuidanceSettings
 from follow_your_motion.errors import InputError
 from follow_your_motion.method.guidance import DiTFlowGuide, FlowGuide, guided_steps, make_guide
 from follow_your_motion.method.motion_flow import amf_distance, attention_motion_flow
 from follow_your_motion.method.objective import predicted_x0
+from follow_your_motion.precedence import resolve_config
 from follow_your_motion.toyworld.render import ObjectSpec, SceneSpec, render
 from follow_your_motion.video import to_tensor
 

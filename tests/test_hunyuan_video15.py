@@ -21,11 +21,12 @@ from tiny_hunyuan_video15 import GUIDANCE, HEAD_DIM, HEADS, LAYERS, SHIFT, build
 
 from follow_your_motion.backbones import detect_family, load_backbone
 from follow_your_motion.backbones.hunyuan_video15 import HunyuanVideo15Backbone
-from follow_your_motion.config import MotionSettings, resolve_config
+from follow_your_motion.config import MotionSettings
 from follow_your_motion.errors import InputError
 from follow_your_motion.method.export import export_lora
 from follow_your_motion.method.lora import add_masked_lora
 from follow_your_motion.method.train import motion_inputs, train_adapter
+from follow_your_motion.precedence import resolve_config
 from follow_your_motion.runs import RunDir
 from follow_your_motion.video import read_video, write_video
 

@@ -20,9 +20,9 @@ from tiny_kandinsky5 import HEAD_DIM, HEADS, LATENT_CHANNELS, LAYERS, SHIFT, bui
 
 from follow_your_motion.backbones import detect_family, detect_variant, load_backbone
 from follow_your_motion.backbones.kandinsky5 import Kandinsky5Backbone
-from follow_your_motion.config import resolve_config
 from follow_your_motion.errors import InputError
 from follow_your_motion.method.export import export_lora
+from follow_your_motion.precedence import resolve_config
 from follow_your_motion.video import read_video, write_video
 
 PROMPT = "a robot walks"

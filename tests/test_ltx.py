@@ -21,12 +21,13 @@ from tiny_ltx import HEAD_DIM, HEADS, LATENT_CHANNELS, LAYERS, build_tiny_ltx_pi
 
 from follow_your_motion.backbones import detect_family, detect_variant, load_backbone
 from follow_your_motion.backbones.ltx import LTXBackbone
-from follow_your_motion.config import MotionSettings, resolve_config
+from follow_your_motion.config import MotionSettings
 from follow_your_motion.errors import InputError
 from follow_your_motion.method.export import export_lora
 from follow_your_motion.method.lora import add_masked_lora
 from follow_your_motion.method.objective import shift_sigmas
 from follow_your_motion.method.train import motion_inputs, train_adapter
+from follow_your_motion.precedence import resolve_config
 from follow_your_motion.runs import RunDir
 from follow_your_motion.video import read_video, write_video
 

@@ -20,9 +20,9 @@ from tiny_ltx2 import AUDIO_CHANNELS, CLI_SETTINGS, HEAD_DIM, HEADS, LATENT_CHAN
 
 from follow_your_motion.backbones import detect_family, detect_image_mode, load_backbone
 from follow_your_motion.backbones.ltx2 import LTX2Backbone, video_coords
-from follow_your_motion.config import resolve_config
 from follow_your_motion.errors import InputError
 from follow_your_motion.method.export import export_lora
+from follow_your_motion.precedence import resolve_config
 from follow_your_motion.video import read_video, write_video
 
 PROMPT = "a robot walks"

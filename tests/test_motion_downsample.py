@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 from test_cli import moving_square
 
 from follow_your_motion.backbones.toy import ToyBackbone
-from follow_your_motion.config import resolve_config
 from follow_your_motion.errors import InputError
+from follow_your_motion.precedence import resolve_config
 from follow_your_motion.transfer import Transfer
 from follow_your_motion.video import resize_frames, to_tensor, write_video
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 import follow_your_motion.plan as plan_module
-from follow_your_motion.config import resolve_config
 from follow_your_motion.plan import Plan, StagePlan
+from follow_your_motion.precedence import resolve_config
 
 GB = 10**9
 WAN_1_3B = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"

@@ -22,9 +22,9 @@ from tiny_skyreels_v2 import HEAD_DIM, HEADS, LAYERS, build_tiny_skyreels_v2_pip
 
 from follow_your_motion.backbones import HUB_VARIANTS, detect_family, detect_variant, load_backbone
 from follow_your_motion.backbones.skyreels_v2 import SkyReelsV2Backbone
-from follow_your_motion.config import resolve_config
 from follow_your_motion.errors import InputError
 from follow_your_motion.method.export import export_lora
+from follow_your_motion.precedence import resolve_config
 from follow_your_motion.video import read_video, write_video
 
 PROMPT = "a robot walks"

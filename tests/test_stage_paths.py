@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from test_cli import moving_square
 
 from follow_your_motion.bench.methods import get_method
-from follow_your_motion.config import resolve_config
+from follow_your_motion.precedence import resolve_config
 from follow_your_motion.transfer import Transfer
 from follow_your_motion.video import read_video, write_video
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from test_cli import moving_square
 
-from follow_your_motion.config import resolve_config
 from follow_your_motion.method.lora import lora_parameters
 from follow_your_motion.method.losses import flow_matching_loss, motion_loss
 from follow_your_motion.method.sparse import sample_frames
+from follow_your_motion.precedence import resolve_config
 from follow_your_motion.transfer import Transfer
 from follow_your_motion.video import write_video
 

@@ -8,8 +8,8 @@ import torch
 from tiny_hunyuan_video15 import build_tiny_hunyuan_video15_pipeline
 
 from follow_your_motion.backbones import load_backbone
-from follow_your_motion.config import resolve_config
 from follow_your_motion.errors import InputError
+from follow_your_motion.precedence import resolve_config
 
 TILE = 64  # pixels (48 apart): the tiny clip is tiled as the recipe's 480 x 848 is by 256-pixel tiles
 

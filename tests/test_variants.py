@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from follow_your_motion.backbones import detect_family, detect_variant
 from follow_your_motion.backbones.variants import BY_HUB_ID, FAMILIES, VARIANTS
 from follow_your_motion.cli import app
-from follow_your_motion.config import RECIPES, resolve_config
+from follow_your_motion.precedence import resolve_config
+from follow_your_motion.recipes import RECIPES
 from follow_your_motion.video import write_video
 
 

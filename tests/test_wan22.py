@@ -17,10 +17,11 @@ from test_cli import moving_square
 from tiny_wan import build_tiny_wan_pipeline
 
 from follow_your_motion.backbones import detect_family, detect_variant, load_backbone
-from follow_your_motion.config import resolve_config
 from follow_your_motion.errors import InputError
 from follow_your_motion.method.objective import sample_sigmas
-from follow_your_motion.transfer import Transfer, export_run
+from follow_your_motion.precedence import resolve_config
+from follow_your_motion.run_export import export_run
+from follow_your_motion.transfer import Transfer
 from follow_your_motion.video import write_video
 
 BOUNDARY = 0.875

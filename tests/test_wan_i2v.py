@@ -14,10 +14,12 @@ from test_cli import fym, moving_square, ok
 from tiny_wan import build_tiny_wan_i2v_pipeline
 
 from follow_your_motion.backbones import detect_variant, load_backbone
-from follow_your_motion.config import MotionSettings, resolve_config
+from follow_your_motion.config import MotionSettings
 from follow_your_motion.method.sparse import sample_frames
 from follow_your_motion.method.train import motion_inputs
-from follow_your_motion.transfer import Transfer, export_run
+from follow_your_motion.precedence import resolve_config
+from follow_your_motion.run_export import export_run
+from follow_your_motion.transfer import Transfer
 from follow_your_motion.video import read_video, write_video
 
 PROMPT = "a robot walks"

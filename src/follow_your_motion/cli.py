@@ -39,8 +39,9 @@ from .cli_options import (
     handle_errors,
 )
 from .cli_toyworld import toyworld
-from .config import describe_choice, merge, resolve_config
 from .errors import InputError
+from .precedence import resolve_config
+from .recipes import describe_choice, merge
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Follow-Your-Motion: video motion transfer.")
 app.add_typer(toyworld, name="toyworld")
@@ -318,7 +319,7 @@ def export(
     """Write the run's LoRAs for other tools (diffusers `load_lora_weights`, ComfyUI); loads no model."""
 
     def act() -> None:
-        from .transfer import export_run
+        from .run_export import export_run
 
         for path in export_run(run, fmt, out):
             typer.echo(str(path))

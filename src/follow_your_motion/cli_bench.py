@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from .cli_options import Clip, ConfigFile, Device, Dino, Model, Out, handle_errors
-from .config import load_yaml_settings
 from .errors import InputError
+from .precedence import load_yaml_settings
 
 bench = typer.Typer(no_args_is_help=True, help="FYM MotionBench: run suites and report.")
 

@@ -41,9 +41,10 @@ from .backbones.base import Backbone
 from .backbones.block_swap import offloaded_bytes
 from .backbones.from_configs import modules_stay, weightless
 from .backbones.variants import BY_NAME
-from .config import TransferConfig, recipe_names
+from .config import TransferConfig
 from .errors import InputError
 from .plan_trace import JobTrace, StagePlan
+from .recipes import recipe_names
 from .run_settings import check_downsample, check_guided_sampling, first_frame_condition
 
 GB = 1e9

@@ -24,8 +24,8 @@ from .method.lora import add_masked_lora, set_trainable
 from .method.objective import timestep_sigma
 from .method.sparse import step_generator
 from .method.train import make_optimizer, micro_step, motion_inputs, spatial_inputs
+from .stage_inputs import clip_condition, conditions_own_frames, own_first_frame, stage_experts
 from .tracing import MemoryTrace, ZeroReads
-from .transfer import clip_condition, conditions_own_frames, own_first_frame, stage_experts
 
 UNTRACEABLE = (DataDependentOutputException, DynamicOutputShapeException)  # code that needs tensor values
 

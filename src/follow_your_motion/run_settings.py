@@ -12,9 +12,10 @@ from accelerate import PartialState
 
 from .backbones import detect_image_mode, read_geometry
 from .backbones.base import VideoGeometry
-from .config import GenerateSettings, TransferConfig, model_family
+from .config import GenerateSettings, TransferConfig
 from .errors import InputError
 from .fitting import fit_frames, fit_rate, fit_video
+from .recipes import model_family
 from .runs import RunDir
 from .video import VideoInfo, probe_video, read_image
 

@@ -2,35 +2,36 @@
 
 Each stage is skipped when its artifact is complete and resumes from its newest checkpoint otherwise, so
 `fym transfer` can be killed at any point and run again. Encodings of the reference and the prompt are
-cached in the run directory, keyed on everything that determines them.
+cached in the run directory (`reference_encodings.py`, the job's base), keyed on everything that determines them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .backbones import backbone_class, load_backbone
-from .backbones.base import Backbone, Conditioning, Expert, StepHook
-from .config import GenerateSettings, TrainSettings, TransferConfig, model_family
+from .backbones import load_backbone
+from .backbones.base import Backbone, Expert, StepHook
+from .config import GenerateSettings, TrainSettings, TransferConfig
 from .cost import cpu_note
 from .devices import pick_device
 from .errors import InputError
 from .fitting import fit_video
-from .method.export import FORMATS, export_file, export_lora
+from .method.export import export_lora
 from .method.generate import generate_video, write_outputs
 from .method.guidance import make_guide
 from .method.heads import HeadMap, classify_heads, head_maps_json, load_head_maps, plot_head_map
 from .method.lora import add_masked_lora
 from .method.train import StepCallback, motion_inputs, spatial_inputs, train_adapter, training_finished
 from .processes import job_state
-from .progress import announced, progress
+from .progress import progress
+from .recipes import model_family
+from .reference_encodings import Reference, ReferenceEncodings
 from .run_settings import (
     REFERENCE_COPY,
     check_downsample,
@@ -41,30 +42,11 @@ from .run_settings import (
     open_config,
     shards_the_model,
 )
-from .runs import RunDir, atomic_save_tensors, atomic_write_text, digest, load_tensors, read_metadata
-from .video import (
-    VideoClip,
-    load_reference,
-    read_image,
-    read_video,
-    resize_frames,
-    to_tensor,
-    write_video,
-)
+from .runs import RunDir, atomic_write_text
+from .stage_inputs import stage_experts
+from .video import VideoClip, load_reference, read_image, read_video, write_video
 
 log = logging.getLogger("follow_your_motion")
-
-# what each cached encoding is, for its progress line (the per-frame ones show a bar over the frames instead)
-ENCODING = {"latents": "encode the reference (VAE)", "text": "encode the caption (text encoder)",
-            "image": "encode the first frame (image condition)"}
-
-
-@dataclass
-class Reference:
-    frames: np.ndarray  # (T, H, W, 3) uint8, as the model sees it
-    fps: float
-    latents: torch.Tensor  # (1, C, F, h, w), on the backbone's device
-    cond: Conditioning  # the caption's conditioning, on the backbone's device
 
 
 @dataclass
@@ -73,52 +55,7 @@ class Sample:
     paths: dict[str, Path]  # video, side_by_side, side_by_side_gif
 
 
-def export_run(run: Path, fmt: str, out_dir: Path | None = None) -> list[Path]:
-    """Write every tuned LoRA of the run (one per adapter and expert) in `fmt` (diffusers or comfyui) to
-    `out_dir` (default <run>/export/<fmt>), reading only the run's LoRA files and config: no model is loaded."""
-    if fmt not in FORMATS:
-        raise InputError(f"unknown LoRA format {fmt!r} (choose from {', '.join(FORMATS)})")
-    run_dir = RunDir(run)
-    family = backbone_class(model_family(open_config(run).model.model_dump()))
-    folder = Path(out_dir) if out_dir else run_dir.root / "export" / fmt
-    written = []
-    for adapter in ("spatial", "motion"):
-        for source in sorted(run_dir.root.glob(f"{adapter}_lora*.safetensors")):
-            suffix = source.name.removeprefix(f"{adapter}_lora").removesuffix(".safetensors")
-            target = folder / f"{adapter}_lora{suffix}_{fmt}.safetensors"
-            written.append(export_file(source, target, fmt, family, adapter))
-    if not written:
-        raise InputError(f"{run_dir.root}: no tuned LoRA to export (run the tuning stages first)")
-    return written
-
-
-def stage_experts(backbone: Backbone, settings: TrainSettings) -> list[Expert]:
-    """The experts a LoRA stage tunes: all, or the high-noise one only (`experts: high_noise`)."""
-    return [e for e in backbone.experts if settings.experts == "all" or e.name != "low_noise"]
-
-
-def clip_condition(backbone: Backbone, frames: np.ndarray, num_frames: int) -> Conditioning:
-    """Image-to-video: the condition a clip (T, H, W, 3) is tuned with, its own first frame at its size (the
-    reference's, or stage 3's shrunk copy of it)."""
-    height, width = frames.shape[1:3]
-    return backbone.encode_image(frames[0], num_frames, height, width)
-
-
-def conditions_own_frames(cfg: TransferConfig, cond: Conditioning) -> bool:
-    """Whether stage 2 conditions each single frame on itself (`own_first_frame`): image-to-video, unless the first
-    frame is given clean (TI2V: a one-frame clip would have no frame left to learn, so its single frames are learnt
-    unconditioned, as its text-to-video mode runs)."""
-    return cfg.video.first_frame_condition and not cond.fixed_frames
-
-
-def own_first_frame(backbone: Backbone, frame: np.ndarray) -> Conditioning:
-    """Stage 2, image-to-video: a single frame (H, W, 3)'s conditioning as its own first frame, how the model sees a
-    one-frame clip of it."""
-    height, width = frame.shape[:2]
-    return backbone.encode_image(frame, 1, height, width)
-
-
-class Transfer:
+class Transfer(ReferenceEncodings):
     """One run: its config, its directory, its backbone, and each stage as a method.
 
     Made from a config (`Transfer(cfg, out)`), it reads the reference and fits it to the model (the frame count
@@ -200,93 +137,6 @@ class Transfer:
         if copy.is_file():
             return cls(cfg, run, backbone, seen=read_video(copy))
         return cls(cfg, run, backbone)
-
-    def _cached(self, what: str, key: str, compute) -> torch.Tensor:
-        return self._cached_conditioning(what, key, lambda: Conditioning({what: compute()})).tensors[what]
-
-    def _cached_conditioning(self, what: str, key: str, compute) -> Conditioning:
-        """`compute()` once per key: the named tensors (and which run along frames) are kept in cache/."""
-        path = self.run.cache(what, key)
-        if path.exists():
-            meta = read_metadata(path)
-            cond = Conditioning(load_tensors(path), json.loads(meta.get("frame_axis", "{}")),
-                                tuple(json.loads(meta.get("fixed_frames", "[]"))))
-        else:
-            with self.backbone.encoders_ready(), announced(ENCODING[what]) if what in ENCODING else nullcontext():
-                cond = compute()
-            if self.state.is_main_process:
-                atomic_save_tensors(path, cond.tensors, {"frame_axis": json.dumps(cond.frame_axis),
-                                                         "fixed_frames": json.dumps(cond.fixed_frames)})
-        return cond.to(self.backbone.device)
-
-    def reference(self) -> Reference:
-        """The reference as frames, latents and caption conditioning (computed once, cached on disk)."""
-        if self._reference is None:
-            cfg, source = self.cfg, Path(self.cfg.reference)
-            v = cfg.video
-            if not source.is_file():
-                raise InputError(f"{source}: reference video not found; {self.run.root} needs it to tune (its "
-                                 "finished stages, generation and export do not)")
-            if self._exact is None:
-                self._exact = load_reference(source, v.frames, v.height, v.width, fps=v.fps, start=v.start)
-            clip = self._exact
-            stat = source.stat()
-            self._key = digest(self._model_key, str(source.resolve()), stat.st_size, stat.st_mtime_ns, v.model_dump())
-            self._reference = self._encoded(clip, self._key)
-        return self._reference
-
-    @property
-    def _model_key(self) -> tuple[str | None, str | None, str]:
-        m = self.cfg.model
-        return m.source, m.family, m.dtype
-
-    def _encoded(self, clip: VideoClip, key: str) -> Reference:
-        """`clip` as the tuning stages take it: its latents, and the caption's conditioning (with its first
-        frame's for an image-to-video run), each encoded once and cached under `key`."""
-        cfg, v = self.cfg, self.cfg.video
-        frames = to_tensor(clip.frames)
-        latents = self._cached("latents", key, lambda: self.backbone.encode_video(frames))
-        cond = self._cached_conditioning("text", digest(self._model_key, cfg.prompt),
-                                         lambda: self.backbone.encode_prompt(cfg.prompt))
-        if v.first_frame_condition:  # image-to-video: tuned on the reference's own first frame
-            first = self._cached_conditioning("image", key, lambda: clip_condition(self.backbone, clip.frames,
-                                                                                   v.frames))
-            cond = cond.merged(first)
-        return Reference(clip.frames, clip.fps, latents, cond)
-
-    def motion_reference(self) -> Reference:
-        """The reference stage 3 tunes on: the reference itself, or with `motion.downsample` s > 1 its frames
-        area-averaged to 1/s of each side and encoded as the full clip is (motion is low-frequency; the
-        backbone spaces their tokens as the full size's)."""
-        ref, factor = self.reference(), self.cfg.motion.downsample
-        if factor == 1:
-            return ref
-        if self._motion_reference is None:
-            v = self.cfg.video
-            small = VideoClip(resize_frames(ref.frames, v.height // factor, v.width // factor), ref.fps)
-            self._motion_reference = self._encoded(small, digest(self._key, factor))
-        return self._motion_reference
-
-    def frame_latents(self) -> torch.Tensor:
-        """Every pixel frame of the reference encoded on its own, (T, C, 1, h, w), for stage 2."""
-        ref = self.reference()
-        frames = to_tensor(ref.frames)
-
-        def encode() -> torch.Tensor:
-            return torch.cat([self.backbone.encode_video(frames[:, i : i + 1])
-                              for i in progress(range(frames.shape[1]), desc="encode single frames (VAE)")])
-
-        return self._cached("frame_latents", self._key, encode)
-
-    def frame_conditions(self) -> Conditioning | None:
-        """Image-to-video, for stage 2: every pixel frame's conditioning as its own first frame (batch T), cached;
-        None where stage 2 does not condition on the frames (`conditions_own_frames`)."""
-        ref = self.reference()
-        if not conditions_own_frames(self.cfg, ref.cond):
-            return None
-        return self._cached_conditioning("frame_images", self._key, lambda: Conditioning.stacked(
-            [own_first_frame(self.backbone, frame)
-             for frame in progress(ref.frames, desc="encode single frames as first frames")]))
 
     def encode(self) -> Reference:
         """Every encoding tuning needs (the reference, its caption, its first frame, stage 2's single frames),
@@ -426,15 +276,6 @@ class Transfer:
         return make_guide(self.backbone, self.cfg.guidance, self.guidance_reference(), prompt, settings.steps,
                           settings.seed, image_given)
 
-    def guidance_reference(self) -> torch.Tensor:
-        """The reference latents a guidance follows: the tuning stages' (from the original video) while it is at
-        its path, else the run's copy (`REFERENCE_COPY`, the reference as the model saw it) encoded once."""
-        if self.cfg.reference and Path(self.cfg.reference).is_file():
-            return self.reference().latents
-        copy = self.run.path(REFERENCE_COPY)
-        key = digest(self._model_key, REFERENCE_COPY, copy.stat().st_size, copy.stat().st_mtime_ns,
-                     self.cfg.video.model_dump())
-        return self._cached("latents", key, lambda: self.backbone.encode_video(to_tensor(self.clip.frames)))
 
     def all(self) -> Sample:
         """Every stage in order, reusing whatever is already complete."""

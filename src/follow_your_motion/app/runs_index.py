@@ -10,8 +10,8 @@ from pathlib import Path
 
 from ..config import TransferConfig
 from ..errors import InputError
+from ..run_settings import REFERENCE_COPY
 from ..runs import RunDir
-from ..transfer import REFERENCE_COPY
 from .uploads import inside
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a single path component that cannot be "..", "." or hidden

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import get_args
 
 from ..backbones import detect_image_mode
-from ..config import HeadSettings, TransferConfig, merge, model_family, resolve_config
+from ..config import HeadSettings, TransferConfig
 from ..errors import InputError
+from ..precedence import resolve_config
+from ..recipes import merge, model_family
 
 TOY_MODEL = "toy (embedded ShapesWorld model)"  # the Model field's default: source None
 PRESETS = ("fast", "paper")

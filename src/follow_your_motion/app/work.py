@@ -13,11 +13,13 @@ import zipfile
 from pathlib import Path
 
 from ..backbones.base import Backbone
-from ..config import GUIDANCE_METHODS, GenerateSettings, TransferConfig, resolve_config
+from ..config import GUIDANCE_METHODS, GenerateSettings, TransferConfig
 from ..errors import InputError
-from ..run_settings import open_config
+from ..precedence import resolve_config
+from ..run_export import export_run
+from ..run_settings import REFERENCE_COPY, open_config
 from ..runs import RunDir, atomic_write, atomic_write_text, digest
-from ..transfer import REFERENCE_COPY, Transfer, export_run
+from ..transfer import Transfer
 from .jobs import Cancelled, Job
 from .models import ModelCache
 from .scoring import result_metrics

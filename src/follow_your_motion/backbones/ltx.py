@@ -41,7 +41,7 @@ from .lora_files import COMFY_PREFIX, comfyui_to_peft, is_comfyui_lora, loading_
 FRAME_RATE = 25  # LTXPipeline.__call__'s default `frame_rate`: the time axis of the RoPE is in seconds of it
 TEXT_LENGTH = 128  # LTXPipeline.__call__'s default `max_sequence_length` of the T5 prompt
 # The clip size the training noise levels are shifted for: LTXPipeline.__call__'s defaults (161 frames of
-# 512x704), as the `ltx` recipe in config.py. The sampler shifts by exp(mu), mu growing with the token count.
+# 512x704), as the `ltx` recipe in recipes.py. The sampler shifts by exp(mu), mu growing with the token count.
 SHIFT_FRAMES, SHIFT_SIZE = 161, (512, 704)
 # diffusers' LTX-Video docs, for the timestep-aware VAE of LTX-Video 0.9.1 and later
 DECODE_TIMESTEP, DECODE_NOISE_SCALE = 0.05, 0.025

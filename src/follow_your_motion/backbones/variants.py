@@ -20,7 +20,7 @@ class Variant:
     # kandinsky5, ltx2)
     pipeline: str  # its diffusers pipeline class (model_index.json "_class_name")
     hub_ids: tuple[str, ...] = ()
-    recipe: str | None = None  # a recipe on top of the family's (config.RECIPES); None: the family's alone
+    recipe: str | None = None  # a recipe on top of the family's (recipes.RECIPES); None: the family's alone
     refused: str | None = None  # why it does not run here; None: supported
 
     @property

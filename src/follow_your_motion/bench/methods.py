@@ -1,6 +1,6 @@
 """The methods a benchmark compares: each is a named set of TransferConfig overrides, not a code fork.
 
-A method's overrides are merged (``config.merge``) onto the run's config (recipe + the user's settings),
+A method's overrides are merged (``recipes.merge``) onto the run's config (recipe + the user's settings),
 so every method runs through the same ``Transfer`` code; only the settings differ. Differences from
 ``fym`` with default settings:
 
@@ -29,8 +29,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..config import TransferConfig, merge
+from ..config import TransferConfig
 from ..errors import InputError
+from ..recipes import merge
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..config import TransferConfig, merge, model_family, resolve_config
+from ..config import TransferConfig
 from ..errors import InputError
+from ..precedence import resolve_config
+from ..recipes import merge, model_family
 from ..runs import atomic_write_text
 from .manifest import Case, Manifest
 from .manifest_sources import resolve_manifest
@@ -47,7 +49,7 @@ SUITE_SCHEMA = "fym-bench-suite/1"
 
 
 def base_settings(model: str | None, device: str | None, overrides: dict | None) -> tuple[dict, str]:
-    """The run's settings (``config.resolve_config``: the family's recipe < `overrides` < the model and device
+    """The run's settings (``precedence.resolve_config``: the family's recipe < `overrides` < the model and device
     given) and the model family."""
     flags = {k: v for k, v in (("source", model), ("device", device)) if v is not None}
     cfg = resolve_config({"model": flags} if flags else {}, settings=overrides)  # bad overrides fail here

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config import resolve_config
 from ..errors import InputError
+from ..precedence import resolve_config
 from ..runs import atomic_write_text
 from ..transfer import Transfer
 from ..video import write_video
