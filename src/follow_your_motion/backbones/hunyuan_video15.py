@@ -19,6 +19,10 @@ Positions. `HunyuanVideo15RotaryPosEmbed` builds its cos / sin tables from the l
 columns) `get_1d_rotary_pos_embed(rope_axes_dim[i], grid, rope_theta)`, concatenated. `PositionedRope` rebuilds the
 same tables with the time axis at given (possibly fractional) frame positions; stock positions are bit-identical.
 
+Planning: diffusers' forward branches on tensor values (whether the image tokens are all zero; the text tokens
+reordered by boolean masks), which `fym plan`'s fake tensors do not have; while it traces, `on_fake_tensors` runs
+`fixed_shape_forward` instead, the same values with every shape known beforehand.
+
 Objective: rectified flow (FlowMatchEulerDiscreteScheduler), timestep sigma * 1000, the scheduler's `shift` as the
 sampler shift. Guidance comes from the pipeline's `guider` component (ClassifierFreeGuidance), not a call argument.
 LoRA files: the transformer's own PEFT loader (`load_lora_adapter`) reads them; the pipeline has no LoRA mixin.
@@ -40,6 +44,8 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.utils.peft_utils import apply_lora_scale
 from safetensors.torch import load_file
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
+from torch.utils._pytree import tree_map_only
 
 from ..errors import InputError
 from .base import (
@@ -166,6 +172,18 @@ def fixed_shape_forward(self: nn.Module, hidden_states: torch.Tensor, timestep: 
     return (hidden_states,) if not return_dict else Transformer2DModelOutput(sample=hidden_states)
 
 
+def fake_forward(self: nn.Module, *args, **kwargs):
+    """`fixed_shape_forward` with every real tensor among the inputs made a fake one of the parameters' mode, where
+    the parameters are fake (`fym plan`): the masks come from the tokenizers as real tensors, and from the joint mask
+    diffusers' attention processor builds (B, 1, S, S) masks in every block, which would otherwise be computed for
+    real on the CPU (2.6 GB each at the recipe size). Counted alike: a fake tensor's bytes are a real one's."""
+    mode = getattr(next(self.parameters()), "fake_mode", None)
+    if mode is not None:
+        args, kwargs = tree_map_only(torch.Tensor, lambda t: t if isinstance(t, FakeTensor) else mode.from_tensor(t),
+                                     (args, kwargs))
+    return fixed_shape_forward(self, *args, **kwargs)
+
+
 class HunyuanVideo15Backbone(DiffusersBackbone):
     """HunyuanVideo 1.5 text-to-video through diffusers."""
 
@@ -234,11 +252,12 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
 
     @contextlib.contextmanager
     def on_fake_tensors(self) -> Iterator[None]:
-        """The transformer's forward swapped for `fixed_shape_forward` (its own is diffusers' again after): diffusers'
-        branches on the image tokens' and the masks' values, which fake tensors do not have."""
+        """The transformer's forward swapped for `fixed_shape_forward` on fake inputs (`fake_forward`; its own is
+        diffusers' again after): diffusers' branches on the image tokens' and the masks' values, which fake tensors do
+        not have."""
         transformers = [expert.module for expert in self.experts]
         for transformer in transformers:
-            transformer.forward = types.MethodType(fixed_shape_forward, transformer)
+            transformer.forward = types.MethodType(fake_forward, transformer)
         try:
             yield
         finally:
