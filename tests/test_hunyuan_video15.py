@@ -20,6 +20,7 @@ from test_cli import moving_square, ok
 from tiny_hunyuan_video15 import GUIDANCE, HEAD_DIM, HEADS, LAYERS, SHIFT, build_tiny_hunyuan_video15_pipeline
 
 from follow_your_motion.backbones import detect_family, load_backbone
+from follow_your_motion.backbones import hunyuan_video15 as hv_backbone
 from follow_your_motion.backbones.hunyuan_video15 import HunyuanVideo15Backbone
 from follow_your_motion.config import MotionSettings
 from follow_your_motion.errors import InputError
@@ -189,6 +190,73 @@ def test_spaced_tokens_get_every_second_row_and_column_of_the_full_grid(backbone
         moved = backbone.predict(expert, latents, t, cond, spatial_stride=2)
         stock_out = backbone.predict(expert, latents, t, cond)
     assert (moved - stock_out).abs().max() > 1e-4 and rope.spatial_stride == 1
+
+
+# -- tracing on fake tensors (`fym plan`) ----------------------------------------------------------------------------
+
+
+def _transformer_inputs(backbone: HunyuanVideo15Backbone, image: bool) -> dict:
+    """A step's inputs for a batch of two prompts with different masks: one quotes text (valid byT5 tokens), and
+    one of the Qwen masks has a hole (each group of tokens must keep its order); zero image tokens (text-to-video)
+    or random ones."""
+    conds = [backbone.encode_prompt(PROMPT).tensors, backbone.encode_prompt('a dog runs by a sign "snow"').tensors]
+    text, text_mask, text_2, text_mask_2 = (torch.cat([c[k] for c in conds])
+                                            for k in ("text", "text_mask", "text_2", "text_mask_2"))
+    text_mask[1, 1] = 0
+    assert 0 < int(text_mask_2[1].sum()) < text_mask_2.shape[1] and int(text_mask_2[0].sum()) == 0
+    generator = torch.Generator().manual_seed(3)
+    config = backbone.experts[0].module.config
+    images = torch.randn(2, 729, config.image_embed_dim, generator=generator) if image else torch.zeros(2, 729, 8)
+    return {"hidden_states": torch.randn(2, config.in_channels, 2, 2, 2, generator=generator).to(backbone.dtype),
+            "timestep": torch.tensor([600.0, 600.0]).to(backbone.dtype), "encoder_hidden_states": text,
+            "encoder_attention_mask": text_mask, "encoder_hidden_states_2": text_2,
+            "encoder_attention_mask_2": text_mask_2, "image_embeds": images.to(backbone.dtype), "return_dict": False}
+
+
+def _run(transformer, inputs: dict) -> list[torch.Tensor]:
+    """What the first block is given (video and text tokens, the time embedding, the joint mask: the text tokens'
+    order, values and mask as the forward made them), the output, and the gradient of the input."""
+    hidden = inputs["hidden_states"].clone().requires_grad_()
+    seen = []
+    hook = transformer.transformer_blocks[0].register_forward_pre_hook(
+        lambda module, args: seen.extend(a.detach() for a in args[:4]))
+    try:
+        out = transformer(**inputs | {"hidden_states": hidden})[0]
+    finally:
+        hook.remove()
+    out.square().sum().backward()
+    return [*seen, out.detach(), hidden.grad]
+
+
+@pytest.mark.parametrize("image", [False, True], ids=["text-only", "image"])
+def test_the_forward_fym_plan_traces_computes_what_diffusers_does_bit_for_bit(backbone, image):
+    """`fym plan` runs the transformer on fake tensors through `fixed_shape_forward` (its shapes known without the
+    masks' values); on real tensors it gives the blocks diffusers' own joint text tokens and mask, and gives its
+    outputs and gradients, exactly, with and without image tokens and gradient checkpointing, so what the plan
+    traces is the real computation."""
+    transformer = backbone.experts[0].module
+    inputs = _transformer_inputs(backbone, image)
+    for checkpointing in (False, True):
+        if checkpointing:
+            transformer.enable_gradient_checkpointing()
+        try:
+            stock = _run(transformer, inputs)
+            with backbone.on_fake_tensors():
+                assert transformer.forward.__func__ is hv_backbone.fake_forward  # fixed_shape_forward on real inputs
+                traced = _run(transformer, inputs)
+        finally:
+            transformer.disable_gradient_checkpointing()
+        assert len(stock) == len(traced) == 6
+        for i, (a, b) in enumerate(zip(stock, traced, strict=True)):
+            assert a.dtype == b.dtype and torch.equal(a, b), (checkpointing, i)
+    out = stock[-2]
+    assert "forward" not in vars(transformer)  # diffusers' own forward again
+    with torch.no_grad():  # the inputs reach the output: the masks' hole, and the image tokens where given
+        holed = dict(inputs, encoder_attention_mask=inputs["encoder_attention_mask"].clone())
+        holed["encoder_attention_mask"][1, 1] = 1
+        assert not torch.equal(transformer(**inputs)[0][1], transformer(**holed)[0][1])
+        if image:
+            assert not torch.equal(out, transformer(**inputs | {"image_embeds": inputs["image_embeds"] * 2})[0])
 
 
 # -- training, masks, the LoRA file -----------------------------------------------------------------------------

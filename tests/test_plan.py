@@ -150,14 +150,51 @@ def test_hunyuan_encodes_and_decodes_its_recipe_clip_within_80_gb_by_default(hun
         assert stages[name]["untraced"] is None and 0 < stages[name]["peak_bytes"] <= 80e9
 
 
-def test_a_stage_that_branches_on_tensor_values_is_named_not_guessed(hunyuan_plan):
-    """HunyuanVideo 1.5's transformer reorders its text tokens by their masks' values, which fake tensors do not
-    have: its stages say so (and where), and the plan says it is incomplete."""
+def test_hunyuans_transformer_stages_are_traced_through_its_fixed_shape_forward(hunyuan_plan):
+    """diffusers' HunyuanVideo 1.5 transformer branches on its image tokens' and masks' values; while the plan traces
+    it, its backbone runs a forward with the same values and shapes known beforehand (`on_fake_tensors`;
+    test_hunyuan_video15.py checks it bit for bit against diffusers'), so every stage is traced and the plan says
+    which cards it fits."""
+    from diffusers import HunyuanVideo15Transformer3DModel
+
+    from follow_your_motion.backbones.variants import BY_NAME
+
+    with torch.device("meta"):
+        transformer = HunyuanVideo15Transformer3DModel.from_config(HunyuanVideo15Transformer3DModel.load_config(
+            BY_NAME["hunyuanvideo1.5-480p-t2v"].configs / "transformer"))
+    weights = bf16_bytes(transformer)
+    assert round(weights / 1e9, 2) == 16.65
     stages = {s["stage"]: s for s in hunyuan_plan["stages"]}
-    assert not hunyuan_plan["complete"]
+    assert hunyuan_plan["complete"] and list(stages) == [s for s in STAGES if s != "guide"]
+    assert None not in hunyuan_plan["fits"].values()
+    assert stages["classify"]["resident_bytes"] == weights
+    for name in ("classify", "spatial", "motion", "generate"):
+        stage = stages[name]
+        assert stage["untraced"] is None and stage["flops"] > 0, name
+        assert stage["peak_bytes"] > stage["resident_bytes"] >= weights, name
+    assert stages["spatial"]["training_state_bytes"] > 0 and stages["motion"]["training_state_bytes"] > 0
+
+
+def test_a_stage_that_branches_on_tensor_values_is_named_not_guessed(tmp_path, monkeypatch):
+    """Without its backbone's fixed-shape forward, diffusers' HunyuanVideo 1.5 transformer reorders its text tokens
+    by their masks' values, which fake tensors do not have: its stages say so (and where), and the plan says it is
+    incomplete (a tiny pipeline's own configs, planned at a small size)."""
+    from tiny_hunyuan_video15 import build_tiny_hunyuan_video15_pipeline
+
+    from follow_your_motion.backbones.base import Backbone
+    from follow_your_motion.backbones.hunyuan_video15 import HunyuanVideo15Backbone
+
+    tiny = str(build_tiny_hunyuan_video15_pipeline(tmp_path / "pipe"))
+    small = ("-m", tiny, "--frames", "9", "--size", "32x32")
+    assert plan_json(*small)["complete"]
+    monkeypatch.setattr(HunyuanVideo15Backbone, "on_fake_tensors", Backbone.on_fake_tensors)
+    plan = plan_json(*small)
+    stages = {s["stage"]: s for s in plan["stages"]}
+    assert not plan["complete"]
     for name in ("classify", "spatial", "motion", "generate"):
         assert "branches on tensor values (transformer_hunyuan_video15.py:" in stages[name]["untraced"]
         assert stages[name]["peak_bytes"] == 0
+    assert stages["encode"]["untraced"] is None and stages["decode"]["untraced"] is None
 
 
 def stage(name: str, resident: float, peak: float, offload_peak: float, untraced: str | None = None) -> StagePlan:

@@ -15,12 +15,16 @@ layer (the largest LoRAs the run can get), and the values a guidance reads only 
 (`ZeroReads`); one step stands for all (AdamW's moments made first, as every step after the first holds them; one
 denoising step and one guided step for the schedule's); stage 2's single frames are encoded once and stand for
 each frame's encoding; which parameters sit on the device is counted from the placement rules (`resident`), since
-nothing moves on fake tensors. Code that branches on tensor values (HunyuanVideo 1.5's transformer reorders its
-text tokens by their masks) cannot run on fake tensors: such a stage is reported untraced, with where, never
-guessed. The allocator's fragmentation, CUDA kernels' workspaces and the CUDA context are not counted; attention
-runs through the CPU flash kernel's meta function, which, like the CUDA flash and memory-efficient kernels, never
-holds the S x S matrix (the math fallback would). After the pipeline's VAE decode its host-side postprocessing
-(frames to uint8 arrays) is not run.
+nothing moves on fake tensors. Code that branches on tensor values cannot run on fake tensors: while the stages are
+traced the backbone runs, in its place, code that computes the same values with shapes known beforehand
+(`Backbone.on_fake_tensors`: HunyuanVideo 1.5's transformer orders its text tokens by their masks' values, and its
+backbone's fixed-shape forward, checked bit for bit against diffusers', does it by a sort; its own intermediates
+there, tensors of the text tokens of a few MB, are not diffusers'); a stage that still branches on values is
+reported untraced, with where, never guessed. The allocator's fragmentation, CUDA kernels' workspaces and the CUDA
+context are not counted; attention runs through the CPU flash kernel's meta function, which, like the CUDA flash
+and memory-efficient kernels, never holds the S x S matrix (the math fallback would; an S x S attention mask that a
+model builds itself, as HunyuanVideo 1.5's does, is counted). After the pipeline's VAE decode its host-side
+postprocessing (frames to uint8 arrays) is not run.
 
 Where it is still not the same code as `fym transfer`: the stages' bodies are called here one by one (`JobTrace`),
 not through `Transfer` and `train_adapter` (no run directory, caches or checkpoints), though each with the same
@@ -166,7 +170,8 @@ def _plan(cfg: TransferConfig, configs: Path, variant: str | None, fake: FakeTen
                 (frames, height, width), settings, tflops=tflops)
     if not (m.offload or m.blocks_to_swap):
         plan.swap_savings = swap_savings(backbone)
-    plan.stages = JobTrace(cfg, backbone, fake).run()
+    with backbone.on_fake_tensors():
+        plan.stages = JobTrace(cfg, backbone, fake).run()
     if m.offload:  # the run's own placement: offload's peaks are the plan's peaks
         for stage in plan.stages:
             stage.peak_bytes = stage.offload_peak_bytes

@@ -340,6 +340,13 @@ class Backbone(SpeedOptions, ABC):
         rows and columns s positions apart: latents of the clip shrunk s times then span the positions of the
         full-size grid (s = 1: the stock positions; a family that cannot space them refuses s > 1)."""
 
+    @contextlib.contextmanager
+    def on_fake_tensors(self) -> Iterator[None]:
+        """While active, the backbone runs on fake tensors (`fym plan` traces it at real size, where no values
+        exist): a family whose model branches on tensor values (a shape that depends on a mask's values) runs, in
+        its place, code that computes the same values with shapes known beforehand. Most have nothing to swap."""
+        yield
+
     @abstractmethod
     def capture_qk(self, expert: Expert, callback: QKCallback, grad: bool = False
                    ) -> contextlib.AbstractContextManager[None]:

@@ -19,6 +19,10 @@ Positions. `HunyuanVideo15RotaryPosEmbed` builds its cos / sin tables from the l
 columns) `get_1d_rotary_pos_embed(rope_axes_dim[i], grid, rope_theta)`, concatenated. `PositionedRope` rebuilds the
 same tables with the time axis at given (possibly fractional) frame positions; stock positions are bit-identical.
 
+Planning: diffusers' forward branches on tensor values (whether the image tokens are all zero; the text tokens
+reordered by boolean masks), which `fym plan`'s fake tensors do not have; while it traces, `on_fake_tensors` runs
+`fixed_shape_forward` instead, the same values with every shape known beforehand.
+
 Objective: rectified flow (FlowMatchEulerDiscreteScheduler), timestep sigma * 1000, the scheduler's `shift` as the
 sampler shift. Guidance comes from the pipeline's `guider` component (ClassifierFreeGuidance), not a call argument.
 LoRA files: the transformer's own PEFT loader (`load_lora_adapter`) reads them; the pipeline has no LoRA mixin.
@@ -28,12 +32,20 @@ block there (method/export.py), which only ComfyUI loads.
 
 from __future__ import annotations
 
+import contextlib
+import types
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from diffusers import HunyuanVideo15Pipeline
 from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.utils.peft_utils import apply_lora_scale
 from safetensors.torch import load_file
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
+from torch.utils._pytree import tree_map_only
 
 from ..errors import InputError
 from .base import (
@@ -104,6 +116,74 @@ def video_qk(attn: nn.Module, hidden: torch.Tensor, rotary: tuple[torch.Tensor, 
     return q, k
 
 
+def joint_text(text: torch.Tensor, text_mask: torch.Tensor, text_2: torch.Tensor, text_mask_2: torch.Tensor,
+               image: torch.Tensor, image_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens the video attends with and their mask, (B, image + byT5 + Qwen tokens, D) and (B, ...): per
+    prompt, the valid image, byT5 and Qwen tokens, then the invalid ones, the invalid text tokens zeroed, as
+    diffusers' forward orders them. Diffusers gathers each group by boolean indexing, whose size is a count of the
+    mask's values; here a stable sort of the masks (valid first, each group in its order) gives the same values in
+    the same places with a size known from the shapes alone."""
+    tokens = torch.cat([image, text_2.masked_fill(~text_mask_2[..., None], 0),
+                        text.masked_fill(~text_mask[..., None], 0)], dim=1)
+    masks = torch.cat([image_mask, text_mask_2, text_mask], dim=1)
+    order = torch.argsort(masks.logical_not().to(torch.uint8), dim=1, stable=True)
+    return tokens.gather(1, order[..., None].expand_as(tokens)), masks.gather(1, order)
+
+
+@apply_lora_scale("attention_kwargs")
+def fixed_shape_forward(self: nn.Module, hidden_states: torch.Tensor, timestep: torch.Tensor,
+                        encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor,
+                        timestep_r: torch.Tensor | None = None, encoder_hidden_states_2: torch.Tensor | None = None,
+                        encoder_attention_mask_2: torch.Tensor | None = None, image_embeds: torch.Tensor | None = None,
+                        attention_kwargs: dict | None = None, return_dict: bool = True):
+    """`HunyuanVideo15Transformer3DModel.forward` (diffusers 0.42) step for step, but for its two branches on tensor
+    values: whether the image tokens are all zero (text-to-video) selects their values by `torch.where` instead of a
+    Python `if`, and the text tokens are ordered by `joint_text` instead of boolean indexing. The same values
+    (tests/test_hunyuan_video15.py compares the two bit for bit), with every shape known without them."""
+    batch_size, _, num_frames, height, width = hidden_states.shape
+    p_t, p_h, p_w = self.config.patch_size_t, self.config.patch_size, self.config.patch_size
+    frames, rows, cols = num_frames // p_t, height // p_h, width // p_w
+    image_rotary_emb = self.rope(hidden_states)
+    temb = self.time_embed(timestep, timestep_r=timestep_r)
+    hidden_states = self.x_embedder(hidden_states)
+
+    def typed(tokens: torch.Tensor, kind: int) -> torch.Tensor:  # each stream plus its condition-type embedding
+        return tokens + self.cond_type_embed(torch.full_like(tokens[:, :, 0], kind, dtype=torch.long))
+
+    text = typed(self.context_embedder(encoder_hidden_states, timestep, encoder_attention_mask), 0)
+    text_2 = typed(self.context_embedder_2(encoder_hidden_states_2), 1)
+    image = self.image_embedder(image_embeds)
+    text_to_video = torch.all(image_embeds == 0)
+    image = typed(torch.where(text_to_video, image * 0.0, image), 2)
+    image_mask = text_to_video.logical_not().expand(batch_size, image.shape[1])
+    encoder_hidden_states, encoder_attention_mask = joint_text(
+        text, encoder_attention_mask.bool(), text_2, encoder_attention_mask_2.bool(), image, image_mask)
+
+    for block in self.transformer_blocks:
+        args = (hidden_states, encoder_hidden_states, temb, encoder_attention_mask, image_rotary_emb)
+        if torch.is_grad_enabled() and self.gradient_checkpointing:
+            hidden_states, encoder_hidden_states = self._gradient_checkpointing_func(block, *args)
+        else:
+            hidden_states, encoder_hidden_states = block(*args)
+
+    hidden_states = self.proj_out(self.norm_out(hidden_states, temb))
+    hidden_states = hidden_states.reshape(batch_size, frames, rows, cols, -1, p_t, p_h, p_w)
+    hidden_states = hidden_states.permute(0, 4, 1, 5, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(2, 3)
+    return (hidden_states,) if not return_dict else Transformer2DModelOutput(sample=hidden_states)
+
+
+def fake_forward(self: nn.Module, *args, **kwargs):
+    """`fixed_shape_forward` with every real tensor among the inputs made a fake one of the parameters' mode, where
+    the parameters are fake (`fym plan`): the masks come from the tokenizers as real tensors, and from the joint mask
+    diffusers' attention processor builds (B, 1, S, S) masks in every block, which would otherwise be computed for
+    real on the CPU (2.6 GB each at the recipe size). Counted alike: a fake tensor's bytes are a real one's."""
+    mode = getattr(next(self.parameters()), "fake_mode", None)
+    if mode is not None:
+        args, kwargs = tree_map_only(torch.Tensor, lambda t: t if isinstance(t, FakeTensor) else mode.from_tensor(t),
+                                     (args, kwargs))
+    return fixed_shape_forward(self, *args, **kwargs)
+
+
 class HunyuanVideo15Backbone(DiffusersBackbone):
     """HunyuanVideo 1.5 text-to-video through diffusers."""
 
@@ -169,6 +249,20 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
             image_embeds=image_embeds,
             return_dict=False,
         )[0]
+
+    @contextlib.contextmanager
+    def on_fake_tensors(self) -> Iterator[None]:
+        """The transformer's forward swapped for `fixed_shape_forward` on fake inputs (`fake_forward`; its own is
+        diffusers' again after): diffusers' branches on the image tokens' and the masks' values, which fake tensors do
+        not have."""
+        transformers = [expert.module for expert in self.experts]
+        for transformer in transformers:
+            transformer.forward = types.MethodType(fake_forward, transformer)
+        try:
+            yield
+        finally:
+            for transformer in transformers:
+                del transformer.forward
 
     @staticmethod
     def attention_qk(attn: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
