@@ -19,6 +19,7 @@ from follow_your_motion.toyworld.pretrain import (
     export_model,
     initialise_from,
     learning_rate,
+    loader_process_options,
     new_run_meta,
     pretrain,
 )
@@ -200,6 +201,14 @@ def test_loader_workers_render_the_same_batches_so_the_run_is_bit_identical(tmp_
     losses = [[json.loads(line).get("loss") for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
               for run in ("inline", "ahead")]
     assert losses[0] == losses[1] and None not in losses[0]
+
+
+def test_loader_workers_are_spawned_not_forked_and_time_out() -> None:
+    """A forked worker inherits the locks the parent's other threads hold (the CI run that hung here); a spawned one
+    does not."""
+    assert loader_process_options(0) == {}
+    options = loader_process_options(2)
+    assert options["multiprocessing_context"] == "spawn" and options["timeout"] > 0
 
 
 def test_new_run_meta_sets_depth_and_width_and_leaves_the_default_alone() -> None:

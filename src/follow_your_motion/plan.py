@@ -244,7 +244,7 @@ def options_to_fit(cfg: TransferConfig, gpu_memory: float, tflops: float = DEFAU
                    traced: Plan | None = None) -> tuple[list[str], int] | None:
     """The memory options that make `cfg`'s job fit `gpu_memory` GB, and the peak bytes with them: `MEMORY_OPTIONS`
     one on top of another, each set traced again, since each changes what the tuning stages hold; after each set,
-    model.offload (priced in its plan), then block swapping (`swapped_to_fit`), which changes no result either.
+    model.offload (priced in its plan), then block swapping (`swap_options`), which changes no result either.
     Options the run already has are skipped, and one the model refuses (motion.downsample on CogVideoX) is left out;
     `traced`: `cfg`'s plan if made already. None: none fits."""
     names: list[str] = []
@@ -262,41 +262,55 @@ def options_to_fit(cfg: TransferConfig, gpu_memory: float, tflops: float = DEFAU
             cfg, names = candidate, [*names, name]
         if plan.complete and plan.peak_bytes <= gpu_memory * GB:
             return names, plan.peak_bytes
-        if not plan.settings["offload"] and plan.offload_peak_bytes <= gpu_memory * GB:
+        if plan.complete and not plan.settings["offload"] and plan.offload_peak_bytes <= gpu_memory * GB:
             return [*names, "model.offload: true"], plan.offload_peak_bytes
-        found = swapped_to_fit(cfg, names, plan, gpu_memory, tflops)
+        found = swap_options(cfg, names, plan, gpu_memory, tflops)
         if found is not None:
             return found
     return None
 
 
-def swapped_to_fit(cfg: TransferConfig, names: list[str], plan: Plan, gpu_memory: float, tflops: float
-                   ) -> tuple[list[str], int] | None:
-    """On top of `names`' options (`cfg`, whose plan is `plan`): the fewest swapped blocks that make the
-    job fit (`Plan.swap_to_fit`), else the same with VAE tiling, for a job whose encode or decode beside every
-    component still would not fit (tiling changes values near the tiles' seams, so it comes only here); the count
-    chosen is traced again to confirm it."""
-    if cfg.model.offload or cfg.model.blocks_to_swap:  # swapping refuses offload
+def swap_options(cfg: TransferConfig, names: list[str], plan: Plan, gpu_memory: float, tflops: float
+                 ) -> tuple[list[str], int] | None:
+    """On top of `names`' options (`cfg`, whose plan is `plan`): the fewest swapped blocks that make the job fit
+    (`Plan.swap_to_fit`), else the same with VAE tiling, for a job whose encode or decode beside every component
+    still would not fit (tiling changes values near the tiles' seams, so it comes only here); the count chosen is
+    traced again to confirm it. A job that refuses swapping (a tuning stage without gradient checkpointing, DiTFlow
+    guidance) costs no trace; nor does tiling where the other stages would not fit anyway."""
+    try:  # the settings' own refusals (model.compile too), then the run's
+        swapping = TransferConfig.model_validate(
+            with_settings(cfg, {"model": {"offload": False, "blocks_to_swap": 1}}).model_dump())
+        swapping.check_block_swap()
+        check_guided_sampling(swapping, swapping.generate)
+    except (InputError, ValueError):
+        return None
+    if cfg.model.offload or cfg.model.blocks_to_swap:  # swapping refuses offload: plan the job without it
+        names = [*names, "model.offload: false"] if cfg.model.offload else names
         cfg = with_settings(cfg, {"model": {"offload": False, "blocks_to_swap": 0}})
         plan = plan_transfer(cfg, tflops)
-    found = _swap(cfg, plan, names, gpu_memory, tflops)
+    if not plan.swap_savings:  # no blocks to swap
+        return None
+    found = _confirmed_swap(cfg, plan, names, gpu_memory, tflops)
     if found is not None or plan.settings["vae_tiling"]:
         return found
+    others = [s.peak_bytes for s in plan.stages if s.stage not in ("encode", "decode")]
+    if others and max(others) - plan.swap_savings[-1] > gpu_memory * GB:  # tiling changes only those two
+        return None
     tiled = with_settings(cfg, {"model": {"vae_tiling": True}})
-    return _swap(tiled, plan_transfer(tiled, tflops), [*names, "model.vae_tiling: true"], gpu_memory, tflops)
+    return _confirmed_swap(tiled, plan_transfer(tiled, tflops), [*names, "model.vae_tiling: true"], gpu_memory,
+                           tflops)
 
 
-def _swap(cfg: TransferConfig, plan: Plan, names: list[str], gpu_memory: float, tflops: float
-          ) -> tuple[list[str], int] | None:
+def _confirmed_swap(cfg: TransferConfig, plan: Plan, names: list[str], gpu_memory: float, tflops: float
+                    ) -> tuple[list[str], int] | None:
+    """`names` if `plan` (of `cfg`) fits already, else with the count `plan` prices as the fewest that fits, if the
+    plan traced with that count does fit."""
     if plan.complete and plan.peak_bytes <= gpu_memory * GB:
         return names, plan.peak_bytes
     count = plan.swap_to_fit(gpu_memory)
     if count is None:
         return None
-    try:
-        swapped = plan_transfer(with_settings(cfg, {"model": {"blocks_to_swap": count}}), tflops)
-    except InputError:  # a stage tunes without gradient checkpointing
-        return None
+    swapped = plan_transfer(with_settings(cfg, {"model": {"blocks_to_swap": count}}), tflops)
     if swapped.complete and swapped.peak_bytes <= gpu_memory * GB:
         return [*names, f"model.blocks_to_swap: {count}"], swapped.peak_bytes
     return None

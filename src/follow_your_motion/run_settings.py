@@ -95,8 +95,8 @@ def check_guidance(cfg: TransferConfig, settings: GenerateSettings, run: Path) -
 def check_guided_sampling(cfg: TransferConfig, settings: GenerateSettings) -> None:
     """What a guided sampling refuses whatever the reference (`fym plan` has none): a frame count or size other
     than the reference's (it compares the sample with the reference latent by latent), an image or an
-    image-to-video model (text-to-video only), a guidance that guides no step, and transformers sharded across
-    processes (FSDP), whose forward pass the guidance's capture would stop mid-way."""
+    image-to-video model (text-to-video only), a guidance that guides no step, DiTFlow with swapped blocks, and
+    transformers sharded across processes (FSDP), whose forward pass the guidance's capture would stop mid-way."""
     from .method.guidance import guided_steps  # loads torch and the backbone contract
 
     method, v = cfg.guidance.method, cfg.video
@@ -110,6 +110,10 @@ def check_guided_sampling(cfg: TransferConfig, settings: GenerateSettings) -> No
         raise InputError(f"guidance.method {method} runs text-to-video only: give no image and a text-to-video "
                          "model, or no guidance")
     guided_steps(cfg.guidance, settings.steps)
+    if method == "ditflow" and cfg.model.blocks_to_swap:
+        raise InputError("guidance.method ditflow backpropagates through the transformer's first blocks without "
+                         "gradient checkpointing, where a swapped block's backward would read its weights in host "
+                         "memory: set model.blocks_to_swap: 0 for the guided sampling, or use guidance.method flow")
     if shards_the_model(cfg, int(os.environ.get("WORLD_SIZE", "1"))):
         raise InputError(f"guidance.method {method} runs on whole transformers, not on ones sharded across "
                          "processes (distributed: fsdp): generate in one process, or with no guidance")

@@ -276,7 +276,6 @@ class Transfer(ReferenceEncodings):
         return make_guide(self.backbone, self.cfg.guidance, self.guidance_reference(), prompt, settings.steps,
                           settings.seed, image_given)
 
-
     def all(self) -> Sample:
         """Every stage in order, reusing whatever is already complete."""
         self.backbone.check_image(self.cfg.generate.image is not None)  # before tuning, not after

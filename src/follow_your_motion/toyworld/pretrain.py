@@ -135,8 +135,9 @@ class StepBatches(torch.utils.data.Dataset):
 def loader_process_options(workers: int) -> dict:
     """How rendering workers start: spawned, not forked. A fork copies the parent's locks in whatever state its other
     threads (a web app's job workers, a progress bar's monitor, OpenMP's and OpenCV's pools) left them, and a worker
-    that waits on one never returns a batch; a spawned one starts clean. The timeout turns a worker that is stuck
-    anyway into an error naming it instead of a run that hangs (a batch renders in seconds)."""
+    that waits on one never returns a batch; a spawned one starts clean, at the price of importing torch and this
+    package first (the first batch waits seconds for it). The timeout turns a worker that is stuck anyway into an
+    error naming it instead of a run that hangs (a batch renders in seconds)."""
     if not workers:
         return {}
     return {"multiprocessing_context": "spawn", "prefetch_factor": 4, "timeout": BATCH_TIMEOUT_S}
