@@ -29,8 +29,10 @@ good. Only the tensors recorded at setup are swapped, so the adapters never move
 
 What it does not combine with: `model.offload` (diffusers moves whole components; both at once would fight over the
 transformer), `model.compile` (a compiled block would trace the hooks, whose moves change its weights' devices),
-several processes (DDP checks and broadcasts module states, FSDP owns the parameters' storage): each refused with
-the other setting named (`ModelSettings`; `Transfer` for processes). `keep_encoders` is independent: it concerns the
+several processes (DDP checks and broadcasts module states, FSDP owns the parameters' storage), DiTFlow guidance
+(its guided step backpropagates through blocks without checkpointing, so a swapped block's backward would read the
+host masters its weights point at again): each refused with the other setting named (`ModelSettings`; `Transfer`
+for processes; `run_settings.check_guided_sampling` for DiTFlow). `keep_encoders` is independent: it concerns the
 encoders, not the transformer.
 """
 
