@@ -206,7 +206,8 @@ def _transformer_inputs(backbone: HunyuanVideo15Backbone, image: bool) -> dict:
     assert 0 < int(text_mask_2[1].sum()) < text_mask_2.shape[1] and int(text_mask_2[0].sum()) == 0
     generator = torch.Generator().manual_seed(3)
     config = backbone.experts[0].module.config
-    images = torch.randn(2, 729, config.image_embed_dim, generator=generator) if image else torch.zeros(2, 729, 8)
+    shape = (2, 729, config.image_embed_dim)
+    images = torch.randn(shape, generator=generator) if image else torch.zeros(shape)
     return {"hidden_states": torch.randn(2, config.in_channels, 2, 2, 2, generator=generator).to(backbone.dtype),
             "timestep": torch.tensor([600.0, 600.0]).to(backbone.dtype), "encoder_hidden_states": text,
             "encoder_attention_mask": text_mask, "encoder_hidden_states_2": text_2,
@@ -431,3 +432,36 @@ def test_cli_transfer_generate_export(tiny_dir, tmp_path):
         "spatial_lora_comfyui.safetensors", "spatial_lora_diffusers.safetensors"]
     comfy = load_file(str(run / "export" / "comfyui" / "motion_lora_comfyui.safetensors"))
     assert all(key.startswith("diffusion_model.double_blocks.") for key in comfy)
+
+
+def test_the_traced_forward_is_checked_against_the_diffusers_forward_it_was_written_from():
+    """`fixed_shape_forward` follows diffusers 0.42's forward step for step; the bit-for-bit tests above run the tiny
+    model's paths only (no timestep_r, no attention scale), so a new diffusers forward must be re-read, not assumed:
+    same parameters and defaults, and the source it was written from."""
+    import hashlib
+    import inspect
+
+    stock = hv_module.HunyuanVideo15Transformer3DModel.forward
+
+    def params(f):
+        return [(p.name, p.default) for p in inspect.signature(f).parameters.values()]
+    assert params(stock) == params(hv_backbone.fixed_shape_forward)
+    digest = hashlib.sha256(inspect.getsource(stock).encode()).hexdigest()
+    assert digest == "6a119831862d5f463cc7b762d6321605401492c10a74f9cf8adf72dc1f9d343e", (
+        "diffusers' HunyuanVideo15Transformer3DModel.forward changed: re-read backbones/hunyuan_video15.py's "
+        "fixed_shape_forward against it, then update this digest")
+
+
+def test_tracing_puts_back_the_forward_a_hook_had_set(tiny_dir):
+    backbone = load_backbone(str(tiny_dir))
+    transformer = backbone.experts[0].module
+    wrapper = transformer.forward  # as accelerate's offload hooks set one on the instance
+    transformer.forward = wrapper
+    with pytest.raises(RuntimeError), backbone.on_fake_tensors():
+        assert transformer.forward.__func__ is hv_backbone.fake_forward
+        raise RuntimeError("a trace that fails")
+    assert vars(transformer)["forward"] is wrapper
+    del transformer.forward
+    with backbone.on_fake_tensors():
+        pass
+    assert "forward" not in vars(transformer)  # diffusers' own, from the class

@@ -252,17 +252,21 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
 
     @contextlib.contextmanager
     def on_fake_tensors(self) -> Iterator[None]:
-        """The transformer's forward swapped for `fixed_shape_forward` on fake inputs (`fake_forward`; its own is
-        diffusers' again after): diffusers' branches on the image tokens' and the masks' values, which fake tensors do
-        not have."""
+        """The transformer's forward swapped for `fixed_shape_forward` on fake inputs (`fake_forward`; what it was
+        before, diffusers' or a hook's wrapper, is back after): diffusers' branches on the image tokens' and the masks'
+        values, which fake tensors do not have."""
         transformers = [expert.module for expert in self.experts]
+        before = [vars(transformer).get("forward") for transformer in transformers]  # a hook's wrapper, if any
         for transformer in transformers:
             transformer.forward = types.MethodType(fake_forward, transformer)
         try:
             yield
         finally:
-            for transformer in transformers:
-                del transformer.forward
+            for transformer, forward in zip(transformers, before, strict=True):
+                if forward is None:
+                    del transformer.forward
+                else:
+                    transformer.forward = forward
 
     @staticmethod
     def attention_qk(attn: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
