@@ -215,7 +215,7 @@ def expert(backbone):
 
 def text_condition(text: torch.Tensor):
     """Wan's conditioning from text embeddings (1, L, D), what `encode_prompt` returns."""
-    from follow_your_motion.backbones.base import Conditioning
+    from follow_your_motion.backbones.inputs import Conditioning
 
     return Conditioning({"text": text})
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from follow_your_motion.backbones.base import VideoGeometry
+from follow_your_motion.backbones.inputs import VideoGeometry
 from follow_your_motion.cli import app
 from follow_your_motion.config import TransferConfig, VideoSettings
 from follow_your_motion.errors import InputError

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from .backbones.base import VideoGeometry
+from .backbones.inputs import VideoGeometry
 from .config import VideoSettings
 from .errors import InputError
 from .video import VideoInfo, round_half_up

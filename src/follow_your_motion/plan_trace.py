@@ -14,8 +14,10 @@ import torch
 from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException, FakeTensorMode
 from torch.utils._pytree import tree_flatten
 
-from .backbones.base import Backbone, Conditioning, Expert, StepHook
+from .backbones.base import Backbone, StepHook
 from .backbones.block_swap import offloaded_bytes
+from .backbones.experts import Expert
+from .backbones.inputs import Conditioning
 from .config import TrainSettings, TransferConfig
 from .method.generate import generate_video
 from .method.guidance import DiTFlowGuide, make_guide

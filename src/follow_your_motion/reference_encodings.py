@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .backbones.base import Backbone, Conditioning
+from .backbones.base import Backbone
+from .backbones.inputs import Conditioning
 from .config import TransferConfig
 from .errors import InputError
 from .progress import announced, progress

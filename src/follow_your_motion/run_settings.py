@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from accelerate import PartialState
 
 from .backbones import detect_image_mode, read_geometry
-from .backbones.base import VideoGeometry
+from .backbones.inputs import VideoGeometry
 from .config import GenerateSettings, TransferConfig
 from .errors import InputError
 from .fitting import fit_frames, fit_rate, fit_video

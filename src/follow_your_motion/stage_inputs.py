@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backbones.base import Backbone, Conditioning, Expert
+from .backbones.base import Backbone
+from .backbones.experts import Expert
+from .backbones.inputs import Conditioning
 from .config import TrainSettings, TransferConfig
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from .backbones import load_backbone
-from .backbones.base import Backbone, Expert, StepHook
+from .backbones.base import Backbone, StepHook
+from .backbones.experts import Expert
 from .config import GenerateSettings, TrainSettings, TransferConfig
 from .cost import cpu_note
 from .devices import pick_device

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from .base import Backbone, VideoGeometry
+from .base import Backbone
+from .inputs import VideoGeometry
 from .variants import BY_HUB_ID, FAMILIES, VARIANTS, Variant
 
 # diffusers pipeline class (model_index.json "_class_name") -> family, of the variants this project runs

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .base import AttentionSite, Backbone, Conditioning, Expert, QKCallback, attention_pre_hooks
+from .base import Backbone, QKCallback, attention_pre_hooks
+from .experts import AttentionSite, Expert
+from .inputs import Conditioning
 from .loading import ModelLoadError, load_pipeline
 
 if TYPE_CHECKING:

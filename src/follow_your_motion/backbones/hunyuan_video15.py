@@ -48,13 +48,9 @@ from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._pytree import tree_map_only
 
 from ..errors import InputError
-from .base import (
-    AttentionSite,
-    Conditioning,
-    Expert,
-    VideoGeometry,
-)
 from .diffusers_base import DiffusersBackbone, PositionedRotary, attention_projection, self_attention_sites
+from .experts import AttentionSite, Expert
+from .inputs import Conditioning, VideoGeometry
 from .loading import ModelLoadError, keep_file_values
 from .lora_files import COMFY_PREFIX, PREFIX, loading_lora, lora_file_keys, write_diffusers_lora
 

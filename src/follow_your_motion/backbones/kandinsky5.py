@@ -36,8 +36,9 @@ from diffusers.models.transformers.transformer_kandinsky import get_freqs
 from torch import nn
 
 from ..errors import InputError
-from .base import AttentionSite, Conditioning, Expert, VideoGeometry
 from .diffusers_base import DiffusersBackbone, PositionedRotary
+from .experts import AttentionSite, Expert
+from .inputs import Conditioning, VideoGeometry
 from .loading import ModelLoadError, keep_file_values, save_pipeline_lora
 from .lora_files import COMFY_PREFIX, is_comfyui_lora, loading_lora, lora_file_keys
 

@@ -28,13 +28,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import InputError
-from .base import (
-    AttentionSite,
-    Conditioning,
-    Expert,
-    VideoGeometry,
-)
 from .diffusers_base import DiffusersBackbone, PositionedRotary, self_attention_sites
+from .experts import AttentionSite, Expert
+from .inputs import Conditioning, VideoGeometry
 from .loading import keep_file_values, save_pipeline_lora
 from .lora_files import COMFY_PREFIX, comfyui_to_peft, is_comfyui_lora, loading_lora
 

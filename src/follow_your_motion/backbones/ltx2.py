@@ -50,8 +50,9 @@ from torch import nn
 
 from ..errors import InputError
 from ..video import resize_center_crop, to_tensor
-from .base import Conditioning, Expert
 from .diffusers_base import attention_projection, self_attention_sites
+from .experts import Expert
+from .inputs import Conditioning
 from .lora_files import COMFY_PREFIX
 from .ltx import LightricksBackbone
 

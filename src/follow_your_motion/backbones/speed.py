@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
     from torch.distributed.device_mesh import DeviceMesh
 
-    from .base import Expert
     from .block_swap import BlockSwap
+    from .experts import Expert
 
 
 def shard_frozen_base(transformer: nn.Module, mesh: DeviceMesh, keep: set[nn.Parameter]) -> None:

@@ -20,7 +20,9 @@ from torch import nn
 
 from ..errors import InputError
 from ..progress import progress
-from .base import Conditioning, Expert, StepHook, VideoGeometry
+from .base import StepHook
+from .experts import Expert
+from .inputs import Conditioning, VideoGeometry
 from .loading import ModelLoadError
 from .wan import WanBackbone
 

@@ -25,13 +25,9 @@ from torch import nn
 
 from ..errors import InputError
 from ..video import resize_center_crop, to_tensor
-from .base import (
-    AttentionSite,
-    Conditioning,
-    Expert,
-    VideoGeometry,
-)
 from .diffusers_base import DiffusersBackbone, PositionedRotary, self_attention_sites
+from .experts import AttentionSite, Expert
+from .inputs import Conditioning, VideoGeometry
 from .loading import keep_file_values, save_pipeline_lora
 from .lora_files import COMFY_PREFIX, loading_lora
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..backbones.base import Backbone, Expert
+from ..backbones.base import Backbone
+from ..backbones.experts import Expert
 from ..backbones.lora_files import LORA_METADATA_KEY, PREFIX
 from ..errors import InputError
 from ..runs import atomic_save_tensors, atomic_write, load_tensors, read_metadata

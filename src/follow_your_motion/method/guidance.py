@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..backbones.base import Backbone, Conditioning, Expert, StepHook
+from ..backbones.base import Backbone, StepHook
+from ..backbones.experts import Expert
+from ..backbones.inputs import Conditioning
 from ..config import DiTFlowSettings, FlowGuidanceSettings, GuidanceSettings
 from ..errors import InputError
 from .motion_flow import amf_distance, attention_motion_flow

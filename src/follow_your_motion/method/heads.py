@@ -23,7 +23,9 @@ from pathlib import Path
 
 import torch
 
-from ..backbones.base import Backbone, Conditioning, Expert
+from ..backbones.base import Backbone
+from ..backbones.experts import Expert
+from ..backbones.inputs import Conditioning
 from ..config import HeadSettings
 from ..errors import InputError
 from .objective import capture_sample

@@ -15,7 +15,8 @@ import torch
 from peft import LoraConfig
 from torch import nn
 
-from ..backbones.base import COLUMN_ROLES, ROW_ROLES, Expert, second_adapter_allowed
+from ..backbones.base import second_adapter_allowed
+from ..backbones.experts import COLUMN_ROLES, ROW_ROLES, Expert
 from ..errors import InputError
 
 ADAPTERS = ("spatial", "motion")

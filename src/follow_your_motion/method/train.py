@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from ..backbones.base import Backbone, Conditioning, Expert
+from ..backbones.base import Backbone
+from ..backbones.experts import Expert
+from ..backbones.inputs import Conditioning
 from ..config import MotionSettings, TrainSettings
 from ..errors import InputError
 from ..progress import progress

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..backbones.base import Conditioning
+from ..backbones.inputs import Conditioning
 from ..backbones.toy import ToyBackbone
 from ..errors import InputError
 from ..method.objective import noisy_sample, sample_sigmas
