@@ -49,13 +49,22 @@ def test_the_kinds_follow_their_thresholds() -> None:
     lost = _track("left")
     lost[3] = np.nan
     assert prior.classify_path(lost, size) == "lost"
+    line = _polyline([(4, 16), (28, 16)])  # 3 px a step
+    assert prior.classify_path(line, size) == "straight"
+    teleport = line.copy()
+    teleport[5:] += [0, 8.2]  # one step of 3 px across and 8.2 down: 0.273 of the frame, past JUMP (0.25)
+    assert prior.classify_path(teleport, size) == "jumped"
+    teleport[5:] -= [0, 0.8]  # 3 across, 7.4 down: 0.2496 of the frame, a step the data takes (with tracking noise)
+    assert prior.classify_path(teleport, size) == "curved"
 
 
 def test_summary_counts_every_kind_and_amplitudes_of_found_paths() -> None:
     rows = [{"kind": "curved", "amplitude": 0.2}, {"kind": "still", "amplitude": 0.01},
-            {"kind": "lost", "amplitude": None}, {"kind": "curved", "amplitude": 0.3}]
+            {"kind": "lost", "amplitude": None}, {"kind": "curved", "amplitude": 0.3},
+            {"kind": "jumped", "amplitude": 0.4}]
     summary = prior.summarise(rows)
-    assert summary["shares"] == {"lost": 0.25, "still": 0.25, "straight": 0.0, "curved": 0.5, "cornered": 0.0}
+    assert summary["shares"] == {"lost": 0.2, "still": 0.2, "jumped": 0.2, "straight": 0.0, "curved": 0.4,
+                                 "cornered": 0.0}
     assert summary["amplitude_quantiles"]["0.5"] == pytest.approx(0.2)
     assert summary["amplitude_quantiles"]["0.1"] == pytest.approx(0.01 + 0.2 * 0.19)
 
@@ -93,6 +102,7 @@ def test_the_data_with_free_paths_holds_every_kind_and_without_them_only_lines()
     rich = prior.measure_data(count=60, free_paths=1.0)
     assert rich["shares"]["curved"] > 0.2 and rich["shares"]["cornered"] > 0.2
     assert rich["shares"]["lost"] == 0.0
+    assert rich["shares"]["jumped"] == lines["shares"]["jumped"] == 0.0  # no pretraining path jumps
 
 
 def test_prior_command_measures_the_shipped_model_and_the_data(tmp_path) -> None:

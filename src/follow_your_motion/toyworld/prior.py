@@ -6,13 +6,16 @@ object (the prompt's colour, tracked by the renderer's colour segmentation) is p
 
 lost      the object is missing from some frame: no path to judge;
 still     its path's amplitude (half the range of the centroid, the larger axis) is below ``STILL``;
+jumped    some step between two frames is longer than ``JUMP``, more than any pretraining path moves in one
+          (``paths.MAX_STEP``): the object vanishes in one place and appears in another, a broken sample, not a
+          motion;
 cornered  two consecutive steps, each at least ``MIN_STEP`` long, turn by ``CORNER_DEGREES`` or more;
 curved    otherwise, if some point lies further than ``CURVED`` of the path's length from the straight line
           that fits the path best (its principal axis): an arc, a loop, a wave;
 straight  otherwise.
 
 Lengths are fractions of the frame (the larger side). The summary gives each kind's share of the clips and the
-spread of the amplitudes of those found in every frame (quantiles ``QUANTILES``).
+spread of the amplitudes of those found in every frame that do not jump (quantiles ``QUANTILES``).
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from tqdm.auto import tqdm
 
 from ..backbones.toy import ToyBackbone
 from ..runs import atomic_write_text
+from .paths import MAX_STEP
 from .render import COLOURS, PRETRAIN_PROGRAMS, SHAPES, render, track_colour
 from .scenes import random_scene
 
-PATH_KINDS: tuple[str, ...] = ("lost", "still", "straight", "curved", "cornered")
+PATH_KINDS: tuple[str, ...] = ("lost", "still", "jumped", "straight", "curved", "cornered")
 STILL = 0.04  # amplitude below this (1.3 px at 32 px) is standing still
+JUMP = MAX_STEP + 0.05  # the data's longest step, plus tracking noise (1.6 px at 32 px)
 MIN_STEP = 0.03  # a step shorter than this (1 px at 32 px) has no reliable direction
 CORNER_DEGREES = 90.0  # sharper than a right angle between two frames (an orbit turns 45 degrees a step at 9 frames)
 CURVED = 0.1  # off the best line by this share of the path's length
@@ -49,6 +54,8 @@ def classify_path(track: np.ndarray, size: float) -> str:
         return "still"
     steps = np.diff(track, axis=0) / size
     lengths = np.linalg.norm(steps, axis=1)
+    if lengths.max() > JUMP:
+        return "jumped"
     both = (lengths[:-1] >= MIN_STEP) & (lengths[1:] >= MIN_STEP)
     cos = (steps[:-1] * steps[1:]).sum(1) / np.maximum(lengths[:-1] * lengths[1:], 1e-12)
     if (both & (cos <= np.cos(np.radians(CORNER_DEGREES)))).any():
@@ -67,8 +74,9 @@ def prior_prompts(count: int) -> list[tuple[str, str]]:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Each kind's share of the rows and the quantiles of the amplitudes of the paths found in every frame."""
-    found = [r["amplitude"] for r in rows if r["kind"] != "lost"]
+    """Each kind's share of the rows and the quantiles of the amplitudes of the paths found in every frame that
+    do not jump (a jump's amplitude measures the break, not a motion)."""
+    found = [r["amplitude"] for r in rows if r["kind"] not in ("lost", "jumped")]
     return {
         "clips": len(rows),
         "shares": {kind: sum(r["kind"] == kind for r in rows) / len(rows) for kind in PATH_KINDS},

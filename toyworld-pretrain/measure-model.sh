@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Issue 24's gates and tables for a candidate toy model, on this machine's CPUs, in the order that decides whether it
+# ships: `fym toyworld eval` and `prior`, the robustness set, the ablation and leakage suites, then the one-clip gate
+# on every held-out program (about 17 minutes each on one thread). Every step resumes: a finished one is skipped (its
+# result file exists) and a benchmark run continues its own folder, so running the script again after an
+# interruption goes on where it stopped.
+#
+#   usage: toyworld-pretrain/measure-model.sh MODEL_DIR OUT_DIR [STEPS...]
+#   STEPS: any of eval prior robust ablation leakage sanity (default: all, in that order)
+# Benchmarks run as two processes of one thread (torchrun); console output goes to OUT_DIR/<step>.log.
+set -u
+model=$(cd "${1:?usage: measure-model.sh MODEL_DIR OUT_DIR [STEPS...]}" && pwd)
+out=${2:?usage: measure-model.sh MODEL_DIR OUT_DIR [STEPS...]}
+shift 2
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(eval prior robust ablation leakage sanity)
+root=$(cd "$(dirname "$0")/.." && pwd)
+py=${PYTHON:-python3}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+cd "$root" || exit 1
+export OMP_NUM_THREADS=1 PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}"
+fym=("$py" -m follow_your_motion.cli)
+bench=("$py" -m torch.distributed.run --standalone --nproc_per_node 2 -m follow_your_motion.cli bench run)
+
+run_bench() {  # NAME SUITE METHODS [extra args]: a two-process benchmark run, then its report
+  local name=$1 suite=$2 methods=$3
+  shift 3
+  "${bench[@]}" "$suite" --methods "$methods" -m "$model" --out "$out/$name" "$@" >>"$out/$name.log" 2>&1 &&
+    "${fym[@]}" bench report "$out/$name" >>"$out/$name.log" 2>&1
+}
+
+for step in "${steps[@]}"; do
+  echo "$(date -u +%H:%M:%S) $step" >>"$out/progress.txt"
+  case $step in
+    eval) [ -f "$out/eval/eval.json" ] || "${fym[@]}" toyworld eval -m "$model" --out "$out/eval" >>"$out/eval.log" 2>&1 ;;
+    prior) [ -f "$out/prior/prior.json" ] || "${fym[@]}" toyworld prior -m "$model" --out "$out/prior" >>"$out/prior.log" 2>&1 ;;
+    robust)
+      [ -f "$out/robust-set/robustness.yaml" ] ||
+        "$py" -m follow_your_motion.bench.robustness_suite "$out/robust-set" --count 24 --seed 2026 >>"$out/robust.log" 2>&1
+      printf 'heads: {rule: relative}\n' >"$out/relative.yaml"
+      run_bench robust "$out/robust-set/robustness.yaml" fym,fym-no-heads,base &&
+        run_bench robust-relative "$out/robust-set/robustness.yaml" fym -c "$out/relative.yaml" &&
+        "$py" -m follow_your_motion.bench.by_tag "$out/robust" --out "$out/robust/by_kind.md" >>"$out/robust.log" 2>&1 &&
+        "$py" -m follow_your_motion.bench.by_tag "$out/robust-relative" --out "$out/robust-relative/by_kind.md" \
+          >>"$out/robust.log" 2>&1 ;;
+    ablation) run_bench ablation12 benchmarks/suites/toy_ablation12.yaml \
+      fym,fym-no-heads,fym-no-rope,fym-dense,two-stage-lora,full-lora,base ;;
+    leakage) run_bench leakage benchmarks/suites/toy_leakage.yaml \
+      fym,fym-no-heads,fym-no-rope,fym-dense,two-stage-lora,full-lora,base ;;
+    sanity)
+      mkdir -p "$out/sanity"
+      for program in zigzag orbit-cw orbit-ccw bounce figure-eight spiral grow-shrink; do
+        [ -s "$out/sanity/$program.json" ] && continue
+        if "${fym[@]}" toyworld sanity "$program" -m "$model" --steps 500 >"$out/sanity/$program.part" \
+          2>>"$out/sanity.log"; then mv "$out/sanity/$program.part" "$out/sanity/$program.json"; fi
+      done ;;
+    *) echo "unknown step $step (eval prior robust ablation leakage sanity)" >&2; exit 2 ;;
+  esac
+done
+echo "$(date -u +%H:%M:%S) done" >>"$out/progress.txt"
