@@ -89,10 +89,12 @@ def test_measure_prior_sorts_a_models_samples(tmp_path) -> None:
                              "a white circle", "a purple circle"]
     assert all(len(p.split()) == 3 for p in model.prompts)  # appearance only: no motion words
     assert summary["shares"]["curved"] == 0.5 and summary["shares"]["still"] == 0.5
-    orbit = prior.amplitude(render(SceneSpec((ObjectSpec("square", "red", "orbit-cw", 0.25),))).tracks[
-        "red square"].centroid, 32)
-    assert summary["amplitude_quantiles"]["0.9"] == pytest.approx(orbit)
-    assert json.loads((tmp_path / "prior.json").read_text())["rows"][0]["seed"] == 10
+    orbit = render(SceneSpec((ObjectSpec("square", "red", "orbit-cw", 0.25),))).tracks["red square"].centroid
+    assert summary["amplitude_quantiles"]["0.9"] == pytest.approx(prior.amplitude(orbit, 32))
+    row = json.loads((tmp_path / "prior.json").read_text())["rows"][0]
+    assert row["seed"] == 10
+    assert np.allclose(row["track"], orbit, atol=0.005)  # the track, kept to classify it again
+    assert prior.classify_path(np.array(row["track"]), 32) == row["kind"]
 
 
 def test_the_data_with_free_paths_holds_every_kind_and_without_them_only_lines() -> None:

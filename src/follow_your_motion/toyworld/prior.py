@@ -88,7 +88,8 @@ def summarise(rows: list[dict]) -> dict:
 def measure_prior(model: ToyBackbone, count: int = 48, steps: int = 20, guidance: float = 3.0, seed: int = 0,
                   out: Path | None = None) -> dict:
     """Generate `count` clips from appearance-only prompts (seeds seed..seed+count-1) and sort their paths into
-    kinds; writes prior.json (summary and every clip's row) to `out`."""
+    kinds; writes prior.json (summary and every clip's row, with its track in pixels, so that a change of the
+    kinds' thresholds can be applied to it without generating again) to `out`."""
     video = {"frames": 9, "height": 32, "width": 32}
     size = float(max(video["height"], video["width"]))
     rows = []
@@ -99,7 +100,8 @@ def measure_prior(model: ToyBackbone, count: int = 48, steps: int = 20, guidance
         track = track_colour(frames, colour)
         found = not np.isnan(track).any()
         rows.append({"prompt": prompt, "seed": seed + i, "kind": classify_path(track, size),
-                     "amplitude": amplitude(track, size) if found else None})
+                     "amplitude": amplitude(track, size) if found else None,
+                     "track": [[None if np.isnan(v) else round(float(v), 2) for v in point] for point in track]})
     summary = {"steps": steps, "guidance": guidance, "seed": seed, **summarise(rows), "rows": rows}
     if out is not None:
         atomic_write_text(Path(out) / "prior.json", json.dumps(summary, indent=1))
