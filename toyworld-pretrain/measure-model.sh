@@ -6,15 +6,17 @@
 # interruption goes on where it stopped.
 #
 #   usage: toyworld-pretrain/measure-model.sh MODEL_DIR OUT_DIR [STEPS...]
-#   STEPS: any of eval prior robust ablation leakage sanity (default: all, in that order)
+#   STEPS: any of eval prior gates robust ablation leakage sanity (default: gates robust ablation leakage sanity;
+#   gates = eval and prior side by side)
 # Benchmarks run as two processes of one thread (torchrun); console output goes to OUT_DIR/<step>.log.
 set -u
 model=$(cd "${1:?usage: measure-model.sh MODEL_DIR OUT_DIR [STEPS...]}" && pwd)
 out=${2:?usage: measure-model.sh MODEL_DIR OUT_DIR [STEPS...]}
 shift 2
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(eval prior robust ablation leakage sanity)
+[ ${#steps[@]} -eq 0 ] && steps=(gates robust ablation leakage sanity)
 root=$(cd "$(dirname "$0")/.." && pwd)
+self="$root/toyworld-pretrain/$(basename "$0")"
 py=${PYTHON:-python3}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -35,6 +37,8 @@ for step in "${steps[@]}"; do
   case $step in
     eval) [ -f "$out/eval/eval.json" ] || "${fym[@]}" toyworld eval -m "$model" --out "$out/eval" >>"$out/eval.log" 2>&1 ;;
     prior) [ -f "$out/prior/prior.json" ] || "${fym[@]}" toyworld prior -m "$model" --out "$out/prior" >>"$out/prior.log" 2>&1 ;;
+    gates)  # eval and prior side by side, one core each
+      "$self" "$model" "$out" eval & "$self" "$model" "$out" prior & wait ;;
     robust)
       [ -f "$out/robust-set/robustness.yaml" ] ||
         "$py" -m follow_your_motion.bench.robustness_suite "$out/robust-set" --count 24 --seed 2026 >>"$out/robust.log" 2>&1
@@ -55,7 +59,7 @@ for step in "${steps[@]}"; do
         if "${fym[@]}" toyworld sanity "$program" -m "$model" --steps 500 >"$out/sanity/$program.part" \
           2>>"$out/sanity.log"; then mv "$out/sanity/$program.part" "$out/sanity/$program.json"; fi
       done ;;
-    *) echo "unknown step $step (eval prior robust ablation leakage sanity)" >&2; exit 2 ;;
+    *) echo "unknown step $step (eval prior gates robust ablation leakage sanity)" >&2; exit 2 ;;
   esac
 done
 echo "$(date -u +%H:%M:%S) done" >>"$out/progress.txt"
