@@ -22,11 +22,16 @@ from .config import TrainSettings, TransferConfig
 from .method.generate import generate_video
 from .method.guidance import DiTFlowGuide, make_guide
 from .method.heads import head_scores
-from .method.lora import add_masked_lora, set_trainable
 from .method.objective import timestep_sigma
-from .method.sparse import step_generator
-from .method.train import make_optimizer, micro_step, motion_inputs, spatial_inputs
-from .stage_inputs import clip_condition, conditions_own_frames, own_first_frame, stage_experts
+from .method.train import make_optimizer, motion_inputs, optimizer_step, spatial_inputs, trainable
+from .stage_inputs import (
+    add_stage_adapter,
+    clip_condition,
+    conditions_own_frames,
+    own_first_frame,
+    stage_experts,
+    stage_settings,
+)
 from .tracing import MemoryTrace, ZeroReads
 
 UNTRACEABLE = (DataDependentOutputException, DynamicOutputShapeException)  # code that needs tensor values
@@ -212,41 +217,29 @@ class JobTrace:
             self.record("classify", key[1], {key: [expert.module]}, 1)
 
     def tune(self, adapter: str, settings: TrainSettings, inputs, **loss) -> None:
-        """One optimizer step per expert of the stage, as `train_adapter` takes it, after adding the stage's LoRA."""
-        shift = settings.timestep_shift or self.backbone.clip_shift(self.frames, self.height, self.width)
+        """The first optimizer step of every expert of the stage, through the job's own set-up (`stage_settings`,
+        `add_stage_adapter`, `trainable`) and step (`optimizer_step`), with AdamW's moments allocated from its start
+        as every later step holds them. The LoRA goes on every head of every layer of its kind (stage 1's choice
+        needs the reference's values; a head's share of the LoRA does not change its activations' sizes)."""
+        settings = stage_settings(self.backbone, settings, self.cfg.video)
         for expert in stage_experts(self.backbone, settings):
             spatial, temporal = both_kinds_on_every_layer(expert)
             with self.fake:
-                add_masked_lora(expert, adapter, spatial if adapter == "spatial" else temporal, settings.rank,
-                                settings.lora_alpha, settings.include_out, seed=settings.seed)
-            frozen = {"spatial": 1.0} if "spatial" in expert.loaded_adapters() and adapter != "spatial" else {}
-            self.backbone.set_active_adapters(frozen | {adapter: 1.0})
+                add_stage_adapter(self.backbone, expert, adapter, spatial if adapter == "spatial" else temporal,
+                                  settings)
             key = (adapter, expert.name or None)
-            transformer = expert.module
-            params = set_trainable(transformer, adapter)
-            if settings.grad_checkpointing:
-                transformer.enable_gradient_checkpointing()
-            transformer.train()
-            with self.traced(key):
+            with trainable(expert.module, adapter, settings) as params, self.traced(key):
                 optimizer = make_optimizer(params, settings)
                 for param in params:  # AdamW's moments, as every step after the first holds them from its start
                     param.grad = torch.zeros_like(param)
                 optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                generator = step_generator(settings.seed, 0, 3)
-                micro_step(self.backbone, expert, inputs(0, generator), generator, settings, shift, **loss)
-                if settings.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-                optimizer.step()
+                optimizer_step(self.backbone, expert, params, optimizer, inputs, 0, settings,
+                               settings.timestep_shift, **loss)
                 state = tensor_bytes([p.grad for p in params]) + tensor_bytes(  # (AdamW's step counts: on the CPU)
                     [v for held in optimizer.state.values() for k, v in held.items() if k != "step"])
                 optimizer.zero_grad(set_to_none=True)
                 del optimizer
-            transformer.eval()
-            if settings.grad_checkpointing:
-                transformer.disable_gradient_checkpointing()
-            set_trainable(transformer, None)
-            self.record(adapter, key[1], {key: [transformer]}, settings.steps, state)
+            self.record(adapter, key[1], {key: [expert.module]}, settings.steps, state)
 
     def generate(self) -> None:
         """`Backbone.generate` with both LoRAs (and the run's guidance), as `fym transfer` calls it, ended after its

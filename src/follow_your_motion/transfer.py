@@ -27,7 +27,6 @@ from .method.export import export_lora
 from .method.generate import generate_video, write_outputs
 from .method.guidance import make_guide
 from .method.heads import HeadMap, classify_heads, head_maps_json, load_head_maps, plot_head_map
-from .method.lora import add_masked_lora
 from .method.train import StepCallback, motion_inputs, spatial_inputs, train_adapter, training_finished
 from .processes import job_state
 from .progress import progress
@@ -44,7 +43,7 @@ from .run_settings import (
     shards_the_model,
 )
 from .runs import RunDir, atomic_write_text
-from .stage_inputs import stage_experts
+from .stage_inputs import add_stage_adapter, stage_experts, stage_settings
 from .video import VideoClip, load_reference, read_image, read_video, write_video
 
 log = logging.getLogger("follow_your_motion")
@@ -193,10 +192,7 @@ class Transfer(ReferenceEncodings):
         """Train one adapter per expert of the stage on the heads of `kind`, each on its own noise levels, unless
         its LoRA file exists; load it either way. None if a training was stopped before its last step."""
         self._load_saved(adapter)
-        if settings.timestep_shift is None:  # the sampler's shift for the run's clip, as it will generate it
-            v = self.cfg.video
-            settings = settings.model_copy(update={"timestep_shift": self.backbone.clip_shift(v.frames, v.height,
-                                                                                                v.width)})
+        settings = stage_settings(self.backbone, settings, self.cfg.video)
         paths = []
         for expert in self.stage_experts(settings):
             path, stage = self.run.lora(adapter, expert.suffix), f"{adapter}{expert.suffix}"
@@ -207,11 +203,7 @@ class Transfer(ReferenceEncodings):
                 selection = {layer: list(range(site.heads)) for layer, site in enumerate(expert.sites)}
             else:
                 selection = self.classify()[expert.name].heads(kind)
-            if adapter not in expert.loaded_adapters():  # made by an earlier, stopped call: its masks still hold
-                add_masked_lora(expert, adapter, selection, settings.rank, settings.lora_alpha, settings.include_out,
-                                seed=settings.seed)
-            frozen = {"spatial": 1.0} if "spatial" in expert.loaded_adapters() and adapter != "spatial" else {}
-            self.backbone.set_active_adapters(frozen | {adapter: 1.0})
+            add_stage_adapter(self.backbone, expert, adapter, selection, settings)
             train_adapter(self.backbone, expert, self.run, stage, adapter, settings, inputs, stop_after=stop_after,
                           on_step=self.on_step, **loss)
             if not training_finished(self.run, stage, settings.steps):

@@ -8,10 +8,11 @@ so a run resumed from a checkpoint computes exactly what the uninterrupted run w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +188,47 @@ def micro_step(backbone: Backbone, expert: Expert, batch: StepInputs, generator:
     return fm.detach(), mo.detach()
 
 
+def optimizer_step(backbone: Backbone, expert: Expert, params: list[torch.nn.Parameter],
+                   optimizer: torch.optim.Optimizer, inputs: InputFn, step: int, settings: TrainSettings, shift: float,
+                   motion_weight: float = 0.0, motion_form: str = "paper", world: int = 1, rank: int = 0,
+                   fsdp: bool = False) -> torch.Tensor:
+    """One optimizer step of a stage: `settings.grad_accum` micro-batches (each process its own, drawn from
+    (seed, step, process, micro-batch)), the gradients averaged over processes where FSDP shards, clipped, applied.
+    Returns the step's (flow-matching, motion) losses, mean of its micro-batches, float64 on the device.
+    `fym plan` traces this same function for the first step of every stage at real size."""
+    optimizer.zero_grad(set_to_none=True)
+    losses = []
+    for micro in range(settings.grad_accum):
+        stream = (step * world + rank) * settings.grad_accum + micro
+        generator = step_generator(settings.seed, stream, 3)
+        losses.append(torch.stack(micro_step(backbone, expert, inputs(step, generator), generator, settings, shift,
+                                             motion_weight, motion_form)))
+    if fsdp:
+        average_gradients(params, world)
+    if settings.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+    optimizer.step()
+    return torch.stack(losses).double().mean(0)
+
+
+@contextlib.contextmanager
+def trainable(transformer: torch.nn.Module, adapter: str, settings: TrainSettings
+              ) -> Iterator[list[torch.nn.Parameter]]:
+    """While active, `adapter`'s weights are the only trainable parameters of `transformer` (yielded), in
+    training mode, with gradient checkpointing where the stage asks for it; all undone on leaving."""
+    params = set_trainable(transformer, adapter)
+    if settings.grad_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    transformer.train()
+    try:
+        yield params
+    finally:
+        transformer.eval()
+        if settings.grad_checkpointing:
+            transformer.disable_gradient_checkpointing()
+        set_trainable(transformer, None)
+
+
 def train_adapter(
     backbone: Backbone,
     expert: Expert,
@@ -207,71 +249,53 @@ def train_adapter(
     steps in total (checkpointing first), which is how tests and schedulers interrupt a run; so does `on_step`
     returning True, and `settings.early_stop` on a loss plateau (`training_finished` tells that apart)."""
     transformer = expert.module
-    params = set_trainable(transformer, adapter)
-    optimizer = make_optimizer(params, settings)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings))
-    if settings.grad_checkpointing:
-        transformer.enable_gradient_checkpointing()
-    accelerator = Accelerator(cpu=backbone.device.type == "cpu")
-    rank, world = accelerator.process_index, accelerator.num_processes
-    fsdp = world > 1 and settings.distributed == "fsdp"
-    if fsdp:
-        backbone.shard_experts(backbone.device)  # once: a later stage (or expert) finds its transformer sharded
-    model = accelerator.prepare_model(transformer) if world > 1 and not fsdp else transformer
+    with trainable(transformer, adapter, settings) as params:
+        optimizer = make_optimizer(params, settings)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings))
+        accelerator = Accelerator(cpu=backbone.device.type == "cpu")
+        rank, world = accelerator.process_index, accelerator.num_processes
+        fsdp = world > 1 and settings.distributed == "fsdp"
+        if fsdp:
+            backbone.shard_experts(backbone.device)  # once: a later stage (or expert) finds its transformer sharded
+        model = accelerator.prepare_model(transformer) if world > 1 and not fsdp else transformer
 
-    plateau = Plateau(settings.early_stop) if settings.early_stop is not None else None
-    start = 0
-    if found := run.checkpoints(stage):
-        start = _restore(found[-1][1], transformer, adapter, optimizer, scheduler, plateau)
-        if accelerator.is_main_process:
-            run.log("resume", stage=stage, step=start)
-    end = settings.steps if stop_after is None else min(settings.steps, stop_after)
-    if plateau is not None and plateau.stopped:
-        end = start  # the checkpoint is where the stage stopped on a plateau: nothing left to train
-    mean_over_processes = process_mean(world, backbone.device)
-    bar = progress(range(start, end), desc=f"{stage} LoRA", initial=start, total=settings.steps,
-                   disable=not accelerator.is_main_process)
-    transformer.train()
-    shift = backbone.flow_shift if settings.timestep_shift is None else settings.timestep_shift
-    with backbone.denoiser_as(expert, model):
-        for step in bar:
-            began = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            totals = torch.zeros(2, dtype=torch.float64, device=backbone.device)  # fm, motion: read once a step
-            for micro in range(settings.grad_accum):
-                stream = (step * world + rank) * settings.grad_accum + micro
-                generator = step_generator(settings.seed, stream, 3)
-                fm, mo = micro_step(backbone, expert, inputs(step, generator), generator, settings, shift,
-                                    motion_weight, motion_form)
-                totals += torch.stack([fm, mo]).double() / settings.grad_accum
-            if fsdp:
-                average_gradients(params, world)
-            if settings.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            done = step + 1
-            parts = dict(zip(("fm", "motion"), totals.tolist(), strict=True))  # the step's one host-device sync
-            seconds = time.perf_counter() - began
-            bar.set_postfix(loss=f"{parts['fm'] + motion_weight * parts['motion']:.4f}", refresh=False)
-            stop = bool(on_step and on_step(stage, done, settings.steps, parts))
-            watched = parts["motion"] if motion_weight else parts["fm"]  # the stage's motion loss, else its only one
-            plateaued = plateau is not None and plateau.update(watched, mean_over_processes)
-            stop = stop or plateaued
+        plateau = Plateau(settings.early_stop) if settings.early_stop is not None else None
+        start = 0
+        if found := run.checkpoints(stage):
+            start = _restore(found[-1][1], transformer, adapter, optimizer, scheduler, plateau)
             if accelerator.is_main_process:
-                run.log("step", stage=stage, step=done, lr=scheduler.get_last_lr()[0], seconds=round(seconds, 4),
-                        **parts)
-                if plateaued:
-                    run.log("early_stop", stage=stage, step=done, best_window_loss=plateau.best)
-                if done % settings.checkpoint_every == 0 or done == end or stop:
-                    save = lambda folder, at=done: _save(folder, transformer, adapter, optimizer, scheduler, at,  # noqa: E731
-                                                         plateau)
-                    run.save_checkpoint(stage, done, save)
-            accelerator.wait_for_everyone()
-            if stop:
-                break
-    transformer.eval()
-    if settings.grad_checkpointing:
-        transformer.disable_gradient_checkpointing()
-    set_trainable(transformer, None)
+                run.log("resume", stage=stage, step=start)
+        end = settings.steps if stop_after is None else min(settings.steps, stop_after)
+        if plateau is not None and plateau.stopped:
+            end = start  # the checkpoint is where the stage stopped on a plateau: nothing left to train
+        mean_over_processes = process_mean(world, backbone.device)
+        bar = progress(range(start, end), desc=f"{stage} LoRA", initial=start, total=settings.steps,
+                       disable=not accelerator.is_main_process)
+        shift = backbone.flow_shift if settings.timestep_shift is None else settings.timestep_shift
+        with backbone.denoiser_as(expert, model):
+            for step in bar:
+                began = time.perf_counter()
+                totals = optimizer_step(backbone, expert, params, optimizer, inputs, step, settings, shift,
+                                        motion_weight, motion_form, world, rank, fsdp)
+                scheduler.step()
+                done = step + 1
+                parts = dict(zip(("fm", "motion"), totals.tolist(), strict=True))  # the step's one host-device sync
+                seconds = time.perf_counter() - began
+                bar.set_postfix(loss=f"{parts['fm'] + motion_weight * parts['motion']:.4f}", refresh=False)
+                stop = bool(on_step and on_step(stage, done, settings.steps, parts))
+                watched = parts["motion"] if motion_weight else parts["fm"]  # the motion loss, else the only one
+                plateaued = plateau is not None and plateau.update(watched, mean_over_processes)
+                stop = stop or plateaued
+                if accelerator.is_main_process:
+                    run.log("step", stage=stage, step=done, lr=scheduler.get_last_lr()[0], seconds=round(seconds, 4),
+                            **parts)
+                    if plateaued:
+                        run.log("early_stop", stage=stage, step=done, best_window_loss=plateau.best)
+                    if done % settings.checkpoint_every == 0 or done == end or stop:
+                        save = lambda folder, at=done: _save(  # noqa: E731
+                            folder, transformer, adapter, optimizer, scheduler, at, plateau)
+                        run.save_checkpoint(stage, done, save)
+                accelerator.wait_for_everyone()
+                if stop:
+                    break
     return adapter_state(transformer, adapter)
