@@ -46,6 +46,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import InputError
+from .base import RotaryTransform, through_transform
 from .diffusers_base import DiffusersBackbone, attention_projection, self_attention_sites
 from .experts import AttentionSite, Expert
 from .inputs import Conditioning, VideoGeometry
@@ -254,6 +255,33 @@ class CogVideoXBackbone(DiffusersBackbone):
             yield
         finally:
             embed.use_positional_embeddings = True
+            handle.remove()
+
+    @classmethod
+    def check_rotary_config(cls, transformer: dict) -> None:
+        """CogVideoX-2B (`use_rotary_positional_embeddings: false`) adds an absolute sin-cos table to its tokens: no
+        rotary tables to optimise."""
+        if not transformer.get("use_rotary_positional_embeddings"):
+            raise InputError("this CogVideoX model (use_rotary_positional_embeddings: false, as CogVideoX-2B) has "
+                             "absolute position embeddings, not rotary tables: guidance.ditflow.optimise: positions "
+                             "cannot run on it; set guidance.ditflow.optimise: latent")
+
+    @contextlib.contextmanager
+    def rotary_transform(self, expert: Expert, transform: RotaryTransform) -> Iterator[None]:
+        """The pipeline builds the RoPE tables and passes them in as `image_rotary_emb` (as `transformer_output`
+        does): a forward pre-hook on the transformer passes them through `transform`."""
+        self.check_rotary_config(dict(expert.module.config))
+
+        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            if kwargs.get("image_rotary_emb") is None:
+                raise InputError("the CogVideoX transformer was called without its RoPE tables (image_rotary_emb): "
+                                 "no positions to optimise; set guidance.ditflow.optimise: latent")
+            return args, {**kwargs, "image_rotary_emb": through_transform(kwargs["image_rotary_emb"], transform)}
+
+        handle = expert.module.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            yield
+        finally:
             handle.remove()
 
     # -- the transformer ------------------------------------------------------------------------------
