@@ -44,7 +44,7 @@ class Positions:
 
 def save_positions(path: Path, positions: Positions) -> Path:
     """Write `positions` to `path` (atomically)."""
-    tensors = {f"step{k}.table{i}": delta.float() for k, step in enumerate(positions.deltas, start=1)
+    tensors = {f"step{k}.table{i}": delta.float().clone() for k, step in enumerate(positions.deltas, start=1)
                for i, delta in enumerate(step)}
     return atomic_save_tensors(path, tensors, positions.metadata())
 
