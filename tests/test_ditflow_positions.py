@@ -294,3 +294,19 @@ def test_fym_guide_writes_positions_and_injects_them_with_another_prompt(tmp_pat
     wrong = fym("--prompt", "a blue square", "--out", tmp_path / "d", "--method", "flow", "--optimise", "positions")
     assert wrong.exit_code == 2 and "give --method ditflow" in wrong.output
     assert not (tmp_path / "d").exists()
+
+
+def test_fym_plan_traces_the_positions_optimisation(tmp_path):
+    """`fym plan --guide ditflow` with `optimise: positions` traces the guided step (the tables' optimisation) on
+    fake tensors at real size, as it traces the latent mode's."""
+    config = tmp_path / "positions.yaml"
+    config.write_text(yaml.safe_dump({"spatial": {"steps": 0}, "motion": {"steps": 0},
+                                      "generate": {"motion_scale": 0, "spatial_scale": 0},
+                                      "guidance": {"ditflow": {"optimise": "positions"}}}))
+    result = CliRunner().invoke(app, ["plan", "-m", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "--frames", "9", "--size",
+                                      "256x256", "--config", str(config), "--guide", "ditflow", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    stages = {s["stage"]: s for s in plan["stages"]}
+    assert plan["complete"] and list(stages) == ["encode", "classify", "guide", "generate", "decode"]
+    assert stages["guide"]["flops"] > 0 and stages["generate"]["repeats"] == 50

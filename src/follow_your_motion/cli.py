@@ -149,8 +149,8 @@ def guide(
     optimise: GuideOptimise = None, positions_from: PositionsFrom = None,
 ) -> None:
     """Training-free transfer: sample --prompt guided by the reference's motion, no tuning (a run directory without
-    LoRA files, the sample in samples/result_<method>.mp4, DiTFlow's optimised positions beside it; one sampling, so
-    nothing to resume)."""
+    LoRA files, the sample in samples/result_<method>.mp4, with --optimise positions DiTFlow's optimised positions
+    beside it; one sampling, so nothing to resume)."""
 
     def act() -> None:
         video = video_flags(frames, size, height, width, fps, start)
