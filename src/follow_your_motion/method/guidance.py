@@ -190,6 +190,7 @@ class DiTFlowGuide(Guide):
         if not self.guides(step):
             return latents
         if self.injected is not None:
+            self._check(latents)
             self._install(self.injected.deltas[step - 1])
             return latents
         expert = self.backbone.expert_for(timestep_sigma(self.backbone, timestep))
