@@ -99,7 +99,8 @@ def test_zero_positions_injected_through_the_familys_own_sampler_change_nothing(
     of one are broadcast), zero deltas in every guided step give the unguided sample bit for bit."""
     plain = _generate(backbone)
     guide = _guide(backbone)
-    guide.injected = Positions([[torch.zeros(s) for s in guide.shapes]] * guide.guided, backbone.name, "", (), STEPS)
+    guide.injected = Positions([[torch.zeros(s) for s in guide.shapes]] * guide.guided, backbone.name, "", "", (),
+                               STEPS)
     assert np.array_equal(_generate(backbone, step_hook=guide), plain)
     guide.injected.deltas = [[torch.full(s, 0.3) for s in guide.shapes]] * guide.guided
     assert not np.array_equal(_generate(backbone, step_hook=guide), plain)
@@ -196,7 +197,8 @@ def test_a_saved_file_injected_reproduces_the_optimising_sample(toy, toy_referen
     from follow_your_motion.runs import read_metadata
 
     meta = read_metadata(path)
-    assert (meta["guided"], meta["steps"], meta["family"], meta["model"]) == ("2", "4", "toy", "toy")
+    assert (meta["guided"], meta["steps"], meta["family"], meta["model"], meta["variant"]) == ("2", "4", "toy", "toy",
+                                                                                              "")
     assert json.loads(meta["latents"]) == list(toy_reference.shape[1:])
     assert json.loads(meta["shapes"]) == [list(s) for s in guide.shapes]
 
@@ -232,7 +234,7 @@ def test_a_file_for_another_sampling_is_refused_naming_both(toy, toy_reference, 
     save_file({"a": torch.zeros(2)}, str(foreign))
     with pytest.raises(InputError, match="not a DiTFlow positions file"):
         _toy_guide(toy, toy_reference, positions_from=str(foreign))
-    positions = Positions([[torch.zeros(1, 576, 1, 32)] * 2] * 2, "wan", "", (3, 9, 32, 32), 4)
+    positions = Positions([[torch.zeros(1, 576, 1, 32)] * 2] * 2, "wan", "", "", (3, 9, 32, 32), 4)
     with pytest.raises(InputError, match="positions of a wan model; this is a toy model"):
         _toy_guide(toy, toy_reference, positions_from=str(save_positions(tmp_path / "wan.safetensors", positions)))
     positions.family, positions.deltas = "toy", [[torch.zeros(1, 576, 1, 32)]] * 2

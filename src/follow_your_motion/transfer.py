@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbones import load_backbone
+from .backbones import detect_variant, load_backbone
 from .backbones.base import Backbone
 from .backbones.experts import Expert
 from .config import GenerateSettings, TrainSettings, TransferConfig
@@ -276,8 +276,10 @@ class Transfer(ReferenceEncodings):
         if self.cfg.guidance.method == "none":
             return None
         check_guidance(self.cfg, settings, self.run.root)  # the CLI checks before loading; the app and bench here
+        source = self.cfg.model.source
         return make_guide(self.backbone, self.cfg.guidance, self.guidance_reference(), prompt, settings.steps,
-                          settings.seed, image_given, model=self.cfg.model.source or "toy")
+                          settings.seed, image_given, model=source or "toy",
+                          variant=(detect_variant(source) if source else None) or "")
 
     def all(self) -> Sample:
         """Every stage in order, reusing whatever is already complete."""

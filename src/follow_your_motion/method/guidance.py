@@ -132,7 +132,8 @@ class DiTFlowGuide(Guide):
 
     settings: DiTFlowSettings = field(default_factory=DiTFlowSettings)
     noise: torch.Tensor | None = None  # the reference's noise, when it is read at a noise level above 0
-    model: str = ""  # the model sampled with, which a positions file records
+    model: str = ""  # the model sampled with and its variant, which a positions file records
+    variant: str = ""
     steps: int = 0  # the sampling's steps, which a positions file records
     # optimise: positions: the stock tables' shapes (`prepare_positions`); per guided step so far, the deltas
     # optimised (on the CPU); or those injected from a file
@@ -259,8 +260,8 @@ class DiTFlowGuide(Guide):
         """`optimise: positions` (not injected): every guided step's deltas in `<name>_positions.safetensors`."""
         if self.injected is not None or not self.positions:
             return {}
-        positions = Positions(self.positions, self.backbone.name, self.model, tuple(self.reference.shape[1:]),
-                              self.steps)
+        positions = Positions(self.positions, self.backbone.name, self.model, self.variant,
+                              tuple(self.reference.shape[1:]), self.steps)
         path = save_positions(Path(folder) / f"{name}_positions.safetensors", positions)
         log.info("DiTFlow's optimised positions of %d guided steps: %s", len(self.positions), path)
         return {"positions": path}
@@ -315,11 +316,11 @@ class FlowGuide(Guide):
 
 
 def make_guide(backbone: Backbone, settings: GuidanceSettings, reference: torch.Tensor, target_prompt: str,
-               steps: int, seed: int, image_given: bool = False, reference_prompt: str = "", model: str = ""
-               ) -> Guide | None:
+               steps: int, seed: int, image_given: bool = False, reference_prompt: str = "", model: str = "",
+               variant: str = "") -> Guide | None:
     """The StepHook of `settings.method` for sampling `target_prompt` in `steps` steps with the motion of the clean
     `reference` latents (1, C, F, h, w); None for "none". The prompts are encoded here (encoders must be ready).
-    `model`: what a positions file records as the model sampled with."""
+    `model`, `variant`: what a positions file records as the model sampled with."""
     if settings.method == "none":
         return None
     if image_given:
@@ -329,7 +330,7 @@ def make_guide(backbone: Backbone, settings: GuidanceSettings, reference: torch.
     common = {"backbone": backbone, "reference": reference, "reference_cond": backbone.encode_prompt(reference_prompt),
               "target_cond": backbone.encode_prompt(target_prompt), "noise": noise, "guided": guided}
     if settings.method == "ditflow":
-        guide = DiTFlowGuide(settings=settings.ditflow, model=model, steps=steps, **common)
+        guide = DiTFlowGuide(settings=settings.ditflow, model=model, variant=variant, steps=steps, **common)
         if settings.ditflow.optimise == "positions":
             guide.prepare_positions()
         return guide

@@ -4,8 +4,9 @@ injects into a sampling with another prompt (method/guidance.py).
 One safetensors file: per guided denoising step k (1..N) and rotary table i (the family's rope output, in its order),
 the float32 delta added to the stock table, key `step{k}.table{i}`. Deltas, not whole tables: what the optimisation
 found, whatever the stock tables are. Metadata (strings): `format`, `guided` (N), `steps` (the sampling's steps),
-`shapes` (JSON: each table's shape), `family` (the backbone's), `model` (the source it was made with), `latents`
-(JSON: the latent size C, F, h, w the tables were made for).
+`shapes` (JSON: each table's shape), `family` (the backbone's), `model` (the source it was made with) and its
+`variant` (the recipe's name of it, empty for a family's base), `latents` (JSON: the latent size C, F, h, w the
+tables were made for).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Positions:
     deltas: list[list[torch.Tensor]]
     family: str
     model: str
+    variant: str
     latents: tuple[int, ...]
     steps: int
 
@@ -38,7 +40,7 @@ class Positions:
 
     def metadata(self) -> dict[str, str]:
         return {"format": FORMAT, "guided": str(len(self.deltas)), "steps": str(self.steps),
-                "shapes": json.dumps(self.shapes), "family": self.family, "model": self.model,
+                "shapes": json.dumps(self.shapes), "family": self.family, "model": self.model, "variant": self.variant,
                 "latents": json.dumps(list(self.latents))}
 
 
@@ -62,7 +64,8 @@ def read_header(path: Path) -> dict:
                          f"{FORMAT!r})")
     try:
         return {"guided": int(meta["guided"]), "steps": int(meta["steps"]), "shapes": json.loads(meta["shapes"]),
-                "family": meta["family"], "model": meta.get("model", ""), "latents": json.loads(meta["latents"])}
+                "family": meta["family"], "model": meta.get("model", ""), "variant": meta.get("variant", ""),
+                "latents": json.loads(meta["latents"])}
     except (KeyError, ValueError) as err:
         raise InputError(f"{path}: a DiTFlow positions file with broken metadata ({err!r})") from err
 
@@ -89,12 +92,13 @@ def read_positions(path: Path, guided: int, family: str) -> Positions:
         raise InputError(f"{path}: a DiTFlow positions file without {err.args[0]!r}") from err
     if any(tuple(d.shape) != shape for step in deltas for d, shape in zip(step, shapes, strict=True)):
         raise InputError(f"{path}: its tensors' shapes differ from the shapes {shapes} its metadata gives")
-    return Positions(deltas, header["family"], header["model"], tuple(header["latents"]), header["steps"])
+    return Positions(deltas, header["family"], header["model"], header["variant"], tuple(header["latents"]),
+                     header["steps"])
 
 
 def check_shapes(path: Path, positions: Positions, shapes: list[tuple[int, ...]], latents: tuple[int, ...]) -> None:
     """Refuse a file whose tables do not fit this model at this size, naming both."""
     if positions.shapes != shapes:
-        raise InputError(f"{path} holds rotary tables of shapes {positions.shapes} (latents {list(positions.latents)}"
-                         f", model {positions.model or '?'}); this model at latents {list(latents)} has {shapes}: "
-                         "sample at the size and with the model the file was made with")
+        made = f"latents {list(positions.latents)}, model {positions.model or '?'} {positions.variant}".rstrip()
+        raise InputError(f"{path} holds rotary tables of shapes {positions.shapes} ({made}); this model at latents "
+                         f"{list(latents)} has {shapes}: sample at the size and with the model the file was made with")
