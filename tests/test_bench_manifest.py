@@ -196,11 +196,13 @@ DIFFS = {
     "full-lora": {"spatial.steps": 0, "heads.select": "all", "motion.keep_frames": None, "motion.motion_weight": 0.0},
     "base": {"generate.motion_scale": 0.0},
     "ditflow": {"generate.motion_scale": 0.0, "guidance.method": "ditflow"},
+    "ditflow-positions": {"generate.motion_scale": 0.0, "guidance.method": "ditflow",
+                          "guidance.ditflow.optimise": "positions"},
     "flow-guidance": {"generate.motion_scale": 0.0, "guidance.method": "flow"},
     "fym+ditflow": {"guidance.method": "ditflow"},
     "fym+flow-guidance": {"guidance.method": "flow"},
 }
-UNTUNED_METHODS = {"base", "ditflow", "flow-guidance"}
+UNTUNED_METHODS = {"base", "ditflow", "ditflow-positions", "flow-guidance"}
 
 
 @pytest.mark.parametrize("family", ["toy", "wan"])

@@ -203,6 +203,9 @@ def test_generation_calls_the_hook_between_the_toys_steps_and_uses_what_it_retur
             self.calls.append(("z", step, tuple(latents.shape)))
             return torch.zeros_like(latents) if self.replace else latents
 
+        def end(self):
+            self.calls.append(("end",))
+
     call = {"negative_prompt": "", "num_frames": 9, "height": 32, "width": 32, "steps": 3, "guidance": 1.0,
             "seed": 0, "adapter_scales": {}}
     plain = toy.generate("a red circle", **call)
@@ -210,7 +213,8 @@ def test_generation_calls_the_hook_between_the_toys_steps_and_uses_what_it_retur
     same = toy.generate("a red circle", **call, step_hook=recorder)
     assert (same == plain).all()
     shape = (1, 3, 9, 32, 32)
-    assert recorder.calls == [("v", 0, shape), ("z", 1, shape), ("v", 1, shape), ("z", 2, shape), ("v", 2, shape)]
+    assert recorder.calls == [("v", 0, shape), ("z", 1, shape), ("v", 1, shape), ("z", 2, shape), ("v", 2, shape),
+                              ("end",)]
     assert not (toy.generate("a red circle", **call, step_hook=Recorder(replace=True)) == plain).all()
     assert "step" not in vars(toy.pipe.scheduler)  # the sampler's own step is back
 

@@ -50,6 +50,9 @@ class Identity:
         self.shapes.append(tuple(latents.shape))
         return latents
 
+    def end(self):
+        pass
+
 
 def _size(backbone) -> int:
     """Two token rows and columns: one token per frame would have no motion to guide."""
@@ -108,6 +111,9 @@ class Shift:
 
     def latents(self, step, timestep, latents):
         return latents + 0.5 if step == self.step + 1 else latents
+
+    def end(self):
+        pass
 
 
 def test_a_multistep_sampler_steps_from_the_latents_a_hook_moved(tmp_path):

@@ -190,11 +190,19 @@ class DiTFlowSettings(Settings):
     reference_sigma: float = Field(0.0, ge=0, le=1)  # noise level of the reference's capture pass (release: clean)
     hard_reference: bool = True  # the reference's AMF from the argmax match (release), not the softmax expectation
     query_chunk: int = Field(1024, ge=1)  # query tokens per chunk: memory O(chunk x tokens) per frame pair set
+    # What the Adam steps move: the latent (release: `--opt_mode latent`, its default) or the video tokens' rotary
+    # tables (release: `--opt_mode emb`, "rope" on CogVideoX-5B), kept per guided step in a file for other prompts
+    optimise: Literal["latent", "positions"] = "latent"
+    # A file an earlier `optimise: positions` run wrote: its tables are injected, nothing optimised (release:
+    # `--inject_embeds`); needs `optimise: positions`
+    positions_from: str | None = None
 
     @model_validator(mode="after")
     def _positive_rates(self) -> DiTFlowSettings:
         if min(self.lr) <= 0:
             raise ValueError(f"lr must be two positive rates (first, last guided step), got {list(self.lr)}")
+        if self.positions_from is not None and self.optimise != "positions":
+            raise ValueError("positions_from injects optimised positions: set optimise: positions with it")
         return self
 
 

@@ -96,12 +96,16 @@ class FirstStep:
         self.backbone.pipe._interrupt = True
         if self.guide is None:
             return latents
-        if isinstance(self.guide, DiTFlowGuide):
+        if isinstance(self.guide, DiTFlowGuide) and self.guide.injected is None:  # an injection reads none
             self.trace.begin(("guide", "reference"))
             self.guide.reference_flow(self.backbone.expert_for(timestep_sigma(self.backbone, timestep)))
         self.trace.begin(("generate", "guided"))
         with ZeroReads():  # the losses it logs
             return self.guide.latents(step, timestep, latents)
+
+    def end(self) -> None:
+        if self.guide is not None:
+            self.guide.end()
 
 
 class JobTrace:

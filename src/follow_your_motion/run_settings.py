@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from accelerate import PartialState
 
-from .backbones import detect_image_mode, read_geometry
+from .backbones import check_rotary_config, detect_image_mode, read_geometry
 from .backbones.inputs import VideoGeometry
 from .config import GenerateSettings, TransferConfig
 from .errors import InputError
@@ -109,7 +109,9 @@ def check_guided_sampling(cfg: TransferConfig, settings: GenerateSettings) -> No
     if settings.image or detect_image_mode(cfg.model.source) == "required":
         raise InputError(f"guidance.method {method} runs text-to-video only: give no image and a text-to-video "
                          "model, or no guidance")
-    guided_steps(cfg.guidance, settings.steps)
+    guided = guided_steps(cfg.guidance, settings.steps)
+    if method == "ditflow" and cfg.guidance.ditflow.optimise == "positions":
+        check_positions(cfg, guided)
     if method == "ditflow" and cfg.model.blocks_to_swap:
         raise InputError("guidance.method ditflow backpropagates through the transformer's first blocks without "
                          "gradient checkpointing, where a swapped block's backward would read its weights in host "
@@ -117,6 +119,18 @@ def check_guided_sampling(cfg: TransferConfig, settings: GenerateSettings) -> No
     if shards_the_model(cfg, int(os.environ.get("WORLD_SIZE", "1"))):
         raise InputError(f"guidance.method {method} runs on whole transformers, not on ones sharded across "
                          "processes (distributed: fsdp): generate in one process, or with no guidance")
+
+
+def check_positions(cfg: TransferConfig, guided: int) -> None:
+    """DiTFlow on positions, before the model loads: a model without rotary video positions (from its config), and
+    a `positions_from` file that is missing, unreadable, or made for another guided step count or family."""
+    from .method.positions import check_header, read_header
+
+    family = model_family(cfg.model.model_dump())
+    check_rotary_config(cfg.model.source, family)
+    source = cfg.guidance.ditflow.positions_from
+    if source is not None:
+        check_header(Path(source), read_header(Path(source)), guided, family)
 
 
 def check_inputs(cfg: TransferConfig, out: Path) -> VideoInfo:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbones import load_backbone
-from .backbones.base import Backbone, StepHook
+from .backbones import detect_variant, load_backbone
+from .backbones.base import Backbone
 from .backbones.experts import Expert
 from .config import GenerateSettings, TrainSettings, TransferConfig
 from .cost import cpu_note
@@ -25,7 +25,7 @@ from .errors import InputError
 from .fitting import fit_video
 from .method.export import export_lora
 from .method.generate import generate_video, write_outputs
-from .method.guidance import make_guide
+from .method.guidance import Guide, make_guide
 from .method.heads import HeadMap, classify_heads, head_maps_json, load_head_maps, plot_head_map
 from .method.train import StepCallback, motion_inputs, spatial_inputs, train_adapter, training_finished
 from .processes import job_state
@@ -257,17 +257,21 @@ class Transfer(ReferenceEncodings):
             if guide is not None:
                 self.run.log("guidance", method=self.cfg.guidance.method, steps=guide.history)
             paths = write_outputs(result, shown.frames, self.run.samples, name, shown.fps)
+            if guide is not None:  # what the guidance made besides the sample (DiTFlow's optimised positions)
+                paths |= guide.outputs(self.run.samples, name)
             self.run.log("generated", prompt=prompt, **{k: p.name for k, p in paths.items()})
         return Sample(result, paths)
 
-    def guide(self, prompt: str, settings: GenerateSettings, image_given: bool) -> StepHook | None:
+    def guide(self, prompt: str, settings: GenerateSettings, image_given: bool) -> Guide | None:
         """The run's training-free guidance (`guidance.method`) for sampling `prompt`, or None; it compares the sample
         with the reference latent by latent, so it samples at the reference's frame count and size."""
         if self.cfg.guidance.method == "none":
             return None
         check_guidance(self.cfg, settings, self.run.root)  # the CLI checks before loading; the app and bench here
+        source = self.cfg.model.source
         return make_guide(self.backbone, self.cfg.guidance, self.guidance_reference(), prompt, settings.steps,
-                          settings.seed, image_given)
+                          settings.seed, image_given, model=source or "toy",
+                          variant=(detect_variant(source) if source else None) or "")
 
     def all(self) -> Sample:
         """Every stage in order, reusing whatever is already complete."""

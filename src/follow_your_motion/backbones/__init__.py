@@ -134,6 +134,16 @@ def read_geometry(source: str | None, family: str) -> VideoGeometry | None:
         return None
 
 
+def check_rotary_config(source: str | None, family: str) -> None:
+    """Refuse, from its transformer's config.json alone, a model whose video positions are no rotary tables
+    (`Backbone.check_rotary_config`); nothing where the config is not at hand (the loaded model says it then)."""
+    if source is None or family == "toy":
+        return
+    transformer = component_config(source, "transformer/config.json")
+    if transformer is not None:
+        backbone_class(family).check_rotary_config(transformer)
+
+
 def named_720p(index: Path) -> bool:
     """Whether a checkpoint's folder is named for a 720P release: the folder itself or, in the Hugging Face cache
     (<cache>/models--org--name/snapshots/<hash>/), its repository's. Wan2.1-I2V-14B and SkyReels-V2 ship 720P and

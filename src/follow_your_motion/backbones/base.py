@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 # Called once per self-attention layer during a capture pass with the queries and keys of the VIDEO tokens
 # (frame-major order) after q/k norm and RoPE, both shaped (batch, video tokens, heads, head_dim).
 QKCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+# Rewrites the rotary tables of the video tokens (`Backbone.rotary_transform`): the float tensors a family's rotary
+# embedding gives them, in its order and shapes (complex tables as their real view, `through_transform`), to tables
+# of the same shapes.
+RotaryTransform = Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]]
 
 
 class StepHook(Protocol):
@@ -47,6 +51,10 @@ class StepHook(Protocol):
     def latents(self, step: int, timestep: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """The latents denoising step `step` (>= 1) starts from: the hook may move them (it returns `latents`
         itself where it leaves them)."""
+
+    def end(self) -> None:
+        """The sampling is over (also after an error or an interrupt): put back whatever the hook changed on the
+        model between a `latents` and a `velocity` call."""
 
 
 def forget_last_sample(scheduler) -> None:
@@ -70,6 +78,21 @@ def attention_pre_hooks(modules: list[nn.Module], hook_for: Callable[[int], Call
     finally:
         for handle in handles:
             handle.remove()
+
+
+def through_transform(tables: torch.Tensor | tuple[torch.Tensor, ...], transform: RotaryTransform
+                      ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """A rotary embedding's output (one tensor or a tuple) through `transform`, returned as it came. Complex tables
+    go as their real view (..., 2) and come back complex, so the transform always sees float tensors; anything
+    else is refused rather than passed by untouched."""
+    single = isinstance(tables, torch.Tensor)
+    parts = (tables,) if single else tuple(tables)
+    if not all(isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) for t in parts):
+        raise InputError("this model's rotary embedding gives no float or complex tables to optimise; set "
+                         "guidance.ditflow.optimise: latent")
+    out = transform(tuple(torch.view_as_real(t) if t.is_complex() else t for t in parts))
+    out = tuple(torch.view_as_complex(o.contiguous()) if t.is_complex() else o for t, o in zip(parts, out, strict=True))
+    return out[0] if single else out
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -206,6 +229,19 @@ class Backbone(SpeedOptions, ABC):
         layer, with the video tokens' queries and keys (see `QKCallback`); `grad`: q and k carry gradients back to
         the latents (guidance), otherwise they are computed without autograd."""
 
+    @classmethod
+    def check_rotary_config(cls, transformer: dict) -> None:
+        """Refuse, from a transformer's config.json alone (before any weight loads), a checkpoint whose video
+        positions are no rotary tables (`rotary_transform`); nothing where they are."""
+
+    def rotary_transform(self, expert: Expert, transform: RotaryTransform
+                         ) -> contextlib.AbstractContextManager[None]:
+        """While active, every forward pass of `expert` gives its video tokens the rotary tables `transform` makes of
+        the stock ones (the same tables to every layer; grads flow back to what `transform` adds). A family
+        without rotary video positions refuses with an InputError naming the alternative."""
+        raise InputError(f"{type(self).__name__} has no rotary video positions to optimise: set "
+                         "guidance.ditflow.optimise: latent")
+
     @staticmethod
     @abstractmethod
     def comfyui_key(module_name: str) -> str:
@@ -282,7 +318,8 @@ class Backbone(SpeedOptions, ABC):
         scheduler, decoding) stay as they are; the hook sees the method's layout only. Once a hook moves the
         latents, the scheduler's memory of the sample it stepped to is dropped (`forget_last_sample`), so that
         the next step starts from the moved latents. The wrapper is a method bound to the scheduler, so a deep copy
-        of it (LTX-2's pipelines step their audio latents on one) is bound to the copy and steps as its class does."""
+        of it (LTX-2's pipelines step their audio latents on one) is bound to the copy and steps as its class does.
+        When the block ends, however it ends, the scheduler's own step is back and `hook.end()` is called."""
         if hook is None:
             yield
             return
@@ -314,6 +351,7 @@ class Backbone(SpeedOptions, ABC):
             yield
         finally:
             del scheduler.step
+            hook.end()
 
     @abstractmethod
     def sample(self, call: dict, guidance: float, guidance_2: float | None, image: np.ndarray | None

@@ -44,8 +44,10 @@ from diffusers import CogVideoXPipeline
 from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed, get_1d_sincos_pos_embed_from_grid
 from safetensors.torch import load_file
 from torch import nn
+from torch.nn import functional as F
 
 from ..errors import InputError
+from .base import RotaryTransform, through_transform
 from .diffusers_base import DiffusersBackbone, attention_projection, self_attention_sites
 from .experts import AttentionSite, Expert
 from .inputs import Conditioning, VideoGeometry
@@ -99,7 +101,8 @@ def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
 def joint_qk(attn: nn.Module, hidden: torch.Tensor, text: torch.Tensor,
              rotary: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """q and k (B, heads, text + video tokens, head_dim) exactly as `CogVideoXAttnProcessor2_0` computes them: the
-    projections over [text, video], per-head LayerNorm, then RoPE on the video tokens."""
+    projections over [text, video], per-head LayerNorm, then RoPE on the video tokens, written into copies (same
+    strides): the processor overwrites the rows it rotated, which a gradient to the tables needs (`RotaryProcessor`)."""
     tokens = torch.cat([text, hidden], dim=1)
     batch = tokens.shape[0]
     q, k = attn.to_q(tokens), attn.to_k(tokens)
@@ -112,9 +115,33 @@ def joint_qk(attn: nn.Module, hidden: torch.Tensor, text: torch.Tensor,
         k = attn.norm_k(k)
     if rotary is not None:
         n = text.shape[1]
-        q[:, :, n:] = apply_rotary_emb(q[:, :, n:], rotary)
-        k[:, :, n:] = apply_rotary_emb(k[:, :, n:], rotary)
+        rotated = apply_rotary_emb(q[:, :, n:], rotary), apply_rotary_emb(k[:, :, n:], rotary)
+        q, k = q.clone(), k.clone()
+        q[:, :, n:], k[:, :, n:] = rotated
     return q, k
+
+
+class RotaryProcessor:
+    """`CogVideoXAttnProcessor2_0`'s self-attention, the same values, with q and k from `joint_qk`: set while the
+    RoPE tables are optimised (`rotary_transform`), whose gradient needs the unrotated q and k that diffusers'
+    processor overwrites in place (in float32, where its rotation keeps them rather than a float copy)."""
+
+    def __call__(self, attn: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                 attention_mask: torch.Tensor | None = None, image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None
+                 = None) -> tuple[torch.Tensor, torch.Tensor]:
+        n = encoder_hidden_states.size(1)
+        tokens = torch.cat([encoder_hidden_states, hidden_states], dim=1)
+        batch, length, _ = tokens.shape
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+        q, k = joint_qk(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
+        head_dim = q.shape[-1]
+        v = attn.to_v(tokens).view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+        out = attn.to_out[1](attn.to_out[0](out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)))
+        text, video = out.split([n, out.size(1) - n], dim=1)
+        return video, text
 
 
 class CogVideoXBackbone(DiffusersBackbone):
@@ -255,6 +282,40 @@ class CogVideoXBackbone(DiffusersBackbone):
         finally:
             embed.use_positional_embeddings = True
             handle.remove()
+
+    @classmethod
+    def check_rotary_config(cls, transformer: dict) -> None:
+        """CogVideoX-2B (`use_rotary_positional_embeddings: false`) adds an absolute sin-cos table to its tokens: no
+        rotary tables to optimise."""
+        if not transformer.get("use_rotary_positional_embeddings"):
+            raise InputError("this CogVideoX model (use_rotary_positional_embeddings: false, as CogVideoX-2B) has "
+                             "absolute position embeddings, not rotary tables: guidance.ditflow.optimise: positions "
+                             "cannot run on it; set guidance.ditflow.optimise: latent")
+
+    @contextlib.contextmanager
+    def rotary_transform(self, expert: Expert, transform: RotaryTransform) -> Iterator[None]:
+        """The pipeline builds the RoPE tables and passes them in as `image_rotary_emb` (as `transformer_output`
+        does): a forward pre-hook on the transformer passes them through `transform`; the self-attentions run
+        `RotaryProcessor` meanwhile."""
+        self.check_rotary_config(dict(expert.module.config))
+
+        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            if kwargs.get("image_rotary_emb") is None:
+                raise InputError("the CogVideoX transformer was called without its RoPE tables (image_rotary_emb): "
+                                 "no positions to optimise; set guidance.ditflow.optimise: latent")
+            return args, {**kwargs, "image_rotary_emb": through_transform(kwargs["image_rotary_emb"], transform)}
+
+        modules = [expert.module.get_submodule(site.q.rpartition(".")[0]) for site in expert.sites]
+        processors = [module.processor for module in modules]
+        handle = expert.module.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            for module in modules:
+                module.processor = RotaryProcessor()
+            yield
+        finally:
+            handle.remove()
+            for module, processor in zip(modules, processors, strict=True):
+                module.processor = processor
 
     # -- the transformer ------------------------------------------------------------------------------
     def transformer_output(self, expert: Expert, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning,

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .base import Backbone, QKCallback, attention_pre_hooks
+from .base import Backbone, QKCallback, RotaryTransform, attention_pre_hooks, through_transform
 from .experts import AttentionSite, Expert
 from .inputs import Conditioning
 from .loading import ModelLoadError, load_pipeline
@@ -151,6 +151,21 @@ class DiffusersBackbone(Backbone):
                   else contextlib.nullcontext())
         with placed:
             return self.transformer_output(expert, latents, timesteps, cond, frame_positions, spatial_stride).float()
+
+    @contextlib.contextmanager
+    def rotary_transform(self, expert: Expert, transform: RotaryTransform) -> Iterator[None]:
+        """A forward hook on the expert's rotary embedding (`rope_attribute`, computed once per forward pass for the
+        video tokens) passes its output through `transform`."""
+        self.check_rotary_config(dict(expert.module.config))
+        rope = getattr(expert.module, self.rope_attribute, None)
+        if rope is None:
+            raise InputError(f"{type(expert.module).__name__} has no rotary embedding {self.rope_attribute!r} to "
+                             "optimise: set guidance.ditflow.optimise: latent")
+        handle = rope.register_forward_hook(lambda _module, _args, out: through_transform(out, transform))
+        try:
+            yield
+        finally:
+            handle.remove()
 
     @abstractmethod
     def transformer_output(self, expert: Expert, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning,

@@ -18,6 +18,8 @@ so every method runs through the same ``Transfer`` code; only the settings diffe
   classification or training, the base model with the target prompt only.
 - ``ditflow``, ``flow-guidance``: ``guidance.method: ditflow`` / ``flow``, no LoRA (as ``base``) and
   ``tune=False``: the training-free methods (method/guidance.py), the base model guided by the reference's motion.
+- ``ditflow-positions``: as ``ditflow``, with ``guidance.ditflow.optimise: positions``: the rotary tables optimised
+  instead of the latent (each case writes its ``samples/<name>_positions.safetensors``).
 - ``fym+ditflow``, ``fym+flow-guidance``: ``fym``'s tuned motion LoRA at inference, plus the guidance (run with
   ``fym``, they sample from its tuning instead of repeating it: ``reuse``).
 
@@ -53,6 +55,9 @@ class Method:
 _ALL_HEADS = {"heads": {"select": "all"}}
 _NO_LORA = {"generate": {"motion_scale": 0.0, "spatial_scale": 0.0}}
 _DENSE = {"motion": {"keep_frames": None}}
+# DiTFlow's two kinds, each optimising in its sampling (a user's positions_from would make it another method)
+_OPTIMISE_LATENT = {"optimise": "latent", "positions_from": None}
+_OPTIMISE_POSITIONS = {"optimise": "positions", "positions_from": None}
 
 METHODS: dict[str, Method] = {
     m.name: m
@@ -69,8 +74,11 @@ METHODS: dict[str, Method] = {
                merge(merge(_ALL_HEADS, _DENSE), {"spatial": {"steps": 0}, "motion": {"motion_weight": 0.0}}),
                description="one LoRA on all heads on the whole clip, flow-matching loss only"),
         Method("base", _NO_LORA, tune=False, description="the base model, no tuning"),
-        Method("ditflow", merge(_NO_LORA, {"guidance": {"method": "ditflow"}}), tune=False,
-               description="DiTFlow: attention motion flow guidance, no tuning"),
+        Method("ditflow", merge(_NO_LORA, {"guidance": {"method": "ditflow", "ditflow": _OPTIMISE_LATENT}}),
+               tune=False, description="DiTFlow: attention motion flow guidance, no tuning"),
+        Method("ditflow-positions",
+               merge(_NO_LORA, {"guidance": {"method": "ditflow", "ditflow": _OPTIMISE_POSITIONS}}), tune=False,
+               description="DiTFlow optimising the rotary positions instead of the latent, no tuning"),
         Method("flow-guidance", merge(_NO_LORA, {"guidance": {"method": "flow"}}), tune=False,
                description="flow-guided sampling (after FlowMotion), no tuning"),
         Method("fym+ditflow", {"guidance": {"method": "ditflow"}},

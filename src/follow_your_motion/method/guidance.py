@@ -5,7 +5,11 @@ so they run on every family through the contract and combine with a tuned motion
 - DiTFlow: the reference's attention motion flow (method/motion_flow.py) at one layer, from a pass over its
   latents (clean by default) with an empty prompt; in the first denoising steps, a few Adam steps on the latent
   minimise the distance of its own AMF (target prompt, the step's timestep) to the reference's. The pass stops at
-  that layer: the layers after it cannot change its q and k.
+  that layer: the layers after it cannot change its q and k. Or (`optimise: positions`, the release's embedding
+  mode) the same Adam steps move float32 deltas added to the video tokens' rotary tables instead of the latent
+  (`Backbone.rotary_transform`), each guided step starting from the last one's; the step's own denoising passes use
+  the moved tables, the later steps the stock ones. The deltas of every guided step go to a file
+  (method/positions.py) that `positions_from` injects into a sampling with another prompt, nothing optimised.
 - Flow guidance: the reference noised to each guided step's level gives its predicted clean latents x0 (no
   inversion); a few Adam steps on the latent align the frame-to-frame differences of its predicted x0 (and, if
   weighted, x0 itself) with the reference's. The model's output is held fixed within a step, so gradients reach
@@ -17,23 +21,35 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from ..backbones.base import Backbone, StepHook
+from ..backbones.base import Backbone, RotaryTransform
 from ..backbones.experts import Expert
 from ..backbones.inputs import Conditioning
 from ..config import DiTFlowSettings, FlowGuidanceSettings, GuidanceSettings
 from ..errors import InputError
 from .motion_flow import amf_distance, attention_motion_flow
 from .objective import noised_at, predicted_x0, timestep_for_sigma, timestep_sigma
+from .positions import Positions, check_shapes, read_positions, save_positions
 
 log = logging.getLogger("follow_your_motion")
 
 
 class _Captured(Exception):
-    """Ends a forward pass once the guided layer's q and k are taken."""
+    """Ends a forward pass once the guided layer's q and k (or the rotary tables) are taken."""
+
+
+def adding(deltas: list[torch.Tensor]) -> RotaryTransform:
+    """The rotary transform that adds `deltas` (float32, broadcast over a batch) to the stock tables, in float32, the
+    result in the tables' own dtype: zero deltas give the stock tables bit for bit."""
+    def transform(tables: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return tuple((t.float() + d.to(t.device)).to(t.dtype) for t, d in zip(tables, deltas, strict=True))
+
+    return transform
 
 
 def guided_steps(settings: GuidanceSettings, steps: int) -> int:
@@ -76,24 +92,37 @@ class Guide:
                  ) -> torch.Tensor:
         return self.backbone.predict(expert, latents, timestep.reshape(1).expand(len(latents)), cond)
 
-    def _optimise(self, step: int, timestep: torch.Tensor, latents: torch.Tensor, lr: float, inner_steps: int,
-                  loss_of) -> torch.Tensor:
-        """`inner_steps` Adam steps on the latents minimising `loss_of(latents)`; the moved latents."""
-        self._check(latents)
-        moved = latents.detach().float().clone().requires_grad_(True)
-        optimiser = torch.optim.Adam([moved], lr=lr)
+    def end(self) -> None:
+        """Nothing of the model to put back (see `StepHook.end`)."""
+
+    def outputs(self, folder: Path, name: str) -> dict[str, Path]:
+        """Files the guidance made besides the sample `name`, written under `folder`, by kind: none by default."""
+        return {}
+
+    def _optimise(self, step: int, timestep: torch.Tensor, parameters: list[torch.Tensor], lr: float,
+                  inner_steps: int, loss: Callable[[], torch.Tensor]) -> None:
+        """`inner_steps` Adam steps on `parameters` (float32 leaves) minimising `loss()`; the losses go to
+        `history`."""
+        optimiser = torch.optim.Adam(parameters, lr=lr)
         losses = []
         with torch.enable_grad():
             for _ in range(inner_steps):
                 optimiser.zero_grad(set_to_none=True)
-                loss = loss_of(moved)
-                loss.backward()
+                value = loss()
+                value.backward()
                 optimiser.step()
-                losses.append(loss.item())
+                losses.append(value.item())
         record = {"step": step, "timestep": float(timestep), "lr": lr, "losses": losses}
         self.history.append(record)
         log.info("guided step %d/%d (t=%.1f): loss %.4g -> %.4g", step, self.guided, float(timestep), losses[0],
                  losses[-1])
+
+    def _moved(self, step: int, timestep: torch.Tensor, latents: torch.Tensor, lr: float, inner_steps: int,
+               loss_of: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The latents after `_optimise` moved them to minimise `loss_of(latents)`."""
+        self._check(latents)
+        moved = latents.detach().float().clone().requires_grad_(True)
+        self._optimise(step, timestep, [moved], lr, inner_steps, lambda: loss_of(moved))
         return moved.detach().to(latents.dtype)
 
 
@@ -103,7 +132,16 @@ class DiTFlowGuide(Guide):
 
     settings: DiTFlowSettings = field(default_factory=DiTFlowSettings)
     noise: torch.Tensor | None = None  # the reference's noise, when it is read at a noise level above 0
+    model: str = ""  # the model sampled with and its variant, which a positions file records
+    variant: str = ""
+    steps: int = 0  # the sampling's steps, which a positions file records
+    # optimise: positions: the stock tables' shapes (`prepare_positions`); per guided step so far, the deltas
+    # optimised (on the CPU); or those injected from a file
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
+    positions: list[list[torch.Tensor]] = field(default_factory=list)
+    injected: Positions | None = None
     _reference_flow: dict[str, torch.Tensor] = field(default_factory=dict)
+    _installed: contextlib.ExitStack | None = None  # the rotary transforms on while a guided step denoises
 
     def block(self, expert: Expert) -> int:
         layers = len(expert.sites)
@@ -146,10 +184,15 @@ class DiTFlowGuide(Guide):
         return torch.tensor(sigma * self.backbone.num_train_timesteps)
 
     def velocity(self, step: int, timestep: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        self.end()  # the step's denoising passes are done: the stock tables again
         return output
 
     def latents(self, step: int, timestep: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         if not self.guides(step):
+            return latents
+        if self.injected is not None:
+            self._check(latents)
+            self._install(self.injected.deltas[step - 1])
             return latents
         expert = self.backbone.expert_for(timestep_sigma(self.backbone, timestep))
         first, last = self.settings.lr
@@ -159,7 +202,69 @@ class DiTFlowGuide(Guide):
         def loss_of(moved: torch.Tensor) -> torch.Tensor:
             return amf_distance(self.flow(expert, moved, timestep, self.target_cond), reference)
 
-        return self._optimise(step, timestep, latents, lr, self.settings.inner_steps, loss_of)
+        if self.settings.optimise == "latent":
+            return self._moved(step, timestep, latents, lr, self.settings.inner_steps, loss_of)
+        self._check(latents)
+        start = self.positions[-1] if self.positions else [torch.zeros(shape) for shape in self.shapes]
+        deltas = [d.to(latents.device, torch.float32).clone().requires_grad_(True) for d in start]
+        fixed = latents.detach().float()
+        with self.backbone.rotary_transform(expert, adding(deltas)):
+            self._optimise(step, timestep, deltas, lr, self.settings.inner_steps, lambda: loss_of(fixed))
+        self.positions.append([d.detach().to("cpu", copy=True) for d in deltas])
+        self._install([d.detach() for d in deltas])
+        return latents
+
+    def stock_tables(self, expert: Expert, latents: torch.Tensor, timestep: torch.Tensor
+                     ) -> tuple[torch.Tensor, ...]:
+        """The video tokens' stock rotary tables for `latents`: a pass stopped once its rotary embedding has run."""
+        seen: list[torch.Tensor] = []
+
+        def stop(tables: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+            seen.extend(tables)
+            raise _Captured
+
+        with self.backbone.rotary_transform(expert, stop), contextlib.suppress(_Captured), torch.no_grad():
+            self._predict(expert, latents, timestep, self.target_cond)
+        if not seen:
+            raise InputError(f"{type(self.backbone).__name__}'s forward pass ran no rotary embedding: no positions "
+                             "to optimise; set guidance.ditflow.optimise: latent")
+        return tuple(t.detach() for t in seen)
+
+    def prepare_positions(self) -> None:
+        """`optimise: positions`, before sampling starts: the stock tables' shapes from a pass over the reference
+        (whose size the sample has), which refuses a model without rotary tables; the `positions_from` file read and
+        refused (InputError) if made for another guided step count, family or table shapes."""
+        stock = self.stock_tables(self.backbone.experts[0], self.reference, torch.tensor(0.0))
+        self.shapes = [tuple(t.shape) for t in stock]
+        if self.settings.positions_from is not None:
+            path = Path(self.settings.positions_from)
+            positions = read_positions(path, self.guided, self.backbone.name)
+            check_shapes(path, positions, self.shapes, tuple(self.reference.shape[1:]))
+            self.injected = positions
+
+    def _install(self, deltas: list[torch.Tensor]) -> None:
+        """`deltas` added to every expert's tables until `end` (moved to the device once, not at every pass)."""
+        self.end()
+        deltas = [d.to(self.reference.device) for d in deltas]
+        with contextlib.ExitStack() as stack:
+            for expert in self.backbone.experts:
+                stack.enter_context(self.backbone.rotary_transform(expert, adding(deltas)))
+            self._installed = stack.pop_all()
+
+    def end(self) -> None:
+        if self._installed is not None:
+            self._installed.close()
+            self._installed = None
+
+    def outputs(self, folder: Path, name: str) -> dict[str, Path]:
+        """`optimise: positions` (not injected): every guided step's deltas in `<name>_positions.safetensors`."""
+        if self.injected is not None or not self.positions:
+            return {}
+        positions = Positions(self.positions, self.backbone.name, self.model, self.variant,
+                              tuple(self.reference.shape[1:]), self.steps)
+        path = save_positions(Path(folder) / f"{name}_positions.safetensors", positions)
+        log.info("DiTFlow's optimised positions of %d guided steps: %s", len(self.positions), path)
+        return {"positions": path}
 
 
 @dataclass
@@ -207,13 +312,15 @@ class FlowGuide(Guide):
                 output = self._predict(expert, moved.detach(), timestep, self.target_cond)
             return self.loss(predicted_x0(self.backbone, moved, timestep, output), reference)
 
-        return self._optimise(step, timestep, latents, self.settings.lr, self.settings.inner_steps, loss_of)
+        return self._moved(step, timestep, latents, self.settings.lr, self.settings.inner_steps, loss_of)
 
 
 def make_guide(backbone: Backbone, settings: GuidanceSettings, reference: torch.Tensor, target_prompt: str,
-               steps: int, seed: int, image_given: bool = False, reference_prompt: str = "") -> StepHook | None:
+               steps: int, seed: int, image_given: bool = False, reference_prompt: str = "", model: str = "",
+               variant: str = "") -> Guide | None:
     """The StepHook of `settings.method` for sampling `target_prompt` in `steps` steps with the motion of the clean
-    `reference` latents (1, C, F, h, w); None for "none". The prompts are encoded here (encoders must be ready)."""
+    `reference` latents (1, C, F, h, w); None for "none". The prompts are encoded here (encoders must be ready).
+    `model`, `variant`: what a positions file records as the model sampled with."""
     if settings.method == "none":
         return None
     if image_given:
@@ -223,5 +330,8 @@ def make_guide(backbone: Backbone, settings: GuidanceSettings, reference: torch.
     common = {"backbone": backbone, "reference": reference, "reference_cond": backbone.encode_prompt(reference_prompt),
               "target_cond": backbone.encode_prompt(target_prompt), "noise": noise, "guided": guided}
     if settings.method == "ditflow":
-        return DiTFlowGuide(settings=settings.ditflow, **common)
+        guide = DiTFlowGuide(settings=settings.ditflow, model=model, variant=variant, steps=steps, **common)
+        if settings.ditflow.optimise == "positions":
+            guide.prepare_positions()
+        return guide
     return FlowGuide(settings=settings.flow, **common)
