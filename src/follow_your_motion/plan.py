@@ -3,8 +3,9 @@
 The model is loaded as `fym transfer` loads it (`load_backbone`, the family's backbone and pipeline), built from
 its published configs with no weights (`backbones/from_configs.py`) under torch's `FakeTensorMode`; then each
 stage runs the project's own functions on a reference of the run's size: the backbone's encoders, stage 1's
-scoring pass (`head_scores`) per expert, one optimizer step of stage 2 and of stage 3 per expert (`micro_step`,
-`make_optimizer`, the masked LoRAs) on the inputs `fym transfer` builds (`spatial_inputs`, `motion_inputs`, and its
+scoring pass (`head_scores`) per expert, one optimizer step of stage 2 and of stage 3 per expert, set up and taken
+by `fym transfer`'s own code (`stage_settings` and `add_stage_adapter` as `Transfer` calls them, `trainable` and
+`optimizer_step` as `train_adapter` calls them) on the inputs it builds (`spatial_inputs`, `motion_inputs`, and its
 conditionings: `clip_condition`, `own_first_frame`), the training-free guidance's preparation (`make_guide`: the
 "guide" stage), and `Backbone.generate` itself (`generate_video`, with the run's guidance as its step hook) ended
 after its first step, which ends with the first guided step, then its VAE decode. `MemoryTrace` counts every tensor
@@ -26,9 +27,9 @@ and memory-efficient kernels, never holds the S x S matrix (the math fallback wo
 model builds itself, as HunyuanVideo 1.5's does, is counted). After the pipeline's VAE decode its host-side
 postprocessing (frames to uint8 arrays) is not run.
 
-Where it is still not the same code as `fym transfer`: the stages' bodies are called here one by one (`JobTrace`),
-not through `Transfer` and `train_adapter` (no run directory, caches or checkpoints), though each with the same
-functions and input decisions (`first_frame_condition`, `check_downsample`, `conditions_own_frames`,
+Where it is still not the same code as `fym transfer`: the stages are called here one by one (`JobTrace`), not
+through `Transfer`'s stage methods and `train_adapter`'s loop over steps (no run directory, caches, checkpoints,
+logs or host reads of losses, which fake tensors cannot give), though with the same set-up, step and input decisions (`first_frame_condition`, `check_downsample`, `conditions_own_frames`,
 `check_guided_sampling`). A model that takes a picture optionally (Wan2.2-TI2V, LTX-2) is planned sampling from
 text: given a picture, its backbone samples through a second pipeline the first-step stop does not reach yet.
 """
