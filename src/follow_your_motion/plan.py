@@ -29,9 +29,10 @@ postprocessing (frames to uint8 arrays) is not run.
 
 Where it is still not the same code as `fym transfer`: the stages are called here one by one (`JobTrace`), not
 through `Transfer`'s stage methods and `train_adapter`'s loop over steps (no run directory, caches, checkpoints,
-logs or host reads of losses, which fake tensors cannot give), though with the same set-up, step and input decisions (`first_frame_condition`, `check_downsample`, `conditions_own_frames`,
-`check_guided_sampling`). A model that takes a picture optionally (Wan2.2-TI2V, LTX-2) is planned sampling from
-text: given a picture, its backbone samples through a second pipeline the first-step stop does not reach yet.
+logs or host reads of losses, which fake tensors cannot give), though with the same set-up, step and input
+decisions (`first_frame_condition`, `check_downsample`, `conditions_own_frames`, `check_guided_sampling`). A
+model that takes a picture optionally (Wan2.2-TI2V, LTX-2) is planned sampling from text: given a picture, its
+backbone samples through a second pipeline the first-step stop does not reach yet.
 """
 
 from __future__ import annotations
