@@ -16,6 +16,7 @@ from tiny_hunyuan_video15 import build_tiny_hunyuan_video15_pipeline
 from tiny_kandinsky5 import build_tiny_kandinsky5_pipeline
 from tiny_ltx import build_tiny_ltx_pipeline
 from tiny_ltx2 import build_tiny_ltx2_pipeline
+from tiny_skyreels_v2 import build_tiny_skyreels_v2_pipeline
 from tiny_wan import build_tiny_wan_pipeline
 from typer.testing import CliRunner
 
@@ -37,10 +38,13 @@ BUILDERS = {
     "wan": build_tiny_wan_pipeline,
     "wan2.2-a14b": lambda path: build_tiny_wan_pipeline(path, boundary_ratio=0.875),
     "cogvideox": build_tiny_cogvideox_pipeline,  # the 5B layout: 3D RoPE
+    "cogvideox1.5": lambda path: build_tiny_cogvideox_pipeline(path, layout="1.5"),
     "ltx": build_tiny_ltx_pipeline,
     "hunyuan_video15": build_tiny_hunyuan_video15_pipeline,
     "kandinsky5": build_tiny_kandinsky5_pipeline,
     "ltx2": build_tiny_ltx2_pipeline,
+    "ltx2-interleaved": lambda path: build_tiny_ltx2_pipeline(path, rope_type="interleaved"),
+    "skyreels_v2": build_tiny_skyreels_v2_pipeline,
 }
 FRAMES, STEPS = 9, 3
 PROMPT = "a blue square"  # words the toy model knows; the tiny tokenizers take any
@@ -114,6 +118,13 @@ def test_positions_are_optimised_through_every_familys_sampler(backbone):
     assert all(np.isfinite(record["losses"]).all() for record in guide.history)
     assert len(guide.positions) == STEPS - 1 and guide._installed is None
     assert not np.array_equal(guided, _generate(backbone))
+
+
+def test_the_latent_size_checked_before_loading_is_every_familys_encoders(backbone):
+    """`VideoGeometry.latent_grid`, which refuses a positions file for another size before the model loads, gives
+    the latents the family's VAE makes (CogVideoX 1.5: a padded latent frame, two per method frame)."""
+    size = _size(backbone)
+    assert backbone.geometry.latent_grid(FRAMES, size, size) == tuple(_reference(backbone).shape[2:])
 
 
 def test_complex_tables_go_through_as_their_real_view():
@@ -218,8 +229,11 @@ def saved(toy, toy_reference, tmp_path_factory):
 
 
 def test_a_file_for_another_sampling_is_refused_naming_both(toy, toy_reference, saved, tmp_path):
-    with pytest.raises(InputError, match=r"positions for 2 guided steps; this sampling guides 3"):
+    with pytest.raises(InputError, match=r"positions for 2 guided steps of a 4-step sampling; this sampling guides 3 "
+                                         r"of 6"):
         _toy_guide(toy, toy_reference, steps=6, positions_from=str(saved))
+    with pytest.raises(InputError, match=r"2 guided steps of a 4-step sampling; this sampling guides 2 of 5"):
+        _toy_guide(toy, toy_reference, steps=5, guided_fraction=0.4, positions_from=str(saved))
     smaller = toy_reference[:, :, :, :16, :16]
     with pytest.raises(InputError, match=r"tables of shapes \[\(1, 576, 1, 32\), .*latents \[3, 9, 16, 16\] has "
                                          r"\[\(1, 144, 1, 32\)"):
@@ -237,12 +251,32 @@ def test_a_file_for_another_sampling_is_refused_naming_both(toy, toy_reference, 
     positions = Positions([[torch.zeros(1, 576, 1, 32)] * 2] * 2, "wan", "", "", (3, 9, 32, 32), 4)
     with pytest.raises(InputError, match="positions of a wan model; this is a toy model"):
         _toy_guide(toy, toy_reference, positions_from=str(save_positions(tmp_path / "wan.safetensors", positions)))
-    positions.family, positions.deltas = "toy", [[torch.zeros(1, 576, 1, 32)]] * 2
+    positions.family, positions.variant = "toy", "wan2.2-t2v-a14b"
+    with pytest.raises(InputError, match="the wan2.2-t2v-a14b variant .*; this model is the toy base variant"):
+        _toy_guide(toy, toy_reference, positions_from=str(save_positions(tmp_path / "a14b.safetensors", positions)))
+    positions.variant, positions.deltas = "", [[torch.zeros(1, 576, 1, 32)]] * 2
     with pytest.raises(InputError, match=r"tables of shapes \[\(1, 576, 1, 32\)\] "):
         _toy_guide(toy, toy_reference, positions_from=str(save_positions(tmp_path / "one.safetensors", positions)))
 
 
-def test_the_settings_and_files_are_checked_before_the_model_loads(saved, tmp_path):
+@pytest.mark.parametrize("shapes, latents", [("5", "[3, 9, 32, 32]"), ("[[1, 2], 5]", "[3, 9, 32, 32]"),
+                                             ("[[1, 2.5]]", "[3, 9, 32, 32]"), ("[[1, 2]]", "{}"), ("[[1]]", "null")])
+def test_a_file_with_broken_metadata_types_is_refused_before_loading(saved, tmp_path, shapes, latents):
+    from follow_your_motion.method.positions import read_header
+    from follow_your_motion.runs import load_tensors, read_metadata
+
+    broken = tmp_path / "broken.safetensors"
+    save_file(load_tensors(saved), str(broken), read_metadata(saved) | {"shapes": shapes, "latents": latents})
+    with pytest.raises(InputError, match="broken.safetensors: a DiTFlow positions file with broken metadata"):
+        read_header(broken)
+
+
+def test_float64_tables_keep_the_zero_delta_identity():
+    table = torch.rand(4, 3, dtype=torch.float64) + 1e-9
+    assert torch.equal(adding([torch.zeros(4, 3)])((table,))[0], table)
+
+
+def test_the_settings_and_files_are_checked_before_the_model_loads(saved, tmp_path, monkeypatch):
     def config(**ditflow):
         return resolve_config({"guidance": {"method": "ditflow", "ditflow": ditflow}, "generate": {"steps": 4}})
 
@@ -251,11 +285,27 @@ def test_the_settings_and_files_are_checked_before_the_model_loads(saved, tmp_pa
     ok = config(optimise="positions", positions_from=str(saved), guided_fraction=0.5)
     check_guided_sampling(ok, ok.generate)
     other = config(optimise="positions", positions_from=str(saved), guided_fraction=0.75)
-    with pytest.raises(InputError, match="2 guided steps; this sampling guides 3"):
+    with pytest.raises(InputError, match="2 guided steps of a 4-step sampling; this sampling guides 3 of 4"):
         check_guided_sampling(other, other.generate)
     missing = config(optimise="positions", positions_from=str(tmp_path / "gone.safetensors"), guided_fraction=0.5)
     with pytest.raises(InputError, match="gone.safetensors: no such file"):
         check_guided_sampling(missing, missing.generate)
+    steps = resolve_config({"guidance": {"method": "ditflow", "ditflow": {"optimise": "positions", "positions_from":
+                                                                          str(saved), "guided_fraction": 0.4}},
+                            "generate": {"steps": 5}})
+    with pytest.raises(InputError, match="2 guided steps of a 4-step sampling; this sampling guides 2 of 5"):
+        check_guided_sampling(steps, steps.generate)
+    # the latent size, from the model's config files and the clip's size (`fym guide` knows it once the reference
+    # is fitted: `check_inputs`)
+    sized = ok.model_copy(update={"video": ok.video.model_copy(update={"frames": 9, "height": 16, "width": 16})})
+    with pytest.raises(InputError, match=r"made for latents \[3, 9, 32, 32\]; this sampling's are \[9, 16, 16\]"):
+        check_guided_sampling(sized, sized.generate)
+    fitting = ok.model_copy(update={"video": ok.video.model_copy(update={"frames": 9, "height": 32, "width": 32})})
+    check_guided_sampling(fitting, fitting.generate)
+    # a relative path in a YAML is resolved from the working directory, as the CLI flag and the reference are
+    monkeypatch.chdir(saved.parent)
+    relative = config(optimise="positions", positions_from=saved.name, guided_fraction=0.5)
+    assert relative.guidance.ditflow.positions_from == str(saved)
 
 
 # -- refusals: no rotary video positions --------------------------------------------------------------------------

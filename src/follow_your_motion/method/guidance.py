@@ -44,10 +44,12 @@ class _Captured(Exception):
 
 
 def adding(deltas: list[torch.Tensor]) -> RotaryTransform:
-    """The rotary transform that adds `deltas` (float32, broadcast over a batch) to the stock tables, in float32, the
-    result in the tables' own dtype: zero deltas give the stock tables bit for bit."""
+    """The rotary transform that adds `deltas` (float32, broadcast over a batch) to the stock tables, in float32 or
+    the tables' wider dtype (float64), the result in the tables' own dtype: zero deltas give the stock tables bit for
+    bit."""
     def transform(tables: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return tuple((t.float() + d.to(t.device)).to(t.dtype) for t, d in zip(tables, deltas, strict=True))
+        return tuple((t.to(torch.promote_types(t.dtype, torch.float32)) + d.to(t.device)).to(t.dtype)
+                     for t, d in zip(tables, deltas, strict=True))
 
     return transform
 
@@ -233,12 +235,13 @@ class DiTFlowGuide(Guide):
     def prepare_positions(self) -> None:
         """`optimise: positions`, before sampling starts: the stock tables' shapes from a pass over the reference
         (whose size the sample has), which refuses a model without rotary tables; the `positions_from` file read and
-        refused (InputError) if made for another guided step count, family or table shapes."""
+        refused (InputError) if made for another sampling (guided or sampling steps), family, variant or table
+        shapes."""
         stock = self.stock_tables(self.backbone.experts[0], self.reference, torch.tensor(0.0))
         self.shapes = [tuple(t.shape) for t in stock]
         if self.settings.positions_from is not None:
             path = Path(self.settings.positions_from)
-            positions = read_positions(path, self.guided, self.backbone.name)
+            positions = read_positions(path, self.guided, self.steps, self.backbone.name, self.variant)
             check_shapes(path, positions, self.shapes, tuple(self.reference.shape[1:]))
             self.injected = positions
 

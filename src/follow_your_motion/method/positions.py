@@ -63,27 +63,51 @@ def read_header(path: Path) -> dict:
         raise InputError(f"{path}: not a DiTFlow positions file (metadata format {meta.get('format')!r}, expected "
                          f"{FORMAT!r})")
     try:
-        return {"guided": int(meta["guided"]), "steps": int(meta["steps"]), "shapes": json.loads(meta["shapes"]),
-                "family": meta["family"], "model": meta.get("model", ""), "variant": meta.get("variant", ""),
-                "latents": json.loads(meta["latents"])}
-    except (KeyError, ValueError) as err:
+        header = {"guided": int(meta["guided"]), "steps": int(meta["steps"]), "shapes": json.loads(meta["shapes"]),
+                  "family": meta["family"], "model": meta.get("model", ""), "variant": meta.get("variant", ""),
+                  "latents": json.loads(meta["latents"])}
+    except (KeyError, ValueError, TypeError) as err:
         raise InputError(f"{path}: a DiTFlow positions file with broken metadata ({err!r})") from err
+    if not (_ints(header["latents"]) and isinstance(header["shapes"], list)
+            and all(_ints(shape) for shape in header["shapes"])):
+        raise InputError(f"{path}: a DiTFlow positions file with broken metadata (shapes {meta['shapes']!r}, latents "
+                         f"{meta['latents']!r}: expected lists of integers)")
+    return header
 
 
-def check_header(path: Path, header: dict, guided: int, family: str) -> None:
-    """Refuse a file made for another number of guided steps or another family (its tables mean other things)."""
-    if header["guided"] != guided:
-        raise InputError(f"{path} holds positions for {header['guided']} guided steps; this sampling guides {guided} "
-                         "(guidance.ditflow.guided_fraction x generate.steps): use the settings the file was made "
-                         f"with ({header['steps']} sampling steps)")
+def _ints(value: object) -> bool:
+    """Whether `value` is a list of integers (what `shapes` holds per table and `latents` is)."""
+    return isinstance(value, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in value)
+
+
+def check_header(path: Path, header: dict, guided: int, steps: int, family: str, variant: str) -> None:
+    """Refuse a file made for another sampling (other guided or sampling steps: its deltas would land on other
+    timesteps), another family or another variant of it (its tables mean other things). The variant is the recipe's
+    name (`detect_variant`, empty for a family's base), the same for a checkpoint's hub id and its local copy."""
+    if header["guided"] != guided or header["steps"] != steps:
+        raise InputError(f"{path} holds positions for {header['guided']} guided steps of a {header['steps']}-step "
+                         f"sampling; this sampling guides {guided} of {steps} (guidance.ditflow.guided_fraction x "
+                         "generate.steps): use the settings the file was made with")
     if header["family"] != family:
         raise InputError(f"{path} holds positions of a {header['family']} model; this is a {family} model")
+    if header["variant"] != variant:
+        raise InputError(f"{path} holds positions of the {header['variant'] or family + ' base'} variant "
+                         f"(model {header['model'] or '?'}); this model is the {variant or family + ' base'} variant")
 
 
-def read_positions(path: Path, guided: int, family: str) -> Positions:
+def check_latents(path: Path, header: dict, latents: tuple[int, ...]) -> None:
+    """Refuse a file made for another latent size, from the trailing sizes both give (before a model loads only the
+    frames, rows and columns are known: `latents` may leave out the channels)."""
+    made = tuple(header["latents"])
+    if made[len(made) - len(latents):] != tuple(latents):
+        raise InputError(f"{path} holds positions made for latents {list(made)}; this sampling's are {list(latents)}: "
+                         "sample at the frame count and size the file was made with")
+
+
+def read_positions(path: Path, guided: int, steps: int, family: str, variant: str) -> Positions:
     """The file's positions, checked against the sampling (`check_header`) and for every tensor it names."""
     header = read_header(path)
-    check_header(path, header, guided, family)
+    check_header(path, header, guided, steps, family, variant)
     tensors = load_tensors(path)
     shapes = [tuple(shape) for shape in header["shapes"]]
     try:
