@@ -142,6 +142,78 @@ def test_complex_tables_go_through_as_their_real_view():
         through_transform((torch.arange(3),), shift)
 
 
+# -- the deltas on every expert, and off again however the sampling ends (Wan2.2-A14B: two experts) ---------------
+@pytest.fixture(scope="module")
+def two_experts(tmp_path_factory):
+    return load_backbone(str(BUILDERS["wan2.2-a14b"](tmp_path_factory.mktemp("a14b") / "pipe")))
+
+
+def _injecting(backbone, value: float) -> DiTFlowGuide:
+    guide = _guide(backbone)
+    guide.injected = Positions([[torch.full(s, value) for s in guide.shapes]] * guide.guided, backbone.name, "", "",
+                               (), STEPS)
+    return guide
+
+
+def _rope_tables(backbone, expert, latents: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What `expert`'s rotary embedding gives (through whatever hooks are on it) for latents of this size."""
+    with torch.no_grad():
+        out = getattr(expert.module, backbone.rope_attribute)(latents)
+    return (out,) if isinstance(out, torch.Tensor) else tuple(out)
+
+
+def test_the_deltas_are_on_every_expert_while_a_guided_step_denoises(two_experts):
+    backbone = two_experts
+    guide = _injecting(backbone, 0.25)
+    probe = torch.zeros_like(guide.reference)
+    stock = {e.name: _rope_tables(backbone, e, probe) for e in backbone.experts}
+    seen: list[dict[str, tuple[torch.Tensor, ...]]] = []
+
+    class Watching:  # the guide, with each expert's tables read as a guided step's denoising ends
+        def latents(self, step, timestep, latents):
+            return guide.latents(step, timestep, latents)
+
+        def velocity(self, step, timestep, output):
+            if guide.guides(step):
+                seen.append({e.name: _rope_tables(backbone, e, probe) for e in backbone.experts})
+            return guide.velocity(step, timestep, output)
+
+        def end(self):
+            guide.end()
+
+    assert len(backbone.experts) == 2
+    _generate(backbone, step_hook=Watching())
+    assert len(seen) == guide.guided
+    for tables in seen:
+        for name, moved in tables.items():
+            assert all(torch.allclose(m - s, torch.full_like(s, 0.25)) for m, s in zip(moved, stock[name],
+                                                                                         strict=True)), name
+    assert all(torch.equal(a, b) for e in backbone.experts
+               for a, b in zip(_rope_tables(backbone, e, probe), stock[e.name], strict=True))
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_an_error_mid_sampling_leaves_no_deltas_installed(two_experts, error):
+    backbone = two_experts
+    plain = _generate(backbone)
+    guide = _injecting(backbone, 0.3)
+
+    def fail_while_installed(_module, _args):
+        if guide._installed is not None:
+            raise error("stopped mid-sampling")
+
+    handles = [e.module.register_forward_pre_hook(fail_while_installed) for e in backbone.experts]
+    try:
+        with pytest.raises(error, match="stopped mid-sampling"):
+            _generate(backbone, step_hook=guide)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert guide._installed is None
+    assert not any(getattr(e.module, backbone.rope_attribute)._forward_hooks for e in backbone.experts)
+    assert np.array_equal(_generate(backbone), plain)
+
+
 # -- the guided step on the toy -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def toy() -> ToyBackbone:
