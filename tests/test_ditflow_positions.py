@@ -21,7 +21,7 @@ from tiny_wan import build_tiny_wan_pipeline
 from typer.testing import CliRunner
 
 from follow_your_motion.backbones import load_backbone
-from follow_your_motion.backbones.base import through_transform
+from follow_your_motion.backbones.rotary import through_transform
 from follow_your_motion.backbones.toy import ToyBackbone
 from follow_your_motion.cli import app
 from follow_your_motion.config import GuidanceSettings

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import torch
 
-from ..backbones.base import Backbone, RotaryTransform
+from ..backbones.base import Backbone
 from ..backbones.experts import Expert
 from ..backbones.inputs import Conditioning
+from ..backbones.rotary import RotaryTransform
 from ..config import DiTFlowSettings, FlowGuidanceSettings, GuidanceSettings
 from ..errors import InputError
 from .motion_flow import amf_distance, attention_motion_flow
