@@ -5,6 +5,7 @@ its injection into a sampling with another prompt, and the refusals."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -284,6 +285,8 @@ def test_a_saved_file_injected_reproduces_the_optimising_sample(toy, toy_referen
                                                                                               "")
     assert json.loads(meta["latents"]) == list(toy_reference.shape[1:])
     assert json.loads(meta["shapes"]) == [list(s) for s in guide.shapes]
+    expert = toy.experts[0]
+    assert json.loads(meta["transformers"]) == [[len(expert.sites), expert.sites[0].heads, expert.sites[0].head_dim]]
 
     same = _toy_guide(toy, toy_reference, positions_from=str(path))
     assert np.array_equal(_toy_generate(toy, toy_reference, step_hook=same), optimised)
@@ -326,19 +329,25 @@ def test_a_file_for_another_sampling_is_refused_naming_both(toy, toy_reference, 
     positions.family, positions.variant = "toy", "wan2.2-t2v-a14b"
     with pytest.raises(InputError, match="the wan2.2-t2v-a14b variant .*; this model is the toy base variant"):
         _toy_guide(toy, toy_reference, positions_from=str(save_positions(tmp_path / "a14b.safetensors", positions)))
-    positions.variant, positions.deltas = "", [[torch.zeros(1, 576, 1, 32)]] * 2
+    positions.variant, positions.transformers = "", [[40, 40, 128]]
+    with pytest.raises(InputError, match=r"made with transformers of \[\[40, 40, 128\]\] .*; this model's are \[\["):
+        _toy_guide(toy, toy_reference, positions_from=str(save_positions(tmp_path / "14b.safetensors", positions)))
+    positions.transformers, positions.deltas = [], [[torch.zeros(1, 576, 1, 32)]] * 2
     with pytest.raises(InputError, match=r"tables of shapes \[\(1, 576, 1, 32\)\] "):
         _toy_guide(toy, toy_reference, positions_from=str(save_positions(tmp_path / "one.safetensors", positions)))
 
 
-@pytest.mark.parametrize("shapes, latents", [("5", "[3, 9, 32, 32]"), ("[[1, 2], 5]", "[3, 9, 32, 32]"),
-                                             ("[[1, 2.5]]", "[3, 9, 32, 32]"), ("[[1, 2]]", "{}"), ("[[1]]", "null")])
-def test_a_file_with_broken_metadata_types_is_refused_before_loading(saved, tmp_path, shapes, latents):
+@pytest.mark.parametrize("shapes, latents, transformers", [
+    ("5", "[3, 9, 32, 32]", "[]"), ("[[1, 2], 5]", "[3, 9, 32, 32]", "[]"), ("[[1, 2.5]]", "[3, 9, 32, 32]", "[]"),
+    ("[[1, 2]]", "{}", "[]"), ("[[1]]", "null", "[]"), ("[[1]]", "[3, 9, 32, 32]", "[[2, true]]"),
+    ("[[1]]", "[3, 9, 32, 32]", "3")])
+def test_a_file_with_broken_metadata_types_is_refused_before_loading(saved, tmp_path, shapes, latents, transformers):
     from follow_your_motion.method.positions import read_header
     from follow_your_motion.runs import load_tensors, read_metadata
 
     broken = tmp_path / "broken.safetensors"
-    save_file(load_tensors(saved), str(broken), read_metadata(saved) | {"shapes": shapes, "latents": latents})
+    save_file(load_tensors(saved), str(broken), read_metadata(saved) | {"shapes": shapes, "latents": latents,
+                                                                      "transformers": transformers})
     with pytest.raises(InputError, match="broken.safetensors: a DiTFlow positions file with broken metadata"):
         read_header(broken)
 
@@ -395,6 +404,17 @@ def test_cogvideox_without_rotary_positions_refuses_before_and_after_loading(tmp
         _guide(backbone)
 
 
+def test_cogvideox_runs_its_guided_steps_eager(tmp_path):
+    """CogVideoX swaps its attention processors while the tables are transformed: compiled blocks (`model.compile`)
+    would recompile at every guided step, so they run eager meanwhile, and as compiled again after."""
+    from torch._dynamo import eval_frame  # its `_stance`: what torch.compiler.set_stance sets (no public reader)
+
+    backbone = load_backbone(str(build_tiny_cogvideox_pipeline(tmp_path / "pipe")))
+    with backbone.rotary_transform(backbone.experts[0], lambda tables: tables):
+        assert eval_frame._stance.stance == "force_eager"
+    assert eval_frame._stance.stance == "default"
+
+
 # -- the command line ---------------------------------------------------------------------------------------------
 def test_fym_guide_writes_positions_and_injects_them_with_another_prompt(tmp_path):
     clip = render(SceneSpec((ObjectSpec("circle", "red", "right", size=0.3),)))
@@ -415,6 +435,10 @@ def test_fym_guide_writes_positions_and_injects_them_with_another_prompt(tmp_pat
     first, second = (read_video(tmp_path / run / "samples" / "result_ditflow.mp4").frames for run in "ab")
     assert np.array_equal(first, second)
     assert fym("--prompt", "a green triangle", "--out", tmp_path / "c", "--positions-from", path).exit_code == 0
+    smaller = fym("--prompt", "a blue square", "--out", tmp_path / "e", "--positions-from", path, "--size", "16x16")
+    assert smaller.exit_code == 2  # refused once the reference is fitted, before the model loads (`check_inputs`)
+    assert re.search(r"made for latents \[3, \d+, 32, 32\]; this sampling's are \[\d+, 16, 16\]", smaller.output)
+    assert not (tmp_path / "e").exists()
     wrong = fym("--prompt", "a blue square", "--out", tmp_path / "d", "--method", "flow", "--optimise", "positions")
     assert wrong.exit_code == 2 and "give --method ditflow" in wrong.output
     assert not (tmp_path / "d").exists()

@@ -250,7 +250,8 @@ class CogVideoXBackbone(DiffusersBackbone):
     def rotary_transform(self, expert: Expert, transform: RotaryTransform) -> Iterator[None]:
         """The pipeline builds the RoPE tables and passes them in as `image_rotary_emb` (as `transformer_output`
         does): a forward pre-hook on the transformer passes them through `transform`; the self-attentions run
-        `RotaryProcessor` meanwhile."""
+        `RotaryProcessor` meanwhile, eagerly: compiled blocks (`model.compile`) would recompile for each processor
+        swap (every guided step), so the guided steps run uncompiled and the others as compiled."""
         self.check_rotary_config(dict(expert.module.config))
 
         def hook(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -265,7 +266,8 @@ class CogVideoXBackbone(DiffusersBackbone):
         try:
             for module in modules:
                 module.processor = RotaryProcessor()
-            yield
+            with torch.compiler.set_stance("force_eager"):
+                yield
         finally:
             handle.remove()
             for module, processor in zip(modules, processors, strict=True):

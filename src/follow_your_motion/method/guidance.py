@@ -243,8 +243,12 @@ class DiTFlowGuide(Guide):
         if self.settings.positions_from is not None:
             path = Path(self.settings.positions_from)
             positions = read_positions(path, self.guided, self.steps, self.backbone.name, self.variant)
-            check_shapes(path, positions, self.shapes, tuple(self.reference.shape[1:]))
+            check_shapes(path, positions, self.shapes, tuple(self.reference.shape[1:]), self.transformers())
             self.injected = positions
+
+    def transformers(self) -> list[list[int]]:
+        """Each transformer's layers, heads and head width, which a positions file records and is checked against."""
+        return [[len(e.sites), e.sites[0].heads, e.sites[0].head_dim] for e in self.backbone.experts]
 
     def _install(self, deltas: list[torch.Tensor]) -> None:
         """`deltas` added to every expert's tables until `end` (moved to the device once, not at every pass)."""
@@ -265,7 +269,7 @@ class DiTFlowGuide(Guide):
         if self.injected is not None or not self.positions:
             return {}
         positions = Positions(self.positions, self.backbone.name, self.model, self.variant,
-                              tuple(self.reference.shape[1:]), self.steps)
+                              tuple(self.reference.shape[1:]), self.steps, self.transformers())
         path = save_positions(Path(folder) / f"{name}_positions.safetensors", positions)
         log.info("DiTFlow's optimised positions of %d guided steps: %s", len(self.positions), path)
         return {"positions": path}

@@ -6,13 +6,14 @@ the float32 delta added to the stock table, key `step{k}.table{i}`. Deltas, not 
 found, whatever the stock tables are. Metadata (strings): `format`, `guided` (N), `steps` (the sampling's steps),
 `shapes` (JSON: each table's shape), `family` (the backbone's), `model` (the source it was made with) and its
 `variant` (the recipe's name of it, empty for a family's base), `latents` (JSON: the latent size C, F, h, w the
-tables were made for).
+tables were made for), `transformers` (JSON: each transformer's layers, heads and head width, which tell apart
+checkpoints of one variant name, as Wan2.1-T2V-1.3B and -14B).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ class Positions:
     variant: str
     latents: tuple[int, ...]
     steps: int
+    transformers: list[list[int]] = field(default_factory=list)  # per transformer: layers, heads, head width
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:
@@ -41,7 +43,7 @@ class Positions:
     def metadata(self) -> dict[str, str]:
         return {"format": FORMAT, "guided": str(len(self.deltas)), "steps": str(self.steps),
                 "shapes": json.dumps(self.shapes), "family": self.family, "model": self.model, "variant": self.variant,
-                "latents": json.dumps(list(self.latents))}
+                "latents": json.dumps(list(self.latents)), "transformers": json.dumps(self.transformers)}
 
 
 def save_positions(path: Path, positions: Positions) -> Path:
@@ -65,13 +67,14 @@ def read_header(path: Path) -> dict:
     try:
         header = {"guided": int(meta["guided"]), "steps": int(meta["steps"]), "shapes": json.loads(meta["shapes"]),
                   "family": meta["family"], "model": meta.get("model", ""), "variant": meta.get("variant", ""),
-                  "latents": json.loads(meta["latents"])}
+                  "latents": json.loads(meta["latents"]), "transformers": json.loads(meta.get("transformers", "[]"))}
     except (KeyError, ValueError, TypeError) as err:
         raise InputError(f"{path}: a DiTFlow positions file with broken metadata ({err!r})") from err
-    if not (_ints(header["latents"]) and isinstance(header["shapes"], list)
-            and all(_ints(shape) for shape in header["shapes"])):
+    lists = [header["shapes"], header["transformers"]]
+    if not (_ints(header["latents"]) and all(isinstance(x, list) and all(_ints(y) for y in x) for x in lists)):
         raise InputError(f"{path}: a DiTFlow positions file with broken metadata (shapes {meta['shapes']!r}, latents "
-                         f"{meta['latents']!r}: expected lists of integers)")
+                         f"{meta['latents']!r}, transformers {meta.get('transformers')!r}: expected lists of "
+                         "integers)")
     return header
 
 
@@ -117,11 +120,17 @@ def read_positions(path: Path, guided: int, steps: int, family: str, variant: st
     if any(tuple(d.shape) != shape for step in deltas for d, shape in zip(step, shapes, strict=True)):
         raise InputError(f"{path}: its tensors' shapes differ from the shapes {shapes} its metadata gives")
     return Positions(deltas, header["family"], header["model"], header["variant"], tuple(header["latents"]),
-                     header["steps"])
+                     header["steps"], header["transformers"])
 
 
-def check_shapes(path: Path, positions: Positions, shapes: list[tuple[int, ...]], latents: tuple[int, ...]) -> None:
-    """Refuse a file whose tables do not fit this model at this size, naming both."""
+def check_shapes(path: Path, positions: Positions, shapes: list[tuple[int, ...]], latents: tuple[int, ...],
+                 transformers: list[list[int]]) -> None:
+    """Refuse a file made with other transformers (layers, heads, head width; a file that records none passes) or
+    whose tables do not fit this model at this size, naming both."""
+    if positions.transformers and positions.transformers != transformers:
+        raise InputError(f"{path} holds positions made with transformers of {positions.transformers} (layers, heads, "
+                         f"head width; model {positions.model or '?'}); this model's are {transformers}: sample with "
+                         "the checkpoint the file was made with")
     if positions.shapes != shapes:
         made = f"latents {list(positions.latents)}, model {positions.model or '?'} {positions.variant}".rstrip()
         raise InputError(f"{path} holds rotary tables of shapes {positions.shapes} ({made}); this model at latents "
