@@ -199,7 +199,7 @@ DIFFS = {
     "ditflow-positions": {"generate.motion_scale": 0.0, "guidance.method": "ditflow",
                           "guidance.ditflow.optimise": "positions"},
     "flow-guidance": {"generate.motion_scale": 0.0, "guidance.method": "flow"},
-    "fym+ditflow": {"guidance.method": "ditflow"},
+    "fym+ditflow": {"guidance.method": "ditflow"},  # and the latent mode pinned (`test_ditflow_methods_pin_their_mode`)
     "fym+flow-guidance": {"guidance.method": "flow"},
 }
 UNTUNED_METHODS = {"base", "ditflow", "ditflow-positions", "flow-guidance"}
@@ -221,6 +221,15 @@ def test_method_overrides_win_over_user_settings():
     user = {"heads": {"select": "classified"}, "generate": {"spatial_scale": 0.5, "steps": 7}}
     cfg = get_method("two-stage-lora").config(user)
     assert (cfg.heads.select, cfg.generate.spatial_scale, cfg.generate.steps) == ("all", 0.0, 7)
+
+
+@pytest.mark.parametrize("name, mode", [("ditflow", "latent"), ("fym+ditflow", "latent"),
+                                        ("ditflow-positions", "positions")])
+def test_ditflow_methods_pin_their_mode(name, mode):
+    """A user's DiTFlow mode or positions file does not leak into a benchmark's DiTFlow methods."""
+    user = {"guidance": {"ditflow": {"optimise": "positions", "positions_from": "/elsewhere.safetensors"}}}
+    ditflow = get_method(name).config(user).guidance.ditflow
+    assert (ditflow.optimise, ditflow.positions_from) == (mode, None)
 
 
 def test_unknown_method_lists_the_names():

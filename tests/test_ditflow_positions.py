@@ -5,6 +5,7 @@ its injection into a sampling with another prompt, and the refusals."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -16,11 +17,12 @@ from tiny_hunyuan_video15 import build_tiny_hunyuan_video15_pipeline
 from tiny_kandinsky5 import build_tiny_kandinsky5_pipeline
 from tiny_ltx import build_tiny_ltx_pipeline
 from tiny_ltx2 import build_tiny_ltx2_pipeline
+from tiny_skyreels_v2 import build_tiny_skyreels_v2_pipeline
 from tiny_wan import build_tiny_wan_pipeline
 from typer.testing import CliRunner
 
 from follow_your_motion.backbones import load_backbone
-from follow_your_motion.backbones.base import through_transform
+from follow_your_motion.backbones.rotary import through_transform
 from follow_your_motion.backbones.toy import ToyBackbone
 from follow_your_motion.cli import app
 from follow_your_motion.config import GuidanceSettings
@@ -37,10 +39,13 @@ BUILDERS = {
     "wan": build_tiny_wan_pipeline,
     "wan2.2-a14b": lambda path: build_tiny_wan_pipeline(path, boundary_ratio=0.875),
     "cogvideox": build_tiny_cogvideox_pipeline,  # the 5B layout: 3D RoPE
+    "cogvideox1.5": lambda path: build_tiny_cogvideox_pipeline(path, layout="1.5"),
     "ltx": build_tiny_ltx_pipeline,
     "hunyuan_video15": build_tiny_hunyuan_video15_pipeline,
     "kandinsky5": build_tiny_kandinsky5_pipeline,
     "ltx2": build_tiny_ltx2_pipeline,
+    "ltx2-interleaved": lambda path: build_tiny_ltx2_pipeline(path, rope_type="interleaved"),
+    "skyreels_v2": build_tiny_skyreels_v2_pipeline,
 }
 FRAMES, STEPS = 9, 3
 PROMPT = "a blue square"  # words the toy model knows; the tiny tokenizers take any
@@ -116,6 +121,13 @@ def test_positions_are_optimised_through_every_familys_sampler(backbone):
     assert not np.array_equal(guided, _generate(backbone))
 
 
+def test_the_latent_size_checked_before_loading_is_every_familys_encoders(backbone):
+    """`VideoGeometry.latent_grid`, which refuses a positions file for another size before the model loads, gives
+    the latents the family's VAE makes (CogVideoX 1.5: a padded latent frame, two per method frame)."""
+    size = _size(backbone)
+    assert backbone.geometry.latent_grid(FRAMES, size, size) == tuple(_reference(backbone).shape[2:])
+
+
 def test_complex_tables_go_through_as_their_real_view():
     table = torch.polar(torch.ones(4, 3), torch.rand(4, 3))
     seen = []
@@ -129,6 +141,78 @@ def test_complex_tables_go_through_as_their_real_view():
     assert out.is_complex() and torch.allclose(out, table + (1 + 1j))
     with pytest.raises(InputError, match="optimise: latent"):
         through_transform((torch.arange(3),), shift)
+
+
+# -- the deltas on every expert, and off again however the sampling ends (Wan2.2-A14B: two experts) ---------------
+@pytest.fixture(scope="module")
+def two_experts(tmp_path_factory):
+    return load_backbone(str(BUILDERS["wan2.2-a14b"](tmp_path_factory.mktemp("a14b") / "pipe")))
+
+
+def _injecting(backbone, value: float) -> DiTFlowGuide:
+    guide = _guide(backbone)
+    guide.injected = Positions([[torch.full(s, value) for s in guide.shapes]] * guide.guided, backbone.name, "", "",
+                               (), STEPS)
+    return guide
+
+
+def _rope_tables(backbone, expert, latents: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What `expert`'s rotary embedding gives (through whatever hooks are on it) for latents of this size."""
+    with torch.no_grad():
+        out = getattr(expert.module, backbone.rope_attribute)(latents)
+    return (out,) if isinstance(out, torch.Tensor) else tuple(out)
+
+
+def test_the_deltas_are_on_every_expert_while_a_guided_step_denoises(two_experts):
+    backbone = two_experts
+    guide = _injecting(backbone, 0.25)
+    probe = torch.zeros_like(guide.reference)
+    stock = {e.name: _rope_tables(backbone, e, probe) for e in backbone.experts}
+    seen: list[dict[str, tuple[torch.Tensor, ...]]] = []
+
+    class Watching:  # the guide, with each expert's tables read as a guided step's denoising ends
+        def latents(self, step, timestep, latents):
+            return guide.latents(step, timestep, latents)
+
+        def velocity(self, step, timestep, output):
+            if guide.guides(step):
+                seen.append({e.name: _rope_tables(backbone, e, probe) for e in backbone.experts})
+            return guide.velocity(step, timestep, output)
+
+        def end(self):
+            guide.end()
+
+    assert len(backbone.experts) == 2
+    _generate(backbone, step_hook=Watching())
+    assert len(seen) == guide.guided
+    for tables in seen:
+        for name, moved in tables.items():
+            assert all(torch.allclose(m - s, torch.full_like(s, 0.25)) for m, s in zip(moved, stock[name],
+                                                                                         strict=True)), name
+    assert all(torch.equal(a, b) for e in backbone.experts
+               for a, b in zip(_rope_tables(backbone, e, probe), stock[e.name], strict=True))
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_an_error_mid_sampling_leaves_no_deltas_installed(two_experts, error):
+    backbone = two_experts
+    plain = _generate(backbone)
+    guide = _injecting(backbone, 0.3)
+
+    def fail_while_installed(_module, _args):
+        if guide._installed is not None:
+            raise error("stopped mid-sampling")
+
+    handles = [e.module.register_forward_pre_hook(fail_while_installed) for e in backbone.experts]
+    try:
+        with pytest.raises(error, match="stopped mid-sampling"):
+            _generate(backbone, step_hook=guide)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert guide._installed is None
+    assert not any(getattr(e.module, backbone.rope_attribute)._forward_hooks for e in backbone.experts)
+    assert np.array_equal(_generate(backbone), plain)
 
 
 # -- the guided step on the toy -----------------------------------------------------------------------------------
@@ -201,6 +285,8 @@ def test_a_saved_file_injected_reproduces_the_optimising_sample(toy, toy_referen
                                                                                               "")
     assert json.loads(meta["latents"]) == list(toy_reference.shape[1:])
     assert json.loads(meta["shapes"]) == [list(s) for s in guide.shapes]
+    expert = toy.experts[0]
+    assert json.loads(meta["transformers"]) == [[len(expert.sites), expert.sites[0].heads, expert.sites[0].head_dim]]
 
     same = _toy_guide(toy, toy_reference, positions_from=str(path))
     assert np.array_equal(_toy_generate(toy, toy_reference, step_hook=same), optimised)
@@ -218,8 +304,11 @@ def saved(toy, toy_reference, tmp_path_factory):
 
 
 def test_a_file_for_another_sampling_is_refused_naming_both(toy, toy_reference, saved, tmp_path):
-    with pytest.raises(InputError, match=r"positions for 2 guided steps; this sampling guides 3"):
+    with pytest.raises(InputError, match=r"positions for 2 guided steps of a 4-step sampling; this sampling guides 3 "
+                                         r"of 6"):
         _toy_guide(toy, toy_reference, steps=6, positions_from=str(saved))
+    with pytest.raises(InputError, match=r"2 guided steps of a 4-step sampling; this sampling guides 2 of 5"):
+        _toy_guide(toy, toy_reference, steps=5, guided_fraction=0.4, positions_from=str(saved))
     smaller = toy_reference[:, :, :, :16, :16]
     with pytest.raises(InputError, match=r"tables of shapes \[\(1, 576, 1, 32\), .*latents \[3, 9, 16, 16\] has "
                                          r"\[\(1, 144, 1, 32\)"):
@@ -237,12 +326,38 @@ def test_a_file_for_another_sampling_is_refused_naming_both(toy, toy_reference, 
     positions = Positions([[torch.zeros(1, 576, 1, 32)] * 2] * 2, "wan", "", "", (3, 9, 32, 32), 4)
     with pytest.raises(InputError, match="positions of a wan model; this is a toy model"):
         _toy_guide(toy, toy_reference, positions_from=str(save_positions(tmp_path / "wan.safetensors", positions)))
-    positions.family, positions.deltas = "toy", [[torch.zeros(1, 576, 1, 32)]] * 2
+    positions.family, positions.variant = "toy", "wan2.2-t2v-a14b"
+    with pytest.raises(InputError, match="the wan2.2-t2v-a14b variant .*; this model is the toy base variant"):
+        _toy_guide(toy, toy_reference, positions_from=str(save_positions(tmp_path / "a14b.safetensors", positions)))
+    positions.variant, positions.transformers = "", [[40, 40, 128]]
+    with pytest.raises(InputError, match=r"made with transformers of \[\[40, 40, 128\]\] .*; this model's are \[\["):
+        _toy_guide(toy, toy_reference, positions_from=str(save_positions(tmp_path / "14b.safetensors", positions)))
+    positions.transformers, positions.deltas = [], [[torch.zeros(1, 576, 1, 32)]] * 2
     with pytest.raises(InputError, match=r"tables of shapes \[\(1, 576, 1, 32\)\] "):
         _toy_guide(toy, toy_reference, positions_from=str(save_positions(tmp_path / "one.safetensors", positions)))
 
 
-def test_the_settings_and_files_are_checked_before_the_model_loads(saved, tmp_path):
+@pytest.mark.parametrize("shapes, latents, transformers", [
+    ("5", "[3, 9, 32, 32]", "[]"), ("[[1, 2], 5]", "[3, 9, 32, 32]", "[]"), ("[[1, 2.5]]", "[3, 9, 32, 32]", "[]"),
+    ("[[1, 2]]", "{}", "[]"), ("[[1]]", "null", "[]"), ("[[1]]", "[3, 9, 32, 32]", "[[2, true]]"),
+    ("[[1]]", "[3, 9, 32, 32]", "3")])
+def test_a_file_with_broken_metadata_types_is_refused_before_loading(saved, tmp_path, shapes, latents, transformers):
+    from follow_your_motion.method.positions import read_header
+    from follow_your_motion.runs import load_tensors, read_metadata
+
+    broken = tmp_path / "broken.safetensors"
+    save_file(load_tensors(saved), str(broken), read_metadata(saved) | {"shapes": shapes, "latents": latents,
+                                                                      "transformers": transformers})
+    with pytest.raises(InputError, match="broken.safetensors: a DiTFlow positions file with broken metadata"):
+        read_header(broken)
+
+
+def test_float64_tables_keep_the_zero_delta_identity():
+    table = torch.rand(4, 3, dtype=torch.float64) + 1e-9
+    assert torch.equal(adding([torch.zeros(4, 3)])((table,))[0], table)
+
+
+def test_the_settings_and_files_are_checked_before_the_model_loads(saved, tmp_path, monkeypatch):
     def config(**ditflow):
         return resolve_config({"guidance": {"method": "ditflow", "ditflow": ditflow}, "generate": {"steps": 4}})
 
@@ -251,11 +366,27 @@ def test_the_settings_and_files_are_checked_before_the_model_loads(saved, tmp_pa
     ok = config(optimise="positions", positions_from=str(saved), guided_fraction=0.5)
     check_guided_sampling(ok, ok.generate)
     other = config(optimise="positions", positions_from=str(saved), guided_fraction=0.75)
-    with pytest.raises(InputError, match="2 guided steps; this sampling guides 3"):
+    with pytest.raises(InputError, match="2 guided steps of a 4-step sampling; this sampling guides 3 of 4"):
         check_guided_sampling(other, other.generate)
     missing = config(optimise="positions", positions_from=str(tmp_path / "gone.safetensors"), guided_fraction=0.5)
     with pytest.raises(InputError, match="gone.safetensors: no such file"):
         check_guided_sampling(missing, missing.generate)
+    steps = resolve_config({"guidance": {"method": "ditflow", "ditflow": {"optimise": "positions", "positions_from":
+                                                                          str(saved), "guided_fraction": 0.4}},
+                            "generate": {"steps": 5}})
+    with pytest.raises(InputError, match="2 guided steps of a 4-step sampling; this sampling guides 2 of 5"):
+        check_guided_sampling(steps, steps.generate)
+    # the latent size, from the model's config files and the clip's size (`fym guide` knows it once the reference
+    # is fitted: `check_inputs`)
+    sized = ok.model_copy(update={"video": ok.video.model_copy(update={"frames": 9, "height": 16, "width": 16})})
+    with pytest.raises(InputError, match=r"made for latents \[3, 9, 32, 32\]; this sampling's are \[9, 16, 16\]"):
+        check_guided_sampling(sized, sized.generate)
+    fitting = ok.model_copy(update={"video": ok.video.model_copy(update={"frames": 9, "height": 32, "width": 32})})
+    check_guided_sampling(fitting, fitting.generate)
+    # a relative path in a YAML is resolved from the working directory, as the CLI flag and the reference are
+    monkeypatch.chdir(saved.parent)
+    relative = config(optimise="positions", positions_from=saved.name, guided_fraction=0.5)
+    assert relative.guidance.ditflow.positions_from == str(saved)
 
 
 # -- refusals: no rotary video positions --------------------------------------------------------------------------
@@ -271,6 +402,17 @@ def test_cogvideox_without_rotary_positions_refuses_before_and_after_loading(tmp
     backbone = load_backbone(str(path))
     with pytest.raises(InputError, match="guidance.ditflow.optimise: latent"):
         _guide(backbone)
+
+
+def test_cogvideox_runs_its_guided_steps_eager(tmp_path):
+    """CogVideoX swaps its attention processors while the tables are transformed: compiled blocks (`model.compile`)
+    would recompile at every guided step, so they run eager meanwhile, and as compiled again after."""
+    from torch._dynamo import eval_frame  # its `_stance`: what torch.compiler.set_stance sets (no public reader)
+
+    backbone = load_backbone(str(build_tiny_cogvideox_pipeline(tmp_path / "pipe")))
+    with backbone.rotary_transform(backbone.experts[0], lambda tables: tables):
+        assert eval_frame._stance.stance == "force_eager"
+    assert eval_frame._stance.stance == "default"
 
 
 # -- the command line ---------------------------------------------------------------------------------------------
@@ -293,6 +435,10 @@ def test_fym_guide_writes_positions_and_injects_them_with_another_prompt(tmp_pat
     first, second = (read_video(tmp_path / run / "samples" / "result_ditflow.mp4").frames for run in "ab")
     assert np.array_equal(first, second)
     assert fym("--prompt", "a green triangle", "--out", tmp_path / "c", "--positions-from", path).exit_code == 0
+    smaller = fym("--prompt", "a blue square", "--out", tmp_path / "e", "--positions-from", path, "--size", "16x16")
+    assert smaller.exit_code == 2  # refused once the reference is fitted, before the model loads (`check_inputs`)
+    assert re.search(r"made for latents \[3, \d+, 32, 32\]; this sampling's are \[\d+, 16, 16\]", smaller.output)
+    assert not (tmp_path / "e").exists()
     wrong = fym("--prompt", "a blue square", "--out", tmp_path / "d", "--method", "flow", "--optimise", "positions")
     assert wrong.exit_code == 2 and "give --method ditflow" in wrong.output
     assert not (tmp_path / "d").exists()

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from .cli_bench import bench
+from .cli_guide import GuideMethod, GuideOptimise, GuidePrompt, PositionsFrom, guidance_flags
 from .cli_options import (
     MEMORY_HINT,
     Clip,
@@ -130,17 +131,6 @@ def transfer(
     handle_errors(act)
 
 
-GuidePrompt = Annotated[str, typer.Option("--prompt", "-p", help="the new content to sample")]
-GuideMethod = Annotated[str, typer.Option("--method", help="ditflow (attention motion flow) or flow (flow-guided "
-                                                          "sampling); settings: the config's guidance section")]
-GuideOptimise = Annotated[str | None, typer.Option(
-    "--optimise", help="DiTFlow: latent (move the latent) or positions (optimise the rotary tables and write them to "
-                       "samples/result_ditflow_positions.safetensors); guidance.ditflow.optimise")]
-PositionsFrom = Annotated[Path | None, typer.Option(
-    "--positions-from", help="DiTFlow: inject the positions a `--optimise positions` run wrote, optimising nothing "
-                             "(guidance.ditflow.positions_from)")]
-
-
 @app.command()
 def guide(
     reference: Reference, prompt: GuidePrompt, out: Out, method: GuideMethod = "ditflow", model: Model = None,
@@ -156,14 +146,8 @@ def guide(
         video = video_flags(frames, size, height, width, fps, start)
         # --prompt is the content to sample (target_prompt); the run has no caption of the reference, which both
         # guidances read with an empty prompt (DiTFlow's release)
-        settings = {"guidance": {"method": method}, "generate": {"motion_scale": 0.0, "spatial_scale": 0.0}}
-        ditflow = {k: v for k, v in (("optimise", optimise or (positions_from and "positions")),
-                                     ("positions_from", positions_from and str(positions_from.expanduser().resolve())))
-                   if v is not None}
-        if ditflow and method != "ditflow":
-            raise InputError("--optimise and --positions-from are DiTFlow's: give --method ditflow")
-        if ditflow:
-            settings["guidance"]["ditflow"] = ditflow
+        settings = {"guidance": guidance_flags(method, optimise, positions_from),
+                    "generate": {"motion_scale": 0.0, "spatial_scale": 0.0}}
         job = _open(config, out, settings, reference=reference, target_prompt=prompt, model=model, device=device,
                     video=video, keep_encoders=keep_encoders, spatial_steps=0, motion_steps=0)
         for name, path in job.generate(name=f"result_{method}").paths.items():

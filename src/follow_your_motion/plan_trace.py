@@ -14,6 +14,7 @@ import torch
 from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException, FakeTensorMode
 from torch.utils._pytree import tree_flatten
 
+from .backbones import variant_name
 from .backbones.base import Backbone, StepHook
 from .backbones.block_swap import offloaded_bytes
 from .backbones.experts import Expert
@@ -301,7 +302,8 @@ class JobTrace:
         if cfg.guidance.method == "none":
             return None
         with self.traced(("guide", "prompts")):
-            return make_guide(self.backbone, cfg.guidance, self.latents, prompt, g.steps, g.seed, image_given)
+            return make_guide(self.backbone, cfg.guidance, self.latents, prompt, g.steps, g.seed, image_given,
+                              variant=variant_name(cfg.model.source))
 
     def untraced(self, stage: str, expert: str | None, err: Exception) -> None:
         """A stage whose code branches on tensor values, which fake tensors do not have: named, with where."""

@@ -16,8 +16,9 @@ from .recipes import merge, model_family, model_recipe
 
 
 def _absolute_paths(data: dict) -> dict:
-    """The reference, the image to animate, and a model source that is a local path, made absolute, so a run's
-    config.yaml means the same files from any working directory."""
+    """The reference, the image to animate, DiTFlow's positions file and a model source that is a local path, made
+    absolute (from the working directory, wherever they are given), so a run's config.yaml means the same files from
+    any working directory."""
     data = dict(data)
     if data.get("reference"):
         data["reference"] = str(Path(data["reference"]).expanduser().resolve())
@@ -27,6 +28,10 @@ def _absolute_paths(data: dict) -> dict:
     image = (data.get("generate") or {}).get("image")
     if image:
         data["generate"] = {**data["generate"], "image": str(Path(image).expanduser().resolve())}
+    ditflow = (data.get("guidance") or {}).get("ditflow") or {}
+    if ditflow.get("positions_from"):
+        ditflow = {**ditflow, "positions_from": str(Path(ditflow["positions_from"]).expanduser().resolve())}
+        data["guidance"] = {**data["guidance"], "ditflow": ditflow}
     return data
 
 

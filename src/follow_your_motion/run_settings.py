@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from accelerate import PartialState
 
-from .backbones import check_rotary_config, detect_image_mode, read_geometry
+from .backbones import check_rotary_config, detect_image_mode, read_geometry, variant_name
 from .backbones.inputs import VideoGeometry
 from .config import GenerateSettings, TransferConfig
 from .errors import InputError
@@ -111,7 +111,7 @@ def check_guided_sampling(cfg: TransferConfig, settings: GenerateSettings) -> No
                          "model, or no guidance")
     guided = guided_steps(cfg.guidance, settings.steps)
     if method == "ditflow" and cfg.guidance.ditflow.optimise == "positions":
-        check_positions(cfg, guided)
+        check_positions(cfg, guided, settings.steps)
     if method == "ditflow" and cfg.model.blocks_to_swap:
         raise InputError("guidance.method ditflow backpropagates through the transformer's first blocks without "
                          "gradient checkpointing, where a swapped block's backward would read its weights in host "
@@ -121,16 +121,32 @@ def check_guided_sampling(cfg: TransferConfig, settings: GenerateSettings) -> No
                          "processes (distributed: fsdp): generate in one process, or with no guidance")
 
 
-def check_positions(cfg: TransferConfig, guided: int) -> None:
+def check_positions(cfg: TransferConfig, guided: int, steps: int) -> None:
     """DiTFlow on positions, before the model loads: a model without rotary video positions (from its config), and
-    a `positions_from` file that is missing, unreadable, or made for another guided step count or family."""
+    a `positions_from` file that is missing, unreadable, or made for another sampling (guided or sampling steps),
+    family, variant, or latent size (`check_positions_size`)."""
     from .method.positions import check_header, read_header
 
     family = model_family(cfg.model.model_dump())
     check_rotary_config(cfg.model.source, family)
     source = cfg.guidance.ditflow.positions_from
     if source is not None:
-        check_header(Path(source), read_header(Path(source)), guided, family)
+        check_header(Path(source), read_header(Path(source)), guided, steps, family, variant_name(cfg.model.source))
+        check_positions_size(cfg)
+
+
+def check_positions_size(cfg: TransferConfig) -> None:
+    """Refuse a `positions_from` file made for another latent size than the run's clip (`cfg.video`) has: its
+    latent frames, rows and columns from the model's config files (`read_geometry`); nothing where the clip's size
+    or those files are not at hand yet (the tables' shapes are checked once the model is loaded)."""
+    from .method.positions import check_latents, read_header
+
+    v, source = cfg.video, cfg.guidance.ditflow.positions_from
+    if source is None or None in (v.frames, v.height, v.width):
+        return
+    geometry = read_geometry(cfg.model.source, model_family(cfg.model.model_dump()))
+    if geometry is not None:
+        check_latents(Path(source), read_header(Path(source)), geometry.latent_grid(v.frames, v.height, v.width))
 
 
 def check_inputs(cfg: TransferConfig, out: Path) -> VideoInfo:
@@ -158,7 +174,10 @@ def check_inputs(cfg: TransferConfig, out: Path) -> VideoInfo:
         video = fit_video(cfg.video, info, geometry, cfg.reference)[0]
         geometry.check(video.frames, video.height, video.width)
         video.first_frame_condition = first_frame_condition(detect_image_mode(cfg.model.source), cfg)
-        check_same_settings(RunDir(out), cfg.model_copy(update={"video": video}))  # the run's own settings
+        fitted = cfg.model_copy(update={"video": video})
+        check_same_settings(RunDir(out), fitted)  # the run's own settings
+        if cfg.guidance.method == "ditflow":
+            check_positions_size(fitted)
     return info
 
 

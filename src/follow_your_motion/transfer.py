@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbones import detect_variant, load_backbone
+from .backbones import load_backbone, variant_name
 from .backbones.base import Backbone
 from .backbones.experts import Expert
 from .config import GenerateSettings, TrainSettings, TransferConfig
@@ -271,7 +271,7 @@ class Transfer(ReferenceEncodings):
         source = self.cfg.model.source
         return make_guide(self.backbone, self.cfg.guidance, self.guidance_reference(), prompt, settings.steps,
                           settings.seed, image_given, model=source or "toy",
-                          variant=(detect_variant(source) if source else None) or "")
+                          variant=variant_name(source))
 
     def all(self) -> Sample:
         """Every stage in order, reusing whatever is already complete."""

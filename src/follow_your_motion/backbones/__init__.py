@@ -183,6 +183,12 @@ def detect_variant(source: str) -> str | None:
     return None
 
 
+def variant_name(source: str | None) -> str:
+    """`detect_variant`'s name of a model, "" for a family's base or the toy (what a DiTFlow positions file records,
+    and is checked against)."""
+    return (detect_variant(source) if source else None) or ""
+
+
 def detect_image_mode(source: str | None) -> str:
     """Whether a model animates a given picture, from its variant or its pipeline class (a local directory's
     model_index.json, or a hub id's registry entry), without loading it: "required" (image-to-video), "optional"

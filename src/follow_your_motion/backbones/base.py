@@ -27,6 +27,7 @@ from ..errors import InputError
 from ..progress import announced_calls, bar_options
 from .experts import Expert
 from .inputs import Conditioning, VideoGeometry
+from .rotary import RotaryTransform
 from .speed import SpeedOptions
 
 if TYPE_CHECKING:
@@ -35,10 +36,6 @@ if TYPE_CHECKING:
 # Called once per self-attention layer during a capture pass with the queries and keys of the VIDEO tokens
 # (frame-major order) after q/k norm and RoPE, both shaped (batch, video tokens, heads, head_dim).
 QKCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
-# Rewrites the rotary tables of the video tokens (`Backbone.rotary_transform`): the float tensors a family's rotary
-# embedding gives them, in its order and shapes (complex tables as their real view, `through_transform`), to tables
-# of the same shapes.
-RotaryTransform = Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]]
 
 
 class StepHook(Protocol):
@@ -78,21 +75,6 @@ def attention_pre_hooks(modules: list[nn.Module], hook_for: Callable[[int], Call
     finally:
         for handle in handles:
             handle.remove()
-
-
-def through_transform(tables: torch.Tensor | tuple[torch.Tensor, ...], transform: RotaryTransform
-                      ) -> torch.Tensor | tuple[torch.Tensor, ...]:
-    """A rotary embedding's output (one tensor or a tuple) through `transform`, returned as it came. Complex tables
-    go as their real view (..., 2) and come back complex, so the transform always sees float tensors; anything
-    else is refused rather than passed by untouched."""
-    single = isinstance(tables, torch.Tensor)
-    parts = (tables,) if single else tuple(tables)
-    if not all(isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) for t in parts):
-        raise InputError("this model's rotary embedding gives no float or complex tables to optimise; set "
-                         "guidance.ditflow.optimise: latent")
-    out = transform(tuple(torch.view_as_real(t) if t.is_complex() else t for t in parts))
-    out = tuple(torch.view_as_complex(o.contiguous()) if t.is_complex() else o for t, o in zip(parts, out, strict=True))
-    return out[0] if single else out
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:

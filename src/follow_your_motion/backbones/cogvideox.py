@@ -41,18 +41,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import CogVideoXPipeline
-from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed, get_1d_sincos_pos_embed_from_grid
+from diffusers.models.embeddings import get_1d_rotary_pos_embed, get_1d_sincos_pos_embed_from_grid
 from safetensors.torch import load_file
 from torch import nn
-from torch.nn import functional as F
 
 from ..errors import InputError
-from .base import RotaryTransform, through_transform
+from .cogvideox_attention import RotaryProcessor, joint_qk
 from .diffusers_base import DiffusersBackbone, attention_projection, self_attention_sites
 from .experts import AttentionSite, Expert
 from .inputs import Conditioning, VideoGeometry
 from .loading import ModelLoadError, keep_file_values, save_pipeline_lora
 from .lora_files import COMFY_PREFIX, comfyui_to_peft, is_comfyui_lora, loading_lora, lora_file_keys
+from .rotary import RotaryTransform, through_transform
 
 ROPE_THETA = 10000.0  # get_3d_rotary_pos_embed's default, which the pipeline uses
 # diffusers module (inside transformer_blocks.N.attn1) -> ComfyUI's native CogVideoX module (inside blocks.N), as
@@ -96,52 +96,6 @@ def attention_sites(transformer: nn.Module) -> list[AttentionSite]:
     """CogVideoX's joint attention (`transformer_blocks.N.attn1`): text tokens first, q/k normalised per head."""
     return self_attention_sites(transformer, "transformer_blocks.{i}.attn1", text_tokens="before",
                                 qk_norm="per_head")
-
-
-def joint_qk(attn: nn.Module, hidden: torch.Tensor, text: torch.Tensor,
-             rotary: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """q and k (B, heads, text + video tokens, head_dim) exactly as `CogVideoXAttnProcessor2_0` computes them: the
-    projections over [text, video], per-head LayerNorm, then RoPE on the video tokens, written into copies (same
-    strides): the processor overwrites the rows it rotated, which a gradient to the tables needs (`RotaryProcessor`)."""
-    tokens = torch.cat([text, hidden], dim=1)
-    batch = tokens.shape[0]
-    q, k = attn.to_q(tokens), attn.to_k(tokens)
-    head_dim = k.shape[-1] // attn.heads
-    q = q.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-    k = k.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-    if attn.norm_q is not None:
-        q = attn.norm_q(q)
-    if attn.norm_k is not None:
-        k = attn.norm_k(k)
-    if rotary is not None:
-        n = text.shape[1]
-        rotated = apply_rotary_emb(q[:, :, n:], rotary), apply_rotary_emb(k[:, :, n:], rotary)
-        q, k = q.clone(), k.clone()
-        q[:, :, n:], k[:, :, n:] = rotated
-    return q, k
-
-
-class RotaryProcessor:
-    """`CogVideoXAttnProcessor2_0`'s self-attention, the same values, with q and k from `joint_qk`: set while the
-    RoPE tables are optimised (`rotary_transform`), whose gradient needs the unrotated q and k that diffusers'
-    processor overwrites in place (in float32, where its rotation keeps them rather than a float copy)."""
-
-    def __call__(self, attn: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                 attention_mask: torch.Tensor | None = None, image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None
-                 = None) -> tuple[torch.Tensor, torch.Tensor]:
-        n = encoder_hidden_states.size(1)
-        tokens = torch.cat([encoder_hidden_states, hidden_states], dim=1)
-        batch, length, _ = tokens.shape
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
-            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-        q, k = joint_qk(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
-        head_dim = q.shape[-1]
-        v = attn.to_v(tokens).view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
-        out = attn.to_out[1](attn.to_out[0](out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)))
-        text, video = out.split([n, out.size(1) - n], dim=1)
-        return video, text
 
 
 class CogVideoXBackbone(DiffusersBackbone):
@@ -296,7 +250,8 @@ class CogVideoXBackbone(DiffusersBackbone):
     def rotary_transform(self, expert: Expert, transform: RotaryTransform) -> Iterator[None]:
         """The pipeline builds the RoPE tables and passes them in as `image_rotary_emb` (as `transformer_output`
         does): a forward pre-hook on the transformer passes them through `transform`; the self-attentions run
-        `RotaryProcessor` meanwhile."""
+        `RotaryProcessor` meanwhile, eagerly: compiled blocks (`model.compile`) would recompile for each processor
+        swap (every guided step), so the guided steps run uncompiled and the others as compiled."""
         self.check_rotary_config(dict(expert.module.config))
 
         def hook(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -311,7 +266,8 @@ class CogVideoXBackbone(DiffusersBackbone):
         try:
             for module in modules:
                 module.processor = RotaryProcessor()
-            yield
+            with torch.compiler.set_stance("force_eager"):
+                yield
         finally:
             handle.remove()
             for module, processor in zip(modules, processors, strict=True):

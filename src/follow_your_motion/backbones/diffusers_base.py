@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .base import Backbone, QKCallback, RotaryTransform, attention_pre_hooks, through_transform
+from .base import Backbone, QKCallback, attention_pre_hooks
 from .experts import AttentionSite, Expert
 from .inputs import Conditioning
 from .loading import ModelLoadError, load_pipeline
+from .rotary import RotaryTransform, through_transform
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline

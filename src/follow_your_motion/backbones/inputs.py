@@ -82,6 +82,10 @@ class VideoGeometry:
         stride = self.spatial_stride
         return self.latent_frames(frames) // pt, height // stride // ph, width // stride // pw
 
+    def latent_grid(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """(frames, rows, columns) of the latents (the method's layout, `encode_video`) of a clip of this size."""
+        return self.latent_frames(frames), height // self.spatial_stride, width // self.spatial_stride
+
     @property
     def frames_rule(self) -> str:
         """The pixel frame counts the backbone takes, as users read them ("4k+1")."""

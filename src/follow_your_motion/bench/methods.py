@@ -55,7 +55,8 @@ class Method:
 _ALL_HEADS = {"heads": {"select": "all"}}
 _NO_LORA = {"generate": {"motion_scale": 0.0, "spatial_scale": 0.0}}
 _DENSE = {"motion": {"keep_frames": None}}
-# DiTFlow's two kinds, each optimising in its sampling (a user's positions_from would make it another method)
+# DiTFlow's two kinds, each optimising in its sampling, pinned wherever DiTFlow runs (a user's optimise or
+# positions_from would make it another method)
 _OPTIMISE_LATENT = {"optimise": "latent", "positions_from": None}
 _OPTIMISE_POSITIONS = {"optimise": "positions", "positions_from": None}
 
@@ -81,7 +82,7 @@ METHODS: dict[str, Method] = {
                description="DiTFlow optimising the rotary positions instead of the latent, no tuning"),
         Method("flow-guidance", merge(_NO_LORA, {"guidance": {"method": "flow"}}), tune=False,
                description="flow-guided sampling (after FlowMotion), no tuning"),
-        Method("fym+ditflow", {"guidance": {"method": "ditflow"}},
+        Method("fym+ditflow", {"guidance": {"method": "ditflow", "ditflow": _OPTIMISE_LATENT}},
                description="the tuned motion LoRA plus DiTFlow's guidance while sampling"),
         Method("fym+flow-guidance", {"guidance": {"method": "flow"}},
                description="the tuned motion LoRA plus flow guidance while sampling"),

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import torch
 
-from ..backbones.base import Backbone, RotaryTransform
+from ..backbones.base import Backbone
 from ..backbones.experts import Expert
 from ..backbones.inputs import Conditioning
+from ..backbones.rotary import RotaryTransform
 from ..config import DiTFlowSettings, FlowGuidanceSettings, GuidanceSettings
 from ..errors import InputError
 from .motion_flow import amf_distance, attention_motion_flow
@@ -44,10 +45,12 @@ class _Captured(Exception):
 
 
 def adding(deltas: list[torch.Tensor]) -> RotaryTransform:
-    """The rotary transform that adds `deltas` (float32, broadcast over a batch) to the stock tables, in float32, the
-    result in the tables' own dtype: zero deltas give the stock tables bit for bit."""
+    """The rotary transform that adds `deltas` (float32, broadcast over a batch) to the stock tables, in float32 or
+    the tables' wider dtype (float64), the result in the tables' own dtype: zero deltas give the stock tables bit for
+    bit."""
     def transform(tables: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return tuple((t.float() + d.to(t.device)).to(t.dtype) for t, d in zip(tables, deltas, strict=True))
+        return tuple((t.to(torch.promote_types(t.dtype, torch.float32)) + d.to(t.device)).to(t.dtype)
+                     for t, d in zip(tables, deltas, strict=True))
 
     return transform
 
@@ -233,14 +236,19 @@ class DiTFlowGuide(Guide):
     def prepare_positions(self) -> None:
         """`optimise: positions`, before sampling starts: the stock tables' shapes from a pass over the reference
         (whose size the sample has), which refuses a model without rotary tables; the `positions_from` file read and
-        refused (InputError) if made for another guided step count, family or table shapes."""
+        refused (InputError) if made for another sampling (guided or sampling steps), family, variant or table
+        shapes."""
         stock = self.stock_tables(self.backbone.experts[0], self.reference, torch.tensor(0.0))
         self.shapes = [tuple(t.shape) for t in stock]
         if self.settings.positions_from is not None:
             path = Path(self.settings.positions_from)
-            positions = read_positions(path, self.guided, self.backbone.name)
-            check_shapes(path, positions, self.shapes, tuple(self.reference.shape[1:]))
+            positions = read_positions(path, self.guided, self.steps, self.backbone.name, self.variant)
+            check_shapes(path, positions, self.shapes, tuple(self.reference.shape[1:]), self.transformers())
             self.injected = positions
+
+    def transformers(self) -> list[list[int]]:
+        """Each transformer's layers, heads and head width, which a positions file records and is checked against."""
+        return [[len(e.sites), e.sites[0].heads, e.sites[0].head_dim] for e in self.backbone.experts]
 
     def _install(self, deltas: list[torch.Tensor]) -> None:
         """`deltas` added to every expert's tables until `end` (moved to the device once, not at every pass)."""
@@ -261,7 +269,7 @@ class DiTFlowGuide(Guide):
         if self.injected is not None or not self.positions:
             return {}
         positions = Positions(self.positions, self.backbone.name, self.model, self.variant,
-                              tuple(self.reference.shape[1:]), self.steps)
+                              tuple(self.reference.shape[1:]), self.steps, self.transformers())
         path = save_positions(Path(folder) / f"{name}_positions.safetensors", positions)
         log.info("DiTFlow's optimised positions of %d guided steps: %s", len(self.positions), path)
         return {"positions": path}
