@@ -9,15 +9,20 @@
 #   STEPS: any of gates eval prior robust ablation leakage sanity (default: gates robust ablation leakage sanity)
 # Python: $PYTHON, else the checkout's .venv, else python3. Benchmarks run as two processes of one thread
 # (torchrun); each step's console goes to OUT_DIR/<step>.log, its start and end to OUT_DIR/progress.txt. Exit status
-# 1 (and "FAILED: ..." in progress.txt) if any step failed; the others still ran.
+# 1 (and "FAILED: ..." in progress.txt) if any step failed; the others still ran. An OUT_DIR serves one model only
+# (OUT_DIR/model.txt): its results are resumed, never mixed with another model's.
 set -u
+unset CDPATH
 usage="usage: measure-model.sh MODEL_DIR OUT_DIR [gates|eval|prior|robust|ablation|leakage|sanity ...]"
 [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
 model=$(cd "$1" 2>/dev/null && pwd) || { echo "no model folder $1 ($usage)" >&2; exit 2; }
 [ -f "$model/config.json" ] || { echo "$model is not a toy model folder (no config.json)" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/.." && pwd)
-self="$root/toyworld-pretrain/$(basename "$0")"
 mkdir -p "$2" && out=$(cd "$2" && pwd) || exit 2
+if [ -f "$out/model.txt" ] && [ "$(cat "$out/model.txt")" != "$model" ]; then
+  echo "$out holds the results of $(cat "$out/model.txt"), not of $model: give another OUT_DIR" >&2; exit 2
+fi
+echo "$model" >"$out/model.txt"
 shift 2
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(gates robust ablation leakage sanity)
@@ -46,19 +51,23 @@ run_step() {  # STEP: one step; its exit status
   case $1 in
     eval) [ -f "$out/eval/eval.json" ] || "${fym[@]}" toyworld eval -m "$model" --out "$out/eval" >>"$out/eval.log" 2>&1 ;;
     prior) [ -f "$out/prior/prior.json" ] || "${fym[@]}" toyworld prior -m "$model" --out "$out/prior" >>"$out/prior.log" 2>&1 ;;
-    gates)  # eval and prior side by side, one core each
-      local status=0 pids
-      run_step eval & pids=($!)
-      run_step prior & pids+=($!)
+    gates)  # eval and prior side by side, one core each; an interrupt stops both
+      local status=0 pids=()
+      [ -f "$out/eval/eval.json" ] ||
+        { "${fym[@]}" toyworld eval -m "$model" --out "$out/eval" >>"$out/eval.log" 2>&1 & pids+=($!); }
+      [ -f "$out/prior/prior.json" ] ||
+        { "${fym[@]}" toyworld prior -m "$model" --out "$out/prior" >>"$out/prior.log" 2>&1 & pids+=($!); }
+      trap 'kill "${pids[@]}" 2>/dev/null; exit 130' INT TERM
       for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+      trap - INT TERM
       return $status ;;
     robust)
       printf 'heads: {rule: relative}\n' >"$out/relative.yaml"
       { [ -f "$out/robust-set/robustness.yaml" ] ||
           "$py" -m follow_your_motion.bench.robustness_suite "$out/robust-set" --count 24 --seed 2026 >>"$out/robust.log" 2>&1; } &&
         run_bench robust "$out/robust-set/robustness.yaml" fym,fym-no-heads,base &&
-        run_bench robust-relative "$out/robust-set/robustness.yaml" fym -c "$out/relative.yaml" &&
         "$py" -m follow_your_motion.bench.by_tag "$out/robust" --out "$out/robust/by_kind.md" >>"$out/robust.log" 2>&1 &&
+        run_bench robust-relative "$out/robust-set/robustness.yaml" fym -c "$out/relative.yaml" &&
         "$py" -m follow_your_motion.bench.by_tag "$out/robust-relative" --out "$out/robust-relative/by_kind.md" \
           >>"$out/robust.log" 2>&1 ;;
     ablation) run_bench ablation12 benchmarks/suites/toy_ablation12.yaml \
@@ -68,9 +77,9 @@ run_step() {  # STEP: one step; its exit status
     sanity)
       local status=0 program
       mkdir -p "$out/sanity"
-      for program in zigzag orbit-cw orbit-ccw bounce figure-eight spiral grow-shrink; do
+      for program in $("$py" -c 'from follow_your_motion.toyworld.render import HELDOUT_PROGRAMS as p; print(*p)'); do
         [ -s "$out/sanity/$program.json" ] && continue
-        if "${fym[@]}" toyworld sanity "$program" -m "$model" --steps 500 >"$out/sanity/$program.part" \
+        if "${fym[@]}" toyworld sanity "$program" -m "$model" --steps 500 --device cpu >"$out/sanity/$program.part" \
           2>>"$out/sanity.log"; then mv "$out/sanity/$program.part" "$out/sanity/$program.json"; else status=1; fi
       done
       return $status ;;
@@ -80,7 +89,8 @@ run_step() {  # STEP: one step; its exit status
 failed=()
 for step in "${steps[@]}"; do
   echo "$(date -u +%H:%M:%S) $step" >>"$out/progress.txt"
-  run_step "$step" || failed+=("$step")
+  if run_step "$step"; then result=ok; else result=FAILED; failed+=("$step"); fi
+  echo "$(date -u +%H:%M:%S) $step $result" >>"$out/progress.txt"
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "$(date -u +%H:%M:%S) FAILED: ${failed[*]} (see their .log files in $out)" | tee -a "$out/progress.txt" >&2
