@@ -332,7 +332,8 @@ def test_a_file_for_another_sampling_is_refused_naming_both(toy, toy_reference, 
     positions.variant, positions.transformers = "", [[40, 40, 128]]
     with pytest.raises(InputError, match=r"made with transformers of \[\[40, 40, 128\]\] .*; this model's are \[\["):
         _toy_guide(toy, toy_reference, positions_from=str(save_positions(tmp_path / "14b.safetensors", positions)))
-    positions.transformers, positions.deltas = [], [[torch.zeros(1, 576, 1, 32)]] * 2
+    positions.transformers = [[len(e.sites), e.sites[0].heads, e.sites[0].head_dim] for e in toy.experts]
+    positions.deltas = [[torch.zeros(1, 576, 1, 32)]] * 2
     with pytest.raises(InputError, match=r"tables of shapes \[\(1, 576, 1, 32\)\] "):
         _toy_guide(toy, toy_reference, positions_from=str(save_positions(tmp_path / "one.safetensors", positions)))
 

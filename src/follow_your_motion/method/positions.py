@@ -67,13 +67,13 @@ def read_header(path: Path) -> dict:
     try:
         header = {"guided": int(meta["guided"]), "steps": int(meta["steps"]), "shapes": json.loads(meta["shapes"]),
                   "family": meta["family"], "model": meta.get("model", ""), "variant": meta.get("variant", ""),
-                  "latents": json.loads(meta["latents"]), "transformers": json.loads(meta.get("transformers", "[]"))}
+                  "latents": json.loads(meta["latents"]), "transformers": json.loads(meta["transformers"])}
     except (KeyError, ValueError, TypeError) as err:
         raise InputError(f"{path}: a DiTFlow positions file with broken metadata ({err!r})") from err
     lists = [header["shapes"], header["transformers"]]
     if not (_ints(header["latents"]) and all(isinstance(x, list) and all(_ints(y) for y in x) for x in lists)):
         raise InputError(f"{path}: a DiTFlow positions file with broken metadata (shapes {meta['shapes']!r}, latents "
-                         f"{meta['latents']!r}, transformers {meta.get('transformers')!r}: expected lists of "
+                         f"{meta['latents']!r}, transformers {meta['transformers']!r}: expected lists of "
                          "integers)")
     return header
 
@@ -125,9 +125,9 @@ def read_positions(path: Path, guided: int, steps: int, family: str, variant: st
 
 def check_shapes(path: Path, positions: Positions, shapes: list[tuple[int, ...]], latents: tuple[int, ...],
                  transformers: list[list[int]]) -> None:
-    """Refuse a file made with other transformers (layers, heads, head width; a file that records none passes) or
+    """Refuse a file made with other transformers (layers, heads, head width) or
     whose tables do not fit this model at this size, naming both."""
-    if positions.transformers and positions.transformers != transformers:
+    if positions.transformers != transformers:
         raise InputError(f"{path} holds positions made with transformers of {positions.transformers} (layers, heads, "
                          f"head width; model {positions.model or '?'}); this model's are {transformers}: sample with "
                          "the checkpoint the file was made with")
