@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Issue 24's gates and tables for a candidate toy model, on this machine's CPUs, in the order that decides whether it
 # ships: `fym toyworld eval` and `prior` side by side (gates), the robustness set, the ablation and leakage suites,
-# then the one-clip gate on every held-out program (about 17 minutes each on one thread). Every step resumes: a
-# finished one is skipped (its result file exists) and a benchmark run continues its own folder, so running the
-# script again after an interruption goes on where it stopped.
+# then the one-clip gate on every held-out program (about 17 minutes each on one thread). The robust, ablation and
+# leakage steps then run fym again with the grid-independent head rule (`heads: {rule: relative}`; into
+# OUT_DIR/<run>-relative), paired with the paper's rule on the same cases. Every step resumes: a finished one is
+# skipped (its result file exists) and a benchmark run continues its own folder, so running the script again after an
+# interruption goes on where it stopped.
 #
 #   usage: toyworld-pretrain/measure-model.sh MODEL_DIR OUT_DIR [STEPS...]
 #   STEPS: any of gates eval prior robust ablation leakage sanity (default: gates robust ablation leakage sanity)
@@ -39,6 +41,8 @@ export OMP_NUM_THREADS=1 PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}"
 "$py" -c "import follow_your_motion, torch" 2>/dev/null || { echo "$py cannot import follow_your_motion and torch" >&2; exit 2; }
 fym=("$py" -m follow_your_motion.cli)
 bench=("$py" -m torch.distributed.run --standalone --nproc_per_node 2 -m follow_your_motion.cli bench run)
+ablation_methods=fym,fym-no-heads,fym-no-rope,fym-dense,two-stage-lora,full-lora,base
+printf 'heads: {rule: relative}\n' >"$out/relative.yaml"
 
 run_bench() {  # NAME SUITE METHODS [extra args]: a two-process benchmark run, then its report
   local name=$1 suite=$2 methods=$3
@@ -62,7 +66,6 @@ run_step() {  # STEP: one step; its exit status
       trap - INT TERM
       return $status ;;
     robust)
-      printf 'heads: {rule: relative}\n' >"$out/relative.yaml"
       { [ -f "$out/robust-set/robustness.yaml" ] ||
           "$py" -m follow_your_motion.bench.robustness_suite "$out/robust-set" --count 24 --seed 2026 >>"$out/robust.log" 2>&1; } &&
         run_bench robust "$out/robust-set/robustness.yaml" fym,fym-no-heads,base &&
@@ -70,10 +73,10 @@ run_step() {  # STEP: one step; its exit status
         run_bench robust-relative "$out/robust-set/robustness.yaml" fym -c "$out/relative.yaml" &&
         "$py" -m follow_your_motion.bench.by_tag "$out/robust-relative" --out "$out/robust-relative/by_kind.md" \
           >>"$out/robust.log" 2>&1 ;;
-    ablation) run_bench ablation12 benchmarks/suites/toy_ablation12.yaml \
-      fym,fym-no-heads,fym-no-rope,fym-dense,two-stage-lora,full-lora,base ;;
-    leakage) run_bench leakage benchmarks/suites/toy_leakage.yaml \
-      fym,fym-no-heads,fym-no-rope,fym-dense,two-stage-lora,full-lora,base ;;
+    ablation) run_bench ablation12 benchmarks/suites/toy_ablation12.yaml "$ablation_methods" &&
+      run_bench ablation12-relative benchmarks/suites/toy_ablation12.yaml fym -c "$out/relative.yaml" ;;
+    leakage) run_bench leakage benchmarks/suites/toy_leakage.yaml "$ablation_methods" &&
+      run_bench leakage-relative benchmarks/suites/toy_leakage.yaml fym -c "$out/relative.yaml" ;;
     sanity)
       local status=0 program
       mkdir -p "$out/sanity"
