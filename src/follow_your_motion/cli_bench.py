@@ -57,6 +57,25 @@ def bench_report(
     handle_errors(act)
 
 
+@bench.command("compare")
+def bench_compare(
+    runs: Annotated[list[str], typer.Argument(help="two or more benchmark directories of one suite, each RUN or "
+                                                   "RUN=LABEL (the label defaults to the folder's name)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the runs' results together and their report")],
+    baseline: Annotated[str | None, typer.Option(help="the method the others are paired with (a method in "
+                                                      "several runs is METHOD@LABEL); default: the first run's "
+                                                      "fym")] = None,
+) -> None:
+    """Report RUNS together in OUT, paired on the same cases: a method that ran in several is METHOD@LABEL."""
+    from .bench.compare import compare_runs, parse_run
+
+    def act() -> None:
+        for name, path in compare_runs([parse_run(r) for r in runs], out, baseline).items():
+            typer.echo(f"{name}: {path}")
+
+    handle_errors(act)
+
+
 @bench.command("fetch")
 def bench_fetch(
     suite: Annotated[str, typer.Option(help="a shipped suite or a suite YAML with DAVIS cases")] = "fym-motionbench-v1",

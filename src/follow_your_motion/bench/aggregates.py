@@ -118,11 +118,18 @@ def ordered_categories(records: list[dict]) -> list[str]:
 
 
 def _ordered_methods(records: list[dict]) -> list[str]:
-    """Known methods in their registry order (``bench.methods.METHODS``: fym first), then the rest by name."""
+    """Known methods in their registry order (``bench.methods.METHODS``: fym first), then the rest by name; a
+    compared run's METHOD@LABEL (``compare``) stands where METHOD would, the runs in the order they came."""
     from .methods import METHODS
 
-    present = {r["method"] for r in records}
-    return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
+    known = list(METHODS)
+    seen = list(dict.fromkeys(r["method"] for r in records))
+
+    def place(method: str) -> tuple[int, str, int]:
+        name = method.split("@")[0]
+        return (known.index(name), "", seen.index(method)) if name in known else (len(known), name, seen.index(method))
+
+    return sorted(seen, key=place)
 
 
 def metric_names(records: list[dict]) -> list[str]:

@@ -7,7 +7,8 @@
 * ``results.json`` - the aggregates: per method, per category and overall, for every metric and the tuning
   time, n, mean and the 95% confidence interval of the mean;
 * ``results.md``   - the same aggregates as Markdown tables, and each method's paired difference from the
-  baseline method (``paired``: fym when it ran) on the same cases;
+  baseline method (``paired``: fym when it ran, or the one a compared folder's compare.json names) on the
+  same cases;
 * ``index.html``   - a self-contained page (no scripts, no external resources): the overall table, the plots,
   and one row per case with the reference and every method's output side by side;
 * ``plots/fidelity_vs_time.png`` and ``plots/per_category.png``.
@@ -23,6 +24,7 @@ import io
 import json
 from pathlib import Path
 
+from ..errors import InputError
 from ..runs import atomic_write_text
 from .aggregates import (
     FLAT_GROUPS,
@@ -147,8 +149,24 @@ def _markdown(aggregates: dict, metrics: list[str], rates: set[str], source: str
     return "\n".join(lines)
 
 
-def write_report(bench_dir: Path) -> dict[str, Path]:
+def _recorded_baseline(bench_dir: Path) -> str | None:
+    """The baseline a compared folder (``compare.compare_runs``) was made with, from its compare.json."""
+    path = bench_dir / "compare.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())["baseline"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise InputError(
+            f"{path}: not a compare record (no baseline); make it again with `fym bench compare`"
+        ) from None
+
+
+def write_report(bench_dir: Path, baseline: str | None = None) -> dict[str, Path]:
     """Write results.csv, results.json, results.md, plots/*.png and index.html into ``bench_dir``.
+
+    The paired differences are from ``baseline``: when not given, the one compare.json names, else fym when it
+    ran, else the first method.
 
     Returns {"csv", "json", "markdown", "plot_fidelity_vs_time", "plot_per_category", "html"} -> path.
     Raises ValueError when the directory is missing or holds no (valid) results.
@@ -159,7 +177,7 @@ def write_report(bench_dir: Path) -> dict[str, Path]:
     rates = {m for m in metrics if is_rate(records, m)}
     categories = ordered_categories(records)
     aggregates = aggregate(records)
-    baseline = baseline_of(list(aggregates))
+    baseline = baseline or _recorded_baseline(bench_dir) or baseline_of(list(aggregates))
     differences = paired_differences(records, baseline)
     paired = {method: differences[method] for method in aggregates if method in differences}  # table order
     primary = plotted_metric(metrics)

@@ -1,0 +1,98 @@
+"""Two or more benchmark runs of one suite in one report, paired on the same cases.
+
+A setting's effect (a head rule, another model, more steps) is measured by running the suite twice, once with
+it (``fym bench run ... -c setting.yaml --out runs/b``) and once without. Compared unpaired, the case-to-case
+spread hides it; paired on the same (case, prompt, seed) it shows. ``compare_runs`` writes one bench folder
+holding every run's results, a method that ran in more than one run named ``<method>@<label>`` in each, and
+its report (``report.write_report``) with the paired differences from one baseline, so `fym bench report`
+reads it again like any run. ``compare.json`` records what each label was: its folder, model and settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+from ..errors import InputError
+from ..runs import atomic_write_text
+from .aggregates import load_results
+from .paired import DEFAULT_BASELINE
+from .report import write_report
+
+
+def parse_run(spec: str) -> tuple[Path, str]:
+    """``RUN`` or ``RUN=LABEL`` -> (folder, label); the label defaults to the folder's name."""
+    folder, _, label = spec.partition("=")
+    path = Path(folder)
+    return path, (label or path.resolve().name)
+
+
+def _suite(run: Path) -> dict:
+    try:
+        return json.loads((run / "suite.json").read_text())
+    except FileNotFoundError:
+        raise InputError(f"{run}: no suite.json (not the --out of `fym bench run`)") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{run}/suite.json: not valid JSON ({err.msg})") from None
+
+
+def _suite_name(suite: dict) -> str | None:
+    manifest = suite.get("manifest")
+    return manifest.get("name") if isinstance(manifest, dict) else None
+
+
+def _rebased(paths: dict, run: Path, out: Path) -> dict:
+    """A record's file paths, relative ones made relative to ``out`` so the page finds them."""
+    return {key: value if not isinstance(value, str) or Path(value).is_absolute()
+            else os.path.relpath(run / value, out) for key, value in paths.items()}
+
+
+def compare_runs(runs: list[tuple[Path, str]], out: Path, baseline: str | None = None) -> dict[str, Path]:
+    """Merge ``runs`` ((folder, label) pairs, one suite) into ``out`` and report them (``write_report``'s files).
+
+    The baseline of the paired differences is ``baseline`` when given (a method name after renaming), else
+    the first run's fym (``fym`` or ``fym@<first label>``), else the first run's first method. Everything is
+    checked before anything is written: at least two runs, distinct labels, one suite, ``out`` not a run.
+    """
+    if len(runs) < 2:
+        raise InputError("give at least two benchmark runs to compare")
+    labels = [label for _, label in runs]
+    if len(set(labels)) < len(labels):
+        raise InputError(f"two runs have the same label ({', '.join(labels)}): name them RUN=LABEL")
+    if any(not label or "@" in label for label in labels):
+        raise InputError(f"labels must be non-empty and without '@' (got {', '.join(labels)})")
+    out = Path(out)
+    if (out / "suite.json").exists():
+        raise InputError(f"{out} is a benchmark run (it has suite.json): give another --out")
+    suites = {label: _suite(run) for run, label in runs}
+    names = {label: _suite_name(suite) for label, suite in suites.items()}
+    if len(set(names.values())) > 1:
+        raise InputError("the runs are of different suites (" + ", ".join(f"{k}: {v}" for k, v in names.items())
+                         + "): compare runs of one suite")
+    loaded = {label: load_results(run)[0] for run, label in runs}
+    in_runs = Counter(method for records in loaded.values() for method in {r["method"] for r in records})
+    shared = {method for method, count in in_runs.items() if count > 1}
+
+    def renamed(method: str, label: str) -> str:
+        return f"{method}@{label}" if method in shared else method
+
+    merged = [{**record, "method": renamed(record["method"], label), "run": label,
+               "paths": _rebased(record.get("paths") or {}, run, out)}
+              for run, label in runs for record in loaded[label]]
+    methods = list(dict.fromkeys(r["method"] for r in merged))
+    if baseline is None:
+        first = [r["method"] for r in merged if r["run"] == labels[0]]
+        fym = renamed(DEFAULT_BASELINE, labels[0])
+        baseline = fym if fym in first else first[0]
+    elif baseline not in methods:
+        raise InputError(f"baseline {baseline!r} is not among the compared methods ({', '.join(methods)})")
+    out.mkdir(parents=True, exist_ok=True)
+    sources = {label: {"folder": str(run.resolve()), "suite": names[label], "model": suites[label].get("model"),
+                       "overrides": suites[label].get("overrides"), "methods": sorted({r["method"] for r in
+                                                                                     loaded[label]})}
+               for run, label in runs}
+    atomic_write_text(out / "compare.json", json.dumps({"baseline": baseline, "runs": sources}, indent=1) + "\n")
+    atomic_write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in merged))
+    return write_report(out, baseline)
