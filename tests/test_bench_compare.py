@@ -62,7 +62,9 @@ def test_a_shared_method_is_named_per_run_and_paired_with_the_first_runs(runs, t
     assert record["baseline"] == "fym@paper"
     assert record["runs"]["relative"]["overrides"] == {"heads": {"rule": "relative"}}
     assert record["runs"]["paper"]["methods"] == ["base", "fym"]
-    assert "## Paired differences from fym@paper" in (out / "results.md").read_text()
+    markdown = (out / "results.md").read_text()
+    assert "## Paired differences from fym@paper" in markdown
+    assert f'| relative | {runs[1][0].resolve()} | default | {{"heads": {{"rule": "relative"}}}} |' in markdown
 
 
 def test_the_merged_folder_reports_again_with_its_baseline_and_finds_the_runs_files(runs, tmp_path):
@@ -83,6 +85,23 @@ def test_the_merged_folder_reports_again_with_its_baseline_and_finds_the_runs_fi
 def test_labels_default_to_folder_names(tmp_path):
     assert parse_run(str(tmp_path / "runs" / "robust")) == (tmp_path / "runs" / "robust", "robust")
     assert parse_run("runs/robust=paper") == (Path("runs/robust"), "paper")
+    sweep = tmp_path / "lr=1e-4"
+    sweep.mkdir()
+    assert parse_run(str(sweep)) == (sweep, "lr=1e-4")  # an existing folder's '=' is part of its name
+    assert parse_run(f"{sweep}=fast") == (sweep, "fast")
+
+
+def test_an_earlier_compare_in_out_is_replaced_and_reused_tunings_keep_their_run(runs, tmp_path):
+    out = tmp_path / "cmp"
+    compare_runs(runs, out)
+    records = [{**r, "method": "fym-dense", "tuning_from": "fym"} for r in PAPER if r["method"] == "fym"]
+    with (runs[0][0] / "results.jsonl").open("a") as jsonl:
+        jsonl.write("".join(json.dumps(r) + "\n" for r in records))
+    compare_runs(runs, out, baseline="fym@relative")
+    assert json.loads((out / "compare.json").read_text())["baseline"] == "fym@relative"
+    merged = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["tuning_from"] for r in merged if r["method"] == "fym-dense"} == {"fym@paper"}
+    assert all("tuning_from" not in r for r in merged if r["method"] != "fym-dense")
 
 
 @pytest.mark.parametrize("case, message", [
@@ -92,6 +111,10 @@ def test_labels_default_to_folder_names(tmp_path):
     ("out is a run", "is a benchmark run"),
     ("unknown baseline", "baseline 'fym@nowhere' is not among"),
     ("no suite.json", "no suite.json"),
+    ("no folder", "not a benchmark directory"),
+    ("run twice", "given twice"),
+    ("label with |", "without '@', '|'"),
+    ("out holds results", "not made by `fym bench compare`"),
 ])
 def test_refusals_name_the_problem_and_write_nothing(runs, tmp_path, case, message):
     out = tmp_path / "cmp"
@@ -106,6 +129,15 @@ def test_refusals_name_the_problem_and_write_nothing(runs, tmp_path, case, messa
         out = runs[1][0]
     elif case == "unknown baseline":
         baseline = "fym@nowhere"
+    elif case == "no folder":
+        runs = [runs[0], (tmp_path / "nowhere", "nowhere")]
+    elif case == "run twice":
+        runs = [runs[0], (runs[0][0] / ".." / "paper", "again")]
+    elif case == "label with |":
+        runs = [runs[0], (runs[1][0], "a|b")]
+    elif case == "out holds results":
+        out.mkdir()
+        (out / "results.jsonl").write_text(json.dumps(PAPER[0]) + "\n")
     else:
         (runs[1][0] / "suite.json").unlink()
     before = sorted(p.name for p in out.iterdir()) if out.exists() else None
@@ -122,3 +154,9 @@ def test_the_command(runs, tmp_path):
     assert json.loads((out / "results.json").read_text())["paired"]["baseline"] == "fym@paper"
     refused = CliRunner().invoke(app, ["bench", "compare", str(runs[0][0]), "--out", str(tmp_path / "x")])
     assert refused.exit_code == 2 and "at least two" in refused.stderr and not (tmp_path / "x").exists()
+    again = CliRunner().invoke(app, ["bench", "report", str(out), "--baseline", "base"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "results.json").read_text())["paired"]["baseline"] == "base"
+    (out / "compare.json").write_text(json.dumps({"baseline": "fym@gone", "runs": {}}))
+    gone = CliRunner().invoke(app, ["bench", "report", str(out)])
+    assert gone.exit_code == 2 and "baseline method 'fym@gone' has no results" in gone.stderr

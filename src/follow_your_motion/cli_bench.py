@@ -46,12 +46,14 @@ def benchrun(
 @bench.command("report")
 def bench_report(
     bench_dir: Annotated[Path, typer.Argument(help="a benchmark directory (the --out of `fym bench run`)")],
+    baseline: Annotated[str | None, typer.Option(help="the method the others are paired with; default: the "
+                                                      "one compare.json names, else fym")] = None,
 ) -> None:
     """Write results.csv, results.json, results.md, plots/ and index.html from BENCH_DIR's results."""
     from .bench.report import write_report
 
     def act() -> None:
-        for name, path in write_report(bench_dir).items():
+        for name, path in write_report(bench_dir, baseline).items():
             typer.echo(f"{name}: {path}")
 
     handle_errors(act)

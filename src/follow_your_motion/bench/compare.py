@@ -23,13 +23,19 @@ from .report import write_report
 
 
 def parse_run(spec: str) -> tuple[Path, str]:
-    """``RUN`` or ``RUN=LABEL`` -> (folder, label); the label defaults to the folder's name."""
-    folder, _, label = spec.partition("=")
+    """``RUN`` or ``RUN=LABEL`` -> (folder, label); the label defaults to the folder's name.
+
+    A spec that names an existing folder is that folder, and a label follows the last ``=``: sweep folders
+    are often named ``lr=1e-4``.
+    """
+    folder, label = (spec, "") if Path(spec).is_dir() or "=" not in spec else spec.rsplit("=", 1)
     path = Path(folder)
     return path, (label or path.resolve().name)
 
 
 def _suite(run: Path) -> dict:
+    if not run.is_dir():
+        raise InputError(f"{run}: not a benchmark directory (does not exist or is not a directory)")
     try:
         return json.loads((run / "suite.json").read_text())
     except FileNotFoundError:
@@ -43,6 +49,14 @@ def _suite_name(suite: dict) -> str | None:
     return manifest.get("name") if isinstance(manifest, dict) else None
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an ``out`` holding results that compare did not write: they would be overwritten."""
+    if (out / "suite.json").exists():
+        raise InputError(f"{out} is a benchmark run (it has suite.json): give another --out")
+    if ((out / "results.jsonl").exists() or (out / "results").is_dir()) and not (out / "compare.json").exists():
+        raise InputError(f"{out} holds results not made by `fym bench compare` (no compare.json): give another --out")
+
+
 def _rebased(paths: dict, run: Path, out: Path) -> dict:
     """A record's file paths, relative ones made relative to ``out`` so the page finds them."""
     return {key: value if not isinstance(value, str) or Path(value).is_absolute()
@@ -54,18 +68,21 @@ def compare_runs(runs: list[tuple[Path, str]], out: Path, baseline: str | None =
 
     The baseline of the paired differences is ``baseline`` when given (a method name after renaming), else
     the first run's fym (``fym`` or ``fym@<first label>``), else the first run's first method. Everything is
-    checked before anything is written: at least two runs, distinct labels, one suite, ``out`` not a run.
+    checked before anything is written: at least two distinct runs, distinct labels, one suite, ``out`` neither
+    a run nor a folder of results that compare did not write (an earlier compare there is replaced).
     """
     if len(runs) < 2:
         raise InputError("give at least two benchmark runs to compare")
+    folders = [str(run.resolve()) for run, _ in runs]
+    if len(set(folders)) < len(folders):
+        raise InputError(f"a run is given twice ({', '.join(folders)}): compare different runs")
     labels = [label for _, label in runs]
     if len(set(labels)) < len(labels):
         raise InputError(f"two runs have the same label ({', '.join(labels)}): name them RUN=LABEL")
-    if any(not label or "@" in label for label in labels):
-        raise InputError(f"labels must be non-empty and without '@' (got {', '.join(labels)})")
+    if any(not label or any(c in label for c in "@|\n\r") for label in labels):
+        raise InputError(f"labels must be non-empty, without '@', '|' or line breaks (got {', '.join(labels)})")
     out = Path(out)
-    if (out / "suite.json").exists():
-        raise InputError(f"{out} is a benchmark run (it has suite.json): give another --out")
+    _check_out(out)
     suites = {label: _suite(run) for run, label in runs}
     names = {label: _suite_name(suite) for label, suite in suites.items()}
     if len(set(names.values())) > 1:
@@ -78,9 +95,14 @@ def compare_runs(runs: list[tuple[Path, str]], out: Path, baseline: str | None =
     def renamed(method: str, label: str) -> str:
         return f"{method}@{label}" if method in shared else method
 
-    merged = [{**record, "method": renamed(record["method"], label), "run": label,
-               "paths": _rebased(record.get("paths") or {}, run, out)}
-              for run, label in runs for record in loaded[label]]
+    def merged_record(record: dict, run: Path, label: str) -> dict:
+        entry = {**record, "method": renamed(record["method"], label), "run": label,
+                 "paths": _rebased(record.get("paths") or {}, run, out)}
+        if isinstance(record.get("tuning_from"), str):  # a method of the same run: named as it is here
+            entry["tuning_from"] = renamed(record["tuning_from"], label)
+        return entry
+
+    merged = [merged_record(record, run, label) for run, label in runs for record in loaded[label]]
     methods = list(dict.fromkeys(r["method"] for r in merged))
     if baseline is None:
         first = [r["method"] for r in merged if r["run"] == labels[0]]

@@ -8,6 +8,7 @@ interval (Student's t, as ``stats.summarize``) excluding 0 separates the two met
 
 from __future__ import annotations
 
+from ..errors import InputError
 from .aggregates import TIMES, metric_names, metric_values
 from .stats import summarize
 
@@ -25,7 +26,7 @@ def paired_differences(records: list[dict], baseline: str) -> dict[str, dict[str
     for record in records:
         by_method.setdefault(record["method"], {})[_key(record)] = record
     if baseline not in by_method:
-        raise ValueError(f"baseline method {baseline!r} has no results (methods: {', '.join(by_method)})")
+        raise InputError(f"baseline method {baseline!r} has no results (methods: {', '.join(by_method)})")
     base = by_method[baseline]
     out: dict[str, dict[str, dict]] = {}
     for method, mine in by_method.items():

@@ -8,7 +8,7 @@
   time, n, mean and the 95% confidence interval of the mean;
 * ``results.md``   - the same aggregates as Markdown tables, and each method's paired difference from the
   baseline method (``paired``: fym when it ran, or the one a compared folder's compare.json names) on the
-  same cases;
+  same cases, and a compared folder's runs (label, folder, model, settings);
 * ``index.html``   - a self-contained page (no scripts, no external resources): the overall table, the plots,
   and one row per case with the reference and every method's output side by side;
 * ``plots/fidelity_vs_time.png`` and ``plots/per_category.png``.
@@ -113,8 +113,18 @@ def _paired_markdown(paired: dict, baseline: str, cols: list[str], rates: set[st
     return [*lines, ""]
 
 
+def _runs_markdown(runs: dict) -> list[str]:
+    """A compared folder's runs (compare.json): what each METHOD@LABEL's label stands for."""
+    lines = ["## Compared runs", "", "| label | folder | model | settings changed (--config) |", "|---|---|---|---|"]
+    for label, run in runs.items():
+        run = run if isinstance(run, dict) else {}
+        cells = [label, run.get("folder"), run.get("model") or "default", json.dumps(run.get("overrides") or {})]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return [*lines, ""]
+
+
 def _markdown(aggregates: dict, metrics: list[str], rates: set[str], source: str, n: int,
-              paired: dict, baseline: str) -> str:
+              paired: dict, baseline: str, runs: dict) -> str:
     cols = [*metrics, *TIMES]
     header = "| {} | results | " + " | ".join(metric_label(m, rates) for m in cols) + " |"
     rule = "|---|---:|" + "---:|" * len(cols)
@@ -128,6 +138,7 @@ def _markdown(aggregates: dict, metrics: list[str], rates: set[str], source: str
         "that reused another's tuning of the case, that tuning's). Sampling time: generating the one video alone,",
         "what a video costs once its LoRAs are tuned (tuning + sampling: what it costs from scratch).",
         "",
+        *(_runs_markdown(runs) if runs else []),
         "## Overall",
         "",
         header.format("method"),
@@ -149,17 +160,19 @@ def _markdown(aggregates: dict, metrics: list[str], rates: set[str], source: str
     return "\n".join(lines)
 
 
-def _recorded_baseline(bench_dir: Path) -> str | None:
-    """The baseline a compared folder (``compare.compare_runs``) was made with, from its compare.json."""
+def _compare_record(bench_dir: Path) -> dict:
+    """A compared folder's compare.json (``compare.compare_runs``: its baseline and runs), else {}."""
     path = bench_dir / "compare.json"
     if not path.is_file():
-        return None
+        return {}
     try:
-        return json.loads(path.read_text())["baseline"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise InputError(
-            f"{path}: not a compare record (no baseline); make it again with `fym bench compare`"
-        ) from None
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        record = None
+    if (not isinstance(record, dict) or not isinstance(record.get("baseline"), str) or not record["baseline"]
+            or not isinstance(record.get("runs", {}), dict)):
+        raise InputError(f"{path}: not a compare record (no baseline); make it again with `fym bench compare`")
+    return record
 
 
 def write_report(bench_dir: Path, baseline: str | None = None) -> dict[str, Path]:
@@ -177,7 +190,8 @@ def write_report(bench_dir: Path, baseline: str | None = None) -> dict[str, Path
     rates = {m for m in metrics if is_rate(records, m)}
     categories = ordered_categories(records)
     aggregates = aggregate(records)
-    baseline = baseline or _recorded_baseline(bench_dir) or baseline_of(list(aggregates))
+    compared = _compare_record(bench_dir)
+    baseline = baseline or compared.get("baseline") or baseline_of(list(aggregates))
     differences = paired_differences(records, baseline)
     paired = {method: differences[method] for method in aggregates if method in differences}  # table order
     primary = plotted_metric(metrics)
@@ -205,7 +219,8 @@ def write_report(bench_dir: Path, baseline: str | None = None) -> dict[str, Path
     }
     written["json"] = atomic_write_text(bench_dir / "results.json", json.dumps(summary, indent=1) + "\n")
     written["markdown"] = atomic_write_text(
-        bench_dir / "results.md", _markdown(aggregates, metrics, rates, source, len(records), paired, baseline) + "\n"
+        bench_dir / "results.md", _markdown(aggregates, metrics, rates, source, len(records), paired, baseline,
+                                             compared.get("runs") or {}) + "\n"
     )
     written["plot_fidelity_vs_time"] = plot_fidelity_vs_time(
         bench_dir / PLOT_FIDELITY_VS_TIME, records, aggregates, primary
