@@ -3,9 +3,9 @@
 # ships: `fym toyworld eval` and `prior` side by side (gates), the robustness set, the ablation and leakage suites,
 # then the one-clip gate on every held-out program (about 17 minutes each on one thread). The robust, ablation and
 # leakage steps then run fym again with the grid-independent head rule (`heads: {rule: relative}`; into
-# OUT_DIR/<run>-relative), paired with the paper's rule on the same cases. Every step resumes: a finished one is
-# skipped (its result file exists) and a benchmark run continues its own folder, so running the script again after an
-# interruption goes on where it stopped.
+# OUT_DIR/<run>-relative) and pair it with the paper's rule on the same cases (`fym bench compare`, into
+# OUT_DIR/<run>-vs-relative). Every step resumes: a finished one is skipped (its result file exists) and a benchmark
+# run continues its own folder, so running the script again after an interruption goes on where it stopped.
 #
 #   usage: toyworld-pretrain/measure-model.sh MODEL_DIR OUT_DIR [STEPS...]
 #   STEPS: any of gates eval prior robust ablation leakage sanity (default: gates robust ablation leakage sanity)
@@ -51,6 +51,12 @@ run_bench() {  # NAME SUITE METHODS [extra args]: a two-process benchmark run, t
     "${fym[@]}" bench report "$out/$name" >>"$out/$name.log" 2>&1
 }
 
+run_relative() {  # NAME SUITE: fym with the relative head rule, then paired with NAME's fym in NAME-vs-relative
+  run_bench "$1-relative" "$2" fym -c "$out/relative.yaml" &&
+    "${fym[@]}" bench compare "$out/$1=paper" "$out/$1-relative=relative" --out "$out/$1-vs-relative" \
+      >>"$out/$1-relative.log" 2>&1
+}
+
 run_step() {  # STEP: one step; its exit status
   case $1 in
     eval) [ -f "$out/eval/eval.json" ] || "${fym[@]}" toyworld eval -m "$model" --out "$out/eval" >>"$out/eval.log" 2>&1 ;;
@@ -70,13 +76,13 @@ run_step() {  # STEP: one step; its exit status
           "$py" -m follow_your_motion.bench.robustness_suite "$out/robust-set" --count 24 --seed 2026 >>"$out/robust.log" 2>&1; } &&
         run_bench robust "$out/robust-set/robustness.yaml" fym,fym-no-heads,base &&
         "$py" -m follow_your_motion.bench.by_tag "$out/robust" --out "$out/robust/by_kind.md" >>"$out/robust.log" 2>&1 &&
-        run_bench robust-relative "$out/robust-set/robustness.yaml" fym -c "$out/relative.yaml" &&
+        run_relative robust "$out/robust-set/robustness.yaml" &&
         "$py" -m follow_your_motion.bench.by_tag "$out/robust-relative" --out "$out/robust-relative/by_kind.md" \
           >>"$out/robust.log" 2>&1 ;;
     ablation) run_bench ablation12 benchmarks/suites/toy_ablation12.yaml "$ablation_methods" &&
-      run_bench ablation12-relative benchmarks/suites/toy_ablation12.yaml fym -c "$out/relative.yaml" ;;
+      run_relative ablation12 benchmarks/suites/toy_ablation12.yaml ;;
     leakage) run_bench leakage benchmarks/suites/toy_leakage.yaml "$ablation_methods" &&
-      run_bench leakage-relative benchmarks/suites/toy_leakage.yaml fym -c "$out/relative.yaml" ;;
+      run_relative leakage benchmarks/suites/toy_leakage.yaml ;;
     sanity)
       local status=0 program
       mkdir -p "$out/sanity"
