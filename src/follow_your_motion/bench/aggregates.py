@@ -127,7 +127,7 @@ def _ordered_methods(records: list[dict]) -> list[str]:
 
     def place(method: str) -> tuple[int, str, int]:
         name = method.split("@")[0]
-        return (known.index(name), "", seen.index(method)) if name in known else (len(known), name, seen.index(method))
+        return known.index(name) if name in known else len(known), name, seen.index(method)
 
     return sorted(seen, key=place)
 

@@ -111,10 +111,10 @@ def compare_runs(runs: list[tuple[Path, str]], out: Path, baseline: str | None =
     elif baseline not in methods:
         raise InputError(f"baseline {baseline!r} is not among the compared methods ({', '.join(methods)})")
     out.mkdir(parents=True, exist_ok=True)
-    sources = {label: {"folder": str(run.resolve()), "suite": names[label], "model": suites[label].get("model"),
-                       "overrides": suites[label].get("overrides"), "methods": sorted({r["method"] for r in
-                                                                                     loaded[label]})}
-               for run, label in runs}
+    sources = {label: {"folder": folder, "suite": names[label], "model": suites[label].get("model"),
+                       "overrides": suites[label].get("overrides"),
+                       "methods": sorted({r["method"] for r in loaded[label]})}
+               for folder, label in zip(folders, labels, strict=True)}
     atomic_write_text(out / "compare.json", json.dumps({"baseline": baseline, "runs": sources}, indent=1) + "\n")
     atomic_write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in merged))
     return write_report(out, baseline)
